@@ -1,0 +1,61 @@
+"""Settings: one default table, a comment per key.
+
+Environment variables override only URLs and secrets (and the corpus path used by
+tests and benches); everything else is a command-line option or a value here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where `bot review <Message-ID>` fetches `<base>/<msgid>/t.mbox.gz` from.
+    lore_base_url: str = "https://lore.kernel.org/all"
+    # Seconds before a lore fetch gives up (one-line error, exit 2).
+    fetch_timeout: float = 20.0
+    # Refuse any single input (file, stdin, fetched mbox) larger than this many bytes.
+    max_input_bytes: int = 50 * 1024 * 1024
+    # Minutes within which unthreaded patches of the same author and version are
+    # stitched into one series (Patchwork uses a similar window for the same reason:
+    # git-send-email without --thread sends the patches seconds apart).
+    stitch_window_minutes: int = 60
+    # Folder holding the rules (one folder per rule) and rules/api/*.yaml.
+    rules_dir: Path = _HERE / "rules"
+    # Simulator bounds: reaching one is reported, never silent.
+    sim_max_threads: int = 4
+    sim_max_steps: int = 400  # operations per actor, loops unrolled
+    sim_max_states: int = 200_000
+    sim_max_seconds: float = 1.5  # per series
+    # Call depth followed into helpers the tree or the series defines.
+    call_depth: int = 3
+    # Where scratch worktrees are created (None: the system temp dir).
+    scratch_dir: Path | None = None
+    # Where tests and benches find the shared corpus (read in place, never copied).
+    corpus_dir: Path = field(default_factory=lambda: _HERE.parent / "shared" / "corpus")
+    # Rules to run (empty: all) and rules to skip; set by --rule / --disable-rule.
+    enabled_rules: tuple[str, ...] = ()
+    disabled_rules: tuple[str, ...] = ()
+    # Run the lifecycle simulator in the analysis stage.
+    simulate: bool = True
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_settings() -> Settings:
+    """Defaults, with URL/path overrides from the environment."""
+    s = Settings()
+    env = os.environ
+    if "BOT_LORE_BASE_URL" in env:
+        s = replace(s, lore_base_url=env["BOT_LORE_BASE_URL"].rstrip("/"))
+    if "BOT_CORPUS_DIR" in env:
+        s = replace(s, corpus_dir=Path(env["BOT_CORPUS_DIR"]))
+    if "BOT_SCRATCH_DIR" in env:
+        s = replace(s, scratch_dir=Path(env["BOT_SCRATCH_DIR"]))
+    return s
