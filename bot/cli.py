@@ -1,0 +1,220 @@
+"""`bot`: the command line. The only place that calls sys.exit.
+
+Every BotError becomes one line on stderr and its documented exit code; any other
+exception is an internal error (exit 3), with the traceback only when BOT_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bot import __version__
+from bot.config import Settings, load_settings
+from bot.errors import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    BotError,
+    UsageError,
+)
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  reviewed; the series introduces no lifecycle finding
+  1  reviewed; the series introduces at least one finding
+  2  bad usage, or input that cannot be read or is refused (one line on stderr)
+  3  internal error (a bug in the bot; BOT_DEBUG=1 shows the traceback)
+"""
+
+REVIEW_EPILOG = (
+    """\
+inputs (one or more):
+  PATH            an mbox, a .eml, a directory of .eml files, a maildir, a directory
+                  of `git format-patch` or quilt patches, or a single .patch file
+  -               read an mbox or a patch from stdin
+  MESSAGE-ID      fetch the thread from the public-inbox base URL (--lore-base)
+  LORE-URL        https://lore.kernel.org/<list>/<msgid>/...
+  A..B            with --repo PATH: each commit of the range is one patch
+
+"""
+    + EXIT_CODES_HELP
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns sys.exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bot",
+        description="Review Linux mm patch series for object-lifecycle bugs.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    review = sub.add_parser(
+        "review",
+        help="review a patch series",
+        description="Review a patch series: assemble, apply, analyse, report.",
+        epilog=REVIEW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    review.add_argument("inputs", nargs="+", metavar="SERIES", help="what to review (see below)")
+    review.add_argument("--tree", metavar="PATH", help="kernel tree (git repo or plain directory) to apply to")
+    review.add_argument("--repo", metavar="PATH", help="git repo for an A..B revision range input")
+    review.add_argument("--version", dest="series_version", type=int, metavar="N", help="review version N (default: newest)")
+    review.add_argument("--series", dest="series_key", metavar="KEY", help="review the series with this key (cover or first patch Message-ID)")
+    review.add_argument(
+        "--format", default="text", choices=["text", "email", "json", "sarif", "b4"], help="output format (default: text)"
+    )
+    review.add_argument("-o", "--output", metavar="FILE", help="write the review to FILE instead of stdout")
+    review.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable)")
+    review.add_argument("--disable-rule", action="append", default=[], metavar="ID", help="skip this rule (repeatable)")
+    review.add_argument("--no-simulate", action="store_true", help="do not run the lifecycle simulator")
+    review.add_argument("--lore-base", metavar="URL", help="public-inbox base URL for Message-IDs (default: settings)")
+    review.add_argument("--max-input-size", type=int, metavar="BYTES", help="refuse inputs larger than this")
+    review.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour in text output")
+    review.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    from bot.rules_cli import add_rules_parser
+    from bot.service_cli import add_service_parsers
+    from bot.simulate_cli import add_simulate_parser
+
+    add_rules_parser(sub)
+    add_simulate_parser(sub)
+    add_service_parsers(sub)
+    return parser
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[object]:
+    """A transient status line on stderr, only on a terminal, and only once work
+    has taken long enough to be worth showing (no flicker on a fast review)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    status = console.status("")
+    started = time.monotonic()
+    shown = False
+
+    def update(text: str) -> None:
+        nonlocal shown
+        if not shown and time.monotonic() - started > 0.3:
+            status.start()
+            shown = True
+        status.update(text)
+
+    try:
+        yield update
+    finally:
+        if shown:
+            status.stop()
+
+
+def _settings_for_review(args: argparse.Namespace, settings: Settings) -> Settings:
+    changes: dict[str, object] = {}
+    if args.rule:
+        changes["enabled_rules"] = tuple(args.rule)
+    if args.disable_rule:
+        changes["disabled_rules"] = tuple(args.disable_rule)
+    if args.no_simulate:
+        changes["simulate"] = False
+    if args.lore_base:
+        changes["lore_base_url"] = args.lore_base.rstrip("/")
+    if args.max_input_size is not None:
+        if args.max_input_size <= 0:
+            raise UsageError("--max-input-size must be positive")
+        changes["max_input_bytes"] = args.max_input_size
+    return settings.with_(**changes) if changes else settings
+
+
+def run_review(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.pipeline import review_inputs
+    from bot.report import render
+
+    settings = _settings_for_review(args, settings)
+    if args.tree and not Path(args.tree).is_dir():
+        raise UsageError(f"--tree {args.tree}: not a directory")
+    if args.repo and not Path(args.repo).is_dir():
+        raise UsageError(f"--repo {args.repo}: not a directory")
+    with _progress(not args.quiet) as progress:
+        review = review_inputs(
+            args.inputs,
+            settings,
+            tree=args.tree,
+            version=args.series_version,
+            repo=args.repo,
+            series_key=args.series_key,
+            stdin=sys.stdin.buffer,
+            progress=progress if callable(progress) else None,
+        )
+    out_tty = args.output is None and sys.stdout.isatty()
+    color = args.color == "always" or (args.color == "auto" and out_tty and args.format == "text")
+    text = render(review, args.format, color=color)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    return EXIT_FINDINGS if review.reportable else EXIT_OK
+
+
+def dispatch(argv: Sequence[str], settings: Settings) -> int:
+    args = build_parser().parse_args(list(argv))
+    if args.command == "review":
+        return run_review(args, settings)
+    if args.command == "rules":
+        from bot.rules_cli import run_rules
+
+        return run_rules(args, settings)
+    if args.command == "simulate":
+        from bot.simulate_cli import run_simulate
+
+        return run_simulate(args, settings)
+    from bot.service_cli import run_service
+
+    return run_service(args, settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bot` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = dispatch(argv, load_settings())
+    except BotError as exc:
+        print(f"bot: error: {exc.one_line()}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("bot: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        # stdout closed early (`bot review ... | head`): not an error of ours
+        code = EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+        if os.environ.get("BOT_DEBUG"):
+            traceback.print_exc()
+        detail = " ".join(str(exc).split())
+        print(f"bot: internal error: {type(exc).__name__}: {detail} (BOT_DEBUG=1 for details)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    return code
+
+
+__all__ = ["EXIT_USAGE", "build_parser", "main"]

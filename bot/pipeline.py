@@ -1,0 +1,171 @@
+"""The review pipeline: bytes in, a Review out.
+
+    review_inputs(args)  ingest.load -> assemble.assemble -> assemble.select -> review_series
+    review_series(s)     apply.apply_series -> build_analysis -> run_checks -> Review
+
+The CLI (`bot review`) and the Celery workers call these same functions. Nothing
+here renders text or touches the network except through `bot.ingest` (lore fetch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
+from bot.config import Settings
+from bot.model import (
+    AppliedSeries,
+    CheckResult,
+    Finding,
+    Review,
+    Series,
+    Status,
+)
+
+Progress = Callable[[str], None]
+
+
+def review_inputs(
+    args: Sequence[str],
+    settings: Settings,
+    *,
+    tree: str | None = None,
+    version: int | None = None,
+    repo: str | None = None,
+    series_key: str | None = None,
+    stdin: BinaryIO | None = None,
+    progress: Progress | None = None,
+) -> Review:
+    """Review what the command line names: paths, `-`, Message-IDs, lore URLs or,
+    with `repo`, a git revision range. Raises bot.errors.BotError subclasses for
+    input that cannot be read; everything else is a result inside the Review."""
+    from bot import assemble, ingest
+
+    messages = ingest.load(list(args), settings, repo=repo, stdin=stdin, progress=progress)
+    if progress:
+        progress(f"assembling {len(messages)} message(s)")
+    series_set = assemble.assemble(messages, settings)
+    series, versions, others = assemble.select(series_set, version=version, key=series_key)
+    return review_series(
+        series,
+        versions,
+        settings,
+        tree=tree,
+        others=others,
+        notes=series_set.notes,
+        progress=progress,
+    )
+
+
+def review_series(
+    series: Series,
+    versions: tuple[Series, ...],
+    settings: Settings,
+    *,
+    tree: str | None = None,
+    others: tuple[Series, ...] = (),
+    notes: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> Review:
+    """Apply one series to `tree` (or use the diff alone), analyse it, and collect
+    every finding and check outcome into a Review."""
+    from bot.apply import apply_series
+
+    if progress:
+        where = f"onto {tree}" if tree else "diff-only"
+        progress(f"applying {len(series.patches)} patch(es) {where}")
+    applied = apply_series(series, tree, settings, progress=progress)
+    if progress:
+        progress("analysing touched functions")
+    analysis = build_analysis(applied, settings)
+    findings, checks = run_checks(analysis, settings, load_checks(settings))
+    review_notes = list(notes) + list(applied.notes)
+    if series.missing:
+        missing = ", ".join(f"{n}/{series.total}" for n in series.missing)
+        review_notes.append(f"v{series.revision} is incomplete: {missing} MISSING; reviewed what arrived")
+    return Review(
+        series=series,
+        versions=versions or (series,),
+        applied=applied,
+        findings=tuple(_ordered(findings)),
+        checks=tuple(checks),
+        notes=tuple(dict.fromkeys(review_notes)),
+        other_series=others,
+    )
+
+
+def build_analysis(applied: AppliedSeries, settings: Settings) -> SeriesAnalysis:
+    """Find the functions each patch touches, in its pre- and post-image."""
+    from bot.analyze.cfunc import touched_functions
+
+    patches: list[PatchAnalysis] = []
+    present = {p.number: p for p in applied.series.patches}
+    for images in applied.images:
+        patch = present.get(images.number)
+        if patch is None:
+            continue
+        patches.append(
+            PatchAnalysis(
+                number=images.number,
+                patch=patch,
+                images=images,
+                changes=touched_functions(images),
+                partial=any(img.partial for img in images.images),
+            )
+        )
+    return SeriesAnalysis(applied=applied, patches=tuple(patches), tree_root=applied.tree)
+
+
+def load_checks(settings: Settings) -> list[Check]:
+    """The lifecycle rules selected by settings, then the simulator."""
+    from bot.analyze.engine import load_checks as load_rule_checks
+
+    checks: list[Check] = list(load_rule_checks(settings))
+    if settings.simulate:
+        from bot.analyze.simulate import SimulatorCheck
+
+        checks.append(SimulatorCheck())
+    return checks
+
+
+def run_checks(
+    analysis: SeriesAnalysis, settings: Settings, checks: Sequence[Check]
+) -> tuple[list[Finding], list[CheckResult]]:
+    """Run every check; one check raising becomes a failed result for that check
+    alone (b4 does the same), so a broken rule can never hide the others."""
+    findings: list[Finding] = []
+    results: list[CheckResult] = []
+    for check in checks:
+        try:
+            found = list(check.run(analysis, settings))
+        except Exception as exc:  # noqa: BLE001 - isolating a failing check is the point
+            detail = " ".join(str(exc).split()) or "no message"
+            results.append(CheckResult(check=check.name, ok=False, error=f"{type(exc).__name__}: {detail}"))
+            continue
+        findings.extend(found)
+        notes = tuple(getattr(check, "last_notes", ()) or ())
+        results.append(CheckResult(check=check.name, ok=True, notes=notes))
+    return findings, results
+
+
+_STATUS_ORDER = {
+    Status.INTRODUCED: 0,
+    Status.FIXED_IN_SERIES: 1,
+    Status.PRE_EXISTING: 2,
+    Status.FIXED: 3,
+}
+
+
+def _ordered(findings: Sequence[Finding]) -> list[Finding]:
+    """Introduced first, then by patch, file and line: the order a reviewer reads."""
+    return sorted(
+        findings,
+        key=lambda f: (
+            _STATUS_ORDER[f.status],
+            f.patch_number or 0,
+            f.file,
+            f.line or 0,
+            f.rule_id,
+        ),
+    )
