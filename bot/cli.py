@@ -75,20 +75,56 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     review.add_argument("inputs", nargs="+", metavar="SERIES", help="what to review (see below)")
-    review.add_argument("--tree", metavar="PATH", help="kernel tree (git repo or plain directory) to apply to")
-    review.add_argument("--repo", metavar="PATH", help="git repo for an A..B revision range input")
-    review.add_argument("--version", dest="series_version", type=int, metavar="N", help="review version N (default: newest)")
-    review.add_argument("--series", dest="series_key", metavar="KEY", help="review the series with this key (cover or first patch Message-ID)")
     review.add_argument(
-        "--format", default="text", choices=["text", "email", "json", "sarif", "b4"], help="output format (default: text)"
+        "--tree", metavar="PATH", help="kernel tree (git repo or plain directory) to apply to"
     )
-    review.add_argument("-o", "--output", metavar="FILE", help="write the review to FILE instead of stdout")
-    review.add_argument("--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable)")
-    review.add_argument("--disable-rule", action="append", default=[], metavar="ID", help="skip this rule (repeatable)")
-    review.add_argument("--no-simulate", action="store_true", help="do not run the lifecycle simulator")
-    review.add_argument("--lore-base", metavar="URL", help="public-inbox base URL for Message-IDs (default: settings)")
-    review.add_argument("--max-input-size", type=int, metavar="BYTES", help="refuse inputs larger than this")
-    review.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="colour in text output")
+    review.add_argument("--repo", metavar="PATH", help="git repo for an A..B revision range input")
+    review.add_argument(
+        "--version",
+        dest="series_version",
+        type=int,
+        metavar="N",
+        help="review version N (default: newest)",
+    )
+    review.add_argument(
+        "--series",
+        dest="series_key",
+        metavar="KEY",
+        help="review the series with this key (cover or first patch Message-ID)",
+    )
+    review.add_argument(
+        "--format",
+        default="text",
+        choices=["text", "email", "json", "sarif", "b4"],
+        help="output format (default: text)",
+    )
+    review.add_argument(
+        "-o", "--output", metavar="FILE", help="write the review to FILE instead of stdout"
+    )
+    review.add_argument(
+        "--rule", action="append", default=[], metavar="ID", help="run only this rule (repeatable)"
+    )
+    review.add_argument(
+        "--disable-rule",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="skip this rule (repeatable)",
+    )
+    review.add_argument(
+        "--no-simulate", action="store_true", help="do not run the lifecycle simulator"
+    )
+    review.add_argument(
+        "--lore-base",
+        metavar="URL",
+        help="public-inbox base URL for Message-IDs (default: settings)",
+    )
+    review.add_argument(
+        "--max-input-size", type=int, metavar="BYTES", help="refuse inputs larger than this"
+    )
+    review.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="colour in text output"
+    )
     review.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
     from bot.rules_cli import add_rules_parser
@@ -208,11 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # stdout closed early (`bot review ... | head`): not an error of ours
         code = EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+    except Exception as exc:  # the last line of defence: no tracebacks
         if os.environ.get("BOT_DEBUG"):
             traceback.print_exc()
         detail = " ".join(str(exc).split())
-        print(f"bot: internal error: {type(exc).__name__}: {detail} (BOT_DEBUG=1 for details)", file=sys.stderr)
+        print(
+            f"bot: internal error: {type(exc).__name__}: {detail} (BOT_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         code = EXIT_INTERNAL
     return code
 

@@ -83,7 +83,9 @@ def review_series(
     review_notes = list(notes) + list(applied.notes)
     if series.missing:
         missing = ", ".join(f"{n}/{series.total}" for n in series.missing)
-        review_notes.append(f"v{series.revision} is incomplete: {missing} MISSING; reviewed what arrived")
+        review_notes.append(
+            f"v{series.revision} is incomplete: {missing} MISSING; reviewed what arrived"
+        )
     return Review(
         series=series,
         versions=versions or (series,),
@@ -139,9 +141,11 @@ def run_checks(
     for check in checks:
         try:
             found = list(check.run(analysis, settings))
-        except Exception as exc:  # noqa: BLE001 - isolating a failing check is the point
+        except Exception as exc:  # isolating a failing check is the point
             detail = " ".join(str(exc).split()) or "no message"
-            results.append(CheckResult(check=check.name, ok=False, error=f"{type(exc).__name__}: {detail}"))
+            results.append(
+                CheckResult(check=check.name, ok=False, error=f"{type(exc).__name__}: {detail}")
+            )
             continue
         findings.extend(found)
         notes = tuple(getattr(check, "last_notes", ()) or ())
