@@ -1,0 +1,153 @@
+"""Helpers shared by the bench scripts: where things are, how to time them.
+
+The scripts run as plain files (`.venv/bin/python bench/eval.py`), so this module
+is imported by its bare name; it only uses the standard library and `bot.config`.
+A missing input (corpus, checkpatch, eval trees) is a `Skip`: the script prints
+one line saying what is missing and how to provide it, and exits 0, because a
+bench that cannot run here is not a failure of the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The checkpatch the bench compares against; step 2 of bench/README.md puts it here.
+DEFAULT_CHECKPATCH = Path("/work/tools/linux-source-6.12/scripts/checkpatch.pl")
+# Where scripts/prepare-eval-trees.sh builds the eval-dev case repos.
+DEFAULT_EVAL_TREES = Path("/work/eval-trees")
+
+
+class Skip(Exception):
+    """An input the bench needs is absent; the message says which and how to get it."""
+
+
+def corpus_dir(override: str | None = None) -> Path:
+    """The shared corpus: `override`, else the bot's setting (BOT_CORPUS_DIR or
+    ../shared/corpus). Raises Skip when it is not there."""
+    if override:
+        path = Path(override)
+    else:
+        from bot.config import load_settings
+
+        path = load_settings().corpus_dir
+    if not (path / "README.md").is_file():
+        raise Skip(f"corpus not found at {path} (set BOT_CORPUS_DIR or pass --corpus)")
+    return path
+
+
+def checkpatch_path() -> Path:
+    """checkpatch.pl from BOT_CHECKPATCH (default DEFAULT_CHECKPATCH). Raises Skip
+    when it is absent, naming the tar command that extracts it."""
+    path = Path(os.environ.get("BOT_CHECKPATCH", str(DEFAULT_CHECKPATCH)))
+    if not path.is_file():
+        raise Skip(
+            f"checkpatch.pl not found at {path} (set BOT_CHECKPATCH, or extract "
+            "scripts/checkpatch.pl, scripts/spelling.txt and scripts/const_structs.checkpatch "
+            "from /usr/src/linux-source-6.12.tar.xz; see bench/README.md)"
+        )
+    return path
+
+
+def bot_command() -> list[str]:
+    """The `bot` command as a user runs it: the venv's console script when it is
+    next to this interpreter, else `python -m bot` (the same entry point)."""
+    script = Path(sys.executable).with_name("bot")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "bot"]
+
+
+def child_env() -> dict[str, str]:
+    """Environment for bot subprocesses: the checkout importable, no debug output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.pop("BOT_DEBUG", None)
+    return env
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Wall times of repeated runs of one thing, in seconds."""
+
+    label: str
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> str:
+        return f"min {min(self.times):.3f} s, max {max(self.times):.3f} s"
+
+
+def time_runs(label: str, runs: int, fn: Callable[[], object]) -> Timed:
+    """Call `fn` `runs` times and keep each wall time (perf_counter)."""
+    times: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return Timed(label, tuple(times))
+
+
+def run_quiet(cmd: Sequence[str], ok_codes: Sequence[int], *, timeout: float = 600) -> str:
+    """Run `cmd` with output captured; return stdout. An exit code outside
+    `ok_codes` raises RuntimeError with the command's last stderr line."""
+    proc = subprocess.run(
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode not in ok_codes:
+        last = (proc.stderr.strip().splitlines() or ["no stderr"])[-1]
+        raise RuntimeError(f"{Path(cmd[0]).name} exited {proc.returncode}: {last}")
+    return proc.stdout
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM) in MB; ru_maxrss when /proc
+    is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_main(name: str, main: Callable[[list[str]], int]) -> None:
+    """Run a bench's main(), turning Skip into one line and exit 0, and any
+    bot.errors.BotError into one line and its exit code."""
+    from bot.errors import BotError
+
+    try:
+        code = main(sys.argv[1:])
+    except Skip as exc:
+        print(f"{name}: skipped: {exc}")
+        code = 0
+    except BotError as exc:
+        print(f"{name}: error: {exc.one_line()}", file=sys.stderr)
+        code = exc.exit_code
+    except RuntimeError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
