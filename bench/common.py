@@ -13,7 +13,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +68,7 @@ def bot_command() -> list[str]:
 def child_env() -> dict[str, str]:
     """Environment for bot subprocesses: the checkout importable, no debug output."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("BOT_DEBUG", None)
     return env
 
@@ -90,16 +87,6 @@ class Timed:
     @property
     def spread(self) -> str:
         return f"min {min(self.times):.3f} s, max {max(self.times):.3f} s"
-
-
-def time_runs(label: str, runs: int, fn: Callable[[], object]) -> Timed:
-    """Call `fn` `runs` times and keep each wall time (perf_counter)."""
-    times: list[float] = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return Timed(label, tuple(times))
 
 
 def run_quiet(cmd: Sequence[str], ok_codes: Sequence[int], *, timeout: float = 600) -> str:
