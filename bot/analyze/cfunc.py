@@ -1,0 +1,665 @@
+"""C function definitions in kernel source, and the functions a patch touches.
+
+    parse_functions(text, path)  every function definition (tree-sitter-c, plus a
+                                 brace-matching scan for what tree-sitter misses)
+    find_function(text, path, name)
+    call_graph(functions)        calls between the given functions
+    touched_functions(images)    the functions each hunk changes, pre and post
+
+Kernel code is full of macros tree-sitter cannot know: `list_for_each_entry(...) {`,
+`SYSCALL_DEFINEn(name, ...)`, `__releases(x)` after the parameter list. Tree-sitter
+recovers from most of them with ERROR nodes inside a function; what it cannot turn
+into a `function_definition` at file scope is found by a lexical scan over the text
+with comments, strings and preprocessor lines blanked out. Calls are read lexically
+from that same blanked text, so macros used like calls count as calls.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tree_sitter
+import tree_sitter_c
+
+from bot.model import (
+    CFunction,
+    ChangeKind,
+    FileDiff,
+    FileImage,
+    FunctionChange,
+    Hunk,
+    LineKind,
+    PatchImages,
+)
+
+__all__ = [
+    "call_graph",
+    "find_function",
+    "function_name_from_section",
+    "parse_functions",
+    "touched_functions",
+]
+
+_LANGUAGE = tree_sitter.Language(tree_sitter_c.language())
+# tree_sitter.Parser is not safe to share between threads (Celery may run several).
+_LOCAL = threading.local()
+
+# Words followed by `(` that are not calls.
+_NOT_CALLS = frozenset(
+    {
+        "if",
+        "while",
+        "for",
+        "switch",
+        "return",
+        "sizeof",
+        "typeof",
+        "__typeof__",
+        "__typeof",
+        "_Alignof",
+        "alignof",
+        "__alignof__",
+        "__attribute__",
+        "__attribute",
+        "asm",
+        "__asm__",
+        "__asm",
+        "volatile",
+        "__volatile__",
+        "_Generic",
+        "_Static_assert",
+        "static_assert",
+        "do",
+        "else",
+        "case",
+        "goto",
+        "defined",
+        "__builtin_expect",
+        "__builtin_constant_p",
+        "__builtin_offsetof",
+    }
+)
+_INLINE_WORDS = frozenset({"inline", "__inline", "__inline__", "__always_inline"})
+# Annotations written after a parameter list (`foo(...) __releases(x)`): skipped when
+# looking back from `{` for the function's own parameter list.
+_TRAILING_ANNOTATION = re.compile(
+    r"__(?:releases|acquires|must_hold|cond_acquires|cond_releases|attribute__|attribute"
+    r"|no_context_analysis|[a-z_]+)$"
+)
+_SYSCALL = re.compile(r"^(COMPAT_)?SYSCALL_DEFINE\d$")
+_IDENT_CALL = re.compile(r"(?<![\w.>])([A-Za-z_]\w*)\s*\(")
+_IDENT_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*$")
+_LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
+
+
+def _parser() -> tree_sitter.Parser:
+    parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = tree_sitter.Parser(_LANGUAGE)
+        _LOCAL.parser = parser
+    return parser
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def _mask(text: str) -> str:
+    """Return `text` with comments, string/char literals and preprocessor lines
+    replaced by spaces (newlines kept), so offsets and line numbers still match."""
+    out = list(text)
+    n = len(text)
+    i = 0
+    line_start = True
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line_start = True
+            i += 1
+            continue
+        if line_start and c in " \t":
+            i += 1
+            continue
+        if line_start and c == "#":
+            # A directive runs to the end of the line, or further with `\` continuations;
+            # `#define F(x) { ... }` must not count as a brace at file scope.
+            while i < n and text[i] != "\n":
+                if text[i] == "\\" and i + 1 < n and text[i + 1] == "\n":
+                    out[i] = " "
+                    i += 2
+                    continue
+                if text.startswith("/*", i):
+                    end = text.find("*/", i + 2)
+                    end = n if end < 0 else end + 2
+                    for k in range(i, end):
+                        if text[k] != "\n":
+                            out[k] = " "
+                    i = end
+                    continue
+                out[i] = " "
+                i += 1
+            continue
+        line_start = False
+        if text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            for k in range(i, end):
+                if text[k] != "\n":
+                    out[k] = " "
+            i = end
+            continue
+        if text.startswith("//", i):
+            while i < n and text[i] != "\n":
+                out[i] = " "
+                i += 1
+            continue
+        if c in "\"'":
+            quote = c
+            j = i + 1
+            while j < n and text[j] != quote and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            end = min(j + 1, n)
+            for k in range(i + 1, end - 1 if end - 1 > i else end):
+                if text[k] != "\n":
+                    out[k] = " "
+            i = end
+            continue
+        i += 1
+    return "".join(out)
+
+
+def _calls_in(masked_body: str) -> tuple[str, ...]:
+    """Names used like calls in a masked body, in source order, duplicates kept once."""
+    seen: dict[str, None] = {}
+    for m in _IDENT_CALL.finditer(masked_body):
+        name = m.group(1)
+        if name in _NOT_CALLS:
+            continue
+        seen.setdefault(name, None)
+    return tuple(seen)
+
+
+def _normalise_name(name: str, args: str) -> str:
+    """`SYSCALL_DEFINE3(mprotect, ...)` is the function `sys_mprotect`; the kernel
+    names it so, and callers and backtraces use that name."""
+    m = _SYSCALL.match(name)
+    if not m:
+        return name
+    first = args.strip().lstrip("(").split(",", 1)[0].strip().rstrip(")").strip()
+    if not re.fullmatch(r"[A-Za-z_]\w*", first):
+        return name
+    return ("compat_sys_" if m.group(1) else "sys_") + first
+
+
+def function_name_from_section(section: str) -> str | None:
+    """The function a hunk header's section text (`static void foo(int x)`) names, or
+    None when it is not a function head (a struct, a declaration ending in `;`)."""
+    text = section.strip()
+    if not text or "(" not in text or text.endswith(";") or "=" in text.split("(", 1)[0]:
+        return None
+    head = text.split("(", 1)[0]
+    m = _IDENT_BEFORE.search(head)
+    if not m:
+        return None
+    name = m.group(1)
+    if name in _NOT_CALLS or head.lstrip().startswith("#"):
+        return None
+    return _normalise_name(name, text[text.index("(") :])
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Found:
+    name: str
+    start: int  # 0-based line
+    end: int  # 0-based line, inclusive
+    body_offset: int  # char offset of the opening brace of the body
+    end_offset: int  # char offset just past the closing brace
+
+
+def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
+    """Follow `declarator` fields down to the identifier a definition declares;
+    also return the text of the innermost parameter list."""
+    params = ""
+    while node is not None:
+        if node.type in ("identifier", "field_identifier", "type_identifier"):
+            return (node.text or b"").decode("utf-8", "replace"), params
+        if node.type == "function_declarator":
+            p = node.child_by_field_name("parameters")
+            if p is not None:
+                params = (p.text or b"").decode("utf-8", "replace")
+        nxt = node.child_by_field_name("declarator")
+        if nxt is None:
+            nxt = next(
+                (c for c in node.named_children if c.type not in ("attribute_specifier",)),
+                None,
+            )
+        node = nxt
+    return None, params
+
+
+def _ts_functions(text: str, data: bytes) -> list[_Found]:
+    tree = _parser().parse(data)
+    ascii_only = len(text) == len(data)
+    found: list[_Found] = []
+
+    def char_at(byte_offset: int) -> int:
+        # Byte and str offsets agree for ASCII, which nearly all kernel code is.
+        if ascii_only:
+            return byte_offset
+        return len(data[:byte_offset].decode("utf-8", "replace"))
+
+    def visit(node: tree_sitter.Node) -> None:
+        for child in node.children:
+            if child.type == "function_definition":
+                name, params = _declarator_name(child.child_by_field_name("declarator"))
+                body = child.child_by_field_name("body")
+                if name and body is not None:
+                    found.append(
+                        _Found(
+                            name=_normalise_name(name, params),
+                            start=child.start_point.row,
+                            end=child.end_point.row,
+                            body_offset=char_at(body.start_byte),
+                            end_offset=char_at(child.end_byte),
+                        )
+                    )
+                # Definitions nested in a function are misparses of
+                # `for_each_node(n) {` style loop macros: do not descend.
+                continue
+            if child.child_count:
+                visit(child)
+
+    visit(tree.root_node)
+    return found
+
+
+def _scan_functions(masked: str) -> list[_Found]:
+    """Brace-matching scan: every `{` at file scope preceded by `name(...)` whose
+    declaration starts at column 0 is a function body."""
+    found: list[_Found] = []
+    depth = 0
+    i = 0
+    n = len(masked)
+    while i < n:
+        c = masked[i]
+        if c == "{":
+            if depth == 0:
+                head = _function_head(masked, i)
+                if head is not None:
+                    name, start_offset = head
+                    end = _matching_brace(masked, i)
+                    found.append(
+                        _Found(
+                            name=name,
+                            start=masked.count("\n", 0, start_offset),
+                            end=masked.count("\n", 0, end),
+                            body_offset=i,
+                            end_offset=min(end + 1, n),
+                        )
+                    )
+                    i = end + 1
+                    continue
+            depth += 1
+        elif c == "}":
+            # Partial images start mid-function: never go below file scope.
+            depth = max(0, depth - 1)
+        i += 1
+    return found
+
+
+def _matching_brace(masked: str, open_at: int) -> int:
+    depth = 0
+    for j in range(open_at, len(masked)):
+        ch = masked[j]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(masked) - 1
+
+
+def _matching_paren_back(masked: str, close_at: int) -> int:
+    depth = 0
+    for j in range(close_at, -1, -1):
+        ch = masked[j]
+        if ch == ")":
+            depth += 1
+        elif ch == "(":
+            depth -= 1
+            if depth == 0:
+                return j
+    return -1
+
+
+def _function_head(masked: str, brace: int) -> tuple[str, int] | None:
+    """If the `{` at `brace` opens a function body, return (name, start offset)."""
+    j = brace - 1
+    for _ in range(8):  # a few trailing annotations at most
+        while j >= 0 and masked[j].isspace():
+            j -= 1
+        if j < 0 or masked[j] != ")":
+            return None
+        open_paren = _matching_paren_back(masked, j)
+        if open_paren < 0:
+            return None
+        m = _IDENT_BEFORE.search(masked, 0, open_paren)
+        if not m:
+            return None
+        name = m.group(1)
+        if name in _NOT_CALLS:
+            return None
+        before_name = masked[: m.start()].rstrip()
+        if _TRAILING_ANNOTATION.match(name) and before_name.endswith(")"):
+            # `foo(...) __releases(x) {`: the parameter list is further back.
+            j = len(before_name) - 1
+            continue
+        start = _declaration_start(masked, m.start())
+        if "=" in masked[start : m.start()]:
+            return None
+        if start != masked.rfind("\n", 0, start) + 1:
+            return None
+        return _normalise_name(name, masked[open_paren : j + 1]), start
+    return None
+
+
+def _declaration_start(masked: str, name_at: int) -> int:
+    """Walk back from a function name to the first character of its declaration:
+    just after the previous `;`, `}` or `{`, or after a blank line."""
+    k = name_at - 1
+    last_nonspace = name_at
+    while k >= 0:
+        ch = masked[k]
+        if ch in ";{}":
+            break
+        if ch == "\n":
+            prev = masked.rfind("\n", 0, k)
+            if masked[prev + 1 : k].strip() == "":
+                break
+        if not ch.isspace():
+            last_nonspace = k
+        k -= 1
+    # last_nonspace is the earliest non-space character seen; back up to its line start.
+    return last_nonspace
+
+
+def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
+    """Every function definition in `text` (the file `path`), in file order."""
+    data = text.encode("utf-8", "replace")
+    masked = _mask(text)
+    found = _ts_functions(text, data)
+    # Kernel functions start at column 0; a tree-sitter "definition" starting
+    # indented is a loop macro (`list_for_each_entry(...) {`) in a partial image.
+    lines = text.split("\n")
+    found = [
+        f
+        for f in found
+        if f.start < len(lines) and lines[f.start][:1] not in (" ", "\t") and f.name != ""
+    ]
+    spans = [(f.body_offset, f.end_offset) for f in found]
+    for extra in _scan_functions(masked):
+        if not any(lo <= extra.body_offset < hi for lo, hi in spans):
+            found.append(extra)
+    found.sort(key=lambda f: (f.start, f.body_offset))
+    result: list[CFunction] = []
+    for f in found:
+        body = "\n".join(lines[f.start : f.end + 1])
+        header = masked[_line_offset(text, f.start) : f.body_offset]
+        words = set(re.findall(r"[A-Za-z_]\w*", header.split("(", 1)[0]))
+        result.append(
+            CFunction(
+                name=f.name,
+                file=path,
+                start_line=f.start + 1,
+                end_line=f.end + 1,
+                body=body,
+                calls=_calls_in(masked[f.body_offset : f.end_offset]),
+                is_static="static" in words,
+                is_inline=bool(words & _INLINE_WORDS),
+            )
+        )
+    return tuple(result)
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Char offset of the start of 0-based `line`."""
+    pos = 0
+    for _ in range(line):
+        nxt = text.find("\n", pos)
+        if nxt < 0:
+            return len(text)
+        pos = nxt + 1
+    return pos
+
+
+def find_function(text: str, path: str, name: str) -> CFunction | None:
+    """The first definition of `name` in `text`, or None."""
+    if name not in text and not name.startswith(("sys_", "compat_sys_")):
+        return None
+    return next((f for f in parse_functions(text, path) if f.name == name), None)
+
+
+def call_graph(functions: Sequence[CFunction]) -> dict[str, tuple[str, ...]]:
+    """For each function, the calls it makes to other functions of the same set."""
+    names = {f.name for f in functions}
+    graph: dict[str, tuple[str, ...]] = {}
+    for f in functions:
+        calls = tuple(c for c in f.calls if c in names)
+        prev = graph.get(f.name, ())
+        graph[f.name] = tuple(dict.fromkeys(prev + calls))
+    return graph
+
+
+# --------------------------------------------------------------------------- touched
+
+
+def _changed_lines(hunk: Hunk) -> tuple[list[int], list[int]]:
+    """Pre-image lines removed and post-image lines added by one hunk (1-based).
+
+    A pure insertion also marks the pre-image line just above it, so the pre-side
+    function is found even when nothing was removed there."""
+    pre = [ln.source_line for ln in hunk.lines if ln.kind is LineKind.REMOVED and ln.source_line]
+    post = [ln.target_line for ln in hunk.lines if ln.kind is LineKind.ADDED and ln.target_line]
+    return pre, post
+
+
+def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
+    for f in funcs:
+        if f.start_line <= line <= f.end_line:
+            return f
+    return None
+
+
+def _hunk_segment(text: str, start: int, length: int) -> str:
+    """`text` with every line outside [start, start+length) blanked: one hunk alone."""
+    lines = text.split("\n")
+    lo, hi = start - 1, start - 1 + length
+    return "\n".join(ln if lo <= i < hi else "" for i, ln in enumerate(lines))
+
+
+def _is_comment_line(line: str) -> bool:
+    s = line.strip()
+    return s.startswith(("*", "/*", "//")) or s.endswith("*/")
+
+
+def _inside_named(lines: Sequence[str], changed: int) -> bool:
+    """Whether hunk-relative line `changed` lies inside the function whose head the
+    partial image does not show, judged by kernel indentation around it."""
+    if any(line.startswith("}") for line in lines[:changed]):
+        return False  # the function closed above the change
+    for idx, line in enumerate(lines):
+        if not line.strip() or _is_comment_line(line) or line.startswith("#"):
+            continue
+        if line.startswith("}"):  # idx >= changed here
+            return not line.startswith("};")
+        return idx <= changed and (line[:1] in (" ", "\t") or bool(_LABEL.match(line)))
+    return False
+
+
+def _partial_functions(
+    image_text: str, hunk: Hunk, pre_side: bool, path: str, changed: Sequence[int]
+) -> list[tuple[CFunction, int]]:
+    """Functions enclosing the changed lines of one hunk in a partial image, each with
+    the changed line that hit it. Uses the hunk's section header for a function
+    whose head lies above the hunk."""
+    start = hunk.source_start if pre_side else hunk.target_start
+    length = hunk.source_length if pre_side else hunk.target_length
+    if length == 0 or not changed:
+        return []
+    segment = _hunk_segment(image_text, start, length)
+    funcs = parse_functions(segment, path)
+    seg_lines = segment.split("\n")[start - 1 : start - 1 + length]
+    out: list[tuple[CFunction, int]] = []
+    header_name = function_name_from_section(hunk.section)
+    for line in changed:
+        f = _enclosing(funcs, line)
+        if f is None and header_name is not None:
+            first_start = min((g.start_line for g in funcs), default=start + length)
+            if line < first_start and _inside_named(seg_lines, line - start):
+                end = start + length - 1
+                for idx, text in enumerate(seg_lines):
+                    if text.startswith("}") and not text.startswith("};"):
+                        end = start + idx
+                        break
+                body = "\n".join(seg_lines[: end - start + 1])
+                f = CFunction(
+                    name=header_name,
+                    file=path,
+                    start_line=start,
+                    end_line=end,
+                    body=body,
+                    calls=_calls_in(_mask(body)),
+                )
+        if f is not None:
+            out.append((f, line))
+    return out
+
+
+def _merge_partial(a: CFunction, b: CFunction, text: str) -> CFunction:
+    """One function seen through two hunks of a partial image: span both."""
+    lo, hi = min(a.start_line, b.start_line), max(a.end_line, b.end_line)
+    body = "\n".join(text.split("\n")[lo - 1 : hi])
+    return CFunction(
+        name=a.name,
+        file=a.file,
+        start_line=lo,
+        end_line=hi,
+        body=body,
+        calls=_calls_in(_mask(body)),
+        is_static=a.is_static or b.is_static,
+        is_inline=a.is_inline or b.is_inline,
+    )
+
+
+def _side(
+    diff: FileDiff, image: FileImage, pre_side: bool
+) -> dict[str, tuple[CFunction, list[int]]]:
+    """Touched functions of one side of one file: name -> (function, hunk indexes)."""
+    text = image.pre if pre_side else image.post
+    touched: dict[str, tuple[CFunction, list[int]]] = {}
+    if text is None:
+        return touched
+    full = None if image.partial else parse_functions(text, diff.path)
+    for index, hunk in enumerate(diff.hunks):
+        pre, post = _changed_lines(hunk)
+        changed = pre if pre_side else post
+        if full is not None:
+            hits = [(f, ln) for ln in changed if (f := _enclosing(full, ln)) is not None]
+        else:
+            hits = _partial_functions(text, hunk, pre_side, diff.path, changed)
+        for f, _line in hits:
+            if f.name in touched:
+                prev, idxs = touched[f.name]
+                if image.partial and (prev.start_line, prev.end_line) != (
+                    f.start_line,
+                    f.end_line,
+                ):
+                    prev = _merge_partial(prev, f, text)
+                if index not in idxs:
+                    idxs.append(index)
+                touched[f.name] = (prev, idxs)
+            else:
+                touched[f.name] = (f, [index])
+    return touched
+
+
+def _lookup(text: str | None, path: str, name: str, partial: bool) -> CFunction | None:
+    if text is None or partial:
+        return None
+    return find_function(text, path, name)
+
+
+def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
+    """The functions each hunk of the patch changes, with full pre and post bodies.
+
+    A function found only in the post-image is ADDED, only in the pre-image REMOVED,
+    matched by name within the file."""
+    changes: list[FunctionChange] = []
+    for diff in images.files:
+        if diff.is_binary or not diff.hunks:
+            continue
+        image = images.image(diff.path) or (images.image(diff.old_path) if diff.old_path else None)
+        if image is None:
+            continue
+        pre_touched = _side(diff, image, pre_side=True)
+        post_touched = _side(diff, image, pre_side=False)
+        names = list(dict.fromkeys([*pre_touched, *post_touched]))
+        for name in names:
+            pre_hit = pre_touched.get(name)
+            post_hit = post_touched.get(name)
+            pre_fn = pre_hit[0] if pre_hit else None
+            post_fn = post_hit[0] if post_hit else None
+            if pre_fn is None:
+                pre_fn = _lookup(image.pre, diff.old_path or diff.path, name, image.partial)
+                if pre_fn is None and image.partial and image.pre is not None:
+                    pre_fn = _partial_counterpart(diff, image.pre, name, pre_side=True)
+            if post_fn is None:
+                post_fn = _lookup(image.post, diff.path, name, image.partial)
+                if post_fn is None and image.partial and image.post is not None:
+                    post_fn = _partial_counterpart(diff, image.post, name, pre_side=False)
+            hunks = sorted(set((pre_hit[1] if pre_hit else []) + (post_hit[1] if post_hit else [])))
+            if pre_fn is None and post_fn is None:
+                continue
+            kind = (
+                ChangeKind.ADDED
+                if pre_fn is None
+                else ChangeKind.REMOVED
+                if post_fn is None
+                else ChangeKind.MODIFIED
+            )
+            changes.append(
+                FunctionChange(
+                    file=diff.path,
+                    name=name,
+                    kind=kind,
+                    pre=pre_fn,
+                    post=post_fn,
+                    hunks=tuple(hunks),
+                )
+            )
+    return tuple(changes)
+
+
+def _partial_counterpart(
+    diff: FileDiff, text: str, name: str, *, pre_side: bool
+) -> CFunction | None:
+    """In a partial image, the other side of a function touched on one side only:
+    look at every hunk's region on this side, context lines included."""
+    found: CFunction | None = None
+    for hunk in diff.hunks:
+        start = hunk.source_start if pre_side else hunk.target_start
+        length = hunk.source_length if pre_side else hunk.target_length
+        if length == 0:
+            continue
+        every = list(range(start, start + length))
+        for f, _ in _partial_functions(text, hunk, pre_side, diff.path, every):
+            if f.name == name:
+                found = f if found is None else _merge_partial(found, f, text)
+                break
+    return found
