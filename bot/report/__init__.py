@@ -1,0 +1,54 @@
+"""Renderers: a Review in, text out. Matchers find; these only word what was found.
+
+    render(review, fmt)            one of FORMATS as a string
+    render_email_messages(review)  the LKML replies, for the publisher
+    patchwork_checks(review)       one Patchwork check per patch, for the publisher
+    b4_results(review)             the array a `b4 review` check command prints
+
+Formats are described in docs/output-formats.md; the JSON one is versioned by
+JSON_SCHEMA_VERSION and specified by docs/review.schema.json.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bot.errors import UsageError
+from bot.model import Review
+from bot.report.checks import b4_results, patchwork_checks
+from bot.report.jsonout import JSON_SCHEMA_VERSION, render_json, review_document
+from bot.report.mail import render_email, render_email_messages
+from bot.report.sarif import render_sarif, sarif_document
+from bot.report.text import render_text
+
+FORMATS: tuple[str, ...] = ("text", "email", "json", "sarif", "b4")
+
+
+def render(review: Review, fmt: str, *, color: bool = False) -> str:
+    """The review in format `fmt` (one of FORMATS); `color` affects text only.
+
+    Raises UsageError for an unknown format.
+    """
+    if fmt == "text":
+        return render_text(review, color=color)
+    if fmt == "email":
+        return render_email(review)
+    if fmt == "json":
+        return render_json(review)
+    if fmt == "sarif":
+        return render_sarif(review)
+    if fmt == "b4":
+        return json.dumps(b4_results(review), indent=2, ensure_ascii=False) + "\n"
+    raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
+__all__ = [
+    "FORMATS",
+    "JSON_SCHEMA_VERSION",
+    "b4_results",
+    "patchwork_checks",
+    "render",
+    "render_email_messages",
+    "review_document",
+    "sarif_document",
+]

@@ -1,0 +1,210 @@
+"""The review as SARIF 2.1.0, for code-scanning dashboards.
+
+Mapping (see docs/output-formats.md):
+  introduced   -> kind "fail", level from severity, baselineState "new"
+  pre-existing -> kind "fail", level from severity, baselineState "unchanged"
+  fixed        -> kind "pass", level "none", baselineState "absent"
+  fixed-in-series -> kind "pass", level "none", no baselineState (never in a baseline)
+SARIF says a result whose kind is not "fail" has level "none" (3.27.10).
+Simulator traces become codeFlows with one threadFlow per actor; executionOrder
+keeps the interleaving. Failed checks are toolExecutionNotifications.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+
+from bot.model import Finding, Review, Severity, Status, Trace
+from bot.report.common import (
+    SEVERITY_RANK,
+    TOOL_NAME,
+    TOOL_VERSION,
+    first_sentence,
+    location,
+    one_line,
+)
+
+SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_VERSION = "2.1.0"
+_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+# GitHub code scanning reads properties.precision; our confidence maps onto it.
+_PRECISION = {"high": "high", "medium": "medium", "low": "low"}
+_BASELINE = {Status.INTRODUCED: "new", Status.PRE_EXISTING: "unchanged", Status.FIXED: "absent"}
+
+
+def information_uri() -> str | None:
+    """The project's homepage from the installed package metadata, if it names one."""
+    try:
+        urls = metadata.metadata("mmlc-bot").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = str(entry).partition(",")
+        if label.strip().lower() in ("homepage", "home", "documentation", "source"):
+            url = url.strip()
+            if url.startswith(("https://", "http://")):
+                return url
+    return None
+
+
+def sarif_document(review: Review) -> dict[str, object]:
+    """The review as a SARIF log with one run."""
+    rules, index = _rules(review.findings)
+    driver: dict[str, object] = {
+        "name": TOOL_NAME,
+        "version": TOOL_VERSION,
+        "semanticVersion": TOOL_VERSION,
+        "rules": rules,
+    }
+    uri = information_uri()
+    if uri:
+        driver["informationUri"] = uri
+    failed = [c for c in review.checks if not c.ok]
+    invocation: dict[str, object] = {"executionSuccessful": not failed}
+    if failed:
+        invocation["toolExecutionNotifications"] = [
+            {
+                "level": "error",
+                "message": {"text": f"check {one_line(c.check)} failed: {one_line(c.error)}"},
+                "descriptor": {"id": one_line(c.check) or "check"},
+            }
+            for c in failed
+        ]
+    s = review.series
+    run: dict[str, object] = {
+        "tool": {"driver": driver},
+        "invocations": [invocation],
+        "automationDetails": {"id": f"{TOOL_NAME}/{one_line(s.key)}/v{s.revision}"},
+        "columnKind": "unicodeCodePoints",
+        "results": [_result(f, index) for f in review.findings],
+        "properties": {
+            "series": {
+                "key": s.key,
+                "name": s.name,
+                "version": s.version,
+                "revision": s.revision,
+                "total": s.total,
+                "missing": list(s.missing),
+            },
+            "tree": review.applied.tree,
+            "notes": list(review.notes),
+        },
+    }
+    return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
+
+
+def render_sarif(review: Review) -> str:
+    return json.dumps(sarif_document(review), indent=2, ensure_ascii=False) + "\n"
+
+
+def _rules(findings: tuple[Finding, ...]) -> tuple[list[dict[str, object]], dict[str, int]]:
+    """One reportingDescriptor per rule ID, worded from the findings it produced."""
+    rules: list[dict[str, object]] = []
+    index: dict[str, int] = {}
+    for f in findings:
+        if f.rule_id in index:
+            existing = rules[index[f.rule_id]]
+            cfg = existing["defaultConfiguration"]
+            assert isinstance(cfg, dict)
+            if SEVERITY_RANK[f.severity] > SEVERITY_RANK[_severity_of(cfg["level"])]:
+                cfg["level"] = _LEVEL[f.severity]
+            continue
+        index[f.rule_id] = len(rules)
+        words = one_line(f.symbol.replace("-", " ")) or f.rule_id
+        rules.append(
+            {
+                "id": f.rule_id,
+                "name": f.symbol,
+                "shortDescription": {"text": words[:1].upper() + words[1:]},
+                "fullDescription": {"text": first_sentence(f.message) or words},
+                "defaultConfiguration": {"level": _LEVEL[f.severity]},
+                "properties": {
+                    "tags": ["lifecycle", "mm"]
+                    + (["simulator"] if f.rule_id.startswith("SIM") else []),
+                    "precision": _PRECISION[f.confidence.value],
+                    "problem.severity": _LEVEL[f.severity]
+                    if f.severity is not Severity.INFO
+                    else "recommendation",
+                },
+            }
+        )
+    return rules, index
+
+
+def _severity_of(level: object) -> Severity:
+    return next((s for s, lv in _LEVEL.items() if lv == level), Severity.INFO)
+
+
+def _location(file: str, line: int | None, function: str | None) -> dict[str, object]:
+    loc: dict[str, object] = {}
+    if file:
+        physical: dict[str, object] = {"artifactLocation": {"uri": file}}
+        if line is not None and line >= 1:
+            physical["region"] = {"startLine": line}
+        loc["physicalLocation"] = physical
+    if function:
+        loc["logicalLocations"] = [{"name": function, "kind": "function"}]
+    return loc
+
+
+def _result(f: Finding, index: dict[str, int]) -> dict[str, object]:
+    passed = f.status in (Status.FIXED, Status.FIXED_IN_SERIES)
+    text = one_line(f.message) or one_line(f.question) or f"{f.rule_id} {f.symbol}"
+    result: dict[str, object] = {
+        "ruleId": f.rule_id,
+        "ruleIndex": index[f.rule_id],
+        "kind": "pass" if passed else "fail",
+        "level": "none" if passed else _LEVEL[f.severity],
+        "message": {"text": text},
+        "locations": [_location(f.file, f.line, f.function)] if f.file or f.function else [],
+        "partialFingerprints": {
+            # Stable across line moves: rule, file, function, symbol.
+            "mmLifecycle/v1": hashlib.sha256(
+                f"{f.rule_id}\0{f.file}\0{f.function or ''}\0{f.symbol}".encode()
+            ).hexdigest()[:32]
+        },
+        "properties": {
+            "status": f.status.value,
+            "confidence": f.confidence.value,
+            "severity": f.severity.value,
+            "patch": f.patch_number,
+            "symbol": f.symbol,
+            "location": location(f),
+            "question": f.question,
+            "evidence": list(f.evidence),
+            "suggestion": f.suggestion,
+            "fixed_by": f.fixed_by,
+        },
+    }
+    if f.status in _BASELINE:
+        result["baselineState"] = _BASELINE[f.status]
+    if f.trace is not None and f.trace.steps:
+        result["codeFlows"] = [_code_flow(f.trace)]
+    return result
+
+
+def _code_flow(trace: Trace) -> dict[str, object]:
+    """One threadFlow per actor; executionOrder numbers the steps across actors."""
+    actors = list(trace.actors) + [s.actor for s in trace.steps if s.actor not in trace.actors]
+    flows = []
+    for actor in dict.fromkeys(actors):
+        locations = []
+        for order, step in enumerate(trace.steps, start=1):
+            if step.actor != actor:
+                continue
+            loc = _location(step.file, step.line, step.function or None)
+            loc["message"] = {"text": one_line(step.text) or one_line(step.function) or "step"}
+            locations.append({"location": loc, "executionOrder": order})
+        if not locations:
+            continue
+        flow: dict[str, object] = {"id": actor, "locations": locations}
+        role = trace.actor_roles.get(actor)
+        if role:
+            flow["message"] = {"text": f"{actor}: {one_line(role)}"}
+        flows.append(flow)
+    code_flow: dict[str, object] = {"threadFlows": flows}
+    if trace.summary:
+        code_flow["message"] = {"text": one_line(trace.summary)}
+    return code_flow
