@@ -1,0 +1,116 @@
+"""Fetch a thread by Message-ID or lore URL from a public-inbox server.
+
+    fetch_thread("<20140415021614.GC7969@cmpxchg.org>", settings)
+      GET <settings.lore_base_url>/<msgid>/t.mbox.gz -> gunzip -> mbox bytes
+
+A Message-ID is refused before any request when it holds anything outside a
+conservative character set: it becomes part of a URL path, so `/`, `?`, `#`,
+`..` or spaces would let an argument choose a different resource.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+from bot.config import Settings
+from bot.errors import FetchError, InputError, TooLargeError
+
+__all__ = ["fetch_thread", "is_message_id_arg", "is_url_arg", "msgid_from_url", "valid_msgid"]
+
+# What a Message-ID may contain here. RFC 5322 allows more, but real ones
+# (git send-email, mailers, lore) use only these; anything else is refused.
+_MSGID_OK = re.compile(r"^[A-Za-z0-9._%+=~@!$-]+$")
+_CHUNK = 64 * 1024
+
+
+def is_url_arg(arg: str) -> bool:
+    """True for an http(s) URL argument."""
+    return arg.startswith(("https://", "http://"))
+
+
+def is_message_id_arg(arg: str) -> bool:
+    """True when an argument that is not a path is meant as a Message-ID."""
+    return arg.startswith("<") or "@" in arg
+
+
+def valid_msgid(arg: str) -> str:
+    """The Message-ID without angle brackets; `InputError` when it is unsafe."""
+    text = arg.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not text:
+        raise InputError("empty Message-ID", source=arg)
+    if ".." in text:
+        raise InputError("refused Message-ID: contains '..'", source=arg)
+    if not _MSGID_OK.match(text):
+        bad = sorted({ch for ch in text if not _MSGID_OK.match(ch)})
+        shown = " ".join(repr(ch) for ch in bad[:5])
+        raise InputError(f"refused Message-ID: unsafe character(s) {shown}", source=arg)
+    if "@" not in text:
+        raise InputError("refused Message-ID: no '@'", source=arg)
+    return text
+
+
+def msgid_from_url(url: str) -> str:
+    """The Message-ID in a lore-style URL `https://host/<list>/<msgid>/...`."""
+    parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
+    for part in parts:
+        if "@" in part:
+            return valid_msgid(part)
+    raise InputError("no Message-ID in URL (expected .../<list>/<msgid>/)", source=url)
+
+
+def _gunzip_limited(data: bytes, limit: int, source: str) -> bytes:
+    if not data.startswith(b"\x1f\x8b"):
+        return data  # a server that sends plain mbox: take it as is
+    out = bytearray()
+    dec = zlib.decompressobj(wbits=31)
+    try:
+        chunk = dec.decompress(data, limit + 1)
+        out += chunk
+        while dec.unconsumed_tail and len(out) <= limit:
+            out += dec.decompress(dec.unconsumed_tail, limit + 1 - len(out))
+    except zlib.error as exc:
+        raise FetchError(f"bad gzip data: {exc}", source=source) from exc
+    if len(out) > limit:
+        raise TooLargeError(f"thread larger than {limit} bytes once decompressed", source=source)
+    return bytes(out)
+
+
+def fetch_thread(msgid: str, settings: Settings, *, source: str | None = None) -> bytes:
+    """The whole thread holding `msgid` as mbox bytes, from settings.lore_base_url.
+
+    Every failure (offline, timeout, HTTP error, oversize) is a one-line
+    FetchError/TooLargeError naming the URL.
+    """
+    msgid = valid_msgid(msgid)
+    base = settings.lore_base_url.rstrip("/")
+    url = f"{base}/{quote(msgid, safe='@!$=~+-._')}/t.mbox.gz"
+    label = source or url
+    limit = settings.max_input_bytes
+    try:
+        with requests.get(url, timeout=settings.fetch_timeout, stream=True) as resp:
+            if resp.status_code == 404:
+                raise FetchError(
+                    f"no thread found for <{msgid}> (HTTP 404 from {url})", source=label
+                )
+            if resp.status_code >= 400:
+                raise FetchError(f"HTTP {resp.status_code} fetching {url}", source=label)
+            body = bytearray()
+            for chunk in resp.iter_content(_CHUNK):
+                body += chunk
+                if len(body) > limit:
+                    raise TooLargeError(f"download larger than {limit} bytes", source=label)
+    except requests.Timeout as exc:
+        raise FetchError(
+            f"timed out after {settings.fetch_timeout:g}s fetching {url}", source=label
+        ) from exc
+    except requests.ConnectionError as exc:
+        raise FetchError(f"cannot connect to fetch {url} (offline?)", source=label) from exc
+    except requests.RequestException as exc:
+        raise FetchError(f"fetch failed: {type(exc).__name__}", source=label) from exc
+    return _gunzip_limited(bytes(body), limit, label)
