@@ -220,7 +220,7 @@ def score_document(run: Run, doc: dict[str, Any], case: Case) -> None:
             )
         )
     run.other_status = dict(statuses)
-    run.localized = any(h.function in case.functions for h in run.introduced)
+    run.localized = any(names_function(case.functions, h.function) for h in run.introduced)
     applied: list[str] = []
     for p in doc.get("patches") or []:
         a = p.get("applied") if isinstance(p, dict) else None
@@ -235,6 +235,15 @@ def score_document(run: Run, doc: dict[str, Any], case: Case) -> None:
         if c.get("ok") is False:
             run.failed_checks.append(f"{name}: {c.get('error') or 'failed'}")
         run.check_notes.extend(f"{name}: {n}" for n in c.get("notes") or [])
+
+
+def names_function(expected: Iterable[str], found: str) -> bool:
+    """Whether `found` is one of the `expected` function names. meta.json names a
+    syscall by its macro (SYSCALL_DEFINE1) while the bot names it sys_<name>."""
+    return any(
+        found == e or (e.startswith("SYSCALL_DEFINE") and found.startswith("sys_"))
+        for e in expected
+    )
 
 
 @dataclass
@@ -351,6 +360,88 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
         print(f"  note x{n}: {note}")
 
 
+def _git_show(repo: Path, ref: str, path: str) -> str | None:
+    """A file's text at `ref` in `repo`, or None when it does not exist there."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{ref}:{path}"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    return proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+
+
+def parse_check(cases: Sequence[Case], trees: Path, corpus: Path) -> list[dict[str, Any]]:
+    """Preflight without the pipeline: parse each case's patches with
+    bot.analyze.diff.parse_diff and map hunks to functions with
+    bot.analyze.cfunc.touched_functions, from the diff alone and from the full
+    file images in the case repo; compare with the functions meta.json names."""
+    from bot.analyze.cfunc import touched_functions
+    from bot.analyze.diff import parse_diff
+    from bot.apply.images import diff_only_images
+    from bot.errors import BotError
+    from bot.model import FileImage, PatchImages
+
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        repo = trees / case.id
+        inputs = [
+            ("bug.patch", trees / f"{case.id}.bug.patch", ("post-fix", "pre-fix")),
+            ("fix.patch", trees / f"{case.id}.fix.patch", ("pre-fix", "post-fix")),
+            ("corpus fix.patch", corpus / "eval-dev" / case.id / "fix.patch", None),
+        ]
+        for label, path, refs in inputs:
+            row: dict[str, Any] = {"case": case.id, "input": label, "expected": case.functions}
+            rows.append(row)
+            try:
+                files = parse_diff(path.read_text(encoding="utf-8", errors="replace"), str(path))
+                row["files"] = [f.path for f in files]
+                row["hunks"] = sum(len(f.hunks) for f in files)
+                diff_only = touched_functions(diff_only_images(1, files))
+                row["diff_only"] = sorted({c.name for c in diff_only})
+                if refs and repo.is_dir():
+                    images = tuple(
+                        FileImage(
+                            path=f.path,
+                            pre=_git_show(repo, refs[0], f.old_path) if f.old_path else None,
+                            post=_git_show(repo, refs[1], f.new_path) if f.new_path else None,
+                        )
+                        for f in files
+                    )
+                    full = touched_functions(PatchImages(1, files, images))
+                    row["full"] = sorted({c.name for c in full})
+            except BotError as exc:
+                row["error"] = exc.one_line()
+            except Exception as exc:  # a crash here is exactly what the preflight reports
+                row["error"] = f"crash: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return rows
+
+
+def print_parse_check(rows: Sequence[dict[str, Any]]) -> None:
+    """One line per parsed patch: functions found from the diff and from the tree."""
+    print("== parse check: parse_diff + touched_functions (expected: meta.json functions)")
+    for row in rows:
+        head = f"{row['case']:<31} {row['input']:<16}"
+        if "error" in row:
+            print(f"{head} ERROR {row['error']}")
+            continue
+        expected = set(row["expected"])
+        parts = [f"{len(row['files'])} file(s) {row['hunks']} hunk(s)"]
+        for key in ("diff_only", "full"):
+            if key in row:
+                found = set(row[key])
+                missing = sorted(
+                    e for e in expected if not any(names_function([e], f) for f in found)
+                )
+                extra = sorted(f for f in found if not names_function(expected, f))
+                parts.append(
+                    f"{key}: {len(expected) - len(missing)}/{len(expected)} expected"
+                    + (f", missing {','.join(missing)}" if missing else "")
+                    + (f", also {','.join(extra)}" if extra else "")
+                )
+        print(f"{head} " + "; ".join(parts))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=NAME, description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -371,6 +462,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--timeout", type=float, default=600, help="seconds per review (default 600)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--parse-only",
+        action="store_true",
+        help="only parse the patches and map hunks to functions (no review)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -384,6 +480,13 @@ def main(argv: list[str]) -> int:
     if not trees.is_dir():
         raise Skip(f"eval trees not found at {trees} (run scripts/prepare-eval-trees.sh {trees})")
     cases = load_cases(corpus, args.case)
+    if args.parse_only:
+        rows = parse_check(cases, trees, corpus)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_parse_check(rows)
+        return 0
     variants = args.variant or list(VARIANTS)
     runs = plan_runs(cases, trees, variants)
     by_id = {c.id: c for c in cases}

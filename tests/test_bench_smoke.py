@@ -282,3 +282,14 @@ def test_prepare_eval_trees_refuses_an_out_dir_inside_the_checkout(tmp_path: Pat
     assert proc.returncode == 1
     assert "inside the project checkout" in proc.stderr
     assert not (ROOT / "eval-trees").exists()
+
+
+def test_eval_parse_only_maps_the_fix_hunk_to_its_function() -> None:
+    if not (EVAL_TREES / f"{SMALL_CASE}.bug.patch").is_file():
+        pytest.skip(f"eval trees not prepared in {EVAL_TREES} (scripts/prepare-eval-trees.sh)")
+    out = run_bench("eval.py", "--trees", str(EVAL_TREES), "--case", SMALL_CASE, "--parse-only")
+    lines = [line for line in out.splitlines() if line.startswith(SMALL_CASE)]
+    assert len(lines) == 3, out  # bug.patch, fix.patch, the corpus' own fix.patch
+    for line in lines:
+        assert "1 file(s) 1 hunk(s); diff_only: 1/1 expected" in line, line
+    assert "full: 1/1 expected" in lines[0]
