@@ -1,0 +1,150 @@
+"""Email replies: thread a review under the message it answers, and send it over SMTP.
+
+A review reply must land in the right thread of every reader's mail client and of the
+list archive, so it carries In-Reply-To (the parent's Message-ID) and References (the
+parent's References plus the parent), is addressed To the author and Cc'd as the list's
+policy says, and gets a stable Message-ID derived from what it reviews: sending the
+same review again produces the same Message-ID, which archives and clients de-duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, getaddresses, parseaddr
+
+from bot.errors import FetchError
+from bot.model import RawMessage
+
+
+@dataclass(frozen=True)
+class Recipients:
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for addr in (*self.to, *self.cc):
+            bare = parseaddr(addr)[1].lower()
+            if bare:
+                seen.setdefault(bare, None)
+        return tuple(seen)
+
+
+def stable_message_id(*parts: str, domain: str = "mmlc-bot") -> str:
+    """A Message-ID (without brackets) that depends only on `parts`."""
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return f"review-{digest}@{domain}"
+
+
+def reply_recipients(
+    parent: RawMessage,
+    *,
+    list_address: str = "",
+    cc_list: bool = True,
+    extra_cc: Sequence[str] = (),
+) -> Recipients:
+    """To the author of `parent`; Cc the list (if the policy says so) and `extra_cc`."""
+    to = (parent.from_addr,) if parent.from_addr else ()
+    cc: list[str] = []
+    if cc_list and list_address:
+        cc.append(list_address)
+    cc.extend(extra_cc)
+    return Recipients(to=to, cc=tuple(c for c in cc if c and c not in to))
+
+
+def thread_reply(
+    message: EmailMessage,
+    parent: RawMessage,
+    *,
+    from_addr: str,
+    recipients: Recipients,
+    message_id: str | None = None,
+) -> EmailMessage:
+    """Address a review reply to `parent` and make sure it threads under it.
+
+    From/To/Cc are replaced (the list's policy decides who is copied, not reply-all);
+    In-Reply-To and References are set from `parent`; an existing Message-ID is kept
+    (the renderer derives it from the content) unless `message_id` is given.
+    """
+    for header in ("From", "To", "Cc", "In-Reply-To", "References"):
+        del message[header]
+    message["From"] = from_addr
+    if recipients.to:
+        message["To"] = ", ".join(recipients.to)
+    if recipients.cc:
+        message["Cc"] = ", ".join(recipients.cc)
+    if message_id is not None or not message["Message-ID"]:
+        del message["Message-ID"]
+        message["Message-ID"] = f"<{message_id or stable_message_id(parent.message_id)}>"
+    message["In-Reply-To"] = f"<{parent.message_id}>"
+    refs = [r for r in parent.references if r != parent.message_id] + [parent.message_id]
+    message["References"] = " ".join(f"<{r}>" for r in dict.fromkeys(refs))
+    if not message["Date"]:
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+    if not message["Subject"]:
+        subject = parent.subject
+        message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+    return message
+
+
+def as_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=SMTP)
+
+
+def envelope(raw: bytes) -> tuple[str, list[str]]:
+    """Sender and recipients of a stored message, from its own From/To/Cc headers."""
+    from email import message_from_bytes
+
+    msg = message_from_bytes(raw)
+    sender = parseaddr(str(msg.get("From", "")))[1]
+    rcpts = [
+        a
+        for _, a in getaddresses([str(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])])
+        if a
+    ]
+    return sender, rcpts
+
+
+def send_smtp(
+    raw: bytes,
+    *,
+    host: str,
+    port: int,
+    starttls: bool = False,
+    user: str = "",
+    password: str = "",
+    timeout: float = 30.0,
+) -> None:
+    """Send one stored message; raises FetchError (transient: the caller retries)."""
+    sender, rcpts = envelope(raw)
+    if not sender or not rcpts:
+        raise ValueError("stored message has no From or no recipients")
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            if starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if user:
+                smtp.login(user, password)
+            refused = smtp.sendmail(sender, rcpts, raw)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise FetchError(f"SMTP {host}:{port}: {exc}") from exc
+    if refused and len(refused) == len(rcpts):
+        raise FetchError(f"SMTP {host}:{port} refused every recipient")
+
+
+__all__ = [
+    "Recipients",
+    "as_bytes",
+    "envelope",
+    "reply_recipients",
+    "send_smtp",
+    "stable_message_id",
+    "thread_reply",
+]

@@ -1,0 +1,212 @@
+"""Service configuration: lists to follow, repositories the webhook may fetch, publishing.
+
+Read from the YAML file named by `BOT_SERVICE_CONFIG` (none: every default below, which
+is a service that follows nothing, sends nothing and only stores reviews). Secrets come
+from the environment only, never from the file:
+
+    BOT_WEBHOOK_SECRET   HMAC-SHA256 key for GitHub-style and generic push deliveries
+    BOT_GITLAB_TOKEN     the X-Gitlab-Token value GitLab sends
+    BOT_SMTP_PASSWORD    SMTP login password (with smtp.user)
+    BOT_PATCHWORK_TOKEN  Patchwork API token
+
+Example (docs/service.md has the full table):
+
+    lists:
+      linux-mm:
+        mirror: https://lore.kernel.org/linux-mm
+        address: linux-mm@kvack.org
+        email: true          # opt in: reviews of this list may be mailed (muted otherwise)
+        cc_list: true        # Cc the list on replies
+    repos:
+      mm: {url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git}
+    publish:
+      dry_run: true          # default: nothing leaves the machine
+      from: "mm-lifecycle-bot <bot@example.org>"
+      smtp: {host: 127.0.0.1, port: 25}
+      maildir: /var/lib/bot/outbox
+      patchwork: {url: https://patchwork.kernel.org, project: linux-mm}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import InputError
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    name: str
+    mirror: str = ""  # public-inbox URL or local inbox directory; empty: not polled
+    address: str = ""  # the list's posting address, for Cc
+    email: bool = False  # per-list opt-in; muted by default
+    cc_list: bool = True
+    cc: tuple[str, ...] = ()
+    # Seconds to wait for the missing patches of a series before reviewing what arrived.
+    wait_seconds: float = 6 * 3600
+    # Review series whose tree is this local git checkout (None: diff context only).
+    tree: str | None = None
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    name: str  # what the push payload names (owner/name, path_with_namespace, or ours)
+    url: str  # where we fetch from: never the URL in the payload
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    user: str = ""
+    password: str = ""  # from BOT_SMTP_PASSWORD
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class PatchworkConfig:
+    url: str = ""  # base URL, e.g. https://patchwork.kernel.org
+    project: str = ""
+    token: str = ""  # from BOT_PATCHWORK_TOKEN
+    context: str = "mm-lifecycle"
+    timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    lists: tuple[ListConfig, ...] = ()
+    repos: tuple[RepoConfig, ...] = ()
+    dry_run: bool = True
+    from_addr: str = "mm-lifecycle-bot <mm-lifecycle-bot@localhost>"
+    smtp: SmtpConfig | None = None
+    maildir: str | None = None
+    patchwork: PatchworkConfig | None = None
+    webhook_secret: str = ""
+    gitlab_token: str = ""
+    # Largest webhook body accepted, bytes (GitHub caps payloads at 25 MB; a push
+    # event for a normal push is a few kB, so 1 MB leaves room and refuses floods).
+    webhook_max_bytes: int = 1024 * 1024
+    # Where mirrors and fetched repositories are kept.
+    data_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("BOT_DATA_DIR", ".bot-data"))
+    )
+    # Seconds between beat polls of each list.
+    poll_interval: float = 300.0
+    # Messages stored per Redis transaction while walking a mirror.
+    batch_size: int = 200
+    review_url: str = ""  # base of target_url in Patchwork checks ({key} appended)
+
+    def list(self, name: str) -> ListConfig:
+        for lst in self.lists:
+            if lst.name == name:
+                return lst
+        return ListConfig(name=name)
+
+    def repo(self, name: str) -> RepoConfig | None:
+        return next((r for r in self.repos if r.name == name), None)
+
+
+def _bool(v: Any, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise InputError(f"{where} must be true or false")
+
+
+def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> ServiceConfig:
+    """Build a ServiceConfig from the YAML mapping, with secrets from `env`."""
+    env = dict(os.environ) if env is None else env
+    lists: list[ListConfig] = []
+    for name, given in (data.get("lists") or {}).items():
+        spec = given or {}
+        if not isinstance(spec, dict):
+            raise InputError(f"lists.{name} must be a mapping")
+        lists.append(
+            ListConfig(
+                name=str(name),
+                mirror=str(spec.get("mirror", "")),
+                address=str(spec.get("address", "")),
+                email=_bool(spec.get("email", False), f"lists.{name}.email"),
+                cc_list=_bool(spec.get("cc_list", True), f"lists.{name}.cc_list"),
+                cc=tuple(str(c) for c in spec.get("cc", ()) or ()),
+                wait_seconds=float(spec.get("wait_seconds", 6 * 3600)),
+                tree=str(spec["tree"]) if spec.get("tree") else None,
+            )
+        )
+    repos = []
+    for name, spec in (data.get("repos") or {}).items():
+        if not isinstance(spec, dict) or not spec.get("url"):
+            raise InputError(f"repos.{name} needs a url")
+        repos.append(RepoConfig(name=str(name), url=str(spec["url"])))
+    pub = data.get("publish") or {}
+    smtp = None
+    if pub.get("smtp"):
+        s = pub["smtp"]
+        smtp = SmtpConfig(
+            host=str(s.get("host", "127.0.0.1")),
+            port=int(s.get("port", 25)),
+            starttls=_bool(s.get("starttls", False), "publish.smtp.starttls"),
+            user=str(s.get("user", "")),
+            password=env.get("BOT_SMTP_PASSWORD", ""),
+        )
+    pw = None
+    if pub.get("patchwork"):
+        p = pub["patchwork"]
+        pw = PatchworkConfig(
+            url=str(p.get("url", "")).rstrip("/"),
+            project=str(p.get("project", "")),
+            token=env.get("BOT_PATCHWORK_TOKEN", ""),
+            context=str(p.get("context", "mm-lifecycle")),
+        )
+    hook = data.get("webhook") or {}
+    return ServiceConfig(
+        lists=tuple(lists),
+        repos=tuple(repos),
+        dry_run=_bool(pub.get("dry_run", True), "publish.dry_run"),
+        from_addr=str(pub.get("from", ServiceConfig.from_addr)),
+        smtp=smtp,
+        maildir=str(pub["maildir"]) if pub.get("maildir") else None,
+        patchwork=pw,
+        webhook_secret=env.get("BOT_WEBHOOK_SECRET", ""),
+        gitlab_token=env.get("BOT_GITLAB_TOKEN", ""),
+        webhook_max_bytes=int(hook.get("max_bytes", 1024 * 1024)),
+        data_dir=Path(str(data.get("data_dir") or env.get("BOT_DATA_DIR", ".bot-data"))),
+        poll_interval=float(data.get("poll_interval", 300.0)),
+        batch_size=int(data.get("batch_size", 200)),
+        review_url=str(pub.get("review_url", "")),
+    )
+
+
+def load_service_config(path: str | None = None) -> ServiceConfig:
+    """Read `path` (default `BOT_SERVICE_CONFIG`); no file means every default."""
+    path = path or os.environ.get("BOT_SERVICE_CONFIG")
+    if not path:
+        return parse_config({})
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise InputError(f"cannot read service config: {exc.strerror}", source=path) from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"service config is not valid YAML: {exc}", source=path) from exc
+    if not isinstance(data, dict):
+        raise InputError("service config must be a mapping", source=path)
+    try:
+        return parse_config(data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad service config: {exc}", source=path) from exc
+
+
+__all__ = [
+    "ListConfig",
+    "PatchworkConfig",
+    "RepoConfig",
+    "ServiceConfig",
+    "SmtpConfig",
+    "load_service_config",
+    "parse_config",
+]

@@ -1,0 +1,57 @@
+"""Prometheus metrics, read from Redis at scrape time so every process agrees.
+
+Counters live in the `{p}:metrics` hash (workers increment them inside the same Redis
+transactions that change state), and queue depth is the length of each Celery queue's
+Redis list, so the webhook process can serve metrics for workers it never talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from workers.celery_app import QUEUES
+from workers.state import LATENCY_BUCKETS, State
+
+
+class ServiceCollector(Collector):
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        m = self.state.metrics()
+        for name, help_text in (
+            ("series_seen", "Series first seen by assembly"),
+            ("series_reviewed", "Series reviewed (committed exactly once each)"),
+            ("series_failed", "Series whose review failed permanently"),
+        ):
+            c = CounterMetricFamily(f"bot_{name}", help_text)
+            c.add_metric([], m.get(name, 0.0))
+            yield c
+        depth = GaugeMetricFamily(
+            "bot_queue_depth", "Tasks waiting in each queue", labels=["queue"]
+        )
+        for q in QUEUES:
+            depth.add_metric([q], float(self.state.r.llen(q)))
+        yield depth
+        buckets = [(f"{b:g}", m.get(f"latency_le_{b:g}", 0.0)) for b in LATENCY_BUCKETS]
+        buckets.append(("+Inf", m.get("latency_count", 0.0)))
+        h = HistogramMetricFamily(
+            "bot_review_latency_seconds",
+            "Seconds from a series being complete to its review stored",
+        )
+        h.add_metric([], buckets, sum_value=m.get("latency_sum", 0.0))
+        yield h
+
+
+def render_metrics(state: State) -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(state))
+    return generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8"
+
+
+__all__ = ["ServiceCollector", "render_metrics"]

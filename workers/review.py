@@ -1,0 +1,179 @@
+"""The service's use of the pipeline: assemble stored threads, review, build the outbox.
+
+Nothing here talks to Celery; `workers.tasks` calls these with a State. Reviews go
+through the same `bot.pipeline.review_series` / `review_inputs` the CLI uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bot.config import Settings
+from bot.errors import InputError
+from bot.model import RawMessage, Review, Series, SeriesSet
+from bot.publish.compare import compare_reviews
+from bot.publish.email import reply_recipients, thread_reply
+from bot.publish.outbox import email_part, maildir_part, patchwork_part
+from workers.config import ListConfig, ServiceConfig
+from workers.logs import log
+from workers.state import SeriesState, State
+
+
+@dataclass(frozen=True)
+class Assembled:
+    series_set: SeriesSet
+    roots: tuple[str, ...]
+    skipped: tuple[str, ...]  # Message-IDs that could not be parsed
+
+
+def parse_stored(
+    scope: str, items: Sequence[tuple[str, bytes]]
+) -> tuple[list[RawMessage], list[str]]:
+    """Parse stored raw messages; a message that is not mail is skipped and named."""
+    from bot.ingest import parse_message
+
+    out: list[RawMessage] = []
+    skipped: list[str] = []
+    for i, (mid, raw) in enumerate(items):
+        try:
+            out.append(parse_message(raw, f"{scope}:{mid}", i))
+        except InputError as exc:
+            log.warning(
+                "message skipped", extra={"scope": scope, "msgid": mid, "error": exc.one_line()}
+            )
+            skipped.append(mid)
+    return out, skipped
+
+
+def assemble_roots(state: State, scope: str, roots: Sequence[str], settings: Settings) -> Assembled:
+    """Assemble every message of these threads (and of threads they are versions of)."""
+    from bot.assemble import assemble
+
+    all_roots: dict[str, None] = {}
+    for root in roots:
+        for r in state.related_roots(scope, root):
+            all_roots.setdefault(r, None)
+    ids: set[str] = set()
+    for r in all_roots:
+        ids |= state.thread_ids(scope, r)
+    messages, skipped = parse_stored(scope, state.messages(scope, ids))
+    messages.sort(key=lambda m: (m.date.timestamp() if m.date else 0.0, m.message_id))
+    # index = date order, so assembly sees the thread as it was posted, not as it arrived
+    messages = [replace(m, index=i) for i, m in enumerate(messages)]
+    return Assembled(assemble(messages, settings), tuple(all_roots), tuple(skipped))
+
+
+def series_fields(s: Series, roots: Sequence[str]) -> dict[str, str | int | float]:
+    return {
+        "state": SeriesState.COMPLETE if s.complete else SeriesState.INCOMPLETE,
+        "version": s.version,
+        "revision": s.revision,
+        "total": s.total,
+        "missing": ",".join(str(n) for n in s.missing),
+        "name": s.name[:300],
+        "author": s.author_addr,
+        "roots": json.dumps(list(roots)),
+        "revision_of": s.revision_of or "",
+    }
+
+
+def superseded_keys(series_set: SeriesSet) -> set[str]:
+    """Keys of series that a later version in the same set revises."""
+    return {s.revision_of for s in series_set.series if s.revision_of}
+
+
+def pick(
+    series_set: SeriesSet, key: str
+) -> tuple[Series, tuple[Series, ...], tuple[Series, ...]] | None:
+    from bot.assemble import select
+
+    if not any(s.key == key for s in series_set.series):
+        return None
+    series, versions, others = select(series_set, key=key)
+    return series, tuple(versions), tuple(others)
+
+
+def build_result(state: State, scope: str, review: Review, *, partial: bool) -> dict[str, Any]:
+    """The stored form of a review: JSON document, text, and the comparison with the
+    previous version's stored review when there is one."""
+    from bot.report import render
+
+    doc = json.loads(render(review, "json"))
+    result: dict[str, Any] = {
+        "scope": scope,
+        "key": review.series.key,
+        "version": review.series.version,
+        "revision": review.series.revision,
+        "partial": partial,
+        "missing": list(review.series.missing),
+        "review": doc,
+        "text": render(review, "text"),
+        "comparison": None,
+        "previous": None,
+    }
+    earlier = [v for v in review.versions if v.version < review.series.version]
+    for prev in reversed(earlier):
+        old = state.result(scope, prev.key)
+        if old is None:
+            continue
+        cmp = compare_reviews(old.get("review") or {}, review)
+        if not cmp.old_version:
+            cmp = type(cmp)(
+                str(prev.revision), cmp.new_version, cmp.resolved, cmp.still_present, cmp.new
+            )
+        result["comparison"] = cmp.as_dict()
+        result["comparison_text"] = cmp.summary()
+        result["previous"] = prev.key
+        break
+    return result
+
+
+def build_outbox(
+    review: Review, result: dict[str, Any], lst: ListConfig, cfg: ServiceConfig
+) -> dict[str, Any]:
+    """Every delivery a review may lead to; the publisher applies the policy when sending."""
+    from bot.report.checks import patchwork_checks
+    from bot.report.mail import render_email_messages
+
+    series = review.series
+    by_id = {p.message.message_id: p.message for p in series.patches}
+    if series.cover is not None:
+        by_id[series.cover.message_id] = series.cover
+    fallback = series.cover or (series.patches[0].message if series.patches else None)
+    parts: list[dict[str, Any]] = []
+    comparison = result.get("comparison_text")
+    for i, msg in enumerate(render_email_messages(review, from_addr=cfg.from_addr)):
+        irt = str(msg.get("In-Reply-To", "")).strip().strip("<>")
+        parent = by_id.get(irt) or fallback
+        if parent is None:
+            continue
+        if comparison and i == 0:
+            body = msg.get_content()
+            msg.set_content(f"{body.rstrip()}\n\n{comparison}\n", charset="utf-8")
+        rcpt = reply_recipients(
+            parent, list_address=lst.address, cc_list=lst.cc_list, extra_cc=lst.cc
+        )
+        thread_reply(msg, parent, from_addr=cfg.from_addr, recipients=rcpt)
+        raw = msg.as_bytes()
+        parts.append(email_part(raw))
+        parts.append(maildir_part(raw))
+    if cfg.patchwork is not None:
+        url = f"{cfg.review_url.rstrip('/')}/{series.key}" if cfg.review_url else None
+        for check in patchwork_checks(review, context=cfg.patchwork.context, target_url=url):
+            parts.append(patchwork_part(str(check["msgid"]), check))
+    return {"scope": result["scope"], "key": series.key, "parts": parts}
+
+
+__all__ = [
+    "Assembled",
+    "assemble_roots",
+    "build_outbox",
+    "build_result",
+    "parse_stored",
+    "pick",
+    "series_fields",
+    "superseded_keys",
+]

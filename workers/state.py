@@ -1,0 +1,411 @@
+"""State that must survive a restart, in Redis, under documented keys.
+
+Every key starts with a prefix (`bot` by default, `BOT_REDIS_PREFIX` to change it) so
+several deployments, or the tests, can share one Redis. `scope` is a mailing list name
+(`linux-mm`) or `push:<repo>` for push reviews; `key` is a series key (the Message-ID of
+the cover letter, else of the first patch) or a commit range `A..B`.
+
+    {p}:mirror:{scope}:cursor        HASH   epoch -> last commit whose message is queued
+    {p}:seen:{scope}                 SET    Message-IDs already stored (dedupe of deliveries)
+    {p}:msg:{scope}                  HASH   Message-ID -> raw message bytes
+    {p}:thread:{scope}:{root}        SET    Message-IDs of one thread (root = first Reference)
+    {p}:title:{scope}:{author}|{t}   SET    thread roots whose patches carry title t (v1 <-> v2)
+    {p}:series:{scope}:{key}         HASH   state, version, total, missing, roots, first_seen,
+                                            updated, reviewed_at, superseded_by, name, author
+    {p}:waiting:{scope}              ZSET   incomplete series key -> first seen (epoch seconds)
+    {p}:series-index:{scope}         ZSET   every series key -> first seen
+    {p}:result:{scope}:{key}         STRING the stored review (JSON), written once
+    {p}:reviews:{scope}:{key}        STRING how many reviews were committed (must stay 1)
+    {p}:outbox:{id}                  HASH   scope, key, created, status, payload (JSON),
+                                            part:{n} = sending | sent | uncertain | skipped:<why>
+    {p}:outbox:pending               ZSET   outbox id -> created
+    {p}:delivery:{id}                STRING webhook delivery ID seen (expires after a week)
+    {p}:metrics                      HASH   counters: series_seen, series_reviewed,
+                                            series_failed, latency_sum, latency_count,
+                                            latency_le_{bucket}
+    {p}:fault:{point}                STRING set when a fault-injection pause was reached
+
+Series states: incomplete -> complete -> reviewed; incomplete or complete -> superseded
+when a later version arrives first. `reviewed` is final: a review is committed exactly
+once, by a Lua script that checks and writes the result, the outbox entry and the state
+together, so a worker killed at any point either committed everything or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+# Deliveries are remembered this long; a replay older than a week is still refused
+# by GitHub/GitLab's own timestamp checks on their side, and Redis must not grow forever.
+DELIVERY_TTL_SECONDS = 7 * 24 * 3600
+# Review latency histogram buckets, seconds (Prometheus-style upper bounds).
+LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class SeriesState:
+    INCOMPLETE = "incomplete"
+    COMPLETE = "complete"
+    REVIEWED = "reviewed"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+def broker_url() -> str:
+    """The Redis URL for broker, results and state: `BOT_BROKER_URL` or the local default."""
+    return os.environ.get("BOT_BROKER_URL", DEFAULT_BROKER_URL)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as the ingest side stores it."""
+
+    message_id: str
+    root: str
+    title: str
+    author: str
+    is_patch: bool
+    raw: bytes
+
+
+# KEYS: result, reviews, series, outbox item, outbox pending, waiting, metrics
+# ARGV: result json, outbox id ('' = none), outbox payload, now, series key, scope, latency,
+#       then the latency bucket field names the latency falls into
+_COMMIT_REVIEW = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[3], 'state', 'reviewed', 'reviewed_at', ARGV[4], 'updated', ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[4], 'scope', ARGV[6], 'key', ARGV[5], 'created', ARGV[4],
+             'status', 'pending', 'payload', ARGV[3])
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+end
+redis.call('ZREM', KEYS[6], ARGV[5])
+redis.call('HINCRBY', KEYS[7], 'series_reviewed', 1)
+redis.call('HINCRBYFLOAT', KEYS[7], 'latency_sum', ARGV[7])
+redis.call('HINCRBY', KEYS[7], 'latency_count', 1)
+for i = 8, #ARGV do redis.call('HINCRBY', KEYS[7], ARGV[i], 1) end
+return 1
+"""
+
+# Claim one part of an outbox item for sending: only a part never tried may be claimed.
+# KEYS: outbox item. ARGV: part field. Returns 1 when claimed.
+_CLAIM_PART = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'sending')
+return 1
+"""
+
+
+class State:
+    """Typed access to the service's Redis keys (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
+        self.r = client
+        self.p = prefix or os.environ.get("BOT_REDIS_PREFIX", "bot")
+        self._commit = self.r.register_script(_COMMIT_REVIEW)
+        self._claim = self.r.register_script(_CLAIM_PART)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, prefix: str | None = None) -> State:
+        client = redis.Redis.from_url(
+            url or broker_url(), socket_timeout=10, socket_connect_timeout=5
+        )
+        return cls(client, prefix)
+
+    # ------------------------------------------------------------------ key names
+
+    def k(self, *parts: str) -> str:
+        return ":".join((self.p, *parts))
+
+    # ------------------------------------------------------------------ mirror cursors
+
+    def cursors(self, scope: str) -> dict[int, str]:
+        raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("mirror", scope, "cursor")))
+        return {int(e): sha.decode() for e, sha in raw.items()}
+
+    def set_cursor(self, scope: str, epoch: int, commit: str) -> None:
+        self.r.hset(self.k("mirror", scope, "cursor"), str(epoch), commit)
+
+    # ------------------------------------------------------------------ messages
+
+    def store_messages(self, scope: str, messages: Sequence[StoredMessage]) -> list[StoredMessage]:
+        """Store messages not seen before; return those that were new.
+
+        SADD on the seen-set decides: the same message delivered twice (two mirror
+        walks, a replayed batch after a crash) is stored once.
+        """
+        if not messages:
+            return []
+        seen_key = self.k("seen", scope)
+        pipe = self.r.pipeline(transaction=False)
+        for m in messages:
+            pipe.sismember(seen_key, m.message_id)
+        already = cast(list[int], pipe.execute())
+        fresh: list[StoredMessage] = []
+        chosen: set[str] = set()
+        for m, was in zip(messages, already, strict=True):
+            if not was and m.message_id not in chosen:
+                fresh.append(m)
+                chosen.add(m.message_id)
+        if not fresh:
+            return []
+        pipe = self.r.pipeline(transaction=True)
+        for m in fresh:
+            pipe.hset(self.k("msg", scope), m.message_id, m.raw)
+            pipe.sadd(self.k("thread", scope, m.root), m.message_id)
+            if m.is_patch and m.title:
+                pipe.sadd(self.k("title", scope, f"{m.author}|{m.title}"), m.root)
+            pipe.sadd(seen_key, m.message_id)
+        pipe.execute()
+        return fresh
+
+    def seen_count(self, scope: str) -> int:
+        return int(self.r.scard(self.k("seen", scope)))
+
+    def thread_ids(self, scope: str, root: str) -> set[str]:
+        return {
+            m.decode() for m in cast(set[bytes], self.r.smembers(self.k("thread", scope, root)))
+        }
+
+    def related_roots(self, scope: str, root: str, limit: int = 8) -> list[str]:
+        """Thread roots whose patches share an author and title with `root`'s patches:
+        earlier or later versions of the same series, posted as new threads."""
+        ids = sorted(self.thread_ids(scope, root))
+        if not ids:
+            return [root]
+        raws = cast(list[bytes | None], self.r.hmget(self.k("msg", scope), ids))
+        from bot.ingest.mirror import routing_keys
+
+        found: dict[str, None] = {root: None}
+        for mid, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            keys = routing_keys(raw, mid)
+            if not keys.is_patch or not keys.title:
+                continue
+            roots = cast(
+                set[bytes], self.r.smembers(self.k("title", scope, f"{keys.author}|{keys.title}"))
+            )
+            for r in sorted(x.decode() for x in roots):
+                found.setdefault(r, None)
+                if len(found) >= limit:
+                    return list(found)
+        return list(found)
+
+    def messages(self, scope: str, ids: Iterable[str]) -> list[tuple[str, bytes]]:
+        ordered = sorted(set(ids))
+        if not ordered:
+            return []
+        raws = cast(list[bytes | None], self.r.hmget(self.k("msg", scope), ordered))
+        return [(i, raw) for i, raw in zip(ordered, raws, strict=True) if raw is not None]
+
+    # ------------------------------------------------------------------ series
+
+    def series(self, scope: str, key: str) -> dict[str, str]:
+        raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("series", scope, key)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def update_series(self, scope: str, key: str, fields: Mapping[str, str | int | float]) -> bool:
+        """Record what assembly saw of a series; returns True when the series is new.
+
+        A reviewed or superseded series keeps its state: assembly re-running after a
+        late reply must not reopen it.
+        """
+        skey = self.k("series", scope, key)
+        now = time.time()
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(skey)  # type: ignore[no-untyped-call]
+                    current = cast(bytes | None, pipe.hget(skey, "state"))
+                    state = current.decode() if current else None
+                    new = state is None
+                    data: dict[str, str | int | float] = dict(fields)
+                    if state in {SeriesState.REVIEWED, SeriesState.SUPERSEDED, SeriesState.FAILED}:
+                        data.pop("state", None)
+                    data["updated"] = now
+                    pipe.multi()
+                    if new:
+                        pipe.hset(skey, "first_seen", now)
+                        pipe.zadd(self.k("series-index", scope), {key: now}, nx=True)
+                        pipe.hincrby(self.k("metrics"), "series_seen", 1)
+                    pipe.hset(skey, mapping=cast(Any, data))
+                    waiting = self.k("waiting", scope)
+                    if data.get("state") == SeriesState.COMPLETE:
+                        # review latency runs from the moment the last patch arrived
+                        pipe.hsetnx(skey, "complete_at", now)
+                    if data.get("state") == SeriesState.INCOMPLETE:
+                        pipe.zadd(waiting, {key: now}, nx=True)
+                    elif "state" in data:
+                        pipe.zrem(waiting, key)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def mark_superseded(self, scope: str, key: str, by: str) -> bool:
+        """Mark a not-yet-reviewed series superseded by a later version; True if it was."""
+        skey = self.k("series", scope, key)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(skey)  # type: ignore[no-untyped-call]
+                    cur = cast(bytes | None, pipe.hget(skey, "state"))
+                    state = cur.decode() if cur else None
+                    pipe.multi()
+                    pipe.hset(skey, "superseded_by", by)
+                    changed = state in {None, SeriesState.INCOMPLETE, SeriesState.COMPLETE}
+                    if changed:
+                        pipe.hset(skey, "state", SeriesState.SUPERSEDED)
+                        pipe.zrem(self.k("waiting", scope), key)
+                    pipe.execute()
+                    return changed
+                except redis.WatchError:
+                    continue
+
+    def waiting_since(self, scope: str, older_than: float) -> list[str]:
+        """Incomplete series first seen before `older_than` (epoch seconds)."""
+        out = cast(list[bytes], self.r.zrangebyscore(self.k("waiting", scope), "-inf", older_than))
+        return [x.decode() for x in out]
+
+    def series_keys(self, scope: str) -> list[str]:
+        return [
+            x.decode()
+            for x in cast(list[bytes], self.r.zrange(self.k("series-index", scope), 0, -1))
+        ]
+
+    def mark_failed(self, scope: str, key: str, reason: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            self.k("series", scope, key),
+            mapping={"state": SeriesState.FAILED, "error": reason[:500]},
+        )
+        pipe.zrem(self.k("waiting", scope), key)
+        pipe.hincrby(self.k("metrics"), "series_failed", 1)
+        pipe.execute()
+
+    # ------------------------------------------------------------------ results
+
+    def result(self, scope: str, key: str) -> dict[str, Any] | None:
+        raw = cast(bytes | None, self.r.get(self.k("result", scope, key)))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    def review_count(self, scope: str, key: str) -> int:
+        raw = cast(bytes | None, self.r.get(self.k("reviews", scope, key)))
+        return int(raw) if raw else 0
+
+    def commit_review(  # noqa: PLR0917 - one caller, which names every argument
+        self,
+        scope: str,
+        key: str,
+        result: Mapping[str, Any],
+        outbox_id: str | None,
+        outbox_payload: Mapping[str, Any] | None,
+        latency: float,
+    ) -> bool:
+        """Store a review and its outbox entry atomically; False if one was already stored."""
+        buckets = [f"latency_le_{b:g}" for b in LATENCY_BUCKETS if latency <= b]
+        done = self._commit(
+            keys=[
+                self.k("result", scope, key),
+                self.k("reviews", scope, key),
+                self.k("series", scope, key),
+                self.k("outbox", outbox_id or "none"),
+                self.k("outbox", "pending"),
+                self.k("waiting", scope),
+                self.k("metrics"),
+            ],
+            args=[
+                json.dumps(result, sort_keys=True),
+                outbox_id or "",
+                json.dumps(outbox_payload or {}, sort_keys=True),
+                f"{time.time():.6f}",
+                key,
+                scope,
+                f"{max(latency, 0.0):.6f}",
+                *buckets,
+            ],
+        )
+        return bool(done)
+
+    # ------------------------------------------------------------------ outbox
+
+    def outbox_item(self, outbox_id: str) -> dict[str, str]:
+        raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("outbox", outbox_id)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def outbox_pending(self) -> list[str]:
+        return [
+            x.decode() for x in cast(list[bytes], self.r.zrange(self.k("outbox", "pending"), 0, -1))
+        ]
+
+    def claim_part(self, outbox_id: str, part: str) -> int:
+        """1: claimed for sending; 0: already sending/sent/settled; -1: no such item."""
+        return int(self._claim(keys=[self.k("outbox", outbox_id)], args=[part]))
+
+    def set_part(self, outbox_id: str, part: str, status: str) -> None:
+        self.r.hset(self.k("outbox", outbox_id), part, status)
+
+    def clear_part(self, outbox_id: str, part: str) -> None:
+        self.r.hdel(self.k("outbox", outbox_id), part)
+
+    def lock_outbox(self, outbox_id: str, ttl: float) -> bool:
+        """Take the entry's send lock; it expires so a killed worker cannot hold it forever."""
+        return bool(
+            self.r.set(
+                self.k("outbox", outbox_id, "lock"), os.getpid(), nx=True, px=int(ttl * 1000)
+            )
+        )
+
+    def unlock_outbox(self, outbox_id: str) -> None:
+        self.r.delete(self.k("outbox", outbox_id, "lock"))
+
+    def finish_outbox(self, outbox_id: str, status: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k("outbox", outbox_id), mapping={"status": status, "finished": time.time()})
+        pipe.zrem(self.k("outbox", "pending"), outbox_id)
+        pipe.execute()
+
+    # ------------------------------------------------------------------ webhook
+
+    def first_delivery(self, delivery_id: str) -> bool:
+        """True the first time a webhook delivery ID is seen; False on a replay."""
+        return bool(
+            self.r.set(self.k("delivery", delivery_id), "1", nx=True, ex=DELIVERY_TTL_SECONDS)
+        )
+
+    # ------------------------------------------------------------------ metrics, faults
+
+    def metrics(self) -> dict[str, float]:
+        raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("metrics")))
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    def incr(self, name: str, by: int = 1) -> None:
+        self.r.hincrby(self.k("metrics"), name, by)
+
+    def mark_fault(self, point: str) -> None:
+        self.r.set(self.k("fault", point), str(os.getpid()))
+
+    def fault_hit(self, point: str) -> int | None:
+        raw = cast(bytes | None, self.r.get(self.k("fault", point)))
+        return int(raw) if raw else None
+
+
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "LATENCY_BUCKETS",
+    "SeriesState",
+    "State",
+    "StoredMessage",
+    "broker_url",
+]

@@ -1,0 +1,386 @@
+"""The Celery tasks: each takes keys, re-reads state, skips work already done, chains on.
+
+    poll_all()                          beat: one poll_mirror per configured list
+    poll_mirror(scope)                  ingest: fetch the mirror, store new mail, queue threads
+    assemble_thread(scope, roots)       ingest: assemble; queue a review of each complete series
+    review_series(scope, key, partial)  analyze: review one series once; store it + outbox entry
+    review_push(repo, before, after)    analyze: fetch an allow-listed repo, review the range
+    publish_outbox(outbox_id)           publish: deliver one outbox entry (see bot.publish.outbox)
+    sweep()                             beat: review series whose wait ran out; re-queue
+                                        outbox entries nobody delivered
+
+No task waits on another (never `.get()` in a task): each queues the next. Only transient
+errors (Redis, network, git fetch, SMTP) are retried, with jittered exponential backoff;
+anything else marks the series failed, because retrying a bad patch cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+from kombu.exceptions import OperationalError
+
+from bot.config import Settings, load_settings
+from bot.errors import BotError, FetchError
+from bot.ingest.mirror import PublicInboxMirror
+from bot.publish.outbox import Policy, deliver
+from workers import faults
+from workers.celery_app import app
+from workers.config import ServiceConfig, load_service_config
+from workers.intake import ingest_mirror
+from workers.logs import log
+from workers.review import (
+    assemble_roots,
+    build_outbox,
+    build_result,
+    pick,
+    series_fields,
+    superseded_keys,
+)
+from workers.state import SeriesState, State
+
+# Errors that may go away by themselves: a Redis blip, the network, a remote git server.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    FetchError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
+_RETRY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "acks_late": True,
+}
+# How long one worker may hold an outbox entry's send lock before it is presumed dead.
+OUTBOX_LOCK_SECONDS = float(os.environ.get("BOT_OUTBOX_LOCK_SECONDS", "300"))
+# An outbox entry still pending this long after its review was stored is re-queued.
+OUTBOX_STALE_SECONDS = float(os.environ.get("BOT_OUTBOX_STALE_SECONDS", "120"))
+
+
+def _task(**opts: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`app.task`, typed: the decorated object is a Celery task (Any to mypy)."""
+    return cast(Callable[[Callable[..., Any]], Any], app.task(**opts))
+
+
+@cache
+def _state() -> State:
+    return State.from_url(app.conf.broker_url)
+
+
+def state() -> State:
+    return _state()
+
+
+def config() -> ServiceConfig:
+    return load_service_config()
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def _enqueue_assembly(scope: str, roots: list[str]) -> None:
+    assemble_thread.apply_async((scope, roots))
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@_task(**_RETRY)
+def poll_all() -> list[str]:
+    """Queue a poll of every list that has a mirror configured."""
+    names = [lst.name for lst in config().lists if lst.mirror]
+    for name in names:
+        poll_mirror.apply_async((name,))
+    return names
+
+
+@_task(**_RETRY)
+def poll_mirror(scope: str) -> dict[str, int]:
+    """Fetch the list's mirror and store every message after the cursor."""
+    cfg = config()
+    lst = cfg.list(scope)
+    if not lst.mirror:
+        log.warning("no mirror configured", extra={"scope": scope})
+        return {}
+    mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
+    mirror.sync()
+    stats = ingest_mirror(state(), scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
+    log.info(
+        "mirror polled", extra={"scope": scope, "stored": stats.stored, "walked": stats.walked}
+    )
+    return {"walked": stats.walked, "stored": stats.stored, "threads": stats.threads}
+
+
+@_task(**_RETRY)
+def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
+    """Assemble the threads; queue a review of each complete series not yet reviewed."""
+    st = state()
+    got = assemble_roots(st, scope, roots, settings())
+    superseded = superseded_keys(got.series_set)
+    outcome: dict[str, str] = {}
+    for s in got.series_set.series:
+        st.update_series(scope, s.key, series_fields(s, got.roots))
+        if s.key in superseded:
+            later = next(x.key for x in got.series_set.series if x.revision_of == s.key)
+            st.mark_superseded(scope, s.key, later)
+    for s in got.series_set.series:
+        info = st.series(scope, s.key)
+        current = info.get("state")
+        if current == SeriesState.COMPLETE and s.key not in superseded:
+            review_series.apply_async((scope, s.key, False))
+            outcome[s.key] = "queued"
+            log.info("series complete", extra={"scope": scope, "series": s.key})
+        else:
+            outcome[s.key] = current or ""
+    return outcome
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+@_task(**_RETRY)
+def review_series(scope: str, key: str, partial: bool = False) -> str:
+    """Review one series exactly once; store the review and its outbox entry together."""
+    st = state()
+    info = st.series(scope, key)
+    if info.get("state") in {SeriesState.REVIEWED, SeriesState.SUPERSEDED}:
+        return "skipped: " + info["state"]
+    if st.result(scope, key) is not None:
+        return "skipped: already reviewed"
+    roots = json.loads(info.get("roots") or "[]") or [key]
+    got = assemble_roots(st, scope, roots, settings())
+    chosen = pick(got.series_set, key)
+    if chosen is None:
+        st.mark_failed(scope, key, "series no longer assembles from the stored messages")
+        return "failed: not found"
+    series, versions, others = chosen
+    if not series.complete and not partial:
+        return "waiting: incomplete"
+    cfg = config()
+    lst = cfg.list(scope)
+    started = float(info.get("complete_at") or info.get("first_seen") or time.time())
+    try:
+        from bot.pipeline import review_series as pipeline_review
+
+        review = pipeline_review(series, versions, settings(), tree=lst.tree, others=others)
+        result = build_result(st, scope, review, partial=partial)
+        outbox = build_outbox(review, result, lst, cfg)
+    except TRANSIENT:
+        raise
+    except BotError as exc:
+        st.mark_failed(scope, key, exc.one_line())
+        log.error("review failed", extra={"scope": scope, "series": key, "error": exc.one_line()})
+        return "failed: " + exc.one_line()
+    faults.pause(st, "review:before-commit")
+    outbox_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/{key}").hex
+    committed = st.commit_review(scope, key, result, outbox_id, outbox, time.time() - started)
+    if not committed:
+        return "skipped: another worker committed first"
+    log.info("series reviewed", extra={"scope": scope, "series": key, "partial": partial})
+    publish_outbox.apply_async((outbox_id,))
+    return "reviewed"
+
+
+def _repo_cache(cfg: ServiceConfig, name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "repo"
+    return cfg.data_dir / "repos" / f"{safe}.git"
+
+
+def fetch_repo(cfg: ServiceConfig, name: str) -> Path:
+    """Clone or fetch an allow-listed repository into the data dir (bare, hooks unused)."""
+    import git
+
+    repo_cfg = cfg.repo(name)
+    if repo_cfg is None:
+        raise BotError(f"repository {name!r} is not on the allow-list")
+    path = _repo_cache(cfg, name)
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": "file:https:http:git:ssh",
+    }
+    try:
+        if (path / "HEAD").exists():
+            git.Repo(path).git.execute(["git", "fetch", "--quiet", "--prune", "origin"], env=env)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            git.Repo.clone_from(repo_cfg.url, path, mirror=True, env=env)
+    except git.GitCommandError as exc:
+        raise FetchError(
+            f"git fetch of {name!r} failed: {' '.join(str(exc.stderr).split())[:200]}"
+        ) from exc
+    return path
+
+
+def push_key(before: str, after: str) -> str:
+    return f"{before}..{after}"
+
+
+@_task(**_RETRY)
+def review_push(repo: str, before: str, after: str, ref: str = "") -> str:
+    """Review the commits a push added to an allow-listed repository, once per range."""
+    st = state()
+    scope, key = f"push:{repo}", push_key(before, after)
+    if st.result(scope, key) is not None:
+        return "skipped: already reviewed"
+    cfg = config()
+    started = time.time()
+    st.update_series(scope, key, {"state": SeriesState.COMPLETE, "ref": ref})
+    path = fetch_repo(cfg, repo)
+    rng = f"{after}~1..{after}" if set(before) == {"0"} else key
+    try:
+        from bot.pipeline import review_inputs
+        from bot.report import render
+
+        review = review_inputs([rng], settings(), repo=str(path))
+        result = {
+            "scope": scope,
+            "key": key,
+            "ref": ref,
+            "review": json.loads(render(review, "json")),
+            "text": render(review, "text"),
+        }
+    except TRANSIENT:
+        raise
+    except BotError as exc:
+        st.mark_failed(scope, key, exc.one_line())
+        return "failed: " + exc.one_line()
+    faults.pause(st, "review:before-commit")
+    if not st.commit_review(scope, key, result, None, None, time.time() - started):
+        return "skipped: another worker committed first"
+    log.info("push reviewed", extra={"scope": scope, "series": key})
+    return "reviewed"
+
+
+# --------------------------------------------------------------------------- publish
+
+
+class _RealSenders:
+    """The real network senders behind the outbox's seam."""
+
+    def __init__(self, cfg: ServiceConfig) -> None:
+        self.cfg = cfg
+
+    def send_email(self, raw: bytes) -> None:
+        from bot.publish.email import send_smtp
+
+        smtp = self.cfg.smtp
+        assert smtp is not None  # the policy skips email without SMTP
+        send_smtp(
+            raw,
+            host=smtp.host,
+            port=smtp.port,
+            starttls=smtp.starttls,
+            user=smtp.user,
+            password=smtp.password,
+            timeout=smtp.timeout,
+        )
+
+    def write_maildir(self, raw: bytes) -> None:
+        from bot.publish.maildir import write_maildir
+
+        assert self.cfg.maildir is not None
+        write_maildir(self.cfg.maildir, raw)
+
+    def post_check(self, msgid: str, check: Mapping[str, Any]) -> None:
+        from bot.publish.patchwork import PatchworkClient
+
+        pw = self.cfg.patchwork
+        assert pw is not None
+        PatchworkClient(pw.url, pw.token, pw.project, pw.timeout).post_check(msgid, check)
+
+
+def policy_for(cfg: ServiceConfig, scope: str) -> Policy:
+    lst = cfg.list(scope)
+    return Policy(
+        dry_run=cfg.dry_run,
+        email_opt_in=lst.email,
+        smtp=cfg.smtp is not None,
+        maildir=cfg.maildir is not None,
+        patchwork=cfg.patchwork is not None and bool(cfg.patchwork.url),
+    )
+
+
+@_task(**_RETRY)
+def publish_outbox(outbox_id: str) -> dict[str, Any]:
+    """Deliver one stored review; a part is never sent twice (see bot.publish.outbox)."""
+    st = state()
+    faults.pause(st, "publish:start")
+    item = st.outbox_item(outbox_id)
+    if not item or item.get("status") not in {"pending", None}:
+        return {"skipped": item.get("status", "missing") if item else "missing"}
+    if not st.lock_outbox(outbox_id, OUTBOX_LOCK_SECONDS):
+        # another worker is delivering it right now; the sweep re-queues it if that one dies
+        return {"skipped": "locked"}
+    try:
+        cfg = config()
+        report = deliver(
+            st,
+            outbox_id,
+            policy_for(cfg, item.get("scope", "")),
+            _RealSenders(cfg),
+            pause=lambda point: faults.pause(st, point),
+        )
+    finally:
+        st.unlock_outbox(outbox_id)
+    log.info(
+        "outbox delivered",
+        extra={"series": item.get("key"), "scope": item.get("scope"), "sent": len(report.sent)},
+    )
+    return {"sent": report.sent, "skipped": report.skipped, "uncertain": report.uncertain}
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@_task(**_RETRY)
+def sweep() -> dict[str, int]:
+    """Review incomplete series whose wait ran out; re-queue stale outbox entries."""
+    st = state()
+    cfg = config()
+    now = time.time()
+    partial = 0
+    scopes = {lst.name: lst for lst in cfg.lists}
+    for name, lst in scopes.items():
+        for key in st.waiting_since(name, now - lst.wait_seconds):
+            review_series.apply_async((name, key, True))
+            partial += 1
+    requeued = 0
+    for outbox_id in st.outbox_pending():
+        item = st.outbox_item(outbox_id)
+        if item and float(item.get("created", now)) < now - OUTBOX_STALE_SECONDS:
+            publish_outbox.apply_async((outbox_id,))
+            requeued += 1
+    return {"partial_reviews": partial, "outbox_requeued": requeued}
+
+
+__all__ = [
+    "TRANSIENT",
+    "assemble_thread",
+    "fetch_repo",
+    "policy_for",
+    "poll_all",
+    "poll_mirror",
+    "publish_outbox",
+    "push_key",
+    "review_push",
+    "review_series",
+    "state",
+    "sweep",
+]
