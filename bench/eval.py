@@ -86,6 +86,7 @@ class Run:
     failed_checks: list[str] = field(default_factory=list)
     check_notes: list[str] = field(default_factory=list)
     localized: bool = False  # an introduced finding names a function the fix touches
+    schema_error: str = ""  # the JSON does not match docs/review.schema.json
 
     @property
     def expected_flag(self) -> bool:
@@ -192,6 +193,7 @@ def execute(run: Run, case: Case, timeout: float) -> Run:
         run.error = "output JSON is not an object"
         return run
     score_document(run, doc, case)
+    run.schema_error = schema_problem(doc)
     # The exit code and the findings must agree (docs/cli.md): a mismatch is a bug
     # worth seeing in the table rather than silently trusting one of the two.
     if (proc.returncode == EXIT_FINDINGS) != run.flagged:
@@ -199,6 +201,27 @@ def execute(run: Run, case: Case, timeout: float) -> Run:
             f"exit {proc.returncode} but {len(run.introduced)} introduced finding(s) in the JSON"
         )
     return run
+
+
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "review.schema.json"
+
+
+def schema_problem(doc: dict[str, Any]) -> str:
+    """One line on how `doc` breaks docs/review.schema.json; "" when it conforms
+    (or when there is no schema to check against). Reported, not scored: the
+    findings are still read from a document that breaks its schema."""
+    if not SCHEMA.is_file():
+        return ""
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    )
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"{where}: {' '.join(error.message.split())[:160]}"
 
 
 def score_document(run: Run, doc: dict[str, Any], case: Case) -> None:
@@ -291,6 +314,7 @@ def summarise(runs: Sequence[Run], cases: Sequence[Case]) -> dict[str, Any]:
         "positive_fixes_flagged": sum(r.flagged and not r.error for r in pos_fix),
         "positive_fixes": len(pos_fix),
         "errors": sum(bool(r.error) for r in runs),
+        "schema_violations": sum(bool(r.schema_error) for r in runs),
         "seconds_total": sum(r.seconds for r in runs),
         "rules": {
             rule_id: {
@@ -328,6 +352,8 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
             print(f"{'':<31} applied: {r.applied}")
         for failed in r.failed_checks:
             print(f"{'':<31} check failed: {failed}")
+        if r.schema_error:
+            print(f"{'':<31} JSON breaks docs/review.schema.json at {r.schema_error}")
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.0f}%"
@@ -342,7 +368,10 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
         f"({pct(s['false_positive_rate'])}): negatives {s['negatives_flagged']}/{s['negatives']}, "
         f"positives' fixes {s['positive_fixes_flagged']}/{s['positive_fixes']}"
     )
-    print(f"errors: {s['errors']}; total review time {s['seconds_total']:.1f} s")
+    print(
+        f"errors: {s['errors']}; JSON schema violations: {s['schema_violations']}; "
+        f"total review time {s['seconds_total']:.1f} s"
+    )
     if s["rules"]:
         print("per rule / simulator finding id (hits: positives flagged; FP: fixes flagged):")
         for rule_id, t in s["rules"].items():

@@ -293,3 +293,13 @@ def test_eval_parse_only_maps_the_fix_hunk_to_its_function() -> None:
     for line in lines:
         assert "1 file(s) 1 hunk(s); diff_only: 1/1 expected" in line, line
     assert "full: 1/1 expected" in lines[0]
+
+
+def test_eval_reports_json_that_breaks_the_review_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    ev = load_eval(monkeypatch)
+    if not ev.SCHEMA.is_file():
+        pytest.skip("docs/review.schema.json not written yet")
+    problem = ev.schema_problem(_doc(_finding("MMLC001", "introduced", "f")))
+    # the hand-made document lacks schema_version, tool, series, ...
+    assert problem.startswith("(root): '"), problem
+    assert "is a required property" in problem, problem
