@@ -126,14 +126,29 @@ def locate(files: Sequence[FileDiff], finding: Finding) -> Anchor | None:
 
 
 def _window(hunk: Hunk, index: int) -> tuple[int, int]:
-    """The run of changed lines around `index`, widened by CONTEXT_LINES each side."""
+    """The run of changed lines at (or next to) `index`, widened by CONTEXT_LINES.
+
+    An anchor on an unchanged line pulls in the nearest change within reach:
+    the question is about what the patch did there, so that is what to quote.
+    """
+    lines = hunk.lines
     lo = hi = index
-    if _changed(hunk.lines[index]):
-        while lo > 0 and _changed(hunk.lines[lo - 1]):
+    if not _changed(lines[index]):
+        near = [
+            i
+            for i in range(index - CONTEXT_LINES, index + CONTEXT_LINES + 1)
+            if 0 <= i < len(lines) and _changed(lines[i])
+        ]
+        if near:
+            closest = min(near, key=lambda i: abs(i - index))
+            lo, hi = min(index, closest), max(index, closest)
+    if _changed(lines[lo]):
+        while lo > 0 and _changed(lines[lo - 1]):
             lo -= 1
-        while hi + 1 < len(hunk.lines) and _changed(hunk.lines[hi + 1]):
+    if _changed(lines[hi]):
+        while hi + 1 < len(lines) and _changed(lines[hi + 1]):
             hi += 1
-    return max(0, lo - CONTEXT_LINES), min(len(hunk.lines) - 1, hi + CONTEXT_LINES)
+    return max(0, lo - CONTEXT_LINES), min(len(lines) - 1, hi + CONTEXT_LINES)
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
