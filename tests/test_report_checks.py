@@ -125,3 +125,13 @@ def test_patchwork_refuses_a_context_patchwork_would_reject(context: str) -> Non
 def test_patchwork_refuses_a_target_url_patchwork_would_reject(url: str) -> None:
     with pytest.raises(UsageError):
         patchwork_checks(build_review(), target_url=url)
+
+
+def test_patchwork_pending_marks_every_arrived_patch_queued() -> None:
+    from bot.report import patchwork_pending
+
+    review = build_review()
+    pending = patchwork_pending(review.series, target_url="https://ci.example.org/q/7")
+    assert [(c["state"], c["msgid"]) for c in pending] == [("pending", P1_ID), ("pending", P2_ID)]
+    with pytest.raises(UsageError):
+        patchwork_pending(review.series, context="bad context")

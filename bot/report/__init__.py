@@ -3,6 +3,7 @@
     render(review, fmt)            one of FORMATS as a string
     render_email_messages(review)  the LKML replies, for the publisher
     patchwork_checks(review)       one Patchwork check per patch, for the publisher
+    patchwork_pending(series)      `pending` checks to post when a review is queued
     b4_results(review)             the array a `b4 review` check command prints
 
 Formats are described in docs/output-formats.md; the JSON one is versioned by
@@ -15,7 +16,7 @@ import json
 
 from bot.errors import UsageError
 from bot.model import Review
-from bot.report.checks import b4_results, patchwork_checks
+from bot.report.checks import b4_results, patchwork_checks, patchwork_pending
 from bot.report.jsonout import JSON_SCHEMA_VERSION, render_json, review_document
 from bot.report.mail import render_email, render_email_messages
 from bot.report.sarif import render_sarif, sarif_document
@@ -47,6 +48,7 @@ __all__ = [
     "JSON_SCHEMA_VERSION",
     "b4_results",
     "patchwork_checks",
+    "patchwork_pending",
     "render",
     "render_email_messages",
     "review_document",

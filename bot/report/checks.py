@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.errors import UsageError
-from bot.model import ApplyMethod, Finding, Review, Severity, Status
+from bot.model import ApplyMethod, Finding, Review, Series, Severity, Status
 from bot.report.common import (
     application_of,
     by_status,
@@ -109,17 +109,7 @@ def b4_results(
     return [result]
 
 
-def patchwork_checks(
-    review: Review, *, context: str = DEFAULT_CONTEXT, target_url: str | None = None
-) -> list[dict[str, object]]:
-    """One Patchwork check per patch that arrived, in series order.
-
-    Each dict is the CheckCreate body (state, context, description, target_url)
-    plus `msgid` and `patch` so the publisher can find the Patchwork patch ID
-    (GET /api/patches/?msgid=...); Patchwork ignores fields it does not know.
-    Series-wide findings count against the last patch that arrived. Raises
-    UsageError for a context or target URL Patchwork would refuse.
-    """
+def _check_target(context: str, target_url: str | None) -> None:
     if not _CONTEXT_RE.match(context) or len(context) > 255:
         raise UsageError(f"patchwork context {context!r}: use letters, digits, '-' and '_'")
     if target_url is not None and (
@@ -132,6 +122,38 @@ def patchwork_checks(
             f"patchwork target URL {target_url!r}: need an http(s) URL of at most "
             f"{_TARGET_URL_MAX} characters"
         )
+
+
+def patchwork_pending(
+    series: Series, *, context: str = DEFAULT_CONTEXT, target_url: str | None = None
+) -> list[dict[str, object]]:
+    """`pending` checks for every patch that arrived: posted when a review is queued."""
+    _check_target(context, target_url)
+    return [
+        {
+            "state": "pending",
+            "context": context,
+            "description": "lifecycle review queued",
+            "target_url": target_url,
+            "msgid": p.message.message_id,
+            "patch": p.number,
+        }
+        for p in series.patches
+    ]
+
+
+def patchwork_checks(
+    review: Review, *, context: str = DEFAULT_CONTEXT, target_url: str | None = None
+) -> list[dict[str, object]]:
+    """One Patchwork check per patch that arrived, in series order.
+
+    Each dict is the CheckCreate body (state, context, description, target_url)
+    plus `msgid` and `patch` so the publisher can find the Patchwork patch ID
+    (GET /api/patches/?msgid=...); Patchwork ignores fields it does not know.
+    Series-wide findings count against the last patch that arrived. Raises
+    UsageError for a context or target URL Patchwork would refuse.
+    """
+    _check_target(context, target_url)
     patches = review.series.patches
     if not patches:
         return []
