@@ -1,0 +1,607 @@
+"""Applying a series to a kernel tree in a scratch repository.
+
+    apply_series(series, tree, settings, progress=) -> AppliedSeries
+
+The user's tree is only ever read. A git tree is cloned with `--shared
+--no-checkout` (objects borrowed through alternates, nothing copied) and only
+the paths the series touches are checked out (sparse); a plain directory gets a
+fresh scratch repository holding copies of just those files. Each patch then
+tries, in order: `git am -3` on the original mail, `git apply --index`, and our
+own GNU-patch-style fuzzy apply (bot.apply.fuzzy). Whatever happens is a
+PatchApplication; only a hostile diff (UnsafePatchError) or an unusable tree
+(InputError) raises.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
+from bot.apply.fuzzy import Placement, apply_hunks, locate_hunks
+from bot.apply.gitcmd import git
+from bot.apply.images import diff_only_images
+from bot.config import Settings
+from bot.errors import InputError, UnsafePatchError
+from bot.model import (
+    AppliedSeries,
+    ApplyMethod,
+    FileDiff,
+    FileImage,
+    HunkResult,
+    Patch,
+    PatchApplication,
+    PatchImages,
+    Series,
+)
+
+__all__ = ["apply_series"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class _Parsed:
+    """One present patch with its diff parsed (or the reason it could not be)."""
+
+    patch: Patch
+    files: tuple[FileDiff, ...] = ()
+    no_newline: tuple[NoNewline, ...] = ()
+    error: str = ""
+    strip: int = 1  # -p level for git apply
+
+    @property
+    def binaries(self) -> list[FileDiff]:
+        return [f for f in self.files if f.is_binary]
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        return tuple(f"binary patch for {f.path} skipped" for f in self.binaries)
+
+
+@dataclass
+class _Scratch:
+    root: Path  # the scratch work tree
+    base_commit: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _strip_level(diff_text: str) -> int:
+    """-p level git apply needs: 0 for `git diff --no-prefix` output, else 1."""
+    m = re.search(r"^diff --git (\S+) (\S+)", diff_text, re.M)
+    if m is None or m.group(1).startswith("a/"):
+        return 1
+    old, new = m.group(1), m.group(2)
+    no_prefix = "/" not in old or old.split("/")[0] == new.split("/")[0]
+    return 0 if no_prefix else 1
+
+
+def _parse_all(series: Series) -> list[_Parsed]:
+    """Parse every present patch's diff. A hostile path anywhere refuses the whole
+    series before anything is applied; a malformed diff is that patch's result."""
+    parsed: list[_Parsed] = []
+    for patch in series.patches:
+        source = f"patch {patch.number}/{patch.total}"
+        try:
+            files, no_nl = parse_diff_detail(patch.diff, source)
+        except UnsafePatchError:
+            raise
+        except InputError as exc:
+            parsed.append(_Parsed(patch, error=exc.message))
+            continue
+        if not files:
+            parsed.append(_Parsed(patch, error="no diff found in the patch"))
+            continue
+        parsed.append(_Parsed(patch, files, no_nl, strip=_strip_level(patch.diff)))
+    return parsed
+
+
+def _touched_paths(parsed: Sequence[_Parsed]) -> list[str]:
+    paths: dict[str, None] = {}
+    for p in parsed:
+        for f in p.files:
+            for path in (f.old_path, f.new_path):
+                if path is not None:
+                    paths.setdefault(path, None)
+    return list(paths)
+
+
+# --------------------------------------------------------------------------- scratch
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _refuse_symlinks_on_disk(root: Path, paths: Sequence[str]) -> None:
+    for path in paths:
+        for prefix in _prefixes(path):
+            if (root / prefix).is_symlink():
+                raise UnsafePatchError(
+                    f"refused: diff path {path} passes through the symlink {prefix} in the tree"
+                )
+
+
+def _refuse_symlinks_in_commit(repo: Path, commit: str, paths: Sequence[str]) -> None:
+    prefixes = sorted({p for path in paths for p in _prefixes(path)})
+    if not prefixes:
+        return
+    listing = git(["ls-tree", "-z", "--full-tree", commit, "--", *prefixes], repo, check=True)
+    for entry in listing.stdout.split(b"\0"):
+        if entry.startswith(b"120000 "):
+            name = entry.split(b"\t", 1)[1].decode("utf-8", "replace")
+            bad = next(p for p in paths if name in _prefixes(p))
+            raise UnsafePatchError(
+                f"refused: diff path {bad} passes through the symlink {name} in the tree"
+            )
+
+
+def _git_toplevel(tree: Path) -> Path | None:
+    if not (tree / ".git").exists():
+        return None
+    res = git(["rev-parse", "--show-toplevel"], tree)
+    if not res.ok:
+        return None
+    return Path(res.text().strip()).resolve()
+
+
+def _sparse_pattern(path: str) -> str:
+    # gitignore syntax: escape what would be read as a pattern, anchor at the root.
+    return "/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", path)
+
+
+def _resolve_base(repo: Path, wanted: str | None, notes: list[str]) -> str:
+    head = git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
+    if not head.ok:
+        raise InputError("the tree's git repository has no commit to apply onto")
+    head_id = head.text().strip()
+    if wanted:
+        found = git(["rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}"], repo)
+        if found.ok:
+            commit = found.text().strip()
+            notes.append(f"applied on base-commit {commit[:12]} named by the series")
+            return commit
+        notes.append(
+            f"base-commit {wanted[:12]} is not in the tree; applied on HEAD ({head_id[:12]})"
+        )
+    else:
+        notes.append(f"no base-commit given; applied on HEAD ({head_id[:12]})")
+    return head_id
+
+
+def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str]) -> _Scratch:
+    notes: list[str] = []
+    git(
+        ["clone", "--quiet", "--shared", "--no-checkout", "--no-tags", str(tree), str(dest)],
+        dest.parent,
+        check=True,
+    )
+    commit = _resolve_base(dest, base, notes)
+    _refuse_symlinks_in_commit(dest, commit, paths)
+    git(["config", "core.sparseCheckout", "true"], dest, check=True)
+    info = dest / ".git" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    patterns = [_sparse_pattern(p) for p in paths] or ["/.mmlc-nothing"]
+    (info / "sparse-checkout").write_text("\n".join(patterns) + "\n", encoding="utf-8")
+    git(["checkout", "--quiet", "--detach", commit], dest, check=True)
+    return _Scratch(dest, commit, notes)
+
+
+def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
+    _refuse_symlinks_on_disk(tree, paths)
+    dest.mkdir()
+    git(["init", "--quiet", str(dest)], dest.parent, check=True)
+    for path in paths:
+        src = tree / path
+        if not src.is_file():
+            continue
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        shutil.copymode(src, target)
+    git(["add", "--all"], dest, check=True)
+    git(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", "base"], dest, check=True)
+    return _Scratch(dest, None, ["tree is a plain directory: applied in a scratch repository"])
+
+
+@contextmanager
+def _scratch(
+    tree: Path, settings: Settings, base: str | None, paths: Sequence[str]
+) -> Iterator[_Scratch]:
+    """A scratch repository holding the touched paths of `tree`, removed afterwards."""
+    parent_dir = settings.scratch_dir
+    if parent_dir is not None:
+        parent_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="mmlc-apply-", dir=parent_dir))
+    try:
+        dest = work / "tree"
+        if _git_toplevel(tree) == tree:
+            yield _prepare_git(tree, dest, base, paths)
+        else:
+            yield _prepare_plain(tree, dest, paths)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one patch
+
+
+def _read(root: Path, path: str | None) -> str | None:
+    if path is None:
+        return None
+    target = root / path
+    if target.is_symlink() or not target.is_file():
+        return None
+    return target.read_bytes().decode("utf-8", "replace")
+
+
+def _split(text: str) -> tuple[list[str], bool]:
+    """Lines without terminators, and whether the text ends with a newline."""
+    if text == "":
+        return [], True
+    ends = text.endswith("\n")
+    return text.split("\n")[:-1] if ends else text.split("\n"), ends
+
+
+def _head(root: Path) -> str:
+    return git(["rev-parse", "HEAD"], root, check=True).text().strip()
+
+
+def _try_git_am(root: Path, parsed: _Parsed) -> bool:
+    raw = parsed.patch.message.raw
+    if not raw:
+        return False
+    excludes = [f"--exclude={f.path}" for f in parsed.binaries]
+    res = git(["am", "-3", "--quiet", "--no-gpg-sign", *excludes], root, stdin=raw)
+    if res.ok:
+        return True
+    git(["am", "--abort"], root)
+    return False
+
+
+def _try_git_apply(root: Path, parsed: _Parsed, patch_file: Path) -> bool:
+    patch_file.write_text(parsed.patch.diff, encoding="utf-8")
+    excludes = [f"--exclude={f.path}" for f in parsed.binaries]
+    res = git(["apply", "--index", f"-p{parsed.strip}", *excludes, str(patch_file)], root)
+    if not res.ok:
+        return False
+    git(
+        ["commit", "--quiet", "--allow-empty", "--no-verify", "-m", f"patch {parsed.patch.number}"],
+        root,
+        check=True,
+    )
+    return True
+
+
+def _fuzzy_file(
+    root: Path, diff: FileDiff, file_index: int, parsed: _Parsed
+) -> tuple[list[HunkResult], list[str]]:
+    """Apply one file's hunks in the scratch tree; return results and notes."""
+    notes: list[str] = []
+    old_text = _read(root, diff.old_path) if diff.old_path else None
+    exists_new = diff.new_path is not None and (root / diff.new_path).exists()
+
+    def fail_all(reason: str) -> list[HunkResult]:
+        return [HunkResult(diff.path, h.header, False, reason=reason) for h in diff.hunks]
+
+    if diff.is_new and exists_new:
+        return fail_all(f"{diff.path} already exists"), notes
+    if diff.old_path is not None and old_text is None:
+        return fail_all(f"{diff.old_path} is not in the tree"), notes
+    lines, ends_nl = _split(old_text or "")
+    new_lines, placements = apply_hunks(lines, diff.hunks)
+    for nn in parsed.no_newline:
+        if nn.file_index != file_index:
+            continue
+        placed = placements[nn.hunk_index] if nn.hunk_index < len(placements) else None
+        if placed is not None and placed.applied:
+            # `\ No newline at end of file` after a + or context line: the result
+            # ends without one; after a - line only: the patch adds the newline.
+            ends_nl = not nn.target
+    # What applied is kept, as GNU patch keeps it and writes the rest to .rej.
+    results = [_hunk_result(diff, p) for p in placements]
+    if diff.mode_only:
+        notes.append(f"mode change of {diff.path} not applied by fuzzy apply")
+    if diff.is_deleted:
+        if all(p.applied for p in placements) and not new_lines and diff.old_path:
+            (root / diff.old_path).unlink()
+        return results, notes
+    text = "\n".join(new_lines) + ("\n" if new_lines and ends_nl else "")
+    assert diff.new_path is not None
+    target = root / diff.new_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if diff.is_rename and diff.old_path and diff.old_path != diff.new_path:
+        (root / diff.old_path).unlink(missing_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return results, notes
+
+
+def _hunk_result(diff: FileDiff, p: Placement, reason: str = "") -> HunkResult:
+    hunk = diff.hunks[p.index]
+    return HunkResult(
+        file=diff.path,
+        hunk=hunk.header,
+        applied=p.applied,
+        offset=p.offset if p.applied else 0,
+        fuzz=p.fuzz if p.applied else 0,
+        reason=p.reason or reason,
+    )
+
+
+def _try_fuzzy(root: Path, parsed: _Parsed) -> tuple[list[HunkResult], list[str]]:
+    results: list[HunkResult] = []
+    notes: list[str] = []
+    for index, diff in enumerate(parsed.files):
+        if diff.is_binary:
+            continue
+        r, n = _fuzzy_file(root, diff, index, parsed)
+        results += r
+        notes += n
+    git(["add", "--all", "--", "."], root, check=True)
+    git(
+        [
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "--no-verify",
+            "-m",
+            f"patch {parsed.patch.number} (fuzzy)",
+        ],
+        root,
+        check=True,
+    )
+    return results, notes
+
+
+def _placements_after_git(
+    pre: dict[str, str | None], parsed: _Parsed, method: ApplyMethod
+) -> list[HunkResult]:
+    """Where each hunk landed when git applied the patch, GNU-patch style, so the
+    reader sees offsets whichever tool did the work."""
+    results: list[HunkResult] = []
+    for diff in parsed.files:
+        if diff.is_binary:
+            continue
+        lines, _ = _split(pre.get(diff.path) or "")
+        placements = locate_hunks(lines, diff.hunks, forward_only=False)
+        for p in placements:
+            if p.applied:
+                results.append(_hunk_result(diff, p))
+            else:
+                hunk = diff.hunks[p.index]
+                reason = "merged by 3-way" if method is ApplyMethod.GIT_AM else ""
+                results.append(HunkResult(diff.path, hunk.header, True, reason=reason))
+    return results
+
+
+def _signed(n: int) -> str:
+    return f"+{n}" if n > 0 else str(n)
+
+
+_METHOD_WORDS = {
+    ApplyMethod.GIT_AM: "git am -3",
+    ApplyMethod.GIT_APPLY: "git apply",
+    ApplyMethod.FUZZY: "fuzzy apply",
+    ApplyMethod.NOT_APPLIED: "nothing",
+    ApplyMethod.NO_TREE: "no tree",
+}
+
+
+def _short_header(header: str) -> str:
+    """`@@ -1,2 +1,3 @@` without the section text after it."""
+    end = header.find("@@", 2)
+    return header[: end + 2] if end > 0 else header
+
+
+def _message(method: ApplyMethod, hunks: Sequence[HunkResult]) -> str:
+    """One line for the reader: how the patch applied, or which hunks did not."""
+    failed = [h for h in hunks if not h.applied]
+    if failed:
+        ordinal: dict[int, int] = {}
+        per_file: dict[str, int] = {}
+        for i, h in enumerate(hunks):
+            per_file[h.file] = per_file.get(h.file, 0) + 1
+            ordinal[i] = per_file[h.file]
+        parts = [
+            f"hunk {ordinal[i]} of {h.file} ({_short_header(h.hunk)})"
+            for i, h in enumerate(hunks)
+            if not h.applied
+        ]
+        if len(parts) == 1:
+            text = f"{parts[0]} does not apply"
+        else:
+            text = f"{len(parts)} hunks do not apply: " + "; ".join(parts)
+        applied = len(hunks) - len(failed)
+        if applied:
+            text += f" ({applied} other hunk{'s' if applied != 1 else ''} applied"
+            text += f" by {_METHOD_WORDS[method]})"
+        return text
+    offsets = list(dict.fromkeys(h.offset for h in hunks if h.offset))
+    fuzz = max((h.fuzz for h in hunks), default=0)
+    how = f"by {_METHOD_WORDS[method]}"
+    if not offsets and not fuzz:
+        return f"applied cleanly {how}"
+    text = "applied"
+    if offsets:
+        text += " with offsets (" + ", ".join(_signed(o) for o in offsets) + ")"
+    if fuzz:
+        text += f"{' and' if offsets else ' with'} fuzz {fuzz}"
+    return f"{text} {how}"
+
+
+def _regenerated(root: Path, before: str, after: str, source: str) -> tuple[FileDiff, ...]:
+    """The change as the tree now has it, so hunk line numbers match the images."""
+    res = git(
+        [
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "-M",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            before,
+            after,
+        ],
+        root,
+        check=True,
+    )
+    return parse_diff(res.text(), source)
+
+
+def _images(root: Path, files: Sequence[FileDiff], pre: dict[str, str | None]) -> list[FileImage]:
+    images: list[FileImage] = []
+    for f in files:
+        if f.is_binary:
+            continue
+        images.append(FileImage(path=f.path, pre=pre.get(f.path), post=_read(root, f.new_path)))
+    return images
+
+
+def _apply_one(
+    scratch: _Scratch, parsed: _Parsed, work: Path
+) -> tuple[PatchApplication, PatchImages, list[str]]:
+    patch = parsed.patch
+    root = scratch.root
+    number = patch.number
+    if parsed.error:
+        app = PatchApplication(
+            number, ApplyMethod.NOT_APPLIED, False, message=f"not applied: {parsed.error}"
+        )
+        return app, PatchImages(number, (), ()), []
+    pre = {f.path: _read(root, f.old_path) for f in parsed.files if not f.is_binary}
+    before = _head(root)
+    method: ApplyMethod | None = None
+    notes: list[str] = []
+    if _try_git_am(root, parsed):
+        method = ApplyMethod.GIT_AM
+    elif _try_git_apply(root, parsed, work / f"patch-{number}.diff"):
+        method = ApplyMethod.GIT_APPLY
+    if method is not None:
+        hunks = _placements_after_git(pre, parsed, method)
+        after = _head(root)
+        files = _regenerated(root, before, after, f"patch {number}")
+        regenerated = {f.path for f in files}
+        # A file git left unchanged (an empty new file, a mode change) keeps its diff.
+        files += tuple(f for f in parsed.files if f.path not in regenerated and not f.is_binary)
+        app = PatchApplication(
+            number, method, True, tuple(hunks), _message(method, hunks), parsed.skipped
+        )
+        return app, PatchImages(number, files, tuple(_images(root, files, pre))), notes
+    hunks, fuzzy_notes = _try_fuzzy(root, parsed)
+    notes += [f"patch {number}: {n}" for n in fuzzy_notes]
+    applied = sum(1 for h in hunks if h.applied)
+    if hunks and applied == len(hunks):
+        after = _head(root)
+        files = _regenerated(root, before, after, f"patch {number}")
+        regenerated = {f.path for f in files}
+        files += tuple(f for f in parsed.files if f.path not in regenerated and not f.is_binary)
+        app = PatchApplication(
+            number,
+            ApplyMethod.FUZZY,
+            True,
+            tuple(hunks),
+            _message(ApplyMethod.FUZZY, hunks),
+            parsed.skipped,
+        )
+        return app, PatchImages(number, files, tuple(_images(root, files, pre))), notes
+    method = ApplyMethod.FUZZY if applied else ApplyMethod.NOT_APPLIED
+    message = _message(method, hunks) if hunks else "not applied: nothing to apply"
+    notes.append(
+        f"patch {number} did not apply fully; its functions are analysed on the diff's own context"
+    )
+    app = PatchApplication(number, method, False, tuple(hunks), message, parsed.skipped)
+    return app, diff_only_images(number, parsed.files), notes
+
+
+# --------------------------------------------------------------------------- series
+
+
+def _diff_only(series: Series, parsed: Sequence[_Parsed]) -> AppliedSeries:
+    apps: list[PatchApplication] = []
+    images: list[PatchImages] = []
+    for p in parsed:
+        n = p.patch.number
+        if p.error:
+            apps.append(
+                PatchApplication(
+                    n, ApplyMethod.NOT_APPLIED, False, message=f"not applied: {p.error}"
+                )
+            )
+            images.append(PatchImages(n, (), ()))
+            continue
+        apps.append(
+            PatchApplication(
+                n,
+                ApplyMethod.NO_TREE,
+                True,
+                message="no tree given: analysed on the diff's own context",
+                skipped=p.skipped,
+            )
+        )
+        images.append(diff_only_images(n, p.files))
+    return AppliedSeries(
+        series=series,
+        tree=None,
+        applications=tuple(apps),
+        images=tuple(images),
+        notes=("no tree given: functions are seen only as far as the hunks show them",),
+    )
+
+
+def _series_base(series: Series) -> str | None:
+    return next((p.base_commit for p in series.patches if p.base_commit), None)
+
+
+def apply_series(
+    series: Series,
+    tree: str | None,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+) -> AppliedSeries:
+    """Apply every present patch of `series` in order onto `tree` (None: diff only).
+
+    Never modifies `tree`. Raises UnsafePatchError for a hostile diff path (absolute,
+    `..`, through a symlink) or an ed script, InputError for a tree that cannot be
+    used; a patch that does not apply is recorded, and later patches still try."""
+    parsed = _parse_all(series)
+    if tree is None:
+        return _diff_only(series, parsed)
+    root = Path(tree).expanduser().resolve()
+    if not root.is_dir():
+        raise InputError(f"tree not found or not a directory: {tree}")
+    paths = _touched_paths(parsed)
+    for path in paths:
+        check_path(path, "series")
+    apps: list[PatchApplication] = []
+    images: list[PatchImages] = []
+    notes: list[str] = []
+    with _scratch(root, settings, _series_base(series), paths) as scratch:
+        notes += scratch.notes
+        work = scratch.root.parent
+        for p in parsed:
+            app, imgs, patch_notes = _apply_one(scratch, p, work)
+            apps.append(app)
+            images.append(imgs)
+            notes += patch_notes
+            if progress:
+                progress(f"patch {p.patch.number}/{p.patch.total}: {app.message}")
+        base = scratch.base_commit
+    return AppliedSeries(
+        series=series,
+        tree=str(tree),
+        applications=tuple(apps),
+        images=tuple(images),
+        base_commit=base,
+        notes=tuple(notes),
+    )
