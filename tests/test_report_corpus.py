@@ -119,5 +119,9 @@ def test_seed_reply_quotes_only_the_release_path_hunk(corpus: Path) -> None:
     question = body.index("Who destroys the cache")
     assert body.index("> +\t\tatomic_sub(") < question
     for ln in lines:
-        if not ln.startswith(">"):
+        if not ln.startswith((">", "  bot review ")):  # quotes and the command stay whole
             assert len(ln) <= MAIL_WIDTH, ln
+    # the long kernel Message-ID is threaded verbatim, never RFC 2047-encoded
+    raw = bytes(msg).decode("ascii")
+    assert "In-Reply-To: <7740d66b62befa271d368a7b7c5d881fef3ebc90.1398235153" in raw
+    assert "=?utf-8?" not in raw

@@ -132,7 +132,7 @@ def test_reply_notes_failed_check_and_positive_fix_and_signs_with_reproducer() -
     assert "check MMLC004 failed: KeyError: 'callee'; the other checks ran" in body
     assert "SIM-UAF use-after-free" in body and "no longer trigger" in body
     sig = body.splitlines()[body.splitlines().index("-- ") :]
-    assert any(f"bot review {P1_ID}" in ln for ln in sig)
+    assert f"  bot review {P1_ID}" in sig
     assert "<html" not in body.lower() and "```" not in body
 
 
@@ -263,3 +263,40 @@ def test_garbage_diff_quotes_nothing_instead_of_failing() -> None:
     body = body_of(render_email_messages(replace(review, series=series, applied=applied))[0])
     assert "which this patch does not change" in body
     assert f"bot review {P1_ID}" in body
+
+
+def test_long_message_ids_are_folded_between_ids_never_encoded() -> None:
+    long_id = "0123456789abcdef0123456789abcdef01234567.1700000000.git.jane@example.org"
+    review = build_review()
+    p1 = review.series.slots[0].patch
+    assert p1 is not None
+    msg = replace(p1.message, message_id=long_id, references=(COVER_ID, "x" * 90 + "@example.org"))
+    slot = replace(review.series.slots[0], patch=replace(p1, message=msg))
+    out = render_email_messages(replace(review, series=replace(review.series, slots=(slot,))))[0]
+    raw = bytes(out).decode("ascii")
+    assert "=?" not in raw
+    assert f"In-Reply-To: <{long_id}>" in raw
+    back = parsed(out)
+    assert back["References"].split() == [
+        f"<{COVER_ID}>",
+        "<" + "x" * 90 + "@example.org>",
+        f"<{long_id}>",
+    ]
+
+
+def test_a_second_finding_on_the_same_function_reads_as_support() -> None:
+    leak = findings()[0]
+    sim = replace(
+        leak,
+        rule_id="SIM-LEAK",
+        symbol="object-never-freed",
+        question="",
+        message="struct zblock_pool is never freed once every actor has finished.",
+        evidence=(),
+        suggestion="",
+    )
+    body = body_of(render_email_messages(build_review(findings=(leak, sim)))[0])
+    flat = " ".join(body.split())
+    assert "The lifecycle simulator agrees: struct zblock_pool is never freed" in flat
+    assert flat.count("> @@ -120,15 +120,13 @@") == 1  # the hunk is quoted once
+    assert flat.index("If the pool must outlive") < flat.index("The lifecycle simulator agrees")

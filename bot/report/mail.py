@@ -10,13 +10,14 @@ any of it is actually sent; this module only writes the messages.
 
 from __future__ import annotations
 
-import email.policy
 import hashlib
 import re
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime, getaddresses, parseaddr
+from typing import Any
 
 from bot.errors import UsageError
 from bot.model import FileDiff, Finding, Patch, RawMessage, Review, Status
@@ -42,12 +43,40 @@ from bot.report.quote import Anchor, group_anchors, locate, parse_diff, quote_hu
 
 DEFAULT_FROM = f"{TOOL_NAME} <bot@localhost>"
 
-# Header lines folded at 78 like the body; utf8=False so non-ASCII names are
-# RFC 2047-encoded and the message goes through any 7-bit-clean relay.
-_POLICY = email.policy.default.clone(max_line_length=MAIL_WIDTH)
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
+
+
+class _MailPolicy(EmailPolicy):
+    """Folds headers at 78 columns, but never RFC 2047-encodes a Message-ID.
+
+    The stock policy encodes any token longer than a line, and kernel
+    Message-IDs often are (`<40 hex>.<stamp>.git.<addr>`): an encoded
+    In-Reply-To would silently break threading. IDs fold only between IDs.
+    """
+
+    def fold(self, name: str, value: Any) -> str:
+        if name.lower() not in _ID_HEADERS:
+            return str(super().fold(name, value))
+        width = self.max_line_length or MAIL_WIDTH
+        lines = [f"{name}:"]
+        for ident in str(value).split():
+            if len(lines[-1]) + 1 + len(ident) > width and lines[-1] != f"{name}:":
+                lines.append("")
+            lines[-1] += f" {ident}"
+        return self.linesep.join(lines) + self.linesep
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if name.lower() not in _ID_HEADERS:
+            return bytes(super().fold_binary(name, value))
+        return self.fold(name, value).encode("ascii")
+
+
+# utf8=False so non-ASCII names are RFC 2047-encoded and the message goes
+# through any 7-bit-clean relay.
+_POLICY = _MailPolicy(max_line_length=MAIL_WIDTH)
 # RFC 5322 forbids lines over 998 octets; a patch line that long forces QP.
 _MAX_RAW_LINE = 998
-_MSGID_OK = re.compile(r"^[^\s<>]+$")
+_MSGID_OK = re.compile(r"^[!-;=?-~]+$")  # printable ASCII without space, < and >
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -138,9 +167,12 @@ def _patch_body(review: Review, reply: _Reply) -> list[str]:
     for fi, hi, line_indexes in group_anchors([a for a, _ in anchored]):
         lines += quote_hunk(files, fi, hi, line_indexes, with_file_header=fi != last_file)
         last_file = fi
+        asked: set[str] = set()
         for a, f in anchored:
             if (a.file_index, a.hunk_index) == (fi, hi):
-                lines += ["", *_finding_block(f), ""]
+                same_place = bool(f.function) and f.function in asked
+                lines += ["", *_finding_block(f, follow_up=same_place), ""]
+                asked.add(f.function or "")
     if loose:
         if anchored:
             lines.append("")
@@ -213,9 +245,18 @@ def _summary_body(review: Review) -> list[str]:
     return _tidy(lines) + _signature(review.series.cover or review.series.patches[0].message)
 
 
-def _finding_block(f: Finding) -> list[str]:
-    """A finding, the way a reviewer writes it under the quoted code."""
-    lines = wrap(f.question or f.message)
+def _finding_block(f: Finding, *, follow_up: bool = False) -> list[str]:
+    """A finding, the way a reviewer writes it under the quoted code.
+
+    A `follow_up` is a second finding about the same function under the same
+    hunk: without a question of its own it reads as support for the first
+    ("the simulator agrees") rather than a second, repeated objection.
+    """
+    if follow_up and not f.question:
+        who = "The lifecycle simulator agrees" if f.rule_id.startswith("SIM") else "Related"
+        lines = wrap(f"{who}: {one_line(f.message)}")
+    else:
+        lines = wrap(f.question or f.message)
     if f.question and one_line(f.message) and one_line(f.message) != one_line(f.question):
         lines += ["", *wrap(f.message)]
     lines += [
@@ -274,7 +315,8 @@ def _signature(parent: RawMessage) -> list[str]:
     msgid = parent.message_id if _MSGID_OK.match(parent.message_id) else ""
     lines = ["-- ", f"{TOOL_NAME} {TOOL_VERSION}: automated object-lifecycle review of mm patches."]
     if msgid:
-        lines += wrap(f"Reproduce: bot review {msgid}")
+        # A command, not prose: never wrapped, so it can be pasted as is.
+        lines += ["Reproduce with:", f"  bot review {msgid}"]
     return lines
 
 
