@@ -26,11 +26,14 @@ def test_text_says_how_each_patch_applied_and_names_the_failed_hunk() -> None:
     text = render(build_review(), "text")
     first, second = text.index("[1/3] mm/zblock"), text.index("[2/3] mm/zblock")
     assert "applied (git-am-3way)" in text[first:second]
-    assert "offset 3" in text[first:second]
+    assert "moved: mm/zblock.c @@ -201,20 +199,19 @@" in text[first:second]
+    assert "offset 3 fuzz 0" in text[first:second]
     block = text[second : text.index("[3/3] MISSING")]
     assert "did not apply (not-applied)" in block
-    flat = " ".join(block.split())
-    assert "failed hunks: mm/zblock.c @@ -150,4 +150,3 @@ (context does not match)" in flat
+    # one line per failed hunk, never wrapped: file and @@ header stay searchable
+    assert "      failed hunk: mm/zblock.c @@ -150,4 +150,3 @@ (context does not match)" in (
+        block.splitlines()
+    )
 
 
 def test_text_headline_names_location_rule_and_tags() -> None:

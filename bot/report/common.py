@@ -169,34 +169,42 @@ def counts(review: Review) -> Counts:
     )
 
 
-def describe_application(app: PatchApplication | None) -> str:
-    """One line on how a patch went onto the tree, failed hunks named."""
+def application_lines(app: PatchApplication | None) -> list[str]:
+    """How a patch went onto the tree: a headline, then one line per failed hunk.
+
+    Hunks that moved are listed only when the apply stage left no message of
+    its own (which already summarises offsets and fuzz).
+    """
     if app is None:
-        return "not attempted"
+        return ["not attempted"]
     if app.method is ApplyMethod.NO_TREE:
-        text = "no tree given: analysed on the diff's own context"
+        head = "no tree given: analysed on the diff's own context"
     elif app.ok:
-        text = f"applied ({app.method.value})"
-        moved = [h for h in app.hunks if h.applied and (h.offset or h.fuzz)]
-        if moved:
-            text += "; " + "; ".join(
-                f"{one_line(h.file)} {one_line(h.hunk)} offset {h.offset} fuzz {h.fuzz}"
-                for h in moved
-            )
+        head = f"applied ({app.method.value})"
     else:
-        text = f"did not apply ({app.method.value})"
+        head = f"did not apply ({app.method.value})"
     if app.message:
-        text += f": {one_line(app.message)}"
-    failed = app.failed_hunks
-    if failed:
-        text += "; failed hunks: " + "; ".join(
-            f"{one_line(h.file)} {one_line(h.hunk)}"
-            + (f" ({one_line(h.reason)})" if h.reason else "")
-            for h in failed
-        )
+        head += f": {one_line(app.message)}"
+    lines = [head]
+    if not app.message:
+        lines += [
+            f"moved: {one_line(h.file)} {one_line(h.hunk)} offset {h.offset} fuzz {h.fuzz}"
+            for h in app.hunks
+            if h.applied and (h.offset or h.fuzz)
+        ]
+    lines += [
+        f"failed hunk: {one_line(h.file)} {one_line(h.hunk)}"
+        + (f" ({one_line(h.reason)})" if h.reason else "")
+        for h in app.failed_hunks
+    ]
     if app.skipped:
-        text += "; skipped: " + ", ".join(one_line(s) for s in app.skipped)
-    return text
+        lines.append("skipped: " + ", ".join(one_line(s) for s in app.skipped))
+    return lines
+
+
+def describe_application(app: PatchApplication | None) -> str:
+    """The same on one line, for mail notes and check summaries."""
+    return "; ".join(application_lines(app))
 
 
 def check_failure_line(check: str, error: str) -> str:

@@ -16,12 +16,12 @@ from bot.model import Finding, Review, Severity, Status
 from bot.report.common import (
     TOOL_NAME,
     TOOL_VERSION,
+    application_lines,
     application_of,
     author_of,
     by_status,
     check_failure_line,
     counts,
-    describe_application,
     describe_version,
     first_sentence,
     headline,
@@ -104,8 +104,11 @@ def render_text(review: Review, *, color: bool = False) -> str:
         app = application_of(review, slot.number)
         style = "" if app is not None and app.ok else "red"
         out.parts((label, ""), (one_line(slot.patch.title), ""))
-        for ln in wrap(describe_application(app), _WIDTH, indent="      "):
+        head, *rest = application_lines(app)
+        for ln in wrap(head, _WIDTH, indent="      ", hanging="        "):
             out.add(ln, style)
+        for ln in rest:  # file and @@ header whole: they are searched for
+            out.add(f"      {ln}", style)
 
     introduced = by_status(review.findings, Status.INTRODUCED)
     out.add()
