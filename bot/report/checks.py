@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from bot.errors import UsageError
 from bot.model import ApplyMethod, Finding, Review, Series, Severity, Status
 from bot.report.common import (
+    application_lines,
     application_of,
     by_status,
     check_failure_line,
-    describe_application,
     location,
     one_line,
     slot_label,
@@ -90,7 +90,9 @@ def verdict(review: Review, findings: Sequence[Finding], numbers: Sequence[int])
     for f in by_status(findings, Status.FIXED):
         details.append("fixed: " + _finding_line(f, total))
     for n, app in unapplied:
-        details.append(f"[{slot_label(n, total)}] {describe_application(app)}")
+        head, *rest = application_lines(app)
+        details.append(f"[{slot_label(n, total)}] {head}")
+        details += [f"    {ln}" for ln in rest]
     details += [check_failure_line(c.check, c.error) for c in failed_checks]
     return Verdict(status=status, summary=summary, details=tuple(details))
 
