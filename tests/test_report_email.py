@@ -300,3 +300,11 @@ def test_a_second_finding_on_the_same_function_reads_as_support() -> None:
     assert "The lifecycle simulator agrees: struct zblock_pool is never freed" in flat
     assert flat.count("> @@ -120,15 +120,13 @@") == 1  # the hunk is quoted once
     assert flat.index("If the pool must outlive") < flat.index("The lifecycle simulator agrees")
+
+
+def test_without_a_cover_letter_the_summary_answers_the_first_patch() -> None:
+    review = build_review(findings=())
+    review = replace(review, series=replace(review.series, cover=None))
+    (msg,) = render_email_messages(review)
+    assert parsed(msg)["In-Reply-To"] == f"<{P1_ID}>"
+    assert parsed(msg)["Subject"].startswith("Re: [PATCH v2 1/3]")

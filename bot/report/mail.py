@@ -177,11 +177,12 @@ def _patch_body(review: Review, reply: _Reply) -> list[str]:
         if anchored:
             lines.append("")
         for f in loose:
-            where = (
-                "About the series as a whole"
-                if f.patch_number is None or f.file == ""
-                else f"In {location(f)}, which this patch does not change"
-            )
+            if reply.patch is None or f.patch_number is None:
+                where = "About the series as a whole" + (f" ({location(f)})" if f.file else "")
+            elif f.file:
+                where = f"In {location(f)}, which this patch does not change"
+            else:
+                where = "About this patch as a whole"
             lines += [*wrap(f"{where}:"), "", *_finding_block(f), ""]
     if reply.fixed:
         lines += wrap("On the plus side, with this patch applied these no longer trigger:")
