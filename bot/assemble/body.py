@@ -45,6 +45,8 @@ _HEADER_PREFIXES = (
     "Only in ",
     "\\ No newline at end of file",
 )
+# Lines that can never be a damaged context line: they start the next file or hunk.
+_HUNK_BREAKERS = ("diff ", "Index: ", "@@ ", "--- ", "+++ ")
 _IN_BODY_KEYS = ("from:", "date:", "subject:")
 _GIT_ONLY_CHANGES = (
     "old mode ",
@@ -88,7 +90,10 @@ def _find_diff(lines: list[str]) -> tuple[int, int] | None:
 
 
 def _diff_end(lines: list[str], start: int) -> int:
-    """Index of the first line after the diff that begins at `start`."""
+    """Index of the first line after the diff that begins at `start`.
+
+    Repairs whitespace-damaged context lines in `lines` in place.
+    """
     old = new = 0
     in_hunk = False
     in_binary = False
@@ -104,6 +109,12 @@ def _diff_end(lines: list[str], start: int) -> int:
                 new -= 1
             elif line.startswith(" ") or line == "":
                 # "" is a context line whose single space a mailer stripped
+                old -= 1
+                new -= 1
+            elif old > 0 and new > 0 and not line.startswith(_HUNK_BREAKERS):
+                # A context line whose leading space a mailer ate ("\tfoo" for
+                # " \tfoo"): put the space back so the diff parses and applies.
+                lines[i] = " " + line
                 old -= 1
                 new -= 1
             else:

@@ -103,6 +103,7 @@ class _Draft:
     carried: dict[int, _Msg] = field(default_factory=dict)  # partial reroll: n -> older patch
     revision_of: _Draft | None = None
     key: str = ""
+    inherited_name: str = ""  # a partial reroll keeps the name of the series it rerolls
 
     def own(self) -> list[_Msg]:
         items = [self.cover] if self.cover else []
@@ -141,6 +142,8 @@ class _Draft:
         return found
 
     def name(self) -> str:
+        if self.inherited_name:
+            return self.inherited_name
         if self.cover is not None and self.cover.info.title:
             return self.cover.info.title
         firsts = sorted(self.patches.items()) or [(m.number, m) for m in self.extra]
@@ -365,6 +368,7 @@ class _Assembler:
             base = self._partial_reroll_base(later)
             if base is not None:
                 later.revision_of = base
+                later.inherited_name = base.name()
                 for n in range(1, later.total + 1):
                     if n not in later.patches and n in base.patches:
                         later.carried[n] = base.patches[n]

@@ -1,8 +1,9 @@
 """Split mbox bytes into one byte string per message.
 
 Boundaries are `From ` lines at the start of the data or after an empty line
-(mboxo/mboxrd), and only when the next line is a mail header: a commit message
-that happens to have a paragraph starting with "From " is not a new message.
+(mboxo/mboxrd), and only when the line carries a clock time and the next line is
+a mail header: a commit message with a paragraph starting "From " is not a new
+message.
 `>From ` lines are un-escaped the mboxrd way (lore serves mboxrd), which is
 also right for mboxo writers that escaped a body "From ".
 """
@@ -14,6 +15,9 @@ import re
 __all__ = ["is_mbox", "split_mbox"]
 
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+# "From <sender> <asctime>": the clock time is what tells a separator from a
+# body paragraph that starts with "From ".
+_FROM_LINE = re.compile(rb"^From \S+.*\d{1,2}:\d{2}")
 _ESCAPED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 
@@ -28,7 +32,7 @@ def split_mbox(data: bytes) -> list[bytes]:
     starts: list[int] = []
     prev_blank = True
     for i, line in enumerate(lines):
-        if prev_blank and line.startswith(b"From "):
+        if prev_blank and _FROM_LINE.match(line):
             nxt = lines[i + 1] if i + 1 < len(lines) else b""
             if _HEADER_LINE.match(nxt):
                 starts.append(i)
