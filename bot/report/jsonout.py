@@ -129,7 +129,8 @@ def _finding(f: Finding) -> dict[str, object]:
         "status": f.status.value,
         "patch": f.patch_number,
         "file": f.file,
-        "line": f.line,
+        # a line number below 1 is a matcher's "unknown": say so plainly
+        "line": f.line if f.line is not None and f.line >= 1 else None,
         "function": f.function,
         "message": f.message,
         "question": f.question,
