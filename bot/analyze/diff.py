@@ -71,11 +71,18 @@ def _strip_prefix(path: str, strip: bool) -> str:
     return parts[1] if len(parts) == 2 and parts[1] else path
 
 
-def _paths(source_file: str, target_file: str, header: str) -> tuple[str | None, str | None, bool]:
+def _paths(
+    source_file: str, target_file: str, header: str, source: str
+) -> tuple[str | None, str | None, bool]:
     """Old and new repository-relative paths, and whether the first component was
     a prefix (a/, b/, linux.orig/, ...). `git diff --no-prefix` has none."""
     old = None if source_file == _DEV_NULL else source_file
     new = None if target_file == _DEV_NULL else target_file
+    # Judge the names as written: `-p1` would turn `/etc/x` into `etc/x`, but a
+    # diff that names an absolute path was not made inside a kernel tree.
+    for raw in (old, new):
+        if raw is not None and raw.startswith("/"):
+            raise UnsafePatchError(f"refused: absolute path in diff: {raw}", source=source)
     git = _GIT_HEADER.match(header.splitlines()[0]) if header else None
     if git:
         # git writes `diff --git a/x b/x`; with --no-prefix it writes `diff --git x x`,
@@ -110,11 +117,10 @@ def parse_diff_detail(text: str, source: str) -> tuple[tuple[FileDiff, ...], tup
     files: list[FileDiff] = []
     no_newline: list[NoNewline] = []
     for file_index, pf in enumerate(patch_set):
-        header = pf.patch_info.__str__() if pf.patch_info else ""
+        header = str(pf.patch_info) if pf.patch_info else ""
         header_lines = [ln for ln in header.splitlines() if ln.startswith("diff --git ")]
-        old, new, _ = _paths(
-            pf.source_file, pf.target_file, header_lines[0] if header_lines else ""
-        )
+        first = header_lines[0] if header_lines else ""
+        old, new, _ = _paths(pf.source_file, pf.target_file, first, source)
         if pf.is_added_file:
             old = None
         if pf.is_removed_file:
