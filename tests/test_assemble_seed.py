@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import unidiff
+from unidiff.patch import PatchSet
 
 from bot.assemble import assemble, select
 from bot.config import load_settings
@@ -121,7 +121,7 @@ def test_select_by_key_picks_that_chain(seed: SeriesSet) -> None:
 def test_seed_patch_diffs_parse_and_exclude_the_list_footer(seed: SeriesSet) -> None:
     for series in seed.series:
         for patch in series.patches:
-            files = unidiff.PatchSet(patch.diff)
+            files = PatchSet(patch.diff)
             assert len(files) >= 1, patch.title
             assert "unsubscribe" not in patch.diff
             assert "Signed-off-by: Vladimir Davydov" in patch.commit_message
@@ -131,4 +131,4 @@ def test_seed_patch_diffs_parse_and_exclude_the_list_footer(seed: SeriesSet) -> 
                 "vdavydov@parallels.com",
             )
     v3_first = _by_key(seed, V3_COVER).patches[0]
-    assert {f.path for f in unidiff.PatchSet(v3_first.diff)} >= {"mm/memcontrol.c"}
+    assert {f.path for f in PatchSet(v3_first.diff)} >= {"mm/memcontrol.c"}

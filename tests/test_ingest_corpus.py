@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import unidiff
+from unidiff.patch import PatchSet
 
 from bot.assemble import assemble, parse_subject
 from bot.config import load_settings
@@ -87,6 +87,6 @@ def test_quilt_directory_loads_in_series_file_order_as_one_stack(corpus: Path) -
     (stack,) = series_set.series
     assert stack.total == len(expected_order) and stack.complete
     for patch in stack.patches:
-        assert unidiff.PatchSet(patch.diff), patch.message.source
+        assert PatchSet(patch.diff), patch.message.source
         assert "Patches currently in -mm" not in patch.diff
         assert parse_subject(patch.message.subject).number == patch.number

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import git
 import pytest
-import unidiff
+from unidiff.patch import PatchSet
 
 from bot.assemble import assemble
 from bot.config import load_settings
@@ -63,7 +63,7 @@ def test_git_range_assembles_into_one_series_with_diffs(repo: Path) -> None:
     series_set = assemble(load(["HEAD~2..HEAD"], settings, repo=str(repo)), settings)
     (series,) = series_set.series
     assert series.total == 2 and series.complete
-    last = unidiff.PatchSet(series.patches[1].diff)
+    last = PatchSet(series.patches[1].diff)
     assert [f.path for f in last] == ["mm/foo.c"]
     assert last[0].added == 1
     assert "kmem_cache_destroy(foo_cache);" in series.patches[1].diff

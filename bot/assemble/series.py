@@ -188,6 +188,62 @@ def _read(raw: RawMessage) -> _Msg:
     )
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What version linking compares, computed once per series."""
+
+    draft: _Draft
+    rev: tuple[int, ...]
+    titles: frozenset[str]
+    name: str
+    complete: bool
+    first: datetime | None
+    last: datetime | None
+
+    @classmethod
+    def of(cls, draft: _Draft) -> _Facts:
+        return cls(
+            draft=draft,
+            rev=_rev_tuple(draft.revision),
+            titles=frozenset(draft.titles()),
+            name=normalise_title(draft.name()),
+            complete=draft.complete(),
+            first=draft.first_date(),
+            last=draft.last_date(),
+        )
+
+
+def _relation(earlier: _Facts, later: _Facts) -> int:
+    """How strongly `later` looks like a new version of `earlier` (0: not at all).
+
+    Both are from the same sender (the caller groups by sender).
+    """
+    old = (earlier.draft.version, earlier.rev)
+    new = (later.draft.version, later.rev)
+    if new < old:
+        return 0
+    if new == old and (
+        # The same version again is a re-send only after a complete series;
+        # the same patch posted twice in a row is a duplicate, not a revision.
+        not earlier.complete
+        or earlier.last is None
+        or later.first is None
+        or later.first <= earlier.last
+    ):
+        return 0
+    if earlier.titles & later.titles:
+        return 3
+    if earlier.name == later.name:
+        return 2
+    if (
+        new > old
+        and earlier.draft.total == later.draft.total
+        and not (earlier.complete and later.complete)
+    ):
+        return 1  # missing patches leave nothing to compare: same count is all we have
+    return 0
+
+
 class _Assembler:
     def __init__(self, messages: Sequence[RawMessage], settings: Settings) -> None:
         self.settings = settings
@@ -364,6 +420,7 @@ class _Assembler:
         return (start or _LATEST, draft.first_index())
 
     def _link_versions(self, ordered: list[_Draft]) -> None:
+        by_author: dict[str, list[tuple[int, _Facts]]] = {}
         for pos, later in enumerate(ordered):
             base = self._partial_reroll_base(later)
             if base is not None:
@@ -372,48 +429,19 @@ class _Assembler:
                 for n in range(1, later.total + 1):
                     if n not in later.patches and n in base.patches:
                         later.carried[n] = base.patches[n]
-                continue
-            best: tuple[int, int, tuple[int, ...], int] | None = None
-            for earlier in ordered[:pos]:
-                strength = self._relation(earlier, later)
-                if strength == 0:
-                    continue
-                rank = (
-                    strength,
-                    earlier.version,
-                    _rev_tuple(earlier.revision),
-                    ordered.index(earlier),
-                )
-                if best is None or rank > best:
-                    best = rank
-                    later.revision_of = earlier
-
-    @staticmethod
-    def _relation(earlier: _Draft, later: _Draft) -> int:
-        """How strongly `later` looks like a new version of `earlier` (0: not at all)."""
-        if not earlier.author or earlier.author != later.author:
-            return 0
-        old = (earlier.version, _rev_tuple(earlier.revision))
-        new = (later.version, _rev_tuple(later.revision))
-        if new < old:
-            return 0
-        if new == old:
-            # The same version again is a re-send only after a complete series;
-            # the same patch posted twice in a row is a duplicate, not a revision.
-            last, first = earlier.last_date(), later.first_date()
-            if not earlier.complete() or last is None or first is None or first <= last:
-                return 0
-        if earlier.titles() & later.titles():
-            return 3
-        if normalise_title(earlier.name()) == normalise_title(later.name()):
-            return 2
-        if (
-            new > old
-            and earlier.total == later.total
-            and not (earlier.complete() and later.complete())
-        ):
-            return 1  # missing patches leave nothing to compare: same count is all we have
-        return 0
+            facts = _Facts.of(later)
+            if base is None and later.author:
+                best: tuple[int, int, tuple[int, ...], int] | None = None
+                for earlier_pos, earlier in by_author.get(later.author, ()):
+                    strength = _relation(earlier, facts)
+                    if strength == 0:
+                        continue
+                    rank = (strength, earlier.draft.version, earlier.rev, earlier_pos)
+                    if best is None or rank > best:
+                        best = rank
+                        later.revision_of = earlier.draft
+            if later.author:
+                by_author.setdefault(later.author, []).append((pos, facts))
 
     # ----------------------------------------------------------------- output
 
