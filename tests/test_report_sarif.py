@@ -56,7 +56,11 @@ def test_sarif_results_point_at_file_line_and_function() -> None:
         assert res["message"]["text"]
     leak = run["results"][0]
     loc = leak["locations"][0]
-    assert loc["physicalLocation"]["artifactLocation"]["uri"] == "mm/zblock.c"
+    assert loc["physicalLocation"]["artifactLocation"] == {
+        "uri": "mm/zblock.c",
+        "uriBaseId": "SRCROOT",
+    }
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == "file:///src/linux/"
     assert loc["physicalLocation"]["region"]["startLine"] == 129
     assert loc["logicalLocations"] == [{"name": "zblock_release_pages", "kind": "function"}]
     assert leak["properties"]["patch"] == 1

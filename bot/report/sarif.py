@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import metadata
+from pathlib import Path
+from urllib.parse import quote
 
 from bot.model import Finding, Review, Severity, Status, Trace
 from bot.report.common import (
@@ -73,11 +75,18 @@ def sarif_document(review: Review) -> dict[str, object]:
             for c in failed
         ]
     s = review.series
+    tree = review.applied.tree
+    root = (
+        {SRCROOT: {"uri": Path(tree).resolve().as_uri().rstrip("/") + "/"}}
+        if tree
+        else {SRCROOT: {"description": {"text": "the kernel tree the series applies to"}}}
+    )
     run: dict[str, object] = {
         "tool": {"driver": driver},
         "invocations": [invocation],
         "automationDetails": {"id": f"{TOOL_NAME}/{one_line(s.key)}/v{s.revision}"},
         "columnKind": "unicodeCodePoints",
+        "originalUriBaseIds": root,
         "results": [_result(f, index) for f in review.findings],
         "properties": {
             "series": {
@@ -137,10 +146,15 @@ def _severity_of(level: object) -> Severity:
     return next((s for s, lv in _LEVEL.items() if lv == level), Severity.INFO)
 
 
+SRCROOT = "SRCROOT"
+
+
 def _location(file: str, line: int | None, function: str | None) -> dict[str, object]:
     loc: dict[str, object] = {}
     if file:
-        physical: dict[str, object] = {"artifactLocation": {"uri": file}}
+        # Paths are relative to the kernel tree; SRCROOT resolves them (see run).
+        artifact = {"uri": quote(file, safe="/-_.~"), "uriBaseId": SRCROOT}
+        physical: dict[str, object] = {"artifactLocation": artifact}
         if line is not None and line >= 1:
             physical["region"] = {"startLine": line}
         loc["physicalLocation"] = physical
