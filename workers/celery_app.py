@@ -65,7 +65,13 @@ def make_app(url: str | None = None) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=7 * 24 * 3600,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # how often a worker looks for unacked messages to restore (seconds, and
+            # every n-th look actually scans); lowered by the tests, not in production
+            "unacked_restore_interval": float(os.environ.get("BOT_RESTORE_INTERVAL", "10")),
+            "unacked_restore_throttle": int(os.environ.get("BOT_RESTORE_THROTTLE", "10")),
+        },
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,

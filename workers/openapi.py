@@ -155,7 +155,7 @@ def openapi_schema() -> dict[str, Any]:
                     "responses": {"200": {"description": "text exposition format"}},
                 }
             },
-            "/results/{scope}/{key}": {
+            "/results": {
                 "get": {
                     "summary": "a stored review",
                     "description": "scope: a list name or push:<repo>; "
@@ -163,13 +163,13 @@ def openapi_schema() -> dict[str, Any]:
                     "parameters": [
                         {
                             "name": "scope",
-                            "in": "path",
+                            "in": "query",
                             "required": True,
                             "schema": {"type": "string"},
                         },
                         {
                             "name": "key",
-                            "in": "path",
+                            "in": "query",
                             "required": True,
                             "schema": {"type": "string"},
                         },

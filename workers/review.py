@@ -88,12 +88,18 @@ def superseded_keys(series_set: SeriesSet) -> set[str]:
 def pick(
     series_set: SeriesSet, key: str
 ) -> tuple[Series, tuple[Series, ...], tuple[Series, ...]] | None:
-    from bot.assemble import select
+    """(the series with this key, its versions oldest first, the unrelated series).
 
-    if not any(s.key == key for s in series_set.series):
+    Not `assemble.select`: that picks the newest version of a chain, and the service
+    reviews each version under its own key.
+    """
+    series = next((s for s in series_set.series if s.key == key), None)
+    if series is None:
         return None
-    series, versions, others = select(series_set, key=key)
-    return series, tuple(versions), tuple(others)
+    versions = series_set.versions_of(key)
+    linked = {v.key for v in versions}
+    others = tuple(s for s in series_set.series if s.key not in linked)
+    return series, versions, others
 
 
 def build_result(state: State, scope: str, review: Review, *, partial: bool) -> dict[str, Any]:

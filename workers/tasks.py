@@ -78,12 +78,13 @@ def _task(**opts: Any) -> Callable[[Callable[..., Any]], Any]:
 
 
 @cache
-def _state() -> State:
-    return State.from_url(app.conf.broker_url)
+def _state_for(url: str) -> State:
+    return State.from_url(url)
 
 
 def state() -> State:
-    return _state()
+    """The State on the app's broker Redis (one client per URL and process)."""
+    return _state_for(str(app.conf.broker_url))
 
 
 def config() -> ServiceConfig:

@@ -6,7 +6,7 @@
     GET  /healthz         liveness
     GET  /metrics         Prometheus metrics (series seen/reviewed/failed, queues, latency)
     GET  /openapi.json    this API's OpenAPI 3.1 schema (also docs/openapi.json)
-    GET  /results/{scope}/{key}   a stored review, when there is one
+    GET  /results?scope=S&key=K   a stored review, when there is one
 
 Every delivery is checked in this order, before its body is parsed: size (413),
 signature or token (401), delivery ID present (400) and never seen before (409). Only
@@ -210,8 +210,8 @@ def create_app(
         return Response(body, media_type=ctype)
 
     async def result(request: Request) -> Response:
-        scope = request.path_params["scope"]
-        key = request.path_params["key"]
+        scope = request.query_params.get("scope", "")
+        key = request.query_params.get("key", "")
         found = state.result(scope, key)
         if found is None:
             return JSONResponse(
@@ -227,7 +227,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/results/{scope}/{key:path}", result, methods=["GET"]),
+            Route("/results", result, methods=["GET"]),
         ]
     )
 

@@ -122,6 +122,9 @@ class PublicInboxMirror:
     """
 
     def __init__(self, source: str, cache_dir: Path) -> None:
+        if re.match(r"^[A-Za-z0-9+.-]+::", source):
+            # git's "<transport>::<address>" form (ext::, fd::) runs helpers: never
+            raise InputError("mirror git transport is not allowed", source=source)
         if _is_url(source):
             scheme = source.split("://", 1)[0].lower()
             if scheme not in {"https", "http", "git", "ssh", "file"}:

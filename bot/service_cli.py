@@ -1,0 +1,303 @@
+"""`bot serve` and `bot mirror ...`: run the service, or feed it from a mirror by hand.
+
+    bot serve [--host H] [--port P] [--concurrency N]
+        webhook + worker (all queues) + beat on this machine. Without BOT_BROKER_URL it
+        starts its own redis-server (data in --data-dir), so one command is enough to try.
+    bot mirror poll [--list NAME]
+        store what is new in each list's mirror (after the cursor) and queue assembly
+    bot mirror backfill --since DATE [--list NAME] [--mirror URL|DIR]
+        walk each list's mirror from DATE, with a progress bar; already-seen mail is skipped
+
+The lists come from the service config (BOT_SERVICE_CONFIG, see docs/service.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.errors import UsageError
+
+
+def add_service_parsers(subparsers: Any) -> None:
+    """Add `serve` and `mirror` to the CLI's subparsers."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run webhook, worker and beat on this machine",
+        description="Run the review service: webhook, one worker for every queue, and beat. "
+        "Without BOT_BROKER_URL a private redis-server is started.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="webhook address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="webhook port (default 8080)")
+    serve.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--data-dir", metavar="DIR", help="mirrors, repos, embedded Redis data")
+    serve.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+
+    mirror = subparsers.add_parser(
+        "mirror",
+        help="feed the service from a public-inbox mirror",
+        description="Read public-inbox v2 mirrors into the service's Redis state.",
+    )
+    msub = mirror.add_subparsers(dest="mirror_command", metavar="ACTION")
+    msub.required = True
+    poll = msub.add_parser("poll", help="store what is new after each list's cursor")
+    poll.add_argument("--list", dest="lists", action="append", default=[], metavar="NAME")
+    poll.add_argument("--mirror", metavar="URL|DIR", help="mirror to read (default: config)")
+    back = msub.add_parser("backfill", help="walk a mirror from a date, with a progress bar")
+    back.add_argument("--since", required=True, metavar="DATE", help="YYYY-MM-DD or ISO 8601")
+    back.add_argument("--list", dest="lists", action="append", default=[], metavar="NAME")
+    back.add_argument("--mirror", metavar="URL|DIR", help="mirror to read (default: config)")
+    back.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run_service(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `serve` or `mirror poll|backfill`; returns the exit code."""
+    del settings  # the workers load Settings themselves, the same way the CLI does
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "mirror":
+        since = parse_since(args.since) if args.mirror_command == "backfill" else None
+        return mirror_walk(
+            args.lists,
+            since=since,
+            mirror_override=args.mirror,
+            quiet=getattr(args, "quiet", False),
+        )
+    raise UsageError(f"unknown service command {args.command!r}")
+
+
+def parse_since(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--since {text!r}: not a date (use YYYY-MM-DD)") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- mirror
+
+
+@contextmanager
+def _progress(total: int, quiet: bool, label: str) -> Iterator[Callable[[int], None]]:
+    if quiet or total == 0:
+        yield lambda _n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def mirror_walk(
+    names: list[str],
+    *,
+    since: datetime | None,
+    mirror_override: str | None = None,
+    quiet: bool = False,
+) -> int:
+    """Poll (since None) or backfill each named list (default: every configured one)."""
+    from bot.ingest.mirror import PublicInboxMirror
+    from workers.config import load_service_config
+    from workers.intake import ingest_mirror
+    from workers.state import State
+    from workers.tasks import assemble_thread
+
+    cfg = load_service_config()
+    lists = [cfg.list(n) for n in names] if names else [x for x in cfg.lists if x.mirror]
+    if not lists:
+        raise UsageError(
+            "no list to read: name one with --list, or configure lists (docs/service.md)"
+        )
+    state = State.from_url()
+    for lst in lists:
+        source = mirror_override or lst.mirror
+        if not source:
+            raise UsageError(f"list {lst.name!r} has no mirror configured (use --mirror)")
+        mirror = PublicInboxMirror(source, cfg.data_dir / "mirrors" / lst.name)
+        mirror.sync()
+        start = {} if since is not None else state.cursors(lst.name)
+        total = mirror.pending(start, since=since)
+
+        def enqueue(scope: str, roots: list[str]) -> None:
+            assemble_thread.apply_async((scope, roots))
+
+        with _progress(total, quiet or not sys.stderr.isatty(), lst.name) as advance:
+            stats = ingest_mirror(
+                state,
+                lst.name,
+                mirror,
+                enqueue,
+                batch_size=cfg.batch_size,
+                since=since,
+                ignore_cursor=since is not None,
+                progress=advance,
+            )
+        print(
+            f"{lst.name}: {stats.walked} commit(s) read, {stats.stored} new message(s), "
+            f"{stats.duplicates} already seen, {stats.threads} thread(s) queued",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a private redis-server with an append-only file in `data_dir`."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise UsageError(
+            "redis-server not found: install it (apt install redis-server) or set BOT_BROKER_URL"
+        )
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--protected-mode", "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_port("127.0.0.1", port, proc)
+    return proc, url
+
+
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UsageError(f"process exited before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise UsageError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start everything, wait, and stop everything on Ctrl-C or SIGTERM."""
+    data = Path(
+        args.data_dir or os.environ.get("BOT_DATA_DIR") or tempfile.mkdtemp(prefix="bot-serve-")
+    )
+    env = dict(os.environ, BOT_DATA_DIR=str(data))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if "BOT_BROKER_URL" not in os.environ:
+            redis_proc, url = start_redis(data / "redis")
+            procs.append(redis_proc)
+            env["BOT_BROKER_URL"] = url
+            print(f"bot serve: embedded Redis at {url}", file=sys.stderr)
+        py = sys.executable
+        worker = [
+            py, "-m", "celery", "-A", "workers", "worker",
+            "-Q", "ingest,analyze,publish", f"--concurrency={args.concurrency}",
+            "--loglevel=INFO", "-n", f"bot-serve-{os.getpid()}@%h",
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(worker, env=env))
+        if not args.no_beat:
+            beat = [py, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
+                    "-s", str(data / "celerybeat-schedule")]  # fmt: skip
+            procs.append(subprocess.Popen(beat, env=env))
+        web = [py, "-m", "uvicorn", "--factory", "workers.webhook:app_from_env",
+               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+        procs.append(subprocess.Popen(web, env=env))
+        print(
+            f"bot serve: webhook on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr
+        )
+
+        stop = False
+
+        def on_signal(_sig: int, _frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop:
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                code = dead[0].returncode
+                print(f"bot serve: child {dead[0].pid} exited ({code}); stopping", file=sys.stderr)
+                return 3
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bot.service_cli ...`: the same commands without the rest of the CLI."""
+    from bot.cli import _Parser
+    from bot.config import load_settings
+    from bot.errors import BotError
+
+    parser = _Parser(prog="bot")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+    add_service_parsers(sub)
+    try:
+        args = parser.parse_args(argv)
+        return run_service(args, load_settings())
+    except BotError as exc:
+        print(f"bot: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = [
+    "add_service_parsers",
+    "main",
+    "mirror_walk",
+    "parse_since",
+    "run_service",
+    "start_redis",
+]
