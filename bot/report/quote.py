@@ -151,6 +151,20 @@ def _window(hunk: Hunk, index: int) -> tuple[int, int]:
     return max(0, lo - CONTEXT_LINES), min(len(lines) - 1, hi + CONTEXT_LINES)
 
 
+def _trim_blank(hunk: Hunk, lo: int, hi: int) -> tuple[int, int]:
+    """Drop blank context lines at the edges of a cut: `[...]` says enough there."""
+
+    def blank(i: int) -> bool:
+        line = hunk.lines[i]
+        return line.kind is LineKind.CONTEXT and not line.text.strip()
+
+    while lo < hi and blank(lo):
+        lo += 1
+    while hi > lo and blank(hi):
+        hi -= 1
+    return lo, hi
+
+
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(spans):
@@ -192,7 +206,10 @@ def quote_hunk(
     if len(hunk.lines) <= WHOLE_HUNK_LINES:
         spans = [(0, len(hunk.lines) - 1)]
     else:
-        spans = _merge([_window(hunk, i) for i in line_indexes or [_first_changed(hunk)]])
+        spans = [
+            _trim_blank(hunk, lo, hi)
+            for lo, hi in _merge([_window(hunk, i) for i in line_indexes or [_first_changed(hunk)]])
+        ]
     for lo, hi in spans:
         if lo > 0 and out[-1] != ELIDED:
             out.append(ELIDED)
