@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,19 @@ def test_mbox_split_ignores_from_lines_inside_a_body_and_unescapes() -> None:
     assert b"From the changelog:\nFrom here on" in first
     assert b"From 2014 on the cache is kept" in first
     assert b"Subject: two" in second
+
+
+def test_device_or_fifo_is_refused_as_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.mbox"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load([str(fifo)], load_settings())
+    with pytest.raises(InputError, match="not a regular file"):
+        load(["/dev/zero"], load_settings())
+
+
+def test_progress_reports_each_argument(fixtures: Path) -> None:
+    lines: list[str] = []
+    path = str(_ingest(fixtures) / "unthreaded.mbox")
+    load([path], load_settings(), progress=lines.append)
+    assert lines == [f"{path}: 3 message(s)"]

@@ -162,7 +162,9 @@ def _rev_tuple(revision: str) -> tuple[int, ...]:
 
 def _read(raw: RawMessage) -> _Msg:
     info = parse_subject(raw.subject)
-    message, diff, base = split_patch_body(raw.body)
+    # Replies are most of a lore thread and never become patches: skip the
+    # diff scan for them.
+    message, diff, base = ("", "", None) if info.is_reply else split_patch_body(raw.body)
     if info.is_reply:
         kind = _REPLY
     elif info.number == 0 and info.total:

@@ -63,13 +63,19 @@ def _read_file(path: Path, settings: Settings) -> bytes:
         raise InputError(
             f"cannot read: {exc.strerror or type(exc).__name__}", source=source
         ) from exc
+    if not path.is_file():
+        # a FIFO or a device (/dev/zero) would block or never end
+        raise InputError("not a regular file", source=source)
     _check_size(size, settings, source)
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(settings.max_input_bytes + 1)
     except OSError as exc:
         raise InputError(
             f"cannot read: {exc.strerror or type(exc).__name__}", source=source
         ) from exc
+    _check_size(len(data), settings, source)  # it grew after stat()
+    return data
 
 
 def _title_from_filename(name: str) -> str:
