@@ -100,7 +100,7 @@ def render_email_messages(review: Review, *, from_addr: str = DEFAULT_FROM) -> l
     """
     sender = _address(from_addr)
     if sender is None:
-        raise UsageError(f"--from {from_addr!r}: not an email address")
+        raise UsageError(f"reply sender {from_addr!r} is not an email address")
     series = review.series
     first = series.patches[0].message if series.patches else None
     series_parent = series.cover or first
