@@ -349,24 +349,40 @@ def _function_head(masked: str, brace: int) -> tuple[str, int] | None:
         open_paren = _matching_paren_back(masked, j)
         if open_paren < 0:
             return None
-        m = _IDENT_BEFORE.search(masked, 0, open_paren)
-        if not m:
+        ident = _ident_before(masked, open_paren)
+        if ident is None:
             return None
-        name = m.group(1)
+        name_at, name = ident
         if name in _NOT_CALLS:
             return None
-        before_name = masked[: m.start()].rstrip()
-        if _TRAILING_ANNOTATION.match(name) and before_name.endswith(")"):
+        k = name_at - 1
+        while k >= 0 and masked[k].isspace():
+            k -= 1
+        if _TRAILING_ANNOTATION.match(name) and k >= 0 and masked[k] == ")":
             # `foo(...) __releases(x) {`: the parameter list is further back.
-            j = len(before_name) - 1
+            j = k
             continue
-        start = _declaration_start(masked, m.start())
-        if "=" in masked[start : m.start()]:
+        start = _declaration_start(masked, name_at)
+        if "=" in masked[start:name_at]:
             return None
         if start != masked.rfind("\n", 0, start) + 1:
             return None
         return _normalise_name(name, masked[open_paren : j + 1]), start
     return None
+
+
+def _ident_before(masked: str, at: int) -> tuple[int, str] | None:
+    """The identifier ending just before `at` (spaces allowed), with its offset."""
+    k = at - 1
+    while k >= 0 and masked[k].isspace():
+        k -= 1
+    end = k + 1
+    while k >= 0 and (masked[k].isalnum() or masked[k] == "_"):
+        k -= 1
+    word = masked[k + 1 : end]
+    if not word or word[0].isdigit():
+        return None
+    return k + 1, word
 
 
 def _declaration_start(masked: str, name_at: int) -> int:
@@ -408,9 +424,12 @@ def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
             found.append(extra)
     found.sort(key=lambda f: (f.start, f.body_offset))
     result: list[CFunction] = []
+    line_starts = [0]
+    for line in lines[:-1]:
+        line_starts.append(line_starts[-1] + len(line) + 1)
     for f in found:
         body = "\n".join(lines[f.start : f.end + 1])
-        header = masked[_line_offset(text, f.start) : f.body_offset]
+        header = masked[line_starts[min(f.start, len(line_starts) - 1)] : f.body_offset]
         words = set(re.findall(r"[A-Za-z_]\w*", header.split("(", 1)[0]))
         result.append(
             CFunction(
@@ -425,17 +444,6 @@ def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
             )
         )
     return tuple(result)
-
-
-def _line_offset(text: str, line: int) -> int:
-    """Char offset of the start of 0-based `line`."""
-    pos = 0
-    for _ in range(line):
-        nxt = text.find("\n", pos)
-        if nxt < 0:
-            return len(text)
-        pos = nxt + 1
-    return pos
 
 
 def find_function(text: str, path: str, name: str) -> CFunction | None:

@@ -1,0 +1,208 @@
+"""parse_functions / touched_functions / call_graph / find_function on kernel-style C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.analyze.cfunc import (
+    call_graph,
+    find_function,
+    function_name_from_section,
+    parse_functions,
+    touched_functions,
+)
+from bot.analyze.diff import parse_diff
+from bot.apply.images import diff_only_images
+from bot.model import ChangeKind, FileImage, PatchImages
+
+CFUNC = Path(__file__).resolve().parent / "fixtures" / "cfunc"
+
+
+def _read(name: str) -> str:
+    return (CFUNC / name).read_text(encoding="utf-8")
+
+
+def _by_name(text: str) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for f in parse_functions(text, "x.c"):
+        out.setdefault(f.name, []).append((f.start_line, f.end_line))
+    return out
+
+
+def test_kernel_macros_do_not_lose_functions() -> None:
+    found = _by_name(_read("kernel_macros.c"))
+    assert found == {
+        "fast_path": [(3, 6)],  # __always_inline
+        "kmem_init": [(8, 11)],  # __init
+        "drop_lock": [(13, 17)],  # __releases(x) after the parameter list
+        "get_thing": [(19, 28)],  # __must_check, list_for_each_entry(...) {
+        "sys_brk": [(30, 33)],  # SYSCALL_DEFINE1(brk, ...)
+        "sys_mprotect": [(35, 39)],  # SYSCALL_DEFINE3 over two lines
+        "memcg_thing": [(42, 45), (47, 49)],  # both #ifdef branches
+        "old_style": [(52, 57)],  # K&R parameter declarations
+        "get_fn": [(59, 62)],  # returns a function pointer
+        "__weird": [(64, 67)],  # __meminit + __acquires + __releases
+    }
+
+
+def test_loop_macro_bodies_are_not_functions() -> None:
+    # tree-sitter reads `list_for_each_entry(...) {` inside a body as a nested
+    # definition; only file-scope definitions count.
+    names = {f.name for f in parse_functions(_read("kernel_macros.c"), "x.c")}
+    assert "list_for_each_entry" not in names and "pos" not in names
+
+
+def test_calls_are_in_source_order_and_include_macros() -> None:
+    funcs = {f.name: f for f in parse_functions(_read("kernel_macros.c"), "x.c")}
+    assert funcs["get_thing"].calls == ("list_for_each_entry",)
+    assert funcs["drop_lock"].calls == ("spin_unlock",)
+    assert funcs["sys_mprotect"].calls == ("do_mprotect",)
+    assert funcs["old_style"].calls == ("strlen",)
+    assert funcs["fast_path"].calls == ()
+
+
+def test_static_and_inline_flags() -> None:
+    funcs = {f.name: f for f in parse_functions(_read("kernel_macros.c"), "x.c")}
+    assert funcs["fast_path"].is_static and funcs["fast_path"].is_inline
+    assert funcs["kmem_init"].is_static and not funcs["kmem_init"].is_inline
+    assert not funcs["get_thing"].is_static
+
+
+def test_body_is_the_full_definition_text() -> None:
+    text = _read("kernel_macros.c")
+    drop = next(f for f in parse_functions(text, "x.c") if f.name == "drop_lock")
+    assert drop.body.splitlines()[0] == "static void drop_lock(struct foo *f)"
+    assert drop.body.splitlines()[-1] == "}"
+    assert drop.file == "x.c"
+
+
+def test_calls_skip_keywords_comments_strings_and_member_calls() -> None:
+    text = (
+        "static int f(struct ops *o)\n"
+        "{\n"
+        "\t/* not_a_call(x) */\n"
+        '\tpr_info("fake_call(%d)\\n", sizeof(int));\n'
+        "\tif (o->release(o))\n"
+        "\t\treturn real_call(o) + typeof_unused;\n"
+        "\treturn (int)(long)o;\n"
+        "}\n"
+    )
+    (f,) = parse_functions(text, "x.c")
+    assert f.calls == ("pr_info", "real_call")
+
+
+def test_define_bodies_are_not_functions() -> None:
+    text = "#define FOO(x) \\\n\tdo { bar(x); } while (0)\n\nint f(void)\n{\n\treturn 0;\n}\n"
+    assert [f.name for f in parse_functions(text, "x.c")] == ["f"]
+
+
+def test_find_function_and_call_graph() -> None:
+    text = _read("pool-pre.c")
+    put = find_function(text, "mm/pool.c", "pool_buf_put")
+    assert put is not None and put.start_line == 28 and put.is_inline
+    assert find_function(text, "mm/pool.c", "no_such_function") is None
+    graph = call_graph(parse_functions(text, "mm/pool.c"))
+    assert graph["pool_buf_put"] == ("pool_schedule_destroy",)
+    assert graph["pool_group_offline"] == ()
+    assert graph["pool_destroy_work"] == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "name"),
+    [
+        (
+            "static void kmem_cache_destroy_work_func(struct work_struct *w)",
+            "kmem_cache_destroy_work_func",
+        ),
+        ("static void memcg_oom_recover(struct mem", "memcg_oom_recover"),
+        ("SYSCALL_DEFINE3(mprotect, unsigned long, start, size_t, len,", "sys_mprotect"),
+        ("struct memcg_cache_params {", None),
+        ("__memcg_kmem_get_cache(struct kmem_cache *cachep, gfp_t gfp);", None),
+        ("", None),
+    ],
+)
+def test_function_name_from_section(section: str, name: str | None) -> None:
+    assert function_name_from_section(section) == name
+
+
+def _pool_images(partial: bool) -> PatchImages:
+    files = parse_diff(_read("pool.diff"), "pool.diff")
+    if partial:
+        return diff_only_images(1, files)
+    image = FileImage("mm/pool.c", _read("pool-pre.c"), _read("pool-post.c"))
+    return PatchImages(1, files, (image,))
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["full", "diff-only"])
+def test_touched_functions_kinds(partial: bool) -> None:
+    changes = {c.name: c for c in touched_functions(_pool_images(partial))}
+    assert {n: c.kind for n, c in changes.items()} == {
+        "pool_destroy_work": ChangeKind.MODIFIED,
+        "pool_schedule_destroy": ChangeKind.REMOVED,
+        "pool_buf_put": ChangeKind.MODIFIED,
+        "pool_group_offline": ChangeKind.MODIFIED,
+        "pool_buf_count": ChangeKind.ADDED,
+    }
+    put = changes["pool_buf_put"]
+    assert put.pre is not None and put.post is not None
+    assert "pool_schedule_destroy" in put.pre.calls
+    assert "pool_schedule_destroy" not in put.post.calls and "atomic_dec" in put.post.calls
+    assert changes["pool_schedule_destroy"].post is None
+    assert changes["pool_buf_count"].pre is None
+    assert all(c.hunks == (0,) for c in changes.values())
+
+
+def test_full_images_give_whole_bodies() -> None:
+    changes = {c.name: c for c in touched_functions(_pool_images(partial=False))}
+    work = changes["pool_destroy_work"]
+    assert work.pre is not None and work.post is not None
+    assert work.pre.start_line == 9 and work.pre.body.startswith("static void pool_destroy_work(")
+    assert "atomic_read" in work.post.calls and "atomic_read" not in work.pre.calls
+
+
+def test_hunk_starting_inside_a_function_is_named_from_the_section_header() -> None:
+    # Diff-only: the head of pool_destroy_work is above the hunk, only the
+    # `@@ ... @@ static void pool_destroy_work(...)` header names it.
+    changes = {c.name: c for c in touched_functions(_pool_images(partial=True))}
+    work = changes["pool_destroy_work"]
+    assert work.post is not None and work.post.start_line == 14
+    assert "kmem_cache_destroy" in work.post.calls
+
+
+def test_comment_only_hunk_touches_no_function() -> None:
+    diff = (
+        "--- a/mm/x.c\n+++ b/mm/x.c\n"
+        "@@ -10,5 +10,4 @@ static void helper(void)\n"
+        " /*\n"
+        "  * Widgets are freed by the last put.\n"
+        "- * Nobody else may free them.\n"
+        "  */\n"
+        " struct widget_table {\n"
+    )
+    images = diff_only_images(1, parse_diff(diff, "t"))
+    assert touched_functions(images) == ()
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _seed_images(corpus: Path, name: str) -> PatchImages:
+    mail = (corpus / "seed" / name).read_text(encoding="utf-8")
+    return diff_only_images(1, parse_diff(mail[mail.index("diff --git") :], name))
+
+
+@pytest.mark.parametrize("name", ["v2-0001-patch-1of3.eml", "v3-0001-patch-1of3.eml"])
+def test_seed_patch_diff_only_touched_functions(corpus: Path, name: str) -> None:
+    changes = {(c.file, c.name): c for c in touched_functions(_seed_images(corpus, name))}
+    release = changes[("mm/slab.h", "memcg_release_pages")]
+    assert release.kind is ChangeKind.MODIFIED
+    assert release.pre is not None and release.post is not None
+    assert "mem_cgroup_destroy_cache" in release.pre.calls
+    assert "mem_cgroup_destroy_cache" not in release.post.body
+    destroy = changes[("mm/memcontrol.c", "mem_cgroup_destroy_cache")]
+    assert destroy.kind is ChangeKind.REMOVED
+    assert destroy.pre is not None and "schedule_work" in destroy.pre.calls
+    work = changes[("mm/memcontrol.c", "kmem_cache_destroy_work_func")]
+    assert work.kind is ChangeKind.MODIFIED
