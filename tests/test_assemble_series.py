@@ -181,3 +181,17 @@ def test_assembly_of_hundreds_of_messages_is_fast_enough_to_not_matter() -> None
     fixed = [replace(m, index=i) for i, m in enumerate(messages)]
     (series,) = assemble(fixed, load_settings()).series
     assert series.complete and len(series.replies) == 300
+
+
+@pytest.mark.corpus
+def test_partial_reroll_matches_what_b4_builds(corpus: Path) -> None:
+    """b4's own sample: "v3 2/2" sent in reply to v2 2/2; b4 reviews v3 as v2 1/2 + v3 2/2."""
+    settings = load_settings()
+    folder = corpus / "mbox" / "b4"
+    series_set = assemble(
+        load([str(folder / "trailers-followup-partial-reroll.mbox")], settings), settings
+    )
+    chosen, versions, _ = select(series_set)
+    b4_result = load([str(folder / "trailers-followup-partial-reroll-ref-defaults.txt")], settings)
+    assert [p.message.message_id for p in chosen.patches] == [m.message_id for m in b4_result]
+    assert (chosen.version, [s.version for s in versions]) == (3, [2, 3])

@@ -162,3 +162,12 @@ def test_split_patch_body_keeps_git_binary_and_mode_only_changes() -> None:
     )
     _, diff, _ = split_patch_body(body)
     assert "new mode 100755" in diff and "literal 0" in diff and "2.1" not in diff
+
+
+def test_split_patch_body_keeps_a_diff_with_unreadable_hunks_as_a_diff() -> None:
+    body = (
+        "msg\n---\ndiff --git a/j.py b/j.py\n--- a/j.py\n+++ b/j.py\n"
+        "@@@ -1,1 +1,1 @@@ def junk():\n-junk1\n+junk2\n-- \n2.1\n"
+    )
+    _, diff, _ = split_patch_body(body)
+    assert diff.startswith("diff --git a/j.py b/j.py\n") and diff.endswith("+junk2\n")

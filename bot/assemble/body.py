@@ -86,6 +86,24 @@ def _find_diff(lines: list[str]) -> tuple[int, int] | None:
             i = max(end, i + 1)
             continue
         i += 1
+    return _find_damaged_diff(lines)
+
+
+def _find_damaged_diff(lines: list[str]) -> tuple[int, int] | None:
+    """A diff whose hunks are unreadable (bad @@ lines) but whose file headers are clear.
+
+    It is still a patch, one that will not apply; calling it a comment would
+    hide it. It runs to the mail signature ("-- ") or the end.
+    """
+    for i, line in enumerate(lines):
+        if not line.startswith(("diff --git ", "--- a/")):
+            continue
+        window = lines[i + 1 : i + 8]
+        if any(w.startswith("+++ ") for w in window) and any(
+            w.startswith("@@") for w in lines[i + 1 : i + 12]
+        ):
+            end = next((j for j in range(i, len(lines)) if lines[j] == "-- "), len(lines))
+            return i, end
     return None
 
 
