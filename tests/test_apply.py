@@ -1,0 +1,425 @@
+"""apply_series on real scratch repositories: git trees, plain trees, fallbacks,
+special files, hostile input, and the user's tree left exactly as it was."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bot.apply import apply_series
+from bot.config import Settings, load_settings
+from bot.errors import InputError, UnsafePatchError
+from bot.model import ApplyMethod, Patch, PatchSlot, RawMessage, Series
+
+APPLY = Path(__file__).resolve().parent / "fixtures" / "apply"
+P1 = "0001-mm-widget-return-early-from-widget_put-on-NULL.patch"
+P2 = "0002-mm-widget-add-widget_flush.patch"
+P3 = "0003-mm-widget-rename-config-add-stats-drop-legacy-entry-.patch"
+P4 = "0004-mm-widget-add-a-binary-table-and-declare-widget_rese.patch"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def patch_from_mail(
+    raw: bytes, number: int, total: int, source: str, base: str | None = None
+) -> Patch:
+    """A Patch as the assemble stage would make it, from one mail."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    part = msg.get_body(preferencelist=("plain",))
+    assert part is not None
+    body = str(part.get_content()).replace("\r\n", "\n")
+    at = min(i for i in (body.find("\ndiff --git "), body.find("\ndiff -puN ")) if i >= 0)
+    message = RawMessage(
+        source=source,
+        raw=raw,
+        message_id=f"{source}@test",
+        subject=str(msg["Subject"]),
+        from_name="Test Author",
+        from_addr="test@example.org",
+        date=None,
+        in_reply_to=None,
+        references=(),
+        body=body,
+    )
+    return Patch(
+        message=message,
+        number=number,
+        total=total,
+        title=str(msg["Subject"]),
+        commit_message=body[:at],
+        diff=body[at + 1 :],
+        base_commit=base,
+    )
+
+
+def series_of(paths: Sequence[Path], base: str | None = None) -> Series:
+    """A complete series of the given mail files, in order."""
+    total = len(paths)
+    patches = [
+        patch_from_mail(p.read_bytes(), n, total, p.name, base) for n, p in enumerate(paths, 1)
+    ]
+    return Series(
+        key="test-series",
+        version=1,
+        revision="1",
+        total=total,
+        name="widget series",
+        author_name="Test Author",
+        author_addr="test@example.org",
+        cover=None,
+        slots=tuple(PatchSlot(p.number, p) for p in patches),
+    )
+
+
+def diff_series(diff: str) -> Series:
+    """A one-patch series carrying only `diff` (no mail git am could use)."""
+    raw = b""
+    message = RawMessage("inline", raw, "inline@test", "[PATCH] t", "", "", None, None, (), diff)
+    patch = Patch(message, 1, 1, "t", "", diff)
+    return Series("k", 1, "1", 1, "t", "", "", None, (PatchSlot(1, patch),))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root (the .git directory included) with its content hash."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "link:" + os.readlink(path)
+        elif path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def run_git(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="T",
+        GIT_AUTHOR_EMAIL="t@example.org",
+        GIT_COMMITTER_NAME="T",
+        GIT_COMMITTER_EMAIL="t@example.org",
+    )
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def plain_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "linux"
+    shutil.copytree(APPLY / "tree", tree)
+    return tree
+
+
+def git_tree(tmp_path: Path) -> Path:
+    tree = plain_tree(tmp_path)
+    run_git(tree, "init", "-q", "-b", "master")
+    run_git(tree, "add", "-A")
+    run_git(tree, "commit", "-q", "-m", "base")
+    return tree
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings().with_(scratch_dir=tmp_path / "scratch")
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def test_git_tree_series_applies_with_git_am(tmp_path: Path, settings: Settings) -> None:
+    tree = git_tree(tmp_path)
+    series = series_of([APPLY / P1, APPLY / P2])
+    applied = apply_series(series, str(tree), settings)
+    assert [(a.method, a.ok) for a in applied.applications] == [(ApplyMethod.GIT_AM, True)] * 2
+    assert applied.applications[0].message == "applied cleanly by git am -3"
+    assert applied.base_commit == run_git(tree, "rev-parse", "HEAD").strip()
+    assert any("no base-commit given; applied on HEAD" in n for n in applied.notes)
+    second = applied.images[1].image("mm/widget.c")
+    assert second is not None and second.pre is not None and second.post is not None
+    assert not second.partial
+    # The pre-image of patch 2 is the post-image of patch 1.
+    assert "if (!w)\n\t\treturn;" in second.pre and "widget_flush" not in second.pre
+    assert "void widget_flush(struct widget *w)" in second.post
+
+
+def test_plain_directory_applies_in_scratch_and_is_left_untouched(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = plain_tree(tmp_path)
+    before = tree_digest(tree)
+    applied = apply_series(series_of([APPLY / P1, APPLY / P2]), str(tree), settings)
+    assert all(a.ok for a in applied.applications)
+    assert applied.base_commit is None
+    assert any("plain directory" in n for n in applied.notes)
+    assert tree_digest(tree) == before
+    assert not (tree / ".git").exists()
+    # The scratch area is gone afterwards.
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_user_git_repo_is_byte_identical_and_hooks_never_run(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = git_tree(tmp_path)
+    marker = tmp_path / "hook-ran"
+    hook = f'#!/bin/sh\necho "$0" >> {marker}\n'
+    hooks = tree / ".git" / "hooks"
+    for name in (
+        "applypatch-msg",
+        "pre-applypatch",
+        "post-applypatch",
+        "pre-commit",
+        "commit-msg",
+        "post-commit",
+        "post-checkout",
+        "post-merge",
+        "reference-transaction",
+    ):
+        (hooks / name).write_text(hook)
+        (hooks / name).chmod(0o755)
+    outside = tmp_path / "planted.txt"
+    outside.write_text("planted\n")
+    status = run_git(tree, "status", "--porcelain", "--ignored")
+    before = tree_digest(tree)
+    series = series_of([APPLY / P1, APPLY / P2, APPLY / P3, APPLY / P4])
+    applied = apply_series(series, str(tree), settings)
+    assert all(a.ok for a in applied.applications)
+    assert not marker.exists()
+    assert outside.read_text() == "planted\n"
+    assert tree_digest(tree) == before
+    assert run_git(tree, "status", "--porcelain", "--ignored") == status
+    assert run_git(tree, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_base_commit_is_honoured_when_in_the_repo(tmp_path: Path, settings: Settings) -> None:
+    tree = git_tree(tmp_path)
+    base = run_git(tree, "rev-parse", "HEAD").strip()
+    widget = tree / "mm" / "widget.c"
+    # A later commit rewrites the lines patch 1 changes: on HEAD it cannot apply.
+    widget.write_text(widget.read_text().replace("\tif (w)\n", "\tif (w != NULL)\n"))
+    run_git(tree, "commit", "-qam", "later")
+    applied = apply_series(series_of([APPLY / P1], base=base), str(tree), settings)
+    assert applied.base_commit == base
+    assert applied.applications[0].ok
+    assert any(f"applied on base-commit {base[:12]}" in n for n in applied.notes)
+
+
+def test_unknown_base_commit_falls_back_to_head_and_says_so(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = git_tree(tmp_path)
+    head = run_git(tree, "rev-parse", "HEAD").strip()
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    applied = apply_series(series_of([APPLY / P1], base=missing), str(tree), settings)
+    assert applied.base_commit == head
+    assert any(f"base-commit {missing[:12]} is not in the tree" in n for n in applied.notes)
+
+
+def test_missing_tree_is_a_one_line_input_error(tmp_path: Path, settings: Settings) -> None:
+    with pytest.raises(InputError, match="tree not found"):
+        apply_series(series_of([APPLY / P1]), str(tmp_path / "nope"), settings)
+
+
+# --------------------------------------------------------------------------- fallbacks
+
+
+def test_offsets_only_use_git_and_report_gnu_style_offsets(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = plain_tree(tmp_path)
+    widget = tree / "mm" / "widget.c"
+    widget.write_text(
+        widget.read_text().replace(
+            "#include <linux/slab.h>\n",
+            "#include <linux/slab.h>\n#include <linux/err.h>\n#include <linux/bug.h>\n",
+        )
+    )
+    applied = apply_series(series_of([APPLY / P1]), str(tree), settings)
+    (app,) = applied.applications
+    assert app.ok and app.method in (ApplyMethod.GIT_AM, ApplyMethod.GIT_APPLY)
+    assert [h.offset for h in app.hunks] == [2]
+    assert app.message.startswith("applied with offsets (+2) by git")
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and not image.partial
+
+
+def test_fuzz_needed_falls_back_to_fuzzy_apply(tmp_path: Path, settings: Settings) -> None:
+    tree = plain_tree(tmp_path)
+    widget = tree / "mm" / "widget.c"
+    # The hunk's first context line (`{` after widget_release's head is line 19)
+    # and last one differ in the tree: git refuses, fuzz 1 applies.
+    text = widget.read_text()
+    text = text.replace(
+        "\tkmem_cache_free(widget_cache, w);\n}\n",
+        "\tkmem_cache_free(widget_cache, w); /* gone */\n}\n",
+    )
+    text = text.replace(
+        "struct widget *widget_get(struct widget *w)\n",
+        "struct widget *widget_get(struct widget *w) /* +1 */\n",
+    )
+    widget.write_text(text)
+    applied = apply_series(series_of([APPLY / P1]), str(tree), settings)
+    (app,) = applied.applications
+    assert (app.method, app.ok) == (ApplyMethod.FUZZY, True)
+    assert [(h.offset, h.fuzz) for h in app.hunks] == [(0, 1)]
+    assert app.message == "applied with fuzz 1 by fuzzy apply"
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and image.post is not None and not image.partial
+    assert "\tif (!w)\n\t\treturn;\n\tkref_put(&w->ref, widget_release);" in image.post
+    assert "/* gone */" in image.post
+
+
+def test_patch_that_does_not_apply_is_a_result_and_later_patches_still_apply(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = git_tree(tmp_path)
+    series = series_of([APPLY / "conflict.patch", APPLY / P1])
+    applied = apply_series(series, str(tree), settings)
+    failed, ok = applied.applications
+    assert (failed.method, failed.ok) == (ApplyMethod.NOT_APPLIED, False)
+    assert failed.message == "hunk 1 of mm/widget.c (@@ -41,6 +41,6 @@) does not apply"
+    assert failed.failed_hunks[0].hunk.startswith("@@ -41,6 +41,6 @@ struct widget *widget_create")
+    assert ok.ok
+    # The failed patch is analysed on its own diff context.
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and image.partial
+    assert image.pre is not None and image.pre.splitlines()[43] == "\trefcount_set(&w->ref, 1);"
+    assert any("patch 1 did not apply fully" in n for n in applied.notes)
+
+
+def test_quilt_patch_applies_with_an_offset(tmp_path: Path, settings: Settings) -> None:
+    tree = plain_tree(tmp_path)
+    applied = apply_series(series_of([APPLY / "quilt-widget-get.patch"]), str(tree), settings)
+    (app,) = applied.applications
+    assert app.ok and [h.offset for h in app.hunks] == [-1]
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and image.post is not None
+    assert "\tWARN_ON_ONCE(!kref_read(&w->ref));\n\tkref_get(&w->ref);" in image.post
+
+
+# --------------------------------------------------------------------------- special files
+
+
+def test_rename_new_delete_and_no_newline_through_git(tmp_path: Path, settings: Settings) -> None:
+    tree = git_tree(tmp_path)
+    applied = apply_series(series_of([APPLY / P3]), str(tree), settings)
+    (app,) = applied.applications
+    assert app.ok and app.method is ApplyMethod.GIT_AM
+    images = applied.images[0]
+    cfg = images.image("mm/widget.cfg")
+    assert cfg is not None and cfg.pre == "# widget test data\nmode = 2"
+    assert cfg.post == "# widget test data\nmode = 3\n"
+    legacy = images.image("mm/widget_legacy.c")
+    assert legacy is not None and legacy.post is None and legacy.pre is not None
+    stats = images.image("mm/widget_stats.c")
+    assert stats is not None and stats.pre is None and "atomic_inc" in (stats.post or "")
+
+
+def test_rename_new_delete_and_no_newline_through_fuzzy_apply(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = plain_tree(tmp_path)
+    diff = (APPLY / P3).read_text()
+    diff = diff[diff.index("diff --git") :]
+    # Without the index lines' blobs and with a stray byte in the renamed file's
+    # first line git cannot apply it; fuzzy apply must still rename it.
+    conf = tree / "mm" / "widget.conf"
+    conf.write_text("# widget test data!\nmode = 2")
+    diff = diff.replace(
+        "@@ -1,2 +1,2 @@\n # widget test data\n", "@@ -1,2 +1,2 @@\n # widget test data?\n"
+    )
+    applied = apply_series(diff_series(diff), str(tree), settings)
+    (app,) = applied.applications
+    assert app.method is ApplyMethod.FUZZY
+    assert app.ok, app.message
+    images = applied.images[0]
+    cfg = images.image("mm/widget.cfg")
+    assert cfg is not None and cfg.post == "# widget test data!\nmode = 3\n"
+    assert images.image("mm/widget_legacy.c") is not None
+    stats = images.image("mm/widget_stats.c")
+    assert stats is not None and stats.pre is None and stats.post is not None
+    assert stats.post.endswith("atomic_inc(&widget_count);\n}\n")
+
+
+def test_binary_file_is_skipped_and_said(tmp_path: Path, settings: Settings) -> None:
+    tree = git_tree(tmp_path)
+    applied = apply_series(series_of([APPLY / P1, APPLY / P2, APPLY / P4]), str(tree), settings)
+    app = applied.applications[2]
+    assert app.ok
+    assert app.skipped == ("binary patch for mm/widget.bin skipped",)
+    images = applied.images[2]
+    assert images.image("mm/widget.bin") is None
+    header = images.image("mm/widget.h")
+    assert header is not None and "void widget_reset(struct widget *w);" in (header.post or "")
+
+
+def test_diff_only_mode_rebuilds_partial_images(settings: Settings) -> None:
+    applied = apply_series(series_of([APPLY / P1, APPLY / P4]), None, settings)
+    assert [a.method for a in applied.applications] == [ApplyMethod.NO_TREE] * 2
+    assert applied.applications[1].skipped == ("binary patch for mm/widget.bin skipped",)
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and image.partial
+    assert image.pre is not None and image.post is not None
+    pre, post = image.pre.splitlines(), image.post.splitlines()
+    assert pre[21] == "\tif (w)" and post[21] == "\tif (!w)"
+    assert pre[0] == "" and len(pre) == 26 and len(post) == 27
+
+
+def test_malformed_diff_is_a_not_applied_result(tmp_path: Path, settings: Settings) -> None:
+    broken = "--- a/mm/widget.c\n+++ b/mm/widget.c\n@@ -1,5 +1,5 @@\n a\n-b\n+c\n@@ -9,2 +9,2 @@\n"
+    applied = apply_series(diff_series(broken), str(plain_tree(tmp_path)), settings)
+    (app,) = applied.applications
+    assert (app.method, app.ok) == (ApplyMethod.NOT_APPLIED, False)
+    assert app.message.startswith("not applied: malformed diff")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_path_through_a_symlink_in_a_plain_tree_is_refused(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = plain_tree(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "widget.c").write_text("planted\n")
+    shutil.rmtree(tree / "mm")
+    (tree / "mm").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePatchError, match="symlink mm"):
+        apply_series(series_of([APPLY / P1]), str(tree), settings)
+    assert (elsewhere / "widget.c").read_text() == "planted\n"
+
+
+def test_path_through_a_symlink_committed_in_a_git_tree_is_refused(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = git_tree(tmp_path)
+    (tree / "mm" / "widget.c").unlink()
+    (tree / "mm" / "widget.c").symlink_to("/etc/passwd")
+    run_git(tree, "commit", "-qam", "link")
+    with pytest.raises(UnsafePatchError, match=r"symlink mm/widget\.c"):
+        apply_series(series_of([APPLY / P1]), str(tree), settings)
+
+
+@pytest.mark.parametrize("name", ["unsafe-dotdot.patch", "unsafe-absolute.patch", "ed-script.diff"])
+def test_hostile_diffs_are_refused_before_anything_applies(
+    tmp_path: Path, settings: Settings, name: str
+) -> None:
+    tree = plain_tree(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("planted\n")
+    before = tree_digest(tree)
+    with pytest.raises(UnsafePatchError):
+        apply_series(diff_series((APPLY / name).read_text()), str(tree), settings)
+    assert outside.read_text() == "planted\n"
+    assert tree_digest(tree) == before
