@@ -195,3 +195,18 @@ def test_partial_reroll_matches_what_b4_builds(corpus: Path) -> None:
     b4_result = load([str(folder / "trailers-followup-partial-reroll-ref-defaults.txt")], settings)
     assert [p.message.message_id for p in chosen.patches] == [m.message_id for m in b4_result]
     assert (chosen.version, [s.version for s in versions]) == (3, [2, 3])
+
+
+def test_zero_of_zero_patch_is_kept_as_patch_one() -> None:
+    (series,) = assemble([mail("p@x", "[PATCH 0/0] mm: x")], load_settings()).series
+    assert [p.message.message_id for p in series.patches] == ["p@x"]
+
+
+def test_select_by_the_message_id_of_a_patch() -> None:
+    msgs = [
+        mail("c@x", "[PATCH 0/2] mm: cover"),
+        mail("p1@x", "[PATCH 1/2] mm: one", reply_to="c@x", refs=("c@x",)),
+        mail("q@y", "[PATCH] mm: other", sender="Bo <bo@example.com>"),
+    ]
+    series_set = assemble([replace(m, index=i) for i, m in enumerate(msgs)], load_settings())
+    assert select(series_set, key="<p1@x>")[0].key == "c@x"

@@ -210,3 +210,8 @@ def test_progress_reports_each_argument(fixtures: Path) -> None:
     path = str(_ingest(fixtures) / "unthreaded.mbox")
     load([path], load_settings(), progress=lines.append)
     assert lines == [f"{path}: 3 message(s)"]
+
+
+def test_revision_range_without_a_repository_says_so() -> None:
+    with pytest.raises(InputError, match="give the repository"):
+        load(["v6.1..v6.2"], load_settings())

@@ -71,7 +71,8 @@ class _Msg:
 
     @property
     def number(self) -> int:
-        return self.info.number if self.info.number is not None else 1
+        # An unnumbered patch is 1 of 1 (Patchwork's reading); "0/0" is too.
+        return self.info.number if self.info.number else 1
 
     @property
     def total(self) -> int:
@@ -541,6 +542,11 @@ def assemble(messages: Sequence[RawMessage], settings: Settings) -> SeriesSet:
     return _Assembler(messages, settings).run()
 
 
+def _message_ids(series: Series) -> set[str]:
+    ids = {p.message.message_id for p in series.patches + series.extra}
+    return ids | ({series.cover.message_id} if series.cover else set())
+
+
 def _newest_message(series: Series) -> tuple[datetime, int]:
     stamps: list[tuple[datetime, int]] = []
     floor = _EARLIEST
@@ -556,13 +562,16 @@ def select(
     """(series to review, all its versions oldest first, the other unrelated series).
 
     Default: the newest version of the chain whose newest message is the latest.
-    `key` picks the chain holding that series; `version` a version within it.
+    `key` (a series key, or the Message-ID of any of its patches) picks the chain
+    holding that series; `version` a version within it.
     """
     if not series_set.series:
         raise InputError("no patch found in the input")
     if key is not None:
         wanted = key.strip().strip("<>")
-        start = next((s for s in series_set.series if s.key == wanted), None)
+        start = next((s for s in series_set.series if s.key == wanted), None) or next(
+            (s for s in series_set.series if wanted in _message_ids(s)), None
+        )
         if start is None:
             keys = ", ".join(s.key for s in series_set.series[:10])
             raise UsageError(f"no series with key {wanted}; keys found: {keys}")

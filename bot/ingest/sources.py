@@ -272,6 +272,10 @@ def _load_one(
     if repo is not None and is_range_arg(arg):
         data = format_patch_range(repo, arg)
         return messages_from_bytes(data, f"{repo}:{arg}", start=start)
+    if repo is None and is_range_arg(arg):
+        raise InputError(
+            "looks like a git revision range: give the repository too (--repo)", source=arg
+        )
     if is_message_id_arg(arg):
         msgid = valid_msgid(arg)
         data = fetch_thread(msgid, settings, source=arg)
