@@ -1,0 +1,262 @@
+"""SimulatorCheck: the simulator as a check of the analysis stage.
+
+For every patch it simulates the pre-image and the post-image with the same
+actors and the same tracked objects, then compares routes: a violation is
+identified by its kind, its object and the lifecycle events that lead to it,
+so a leak that was possible before by one route does not hide a new route to
+it. Routes found only after the patch are INTRODUCED, routes found only before
+are FIXED; each finding carries the shortest counterexample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+
+from bot.analyze.context import PatchAnalysis, SeriesAnalysis
+from bot.analyze.simulate.explain import describe_kind
+from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.run import SimResult, SimViolation, explore_side, load_data, prepare_side
+from bot.analyze.simulate.scenario import ActorPlan, accessed_types, freed_types, plan_actors
+from bot.config import Settings
+from bot.model import Confidence, FileDiff, Finding, LineKind, Severity, Status
+
+_SYMBOLS = {
+    "LEAK": "object-never-freed",
+    "UAF": "use-after-free",
+    "DOUBLE-FREE": "double-free",
+    "UNDERFLOW": "refcount-underflow",
+    "WORK-AFTER-FREE": "work-outlives-object",
+}
+_SEVERITY = {"LEAK": Severity.WARNING}
+_C_SUFFIXES = (".c", ".h")
+
+
+class SimulatorCheck:
+    """Runs the lifecycle simulator on pre- and post-image of every patch.
+
+    After `run`, `last_notes` says what bounded or limited the simulation
+    (bounds reached, functions without a role, diff-only images)."""
+
+    name = "simulator"
+
+    def __init__(self) -> None:
+        self.last_notes: tuple[str, ...] = ()
+        self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
+
+    def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
+        started = time.monotonic()
+        findings: list[Finding] = []
+        notes: list[str] = []
+        earlier: dict[str, str] = {}  # post-images of earlier patches of the series
+        self.last_results = {}
+        for pa in ctx.patches:
+            left = settings.sim_max_seconds - (time.monotonic() - started)
+            if left <= 0:
+                notes.append(f"time bound reached ({settings.sim_max_seconds:g} s): patch {pa.number} not simulated")
+                continue
+            found, patch_notes = self._patch(pa, ctx, settings, earlier, left)
+            findings.extend(found)
+            notes.extend(f"patch {pa.number}: {n}" for n in patch_notes)
+            for img in pa.images.images:
+                if img.post is not None:
+                    earlier[img.path] = img.post
+                else:
+                    earlier.pop(img.path, None)
+        self.last_notes = tuple(dict.fromkeys(notes))
+        return findings
+
+    # ------------------------------------------------------------------ one patch
+
+    def _patch(
+        self,
+        pa: PatchAnalysis,
+        ctx: SeriesAnalysis,
+        settings: Settings,
+        earlier: Mapping[str, str],
+        budget: float,
+    ) -> tuple[list[Finding], list[str]]:
+        notes: list[str] = []
+        c_images = [i for i in pa.images.images if i.path.endswith(_C_SUFFIXES)]
+        touched = list(
+            dict.fromkeys(
+                ch.name for ch in pa.changes if ch.file.endswith(_C_SUFFIXES) and (ch.pre is not None or ch.post is not None)
+            )
+        )
+        if not c_images or not touched:
+            return [], notes
+        if pa.partial:
+            notes.append("images rebuilt from the diff only: the simulator saw only the functions the hunks show")
+        pre_files = dict(earlier)
+        post_files = dict(earlier)
+        for img in c_images:
+            pre_files.pop(img.path, None)
+            post_files.pop(img.path, None)
+            if img.pre is not None:
+                pre_files[img.path] = img.pre
+            if img.post is not None:
+                post_files[img.path] = img.post
+        tree = None if pa.partial else ctx.tree_root
+        pre_src = SourceSet(pre_files, tree)
+        post_src = SourceSet(post_files, tree)
+        effects, data = load_data(settings)
+        plans: dict[tuple[str, str], ActorPlan] = {}
+        role_notes: dict[str, list[str]] = {}
+        for src in (post_src, pre_src):
+            callbacks = {b.callback for b in Extractor(src, effects).bindings()}
+            found, why = plan_actors(src, touched, data, settings.call_depth, callbacks)
+            for p in found:
+                plans.setdefault((p.role, p.entry), p)
+            for n in why:
+                role_notes.setdefault(n, []).append(n)
+        actors = list(plans.values())
+        covered = {p.entry for p in actors}
+        notes.extend(n for n in role_notes if n.split("(", 1)[0] not in covered)
+        if not actors:
+            notes.append("no actor found for the touched functions: nothing simulated")
+            return [], notes
+        pre = prepare_side(pre_src, actors, settings)
+        post = prepare_side(post_src, actors, settings)
+        touched_set = set(touched)
+        focus: set[str] = set()
+        freed: set[str] = set()
+        for side in (pre, post):
+            funcs = side.program.functions
+            release = {b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key}
+            focus |= accessed_types(f for n, f in funcs.items() if n in touched_set)
+            freed |= freed_types(funcs.values(), release, touched_set)
+        tracked = sorted(focus & freed)
+        if not tracked:
+            notes.append("nothing the touched functions use is ever freed on the simulated paths")
+            return [], notes
+        half = max(0.05, budget / 2)
+        pre_res = explore_side(pre, tracked, settings, seconds=half)
+        post_res = explore_side(post, tracked, settings, seconds=max(0.05, budget - pre_res.seconds))
+        self.last_results[pa.number] = (pre_res, post_res)
+        for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
+            notes.extend(f"{side_name}: {n}" for n in res.notes)
+        files = {fd.path: fd for fd in pa.images.files}
+        findings = self._compare(pa, pre_res, post_res, touched_set, files)
+        return findings, notes
+
+    def _compare(
+        self,
+        pa: PatchAnalysis,
+        pre: SimResult,
+        post: SimResult,
+        touched: set[str],
+        files: Mapping[str, FileDiff],
+    ) -> list[Finding]:
+        pre_sigs = {v.signature for v in pre.violations}
+        post_sigs = {v.signature for v in post.violations}
+        out: list[Finding] = []
+        for status, res, other, is_post in (
+            (Status.INTRODUCED, post, pre_sigs, True),
+            (Status.FIXED, pre, post_sigs, False),
+        ):
+            groups: dict[tuple[str, str], list[SimViolation]] = {}
+            for v in res.violations:
+                if v.signature not in other:
+                    groups.setdefault((v.kind, v.obj), []).append(v)
+            for (kind, obj), routes in groups.items():
+                best = min(routes, key=lambda v: len(v.trace.steps))
+                out.append(self._finding(pa, status, kind, obj, best, len(routes), res, pre, post, touched, files, is_post))
+        return out
+
+    def _finding(
+        self,
+        pa: PatchAnalysis,
+        status: Status,
+        kind: str,
+        obj: str,
+        v: SimViolation,
+        routes: int,
+        res: SimResult,
+        pre: SimResult,
+        post: SimResult,
+        touched: set[str],
+        files: Mapping[str, FileDiff],
+        is_post: bool,
+    ) -> Finding:
+        trace = v.trace
+        anchor = next((s for s in reversed(trace.steps) if s.function in touched), None)
+        if anchor is None and trace.steps:
+            anchor = trace.steps[-1]
+        file = anchor.file if anchor else ""
+        line = anchor.line if anchor else None
+        function = anchor.function if anchor else None
+        if not is_post and line is not None and file in files:
+            line = map_pre_line(files[file], line)
+        what = describe_kind(kind)
+        actors = "; ".join(f"{a}: {trace.actor_roles.get(a, '')}" for a in trace.actors)
+        if status is Status.INTRODUCED:
+            message = f"After this patch the simulator finds a {what} of struct {obj}: {trace.summary}."
+        else:
+            message = f"Before this patch the simulator finds a {what} of struct {obj}, which the patch removes: {trace.summary}."
+        evidence = (
+            f"actors: {actors}",
+            f"{routes} route(s) to this {what} {'after' if is_post else 'before'} the patch that the "
+            f"{'pre' if is_post else 'post'}-image does not have",
+            f"explored {pre.states} states before and {post.states} after the patch"
+            + ("" if pre.complete and post.complete else " (a bound was reached: see the check's notes)"),
+        )
+        return Finding(
+            rule_id=f"SIM-{kind}",
+            symbol=_SYMBOLS.get(kind, kind.lower()),
+            severity=_SEVERITY.get(kind, Severity.ERROR),
+            confidence=Confidence.MEDIUM,
+            status=status,
+            message=message,
+            file=file,
+            line=line,
+            function=function,
+            question=_question(kind, obj, trace.steps[-1].function if trace.steps else "", status),
+            evidence=evidence,
+            patch_number=pa.number,
+            trace=trace,
+        )
+
+
+def _question(kind: str, obj: str, last_fn: str, status: Status) -> str:
+    if status is Status.FIXED:
+        return f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch removes; is it worth naming in the changelog?"
+    return {
+        "LEAK": (
+            f"What frees struct {obj} in the order below? Every actor has finished and the queued "
+            f"work has run, but nothing destroys it."
+        ),
+        "UAF": f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?",
+        "DOUBLE-FREE": f"Which of these paths owns the final free of struct {obj}?",
+        "UNDERFLOW": f"Which reference does this put in {last_fn}() drop? In the order below it is dropped once too often.",
+        "WORK-AFTER-FREE": (
+            f"Is the work cancelled (cancel_work_sync() or flush) before struct {obj} is freed? "
+            f"In the order below it is still queued or running."
+        ),
+    }.get(kind, f"Can struct {obj} reach this state?")
+
+
+def map_pre_line(fd: FileDiff, line: int) -> int:
+    """A pre-image line number's position in the post-image of the same file
+    (a removed line maps to where it was)."""
+    shift = 0
+    for h in fd.hunks:
+        end = h.source_start + h.source_length
+        if line < h.source_start:
+            break
+        if line < end:
+            last_target = h.target_start
+            for hl in h.lines:
+                if hl.target_line is not None:
+                    last_target = hl.target_line
+                if hl.source_line == line:
+                    return hl.target_line if hl.target_line is not None else last_target
+                if hl.kind is LineKind.REMOVED and hl.source_line is not None and hl.source_line > line:
+                    break
+            return last_target
+        shift = (h.target_start + h.target_length) - end
+    return max(1, line + shift)
+
+
+def is_c_path(path: str) -> bool:
+    return PurePosixPath(path).suffix in _C_SUFFIXES

@@ -1,0 +1,112 @@
+"""Explanation: a counterexample as kernel changelogs draw races.
+
+`to_trace` turns the explorer's events into a `bot.model.Trace` (one column
+per CPU or worker, each step with its function, file and line); `format_trace`
+draws it as text, one column per actor, the way race fixes are explained on
+linux-mm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.analyze.simulate.explore import Model, Violation
+from bot.model import Trace, TraceStep
+
+_ROLE_WORDS = {
+    "teardown": "owner teardown",
+    "release": "release path",
+    "shrink": "shrink/reclaim",
+    "entry": "entry point",
+    "worker": "work callback",
+    "rcu": "RCU callback",
+}
+
+_KIND_WORDS = {
+    "UAF": "use after free",
+    "DOUBLE-FREE": "double free",
+    "UNDERFLOW": "refcount underflow",
+    "WORK-AFTER-FREE": "work on a freed object",
+    "LEAK": "leak",
+}
+
+
+def column_names(model: Model, violation: Violation) -> dict[int, str]:
+    """Thread index -> column name, CPUs numbered in order of appearance."""
+    names: dict[int, str] = {}
+    cpus = 0
+    deferred: dict[str, int] = {}
+    for ev in violation.steps:
+        if ev.thread in names:
+            continue
+        spec = model.threads[ev.thread]
+        if spec.deferred:
+            n = deferred.get(spec.role, 0)
+            deferred[spec.role] = n + 1
+            names[ev.thread] = spec.role if n == 0 else f"{spec.role}{n + 1}"
+        else:
+            names[ev.thread] = f"CPU{cpus}"
+            cpus += 1
+    return names
+
+
+def to_trace(model: Model, violation: Violation) -> Trace:
+    """The shortest counterexample of `violation` as a Trace."""
+    names = column_names(model, violation)
+    steps = tuple(
+        TraceStep(actor=names[ev.thread], text=ev.text, function=ev.loc.function, file=ev.loc.file, line=ev.loc.line)
+        for ev in violation.steps
+    )
+    roles = {
+        names[t]: f"{model.threads[t].entry}() ({_ROLE_WORDS.get(model.threads[t].role, model.threads[t].role)})"
+        for t in names
+    }
+    actors = tuple(dict.fromkeys(s.actor for s in steps))
+    return Trace(actors=actors, steps=steps, actor_roles=roles, summary=summary(model, violation, names))
+
+
+def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
+    """One sentence: what went wrong, who did it."""
+    what = _KIND_WORDS.get(violation.kind, violation.kind.lower())
+    obj = f"struct {violation.obj}"
+    if violation.kind == "LEAK":
+        done = ", ".join(f"{names[t]} {model.threads[t].entry}()" for t in names)
+        return f"{what}: {obj} is never freed after {done} have all run and queued work has drained"
+    last = violation.steps[-1] if violation.steps else None
+    freer = next((ev for ev in reversed(violation.steps[:-1]) if "frees struct " + violation.obj in ev.text), None)
+    who = f"{names[last.thread]} {last.loc.function}()" if last else "an actor"
+    if freer is not None and violation.kind in ("UAF", "WORK-AFTER-FREE"):
+        return f"{what}: {who} touches {obj} after {names[freer.thread]} {freer.loc.function}() freed it"
+    return f"{what}: {violation.detail} in {who}"
+
+
+def format_trace(trace: Trace, width: int = 78) -> str:
+    """Draw a trace with one column per actor, changelog style."""
+    ncol = max(1, len(trace.actors))
+    colw = max(18, min(38, width // ncol))
+    col = {a: i for i, a in enumerate(trace.actors)}
+    lines: list[str] = []
+    header = "".join(f"{a:<{colw}}" for a in trace.actors).rstrip()
+    rule = "".join(f"{'-' * len(a):<{colw}}" for a in trace.actors).rstrip()
+    lines += [header, rule]
+    current: dict[str, str] = {}
+    for s in trace.steps:
+        indent = " " * (col[s.actor] * colw)
+        if current.get(s.actor) != s.function:
+            current[s.actor] = s.function
+            lines.append(f"{indent}{s.function}()")
+        where = f"  ({s.file}:{s.line})" if s.file and s.line else ""
+        lines.append(f"{indent}  {s.text}{where}")
+    for a in trace.actors:
+        if a in trace.actor_roles:
+            lines.append(f"{a}: {trace.actor_roles[a]}")
+    if trace.summary:
+        lines.append(trace.summary)
+    return "\n".join(lines)
+
+
+def describe_kind(kind: str) -> str:
+    return _KIND_WORDS.get(kind, kind.lower())
+
+
+__all__: Sequence[str] = ("column_names", "describe_kind", "format_trace", "summary", "to_trace")

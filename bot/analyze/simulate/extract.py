@@ -1,0 +1,964 @@
+"""Extraction: C source -> lifecycle program (see program.py).
+
+`SourceSet` finds function definitions, struct layouts, callback bindings and
+ops tables in the files a review has (patch images first, then the tree).
+`Extractor` translates the functions reachable from the actors' entry points,
+a few call levels deep, into `Function`s of `Instr`: counter and refcount
+updates, flag stores and loads, work scheduling, frees, RCU, and every
+dereference of a struct pointer (a "use" of that struct type). Everything
+else becomes an unknown value, so a branch on it goes both ways.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import tree_sitter
+import tree_sitter_c
+
+from bot.analyze.simulate.program import (
+    UNKNOWN,
+    Binding,
+    Function,
+    Instr,
+    Key,
+    Kind,
+    Loc,
+    Val,
+)
+from bot.analyze.simulate.vocab import ApiEffect, Effects
+
+Node = tree_sitter.Node
+
+# Iterator macros (list_for_each_entry, for_each_*, css_for_each_*, hlist_...):
+# a call statement without `;` followed by a body.
+_ITERATOR_NAMES = ("*for_each*",)
+# Files bigger than this are not parsed to follow calls (generated tables).
+_MAX_FILE_BYTES = 2_000_000
+_BINDING_EFFECTS = ("bind", "call_rcu", "bind_release")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tree_sitter.Parser:
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
+
+
+def _text(node: Node | None) -> str:
+    if node is None or node.text is None:
+        return ""
+    return node.text.decode("utf-8", "replace")
+
+
+def _type_name(type_node: Node | None) -> str | None:
+    """`struct foo` -> "foo"; a typedef name -> itself; primitives -> None."""
+    if type_node is None:
+        return None
+    if type_node.type in ("struct_specifier", "union_specifier"):
+        name = type_node.child_by_field_name("name")
+        return _text(name) or None
+    if type_node.type == "type_identifier":
+        return _text(type_node)
+    return None
+
+
+def _declarator_name(decl: Node | None) -> tuple[str | None, bool]:
+    """The identifier a declarator declares, and whether it is a pointer."""
+    pointer = False
+    while decl is not None:
+        if decl.type in ("identifier", "field_identifier"):
+            return _text(decl), pointer
+        if decl.type == "pointer_declarator":
+            pointer = True
+        if decl.type == "function_declarator":
+            return None, pointer
+        nxt = decl.child_by_field_name("declarator")
+        if nxt is None:
+            nxt = next((c for c in decl.named_children if "declarator" in c.type or c.type == "identifier"), None)
+        decl = nxt
+    return None, pointer
+
+
+@dataclass
+class FileInfo:
+    """One parsed file: function definitions and struct layouts."""
+
+    path: str
+    source: bytes
+    functions: dict[str, list[Node]] = field(default_factory=dict)
+    structs: dict[str, dict[str, str]] = field(default_factory=dict)  # struct -> field -> struct type
+
+
+def _function_name(fn: Node) -> str | None:
+    decl = fn.child_by_field_name("declarator")
+    while decl is not None and decl.type != "function_declarator":
+        decl = decl.child_by_field_name("declarator")
+    if decl is None:
+        return None
+    name = decl.child_by_field_name("declarator")
+    if name is None or name.type != "identifier":
+        return None
+    return _text(name)
+
+
+def _collect_struct(node: Node, out: dict[str, dict[str, str]]) -> None:
+    name = _type_name(node)
+    body = node.child_by_field_name("body")
+    if not name or body is None:
+        return
+    fields: dict[str, str] = out.setdefault(name, {})
+
+    def scan(lst: Node) -> None:
+        for fd in lst.named_children:
+            if fd.type != "field_declaration":
+                continue
+            ftype = fd.child_by_field_name("type")
+            if ftype is not None and ftype.type in ("struct_specifier", "union_specifier"):
+                inner = ftype.child_by_field_name("body")
+                if inner is not None and ftype.child_by_field_name("name") is None:
+                    scan(inner)  # anonymous union/struct: its members belong to the parent
+                    continue
+            tname = _type_name(ftype)
+            for d in fd.children_by_field_name("declarator"):
+                fname, _ = _declarator_name(d)
+                if fname and tname:
+                    fields[fname] = tname
+
+    scan(body)
+
+
+def parse_file(path: str, source: bytes) -> FileInfo:
+    """Parse one C file: its function definitions (every #ifdef variant) and structs."""
+    tree = _parser().parse(source)
+    info = FileInfo(path=path, source=source)
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            name = _function_name(node)
+            if name:
+                info.functions.setdefault(name, []).append(node)
+            continue
+        if node.type in ("struct_specifier", "union_specifier") and node.child_by_field_name("body") is not None:
+            _collect_struct(node, info.structs)
+        stack.extend(reversed(node.children))
+    return info
+
+
+class SourceSet:
+    """The C text the simulator may read: overlay files (patch images) win over
+    the tree; the tree is searched in the directories of the overlay files and
+    the headers they include, never wholesale."""
+
+    def __init__(self, files: Mapping[str, str], tree_root: str | Path | None = None) -> None:
+        self.files = dict(files)
+        self.tree_root = Path(tree_root) if tree_root else None
+        self._texts: dict[str, str | None] = {}
+        self._parsed: dict[str, FileInfo] = {}
+        self._candidates: list[str] | None = None
+        self._defs: dict[str, tuple[FileInfo, Node] | None] = {}
+        self._structs: dict[str, dict[str, str] | None] = {}
+
+    # -- files
+
+    def text(self, path: str) -> str | None:
+        if path in self.files:
+            return self.files[path]
+        if path in self._texts:
+            return self._texts[path]
+        result: str | None = None
+        if self.tree_root is not None:
+            full = (self.tree_root / path).resolve()
+            root = self.tree_root.resolve()
+            # paths come from #include lines of hostile patch text: stay in the tree
+            if full.is_relative_to(root) and full.is_file() and full.stat().st_size <= _MAX_FILE_BYTES:
+                result = full.read_text(encoding="utf-8", errors="replace")
+        self._texts[path] = result
+        return result
+
+    def candidates(self) -> list[str]:
+        """Overlay paths first, then tree files next to them and headers they include."""
+        if self._candidates is not None:
+            return self._candidates
+        out: list[str] = list(self.files)
+        seen = set(out)
+        if self.tree_root is not None:
+            root = self.tree_root.resolve()
+            dirs: list[str] = []
+            for path in self.files:
+                parent = str(Path(path).parent)
+                if parent not in dirs:
+                    dirs.append(parent)
+            includes: list[str] = []
+            for path, text in self.files.items():
+                for m in re.finditer(r'^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]', text, re.M):
+                    inc = m.group(2)
+                    rel = f"include/{inc}" if m.group(1) == "<" else str(Path(path).parent / inc)
+                    includes.append(rel)
+            for rel in includes:
+                if rel not in seen and ".." not in rel and (root / rel).is_file():
+                    out.append(rel)
+                    seen.add(rel)
+            for d in dirs:
+                folder = (root / d).resolve()
+                if not folder.is_relative_to(root) or not folder.is_dir():
+                    continue
+                for f in sorted(folder.iterdir()):
+                    if f.suffix in (".c", ".h") and f.is_file():
+                        rel = str(f.relative_to(root))
+                        if rel not in seen:
+                            out.append(rel)
+                            seen.add(rel)
+        self._candidates = out
+        return out
+
+    def parsed(self, path: str) -> FileInfo | None:
+        if path not in self._parsed:
+            text = self.text(path)
+            if text is None:
+                return None
+            self._parsed[path] = parse_file(path, text.encode("utf-8"))
+        return self._parsed[path]
+
+    # -- lookups
+
+    def find_function(self, name: str) -> tuple[FileInfo, Node] | None:
+        """The definition of `name`; among #ifdef variants the longest body
+        (the configured one; stubs are empty)."""
+        if name in self._defs:
+            return self._defs[name]
+        pattern = re.compile(r"\b" + re.escape(name) + r"\s*\([^;{}]*\)\s*\{", re.S)
+        found: tuple[FileInfo, Node] | None = None
+        for path in self.candidates():
+            text = self.text(path)
+            if text is None or name not in text or not pattern.search(text):
+                continue
+            info = self.parsed(path)
+            if info is None or name not in info.functions:
+                continue
+            node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
+            found = (info, node)
+            break
+        self._defs[name] = found
+        return found
+
+    def struct_fields(self, struct: str) -> dict[str, str] | None:
+        """Field name -> struct type of the fields of `struct` that are structs."""
+        if struct in self._structs:
+            return self._structs[struct]
+        pattern = re.compile(r"\bstruct\s+" + re.escape(struct) + r"\s*\{")
+        result: dict[str, str] | None = None
+        for path in self.candidates():
+            text = self.text(path)
+            if text is None or struct not in text or not pattern.search(text):
+                continue
+            info = self.parsed(path)
+            if info is not None and struct in info.structs:
+                result = info.structs[struct]
+                break
+        self._structs[struct] = result
+        return result
+
+    def ops_bindings(self, functions: Iterable[str]) -> list[tuple[str, str, str, int]]:
+        """(slot, function, file, line) for `.slot = function` initialisers naming
+        any of `functions`."""
+        names = set(functions)
+        out: list[tuple[str, str, str, int]] = []
+        for path in self.candidates():
+            text = self.text(path)
+            if text is None or not any(n in text for n in names):
+                continue
+            for m in re.finditer(r"\.\s*(\w+)\s*=\s*&?\s*(\w+)\s*[,}\n]", text):
+                if m.group(2) in names:
+                    line = text.count("\n", 0, m.start()) + 1
+                    out.append((m.group(1), m.group(2), path, line))
+        return out
+
+    def callers(self, name: str) -> list[str]:
+        """Functions in the candidate files whose bodies call `name`."""
+        out: list[str] = []
+        call = re.compile(r"\b" + re.escape(name) + r"\s*\(")
+        for path in self.candidates():
+            text = self.text(path)
+            if text is None or name not in text or not call.search(text):
+                continue
+            info = self.parsed(path)
+            if info is None:
+                continue
+            for fname, nodes in info.functions.items():
+                if fname != name and any(call.search(_text(n.child_by_field_name("body"))) for n in nodes):
+                    out.append(fname)
+        return out
+
+
+# --------------------------------------------------------------------------- translation
+
+
+@dataclass
+class _Chain:
+    owner: str | None  # struct type of the object the path starts at
+    path: list[str]
+    cur: str | None  # struct type of the expression so far, when known
+
+
+class _FnCompiler:
+    """Translates one function definition into a Function."""
+
+    def __init__(self, ex: Extractor, info: FileInfo, node: Node, name: str) -> None:
+        self.ex = ex
+        self.info = info
+        self.node = node
+        self.name = name
+        self.code: list[list[Any]] = []  # [kind, loc, expr, target, callee, uses]
+        self.env: dict[str, str] = {}
+        self.uses: set[str] = set()
+        self.labels: dict[str, int] = {}
+        self.gotos: list[tuple[int, str]] = []
+        self.loops: list[tuple[list[int], list[int]]] = []  # (break jumps, continue jumps)
+        self.calls: list[str] = []
+        self.notes: list[str] = []
+        self.loc_node: Node = node
+
+    # -- emission
+
+    def _loc(self, node: Node) -> Loc:
+        text = " ".join(_text(node).split())
+        if len(text) > 72:
+            text = text[:69] + "..."
+        return Loc(self.name, self.info.path, node.start_point[0] + 1, text)
+
+    def emit(self, kind: Kind, node: Node, expr: Val | None = None, target: int = -1, callee: str = "") -> int:
+        uses = frozenset(self.uses)
+        self.uses = set()
+        self.code.append([kind, self._loc(node), expr, target, callee, uses])
+        return len(self.code) - 1
+
+    def here(self) -> int:
+        return len(self.code)
+
+    def patch(self, idx: int, target: int) -> None:
+        self.code[idx][3] = target
+
+    # -- entry
+
+    def compile(self) -> Function:
+        params: list[str] = []
+        decl = self.node.child_by_field_name("declarator")
+        while decl is not None and decl.type != "function_declarator":
+            decl = decl.child_by_field_name("declarator")
+        if decl is not None:
+            plist = decl.child_by_field_name("parameters")
+            for p in plist.named_children if plist is not None else []:
+                if p.type != "parameter_declaration":
+                    continue
+                tname = _type_name(p.child_by_field_name("type"))
+                pname, _ = _declarator_name(p.child_by_field_name("declarator"))
+                if pname and tname:
+                    self.env[pname] = tname
+                    params.append(tname)
+        body = self.node.child_by_field_name("body")
+        if body is not None:
+            self.stmt(body)
+        self.emit(Kind.RET, self.node.child_by_field_name("body") or self.node)
+        for idx, label in self.gotos:
+            target = self.labels.get(label)
+            if target is None:
+                self.code[idx][0] = Kind.RET
+                self.code[idx][2] = None
+            else:
+                self.patch(idx, target)
+        fn = Function(
+            name=self.name,
+            file=self.info.path,
+            line=self.node.start_point[0] + 1,
+            params=tuple(params),
+            notes=self.notes,
+        )
+        fn.code = [
+            Instr(kind=k, loc=loc, expr=e, target=t, callee=c, uses=u) for k, loc, e, t, c, u in self.code
+        ]
+        return fn
+
+    # -- statements
+
+    def block(self, children: list[Node]) -> None:
+        i = 0
+        while i < len(children):
+            child = children[i]
+            loop_macro = self._iterator_macro(child)
+            if loop_macro is not None and i + 1 < len(children):
+                self.iterator_loop(child, loop_macro, children[i + 1])
+                i += 2
+                continue
+            self.stmt(child)
+            i += 1
+
+    def _iterator_macro(self, node: Node) -> Node | None:
+        """The call of an iterator macro written without `;` before its body."""
+        if node.type != "expression_statement":
+            return None
+        semi = node.children[-1] if node.children else None
+        call = node.named_children[0] if node.named_children else None
+        if call is None or call.type != "call_expression":
+            return None
+        name = _text(call.child_by_field_name("function"))
+        if not any(fnmatch.fnmatchcase(name, pat) for pat in _ITERATOR_NAMES):
+            return None
+        if semi is not None and semi.type == ";" and not semi.is_missing:
+            return None
+        return call
+
+    def iterator_loop(self, head: Node, call: Node, body: Node) -> None:
+        # one abstract element: objects are abstracted by type, so the loop
+        # over "every cache of this cgroup" visits the one cache once
+        args = call.child_by_field_name("arguments")
+        if args is not None:
+            for a in args.named_children:
+                self.value(a)
+        breaks: list[int] = []
+        conts: list[int] = []
+        self.loops.append((breaks, conts))
+        self.stmt(body)
+        self.loops.pop()
+        end = self.here()
+        for j in breaks + conts:
+            self.patch(j, end)
+
+    def stmt(self, node: Node) -> None:
+        t = node.type
+        if t == "compound_statement":
+            self.block(list(node.named_children))
+        elif t == "expression_statement":
+            if node.named_children:
+                self.expr_stmt(node.named_children[0], node)
+        elif t == "declaration":
+            self.declaration(node)
+        elif t == "if_statement":
+            self.if_stmt(node)
+        elif t in ("while_statement", "for_statement", "do_statement"):
+            self.loop(node)
+        elif t == "return_statement":
+            val = self.value(node.named_children[0]) if node.named_children else None
+            self.emit(Kind.RET, node, val)
+        elif t == "goto_statement":
+            label = _text(node.child_by_field_name("label"))
+            if label in self.labels:
+                # a backward goto is a retry loop: bounded by ending the path here
+                self.notes.append(f"{self.name}: backward goto {label} ends the path")
+                self.emit(Kind.RET, node)
+            else:
+                self.gotos.append((self.emit(Kind.JUMP, node), label))
+        elif t == "labeled_statement":
+            label = _text(node.child_by_field_name("label"))
+            self.labels[label] = self.here()
+            for c in node.named_children:
+                if c.type != "statement_identifier":
+                    self.stmt(c)
+        elif t == "break_statement":
+            if self.loops:
+                self.loops[-1][0].append(self.emit(Kind.JUMP, node))
+        elif t == "continue_statement":
+            if self.loops:
+                self.loops[-1][1].append(self.emit(Kind.JUMP, node))
+        elif t == "switch_statement":
+            self.switch(node)
+        elif t in ("preproc_if", "preproc_ifdef"):
+            # the configured branch: statements before any #else/#elif
+            self.block([c for c in node.named_children if c.type not in ("preproc_else", "preproc_elif", "identifier") and c != node.child_by_field_name("condition")])
+        elif t == "function_definition":
+            # `for_each_x(i) { ... }` parses as a nested definition: its body is the loop
+            body = node.child_by_field_name("body")
+            if body is not None:
+                breaks: list[int] = []
+                conts: list[int] = []
+                self.loops.append((breaks, conts))
+                self.stmt(body)
+                self.loops.pop()
+                end = self.here()
+                for j in breaks + conts:
+                    self.patch(j, end)
+        elif t in ("comment", "preproc_call", "preproc_def", "preproc_function_def", "preproc_include", ";"):
+            return
+        else:
+            # anything else (ERROR nodes from macros): keep its calls and uses
+            for c in node.named_children:
+                if c.type.endswith("_statement") or c.type in ("compound_statement", "declaration"):
+                    self.stmt(c)
+                elif c.type.endswith("expression"):
+                    self.expr_stmt(c, node)
+
+    def expr_stmt(self, expr: Node, stmt: Node) -> None:
+        call_fn = self._callee_name(expr)
+        api = self.ex.effects.get(call_fn) if call_fn else None
+        if api is not None and api.effect == "put":
+            self.put(expr, api, stmt)
+            return
+        if api is not None and api.effect in ("cancel_sync", "flush", "synchronize_rcu", "rcu_barrier"):
+            self.blocking(expr, api, stmt)
+            return
+        val = self.value(expr)
+        if val != UNKNOWN or self.uses:
+            self.emit(Kind.EVAL, stmt, val)
+
+    def declaration(self, node: Node) -> None:
+        tname = _type_name(node.child_by_field_name("type"))
+        for d in node.children_by_field_name("declarator"):
+            name, _ = _declarator_name(d)
+            if name and tname:
+                self.env[name] = tname
+            if d.type == "init_declarator":
+                init = d.child_by_field_name("value")
+                if init is not None:
+                    self.expr_stmt(init, node)
+
+    def if_stmt(self, node: Node) -> None:
+        cond = node.child_by_field_name("condition")
+        val = self.value(cond) if cond is not None else UNKNOWN
+        br = self.emit(Kind.BRANCH, cond or node, val)
+        conseq = node.child_by_field_name("consequence")
+        if conseq is not None:
+            self.stmt(conseq)
+        alt = node.child_by_field_name("alternative")
+        if alt is None:
+            self.patch(br, self.here())
+            return
+        jmp = self.emit(Kind.JUMP, node)
+        self.patch(br, self.here())
+        for c in alt.named_children if alt.type == "else_clause" else [alt]:
+            self.stmt(c)
+        self.patch(jmp, self.here())
+
+    def loop(self, node: Node) -> None:
+        unroll = self.ex.loop_unroll
+        cond = node.child_by_field_name("condition")
+        body = node.child_by_field_name("body")
+        update = node.child_by_field_name("update")
+        if node.type == "for_statement":
+            init = node.child_by_field_name("initializer")
+            if init is not None:
+                if init.type == "declaration":
+                    self.declaration(init)
+                else:
+                    self.expr_stmt(init, node)
+        exits: list[int] = []
+        if node.type == "do_statement" and cond is not None and _text(cond).strip("() ") == "0":
+            unroll = 1  # do { } while (0): a block, not a loop
+        for k in range(unroll):
+            if node.type != "do_statement" and cond is not None:
+                exits.append(self.emit(Kind.BRANCH, cond, self.value(cond)))
+            breaks: list[int] = []
+            conts: list[int] = []
+            self.loops.append((breaks, conts))
+            if body is not None:
+                self.stmt(body)
+            self.loops.pop()
+            for j in conts:
+                self.patch(j, self.here())
+            if update is not None:
+                self.expr_stmt(update, node)
+            exits.extend(breaks)
+            if node.type == "do_statement" and cond is not None and k + 1 < unroll:
+                exits.append(self.emit(Kind.BRANCH, cond, self.value(cond)))
+        # past the unroll bound the loop is assumed to end
+        end = self.here()
+        for j in exits:
+            self.patch(j, end)
+
+    def switch(self, node: Node) -> None:
+        cond = node.child_by_field_name("condition")
+        if cond is not None:
+            val = self.value(cond)
+            if val != UNKNOWN or self.uses:
+                self.emit(Kind.EVAL, cond, val)
+        body = node.child_by_field_name("body")
+        cases = [c for c in (body.named_children if body is not None else []) if c.type == "case_statement"]
+        dispatch: list[int] = []
+        has_default = False
+        for case in cases:
+            has_default = has_default or _text(case).lstrip().startswith("default")
+            dispatch.append(self.emit(Kind.BRANCH, case, UNKNOWN))
+        default_jump = self.emit(Kind.JUMP, node)
+        breaks: list[int] = []
+        self.loops.append((breaks, []))
+        starts: list[int] = []
+        for case in cases:
+            starts.append(self.here())
+            value = case.child_by_field_name("value")
+            self.block([c for c in case.named_children if c != value])
+        self.loops.pop()
+        end = self.here()
+        # each BRANCH falls through to the next test when "true"; jump to the case when "false"
+        for idx, start in zip(dispatch, starts, strict=True):
+            self.patch(idx, start)
+        self.patch(default_jump, end)
+        for j in breaks:
+            self.patch(j, end)
+
+    def put(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
+        args = self._args(expr)
+        key = self.key_of(args[api.counter]) if api.counter is not None and api.counter < len(args) else None
+        for a in args:
+            self.value(a)
+        if key is None:
+            if self.uses:
+                self.emit(Kind.EVAL, stmt, UNKNOWN)
+            return
+        release = ""
+        if api.release is not None and api.release < len(args):
+            release = _text(args[api.release]).lstrip("&").strip()
+            self.ex.want(release, self.name)
+        self.emit(Kind.EVAL, stmt, ("put", key, release, api.refcount))
+
+    def blocking(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
+        args = self._args(expr)
+        if api.effect in ("synchronize_rcu", "rcu_barrier"):
+            self.emit(Kind.WAIT, stmt, ("gp",) if api.effect == "synchronize_rcu" else ("barrier",))
+            return
+        work = self.key_of(args[api.work]) if api.work is not None and api.work < len(args) else None
+        for a in args:
+            self.value(a)
+        if work is None:
+            if self.uses:
+                self.emit(Kind.EVAL, stmt, UNKNOWN)
+            return
+        if api.effect == "cancel_sync":
+            self.emit(Kind.EVAL, stmt, ("cancel", work))
+            self.emit(Kind.WAIT, stmt, ("idle", work))
+        else:
+            self.emit(Kind.WAIT, stmt, ("flushed", work))
+
+    # -- expressions
+
+    def _callee_name(self, node: Node) -> str | None:
+        while node.type == "parenthesized_expression" and node.named_children:
+            node = node.named_children[0]
+        if node.type != "call_expression":
+            return None
+        fn = node.child_by_field_name("function")
+        return _text(fn) if fn is not None and fn.type == "identifier" else None
+
+    def _args(self, call: Node) -> list[Node]:
+        while call.type == "parenthesized_expression" and call.named_children:
+            call = call.named_children[0]
+        args = call.child_by_field_name("arguments")
+        return [a for a in (args.named_children if args is not None else []) if a.type != "comment"]
+
+    def chain(self, node: Node) -> _Chain | None:
+        """Resolve an lvalue-ish expression to (object type, field path),
+        recording every dereference as a use of the dereferenced struct type."""
+        t = node.type
+        if t == "identifier":
+            typ = self.env.get(_text(node))
+            return _Chain(typ, [], typ) if typ else None
+        if t in ("parenthesized_expression",) and node.named_children:
+            return self.chain(node.named_children[0])
+        if t == "cast_expression":
+            val = node.child_by_field_name("value")
+            return self.chain(val) if val is not None else None
+        if t == "pointer_expression":
+            arg = node.child_by_field_name("argument")
+            inner = self.chain(arg) if arg is not None else None
+            op = _text(node.child_by_field_name("operator"))
+            if inner is not None and op == "*" and inner.owner:
+                self.uses.add(inner.cur or inner.owner)
+            return inner
+        if t == "subscript_expression":
+            arg = node.child_by_field_name("argument")
+            idx = node.child_by_field_name("index")
+            if idx is not None:
+                self.value(idx)
+            inner = self.chain(arg) if arg is not None else None
+            if inner is None or inner.owner is None:
+                return None
+            return _Chain(inner.owner, [*inner.path, "[]"], None)
+        if t == "field_expression":
+            arg = node.child_by_field_name("argument")
+            fname = _text(node.child_by_field_name("field"))
+            op = _text(node.child_by_field_name("operator"))
+            inner = self.chain(arg) if arg is not None else None
+            if arg is not None and inner is None:
+                self.value(arg)
+            if inner is None or inner.owner is None:
+                return None
+            owner, path = inner.owner, list(inner.path)
+            if op == "->":
+                if path and inner.cur:
+                    owner, path = inner.cur, []  # a pointer to another struct: a new object
+                self.uses.add(owner)
+            fields = self.ex.sources.struct_fields(inner.cur) if inner.cur else None
+            cur = fields.get(fname) if fields else None
+            return _Chain(owner, [*path, fname], cur)
+        if t == "call_expression":
+            self.value(node)
+            return None
+        return None
+
+    def key_of(self, node: Node) -> Key | None:
+        c = self.chain(node)
+        if c is None or c.owner is None or not c.path:
+            return None
+        path = c.path
+        if len(path) >= 2 and path[-1] in ("work", "timer"):
+            path = path[:-1]  # &dwork->work and &dwork name one delayed work
+        return f"{c.owner}:{'.'.join(path)}"
+
+    def object_of(self, node: Node) -> str | None:
+        """The struct type a pointer expression points to (for free())."""
+        c = self.chain(node)
+        if c is None or c.owner is None:
+            return None
+        if not c.path:
+            return c.owner
+        return c.cur  # `kfree(pool->memcg_params)`: only when the member's type is known
+
+    def value(self, node: Node | None) -> Val:
+        if node is None:
+            return UNKNOWN
+        t = node.type
+        if t in ("parenthesized_expression",) and node.named_children:
+            return self.value(node.named_children[-1])
+        if t == "number_literal":
+            try:
+                return ("k", int(_text(node).rstrip("uUlL"), 0))
+            except ValueError:
+                return UNKNOWN
+        if t == "true":
+            return ("k", 1)
+        if t in ("false", "null"):
+            return ("k", 0)
+        if t == "cast_expression":
+            return self.value(node.child_by_field_name("value"))
+        if t == "unary_expression":
+            op = _text(node.child_by_field_name("operator"))
+            inner = self.value(node.child_by_field_name("argument"))
+            return ("not", inner) if op == "!" else UNKNOWN
+        if t == "binary_expression":
+            op = _text(node.child_by_field_name("operator"))
+            left = self.value(node.child_by_field_name("left"))
+            right = self.value(node.child_by_field_name("right"))
+            if op == "&&":
+                return ("and", left, right)
+            if op == "||":
+                return ("or", left, right)
+            if op in ("==", "!=", "<", ">", "<=", ">="):
+                return ("cmp", op, left, right)
+            return UNKNOWN
+        if t == "assignment_expression":
+            return self.assignment(node)
+        if t == "update_expression":
+            arg = node.child_by_field_name("argument")
+            key = self.key_of(arg) if arg is not None else None
+            if key is None:
+                return UNKNOWN
+            op = _text(node.child_by_field_name("operator"))
+            return ("rmw", "add" if op == "++" else "sub", key, False)
+        if t == "field_expression":
+            key = self.key_of(node)
+            return ("rd", key) if key else UNKNOWN
+        if t == "call_expression":
+            return self.call(node)
+        if t == "comma_expression":
+            parts = [self.value(c) for c in node.named_children]
+            return ("seq", *parts) if parts else UNKNOWN
+        # identifiers, conditionals, sizeof, subscripts...: unknown, but keep uses and calls
+        for c in node.named_children:
+            if c.type.endswith("expression") or c.type in ("identifier", "argument_list"):
+                if c.type == "argument_list":
+                    for a in c.named_children:
+                        self.value(a)
+                elif c.type != "identifier":
+                    self.value(c)
+        return UNKNOWN
+
+    def assignment(self, node: Node) -> Val:
+        left = node.child_by_field_name("left")
+        right = node.child_by_field_name("right")
+        op = _text(node.child_by_field_name("operator"))
+        rval = self.value(right)
+        key = self.key_of(left) if left is not None and left.type != "identifier" else None
+        if left is not None and left.type == "identifier" and right is not None:
+            # `p = container_of(...)`, `cachep = helper(p)`: keep the variable's type
+            pass
+        if key is None:
+            return rval if rval != UNKNOWN else UNKNOWN
+        if op == "=":
+            return ("wr", key, rval if rval[0] == "k" else UNKNOWN) if rval[0] in ("k", "u") else ("seq", rval, ("wr", key, UNKNOWN))
+        if op in ("+=", "-="):
+            return ("rmw", "add" if op == "+=" else "sub", key, False)
+        return ("wr", key, UNKNOWN)
+
+    def call(self, node: Node) -> Val:
+        name = self._callee_name(node)
+        args = self._args(node)
+        api = self.ex.effects.get(name) if name else None
+        if api is None:
+            for a in args:
+                self.value(a)
+            if name is None:
+                return UNKNOWN
+            if self.ex.is_user_function(name):
+                self.ex.want(name, self.name)
+                self.emit(Kind.CALL, node, None, callee=name)
+                return ("rv",)
+            return UNKNOWN
+        return self.api_call(api, args, node)
+
+    def api_call(self, api: ApiEffect, args: list[Node], node: Node) -> Val:
+        eff = api.effect
+
+        def arg(i: int | None) -> Node | None:
+            return args[i] if i is not None and i < len(args) else None
+
+        if eff in ("bind", "bind_release"):
+            for a in args:
+                self.value(a)
+            return UNKNOWN
+        if eff in ("inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "get", "read", "set"):
+            target = arg(api.counter)
+            others = [a for i, a in enumerate(args) if i != api.counter]
+            for a in others:
+                self.value(a)
+            key = self.key_of(target) if target is not None else None
+            if key is None:
+                return UNKNOWN
+            if eff == "read":
+                return ("rd", key)
+            if eff == "set":
+                return ("wr", key, ("k", api.value))
+            op = {"inc": "add", "get": "add", "dec": "sub"}.get(eff, eff)
+            return ("rmw", op, key, api.refcount)
+        if eff in ("free", "free_rcu"):
+            target = arg(api.obj)
+            for i, a in enumerate(args):
+                if i != api.obj:
+                    self.value(a)
+            obj = self.object_of(target) if target is not None else None
+            if obj is None:
+                return UNKNOWN
+            return ("free", obj) if eff == "free" else ("freercu", obj)
+        if eff in ("schedule", "cancel", "pending", "call_rcu"):
+            target = arg(api.work)
+            for i, a in enumerate(args):
+                if i != api.work:
+                    self.value(a)
+            work = self.key_of(target) if target is not None else None
+            if work is None:
+                return UNKNOWN
+            tag = {"schedule": "sched", "cancel": "cancel", "pending": "pend", "call_rcu": "callrcu"}[eff]
+            return (tag, work)
+        if eff in ("rcu_lock", "rcu_unlock"):
+            return ("rcu", 1 if eff == "rcu_lock" else -1)
+        if eff == "may_release":
+            target = arg(api.obj)
+            obj = self.object_of(target) if target is not None else None
+            for i, a in enumerate(args):
+                if i != api.obj:
+                    self.value(a)
+            return ("release", obj) if obj else UNKNOWN
+        for a in args:
+            self.value(a)
+        return UNKNOWN
+
+
+class Extractor:
+    """Translates functions on demand and remembers which ones were wanted."""
+
+    def __init__(self, sources: SourceSet, effects: Effects, *, loop_unroll: int = 2) -> None:
+        self.sources = sources
+        self.effects = effects
+        self.loop_unroll = loop_unroll
+        self.functions: dict[str, Function] = {}
+        self._wanted: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+
+    def is_user_function(self, name: str) -> bool:
+        return self.sources.find_function(name) is not None
+
+    def want(self, name: str, caller: str) -> None:
+        self._wanted.append((name, caller))
+
+    def compile(self, name: str) -> Function | None:
+        """Translate `name` (once); None when no definition is found."""
+        if name in self.functions:
+            return self.functions[name]
+        found = self.sources.find_function(name)
+        if found is None:
+            return None
+        info, node = found
+        fn = _FnCompiler(self, info, node, name).compile()
+        self.functions[name] = fn
+        return fn
+
+    def compile_reachable(self, roots: Iterable[str], depth: int) -> None:
+        """Translate `roots` and what they call, `depth` levels deep."""
+        level: list[str] = [r for r in roots]
+        seen: set[str] = set(self.functions)
+        for d in range(depth + 1):
+            nxt: list[str] = []
+            for name in level:
+                if name in seen and name in self.functions and d > 0:
+                    continue
+                self._wanted = []
+                fn = self.compile(name)
+                seen.add(name)
+                if fn is None:
+                    continue
+                for callee, _ in self._wanted:
+                    if callee not in seen:
+                        nxt.append(callee)
+                # callees already translated from an earlier root still need their own callees
+            level = list(dict.fromkeys(nxt))
+            if not level:
+                break
+        else:
+            if level:
+                self.notes.append(
+                    f"call depth bound reached: {', '.join(sorted(level)[:4])} not followed"
+                )
+
+    def bindings(self) -> list[Binding]:
+        """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files."""
+        names = [n for n, e in self.effects.items() if e.effect in _BINDING_EFFECTS]
+        out: list[Binding] = []
+        for path in self.sources.candidates():
+            text = self.sources.text(path)
+            if text is None or not any(n in text for n in names):
+                continue
+            info = self.sources.parsed(path)
+            if info is None:
+                continue
+            for fname, nodes in info.functions.items():
+                for node in nodes:
+                    body = _text(node)
+                    if not any(n in body for n in names):
+                        continue
+                    out.extend(self._bindings_in(info, node, fname))
+        return out
+
+    def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
+        comp = _FnCompiler(self, info, node, fname)
+        # learn parameter and local types without emitting anything
+        comp.compile()
+        out: list[Binding] = []
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.type == "call_expression":
+                callee = comp._callee_name(n)
+                api = self.effects.get(callee) if callee else None
+                if api is not None and api.effect in _BINDING_EFFECTS and api.callback is not None:
+                    args = comp._args(n)
+                    field_arg = api.work if api.work is not None else api.counter
+                    if field_arg is not None and max(field_arg, api.callback) < len(args):
+                        key = comp.key_of(args[field_arg])
+                        cb = _text(args[api.callback]).lstrip("&").strip()
+                        if key and re.fullmatch(r"\w+", cb):
+                            kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[api.effect]
+                            out.append(Binding(kind, key, cb, comp._loc(n)))
+            stack.extend(n.children)
+        return out

@@ -1,0 +1,161 @@
+"""Running the simulator on C text: `simulate_source` (for `bot simulate`,
+tests and rule writers) and `run_side` (one image of a patch, for the check)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from bot.analyze.simulate.explain import to_trace
+from bot.analyze.simulate.explore import Bounds, Explorer, Model, Result
+from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.scenario import (
+    SCENARIO_DIRNAME,
+    ActorPlan,
+    Program,
+    ScenarioData,
+    accessed_types,
+    build_program,
+    freed_types,
+    load_scenarios,
+    make_model,
+)
+from bot.analyze.simulate.vocab import Effects, load_effects
+from bot.config import Settings
+from bot.errors import UsageError
+from bot.model import Trace
+
+
+@dataclass(frozen=True)
+class SimViolation:
+    """One route to one violation, with its shortest counterexample."""
+
+    kind: str  # UAF, DOUBLE-FREE, UNDERFLOW, WORK-AFTER-FREE, LEAK
+    obj: str  # struct type
+    detail: str
+    signature: tuple[object, ...]  # (kind, object, events): what the differential compares
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one simulation found, and how much it explored."""
+
+    violations: tuple[SimViolation, ...]
+    notes: tuple[str, ...]
+    states: int
+    transitions: int
+    seconds: float
+    complete: bool
+    actors: tuple[str, ...] = ()  # "role entry()" per thread
+    tracked: tuple[str, ...] = ()
+    first_violation_seconds: float | None = None
+    first_violation_states: int | None = None
+
+    @property
+    def found(self) -> bool:
+        return bool(self.violations)
+
+
+@dataclass
+class Side:
+    """One image (pre or post) ready to explore."""
+
+    program: Program
+    model: Model | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=8)
+def _load(rules_dir: Path) -> tuple[Effects, ScenarioData]:
+    scen = rules_dir / SCENARIO_DIRNAME
+    return load_effects(scen, rules_dir), load_scenarios(scen)
+
+
+def load_data(settings: Settings) -> tuple[Effects, ScenarioData]:
+    """API effects and scenario data from settings.rules_dir (cached)."""
+    return _load(Path(settings.rules_dir).resolve())
+
+
+def prepare_side(
+    sources: SourceSet,
+    actors: Sequence[ActorPlan],
+    settings: Settings,
+) -> Side:
+    """Translate what the actors reach in one image."""
+    effects, data = load_data(settings)
+    extractor = Extractor(sources, effects, loop_unroll=data.loop_unroll)
+    program = build_program(extractor, actors, settings.call_depth)
+    return Side(program=program, notes=list(program.notes))
+
+
+def explore_side(
+    side: Side,
+    tracked: Sequence[str],
+    settings: Settings,
+    *,
+    reduction: bool = True,
+    seconds: float | None = None,
+) -> SimResult:
+    """Explore one prepared image for the given tracked struct types."""
+    _, data = load_data(settings)
+    model, notes = make_model(side.program, tracked, data, settings.sim_max_threads)
+    side.model = model
+    bounds = Bounds(
+        max_states=settings.sim_max_states,
+        max_depth=settings.sim_max_steps,
+        max_seconds=settings.sim_max_seconds if seconds is None else seconds,
+        reduction=reduction,
+    )
+    if not model.threads or not model.tracked:
+        why = "no actor" if not model.threads else "no tracked object (nothing the actors touch is ever freed)"
+        return SimResult((), tuple([*side.notes, *notes, f"nothing to simulate: {why}"]), 0, 0, 0.0, True)
+    result: Result = Explorer(model, bounds).run()
+    violations = tuple(
+        SimViolation(v.kind, v.obj, v.detail, v.signature, to_trace(model, v))
+        for v in sorted(result.violations.values(), key=lambda v: (len(v.steps), v.kind, v.obj))
+    )
+    return SimResult(
+        violations=violations,
+        notes=tuple(dict.fromkeys([*side.notes, *notes, *result.notes])),
+        states=result.states,
+        transitions=result.transitions,
+        seconds=result.seconds,
+        complete=result.complete,
+        actors=tuple(f"{t.role} {t.entry}()" for t in model.threads),
+        tracked=model.tracked,
+        first_violation_seconds=result.first_violation_seconds,
+        first_violation_states=result.first_violation_states,
+    )
+
+
+def simulate_source(
+    files: Mapping[str, str],
+    entries: Sequence[str],
+    settings: Settings,
+    *,
+    teardown: Sequence[str] = (),
+    reduction: bool = True,
+    tree_root: str | Path | None = None,
+) -> SimResult:
+    """Run the given entry functions of `files` (path -> C text) as concurrent
+    actors (`teardown` ones with the teardown role) and report every violation.
+    Raises UsageError when there is no actor or an entry is not defined."""
+    if not entries and not teardown:
+        raise UsageError("give at least one --entry or --teardown function")
+    started = time.monotonic()
+    sources = SourceSet(files, tree_root)
+    plans = [ActorPlan("entry", e, "--entry") for e in entries]
+    plans += [ActorPlan("teardown", t, "--teardown") for t in teardown]
+    for p in plans:
+        if sources.find_function(p.entry) is None:
+            raise UsageError(f"{p.entry}: no definition in the given files")
+    side = prepare_side(sources, plans, settings)
+    funcs = side.program.functions
+    release = {b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key}
+    tracked = sorted(freed_types(funcs.values(), release) & accessed_types(funcs.values()))
+    remaining = max(0.05, settings.sim_max_seconds - (time.monotonic() - started))
+    return explore_side(side, tracked, settings, reduction=reduction, seconds=remaining)

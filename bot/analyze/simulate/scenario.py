@@ -1,0 +1,403 @@
+"""Scenarios: which actors run, bound to which callbacks, from what state.
+
+Roles come from the call graph, the ops tables found in the tree and the
+scenario data in rules/scenarios/*.yaml (see default.yaml), never from the
+name of a particular kernel function:
+
+  teardown  bound to an ops slot the data lists (`.css_offline = fn`) and
+            reaching a touched function within the call depth
+  release   a touched function, or its nearest caller, named like a release
+            path (`*release*`, `*free*`, `*put*`, `*uncharge*`)
+  shrink    likewise for shrink/reclaim names and shrinker ops slots
+  worker    a work/timer callback bound in the tree (INIT_WORK, timer_setup),
+            run when queued; `rcu` likewise for call_rcu callbacks
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bot.analyze.simulate.explore import Model, ThreadSpec
+from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.program import Binding, Function, Key, Kind, Val, key_object, walk_val
+from bot.errors import InputError
+
+# The scenario folder sits next to the rule folders.
+SCENARIO_DIRNAME = "scenarios"
+# Upward caller search: how many callers are looked at in all, so a helper
+# called from hundreds of places cannot make the review slow.
+_MAX_CALLERS = 60
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    runs: int = 1
+    must_act: bool = False
+    order: int = 9
+
+
+@dataclass
+class ScenarioData:
+    """Everything rules/scenarios/*.yaml says, merged."""
+
+    release_names: tuple[str, ...] = ("*release*", "*free*", "*put*", "*uncharge*")
+    shrink_names: tuple[str, ...] = ("*shrink*",)
+    roles: dict[str, RoleSpec] = field(default_factory=dict)
+    ops_slots: dict[str, str] = field(default_factory=dict)
+    counter_min: int = 1
+    loop_unroll: int = 2
+    worker_runs: int = 3
+    counter_max: int = 8
+    sources: tuple[str, ...] = ()
+
+    def role(self, name: str) -> RoleSpec:
+        return self.roles.get(name, RoleSpec())
+
+
+def load_scenarios(directory: Path) -> ScenarioData:
+    """Merge every *.yaml scenario file of `directory` (api-effects.yaml aside).
+    Raises InputError for a file that is not a mapping."""
+    data = ScenarioData()
+    if not directory.is_dir():
+        return data
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name == "api-effects.yaml":
+            continue
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"cannot read scenario data: {exc}", source=str(path)) from exc
+        if not isinstance(doc, dict):
+            raise InputError("scenario data must be a mapping", source=str(path))
+        data.sources += (path.name,)
+        if "release_names" in doc:
+            data.release_names = tuple(str(x) for x in doc["release_names"])
+        if "shrink_names" in doc:
+            data.shrink_names = tuple(str(x) for x in doc["shrink_names"])
+        for role, spec in (doc.get("roles") or {}).items():
+            spec = spec or {}
+            data.roles[str(role)] = RoleSpec(
+                runs=int(spec.get("runs", 1)),
+                must_act=bool(spec.get("must_act", False)),
+                order=int(spec.get("order", 9)),
+            )
+        for slot, role in (doc.get("ops_slots") or {}).items():
+            data.ops_slots[str(slot)] = str(role)
+        initial = doc.get("initial") or {}
+        data.counter_min = int(initial.get("counter_min", data.counter_min))
+        bounds = doc.get("bounds") or {}
+        data.loop_unroll = int(bounds.get("loop_unroll", data.loop_unroll))
+        data.worker_runs = int(bounds.get("worker_runs", data.worker_runs))
+        data.counter_max = int(bounds.get("counter_max", data.counter_max))
+    return data
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """One actor to run: its role, entry function and why."""
+
+    role: str
+    entry: str
+    reason: str
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def plan_actors(
+    sources: SourceSet,
+    touched: Sequence[str],
+    data: ScenarioData,
+    depth: int,
+    callbacks: Iterable[str] = (),
+) -> tuple[list[ActorPlan], list[str]]:
+    """Derive actors for the touched functions; notes say what got no role."""
+    callback_set = set(callbacks)
+    plans: list[ActorPlan] = []
+    notes: list[str] = []
+    budget = _MAX_CALLERS
+    for name in touched:
+        if name in callback_set:
+            continue  # deferred: runs when queued
+        # upward: name itself, then callers level by level
+        chain: dict[str, str] = {name: name}
+        level = [name]
+        for _ in range(depth):
+            nxt: list[str] = []
+            for fn in level:
+                if budget <= 0:
+                    break
+                for caller in sources.callers(fn):
+                    budget -= 1
+                    if caller not in chain:
+                        chain[caller] = f"{caller} -> {chain[fn]}"
+                        nxt.append(caller)
+            level = nxt
+            if not level:
+                break
+        found = False
+        release = next((f for f in chain if _matches(f, data.release_names)), None)
+        if release is not None and release not in callback_set:
+            plans.append(ActorPlan("release", release, f"release path: {chain[release]}"))
+            found = True
+        shrink = next((f for f in chain if _matches(f, data.shrink_names)), None)
+        if shrink is not None and shrink not in callback_set and not found:
+            plans.append(ActorPlan("shrink", shrink, f"shrink path: {chain[shrink]}"))
+            found = True
+        for slot, fn, path, line in sources.ops_bindings(chain):
+            role = data.ops_slots.get(slot)
+            if role:
+                plans.append(ActorPlan(role, fn, f".{slot} = {fn} ({path}:{line}): {chain[fn]}"))
+                found = True
+        if not found:
+            notes.append(f"{name}(): no actor role found (not a release/teardown/shrink path or callback)")
+    unique: dict[tuple[str, str], ActorPlan] = {}
+    for p in plans:
+        unique.setdefault((p.role, p.entry), p)
+    return list(unique.values()), notes
+
+
+def _scheduled_works(functions: Iterable[Function]) -> set[Key]:
+    out: set[Key] = set()
+    for fn in functions:
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if v[0] in ("sched", "callrcu"):
+                    out.add(str(v[1]))
+    return out
+
+
+def bind(bindings: Sequence[Binding], work: Key) -> Binding | None:
+    """The binding of a work key: exact key first, else a unique one with the
+    same field name (the same work reached through another struct type)."""
+    exact = [b for b in bindings if b.key == work and b.kind in ("work", "rcu", "timer")]
+    if exact:
+        return exact[0]
+    tail = work.split(":", 1)[-1].split(".")[-1]
+    same = [b for b in bindings if b.key and b.key.split(".")[-1].split(":")[-1] == tail and b.kind in ("work", "rcu", "timer")]
+    return same[0] if len({b.callback for b in same}) == 1 else None
+
+
+@dataclass
+class Program:
+    """The translated functions of one side (pre or post) and their context."""
+
+    extractor: Extractor
+    actors: list[ActorPlan]
+    bindings: list[Binding]
+    works: dict[Key, Binding]  # scheduled work -> its binding
+    notes: list[str]
+
+    @property
+    def functions(self) -> dict[str, Function]:
+        return self.extractor.functions
+
+
+def build_program(extractor: Extractor, actors: Sequence[ActorPlan], depth: int) -> Program:
+    """Translate the actors' entry points and every bound callback they queue."""
+    extractor.compile_reachable([a.entry for a in actors], depth)
+    bindings = extractor.bindings()
+    works: dict[Key, Binding] = {}
+    for _ in range(4):  # callbacks queue further work: a few rounds reach a fixpoint
+        new = False
+        for w in sorted(_scheduled_works(extractor.functions.values())):
+            if w in works:
+                continue
+            b = bind(bindings, w)
+            if b is None:
+                continue
+            works[w] = b
+            extractor.compile_reachable([b.callback], depth)
+            new = True
+        if not new:
+            break
+    missing = [a.entry for a in actors if a.entry not in extractor.functions]
+    notes = list(extractor.notes)
+    if missing:
+        notes.append(f"no definition found for {', '.join(missing)}")
+    return Program(extractor, list(actors), bindings, works, notes)
+
+
+def accessed_types(functions: Iterable[Function]) -> set[str]:
+    """Struct types a set of functions dereferences, updates or frees."""
+    out: set[str] = set()
+    for fn in functions:
+        for ins in fn.code:
+            out |= ins.uses
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if v[0] == "rmw":
+                    out.add(key_object(str(v[2])))
+                elif v[0] in ("rd", "wr", "put", "sched", "cancel", "pend", "callrcu"):
+                    out.add(key_object(str(v[1])))
+                elif v[0] in ("free", "freercu", "release"):
+                    out.add(str(v[1]))
+    return out
+
+
+def freed_types(
+    functions: Iterable[Function],
+    release_bindings: dict[Key, str],
+    putters: Iterable[str] | None = None,
+) -> set[str]:
+    """Struct types something in the program frees explicitly (kfree, destroy,
+    a put whose release callback is known), plus, for the functions named in
+    `putters` (all when None), types whose last reference they drop with a
+    put that frees implicitly (css_put): an object released by others' puts
+    too has holders the program does not show."""
+    only = None if putters is None else set(putters)
+    out: set[str] = set()
+    for fn in functions:
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if v[0] in ("free", "freercu"):
+                    out.add(str(v[1]))
+                elif v[0] == "put" and not v[2] and str(v[1]) not in release_bindings:
+                    if only is None or fn.name in only:
+                        out.add(key_object(str(v[1])))
+    return out
+
+
+def explicitly_freed(functions: Iterable[Function]) -> set[str]:
+    """Struct types with an explicit free in the program: the leak invariant
+    applies to these (an object freed by its last put has holders we do not see)."""
+    out: set[str] = set()
+    for fn in functions:
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if v[0] in ("free", "freercu"):
+                    out.add(str(v[1]))
+    return out
+
+
+def _reachable(functions: dict[str, Function], entry: str) -> list[Function]:
+    seen: set[str] = set()
+    todo = [entry]
+    out: list[Function] = []
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        fn = functions[name]
+        out.append(fn)
+        for ins in fn.code:
+            if ins.kind == Kind.CALL:
+                todo.append(ins.callee)
+            if ins.expr is not None and ins.expr[0] == "put" and ins.expr[2]:
+                todo.append(str(ins.expr[2]))
+    return out
+
+
+def _decremented(functions: Iterable[Function]) -> set[Key]:
+    out: set[Key] = set()
+    for fn in functions:
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if (v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test")) or v[0] == "put":
+                    out.add(str(v[2] if v[0] == "rmw" else v[1]))
+    return out
+
+
+def make_model(
+    program: Program,
+    tracked: Iterable[str],
+    data: ScenarioData,
+    max_threads: int,
+) -> tuple[Model, list[str]]:
+    """Resolve a Program into the explorer's Model for the given tracked types."""
+    funcs = program.functions
+    tracked_t = tuple(sorted(set(tracked)))
+    tset = set(tracked_t)
+    notes: list[str] = []
+    written: set[Key] = set()
+    counters: set[Key] = set()
+    refcounts: set[Key] = set()
+    works: set[Key] = set()
+    release_bindings = {b.key: b.callback for b in program.bindings if b.kind == "release" and b.key}
+    for fn in funcs.values():
+        for ins in fn.code:
+            vals: list[Val] = list(walk_val(ins.expr)) if ins.expr is not None else []
+            if ins.kind == Kind.WAIT and ins.expr is not None and len(ins.expr) > 1:
+                works.add(str(ins.expr[1]))
+            for v in vals:
+                tag = v[0]
+                if tag in ("wr", "rmw", "put"):
+                    key = str(v[1] if tag != "rmw" else v[2])
+                    if key_object(key) in tset:
+                        written.add(key)
+                        if tag != "wr":
+                            counters.add(key)
+                        if (tag == "rmw" and v[3]) or (tag == "put" and v[3]):
+                            refcounts.add(key)
+                elif tag in ("sched", "cancel", "pend", "callrcu"):
+                    works.add(str(v[1]))
+    works = {w for w in works if key_object(w) in tset}
+    # rmw values are ("rmw", op, key, refcount): normalise to the key position
+    fields = tuple(sorted(written))
+    threads: list[ThreadSpec] = []
+    actor_plans = sorted(program.actors, key=lambda a: data.role(a.role).order)
+    decs_by_actor = {a.entry: _decremented(_reachable(funcs, a.entry)) for a in actor_plans}
+    initial: list[int | None] = []
+    for key in fields:
+        if key in counters:
+            holders = sum(1 for a in actor_plans if key in decs_by_actor[a.entry])
+            initial.append(max(data.counter_min, holders))
+        else:
+            initial.append(0)
+    deferred: list[ThreadSpec] = []
+    for w in sorted(works):
+        b = program.works.get(w)
+        if b is None or b.callback not in funcs:
+            continue
+        role = "rcu" if b.kind == "rcu" else "worker"
+        deferred.append(ThreadSpec(name=role, role=role, entry=b.callback, deferred=True, work=w))
+    room = max(1, max_threads - len(deferred))
+    for a in actor_plans:
+        if a.entry not in funcs:
+            continue
+        if len(threads) >= room:
+            notes.append(f"thread bound reached ({max_threads}): {a.role} actor {a.entry}() not run")
+            continue
+        threads.append(ThreadSpec(name="CPU", role=a.role, entry=a.entry, must_act=data.role(a.role).must_act))
+    threads.extend(deferred[: max(0, max_threads - len(threads))])
+    if len(deferred) > max_threads - len([t for t in threads if not t.deferred]):
+        notes.append(f"thread bound reached ({max_threads}): some deferred work not run")
+    release_thread: dict[str, int] = {}
+    for i, t in enumerate(threads):
+        if t.role != "release":
+            continue
+        fn = funcs.get(t.entry)
+        for obj in tracked_t:
+            if fn is not None and obj in fn.params:
+                release_thread.setdefault(obj, i)
+    model = Model(
+        functions=funcs,
+        threads=threads,
+        tracked=tracked_t,
+        fields=fields,
+        initial=tuple(initial),
+        refcounts=frozenset(refcounts),
+        works=tuple(sorted(works)),
+        release_bindings={k: v for k, v in release_bindings.items() if k},
+        release_thread=release_thread,
+        leak_checked=frozenset(explicitly_freed(funcs.values()) & tset),
+        worker_runs=data.worker_runs,
+        counter_max=data.counter_max,
+    )
+    return model, notes

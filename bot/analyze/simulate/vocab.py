@@ -1,0 +1,158 @@
+"""API effects for the simulator: which argument a call acts on and how.
+
+The effect table is data (rules/scenarios/api-effects.yaml). When the shared
+vocabulary (bot.analyze.api, rules/api/*.yaml) knows a name the table does not,
+its family/role is mapped onto an effect here, so adding an API to the
+vocabulary is enough for the common roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import InputError
+
+_EFFECTS = {
+    "inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "read", "set", "get", "put",
+    "free", "free_rcu", "schedule", "cancel", "cancel_sync", "flush", "pending", "bind",
+    "bind_release", "call_rcu", "rcu_lock", "rcu_unlock", "synchronize_rcu", "rcu_barrier",
+    "may_release",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ApiEffect:
+    """What one API call does to modelled state (see api-effects.yaml)."""
+
+    name: str
+    effect: str
+    counter: int | None = None
+    obj: int | None = None
+    work: int | None = None
+    callback: int | None = None
+    release: int | None = None
+    value: int = 1
+    refcount: bool = False
+
+
+class Effects(Mapping[str, ApiEffect]):
+    """Name -> ApiEffect, from the scenario data, then the shared vocabulary."""
+
+    def __init__(self, table: dict[str, ApiEffect], vocabulary: Any = None) -> None:
+        self._table = table
+        self._vocab = vocabulary
+        self._cache: dict[str, ApiEffect | None] = {}
+
+    def __getitem__(self, name: str) -> ApiEffect:
+        found = self.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        if name in self._table:
+            return self._table[name]
+        if name not in self._cache:
+            self._cache[name] = _from_vocabulary(self._vocab, name)
+        found = self._cache[name]
+        return default if found is None else found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def _from_vocabulary(vocab: Any, name: str) -> ApiEffect | None:
+    """Map a vocabulary role (family, kind, role, object_arg, callback_arg) onto
+    an effect; None when the vocabulary does not know the name or the role has
+    no simulator meaning."""
+    if vocab is None:
+        return None
+    try:
+        role = vocab.role_of(name)
+    except Exception:  # noqa: BLE001 - a vocabulary problem must not stop the simulator
+        return None
+    if role is None:
+        return None
+    words = {str(getattr(role, a, "") or "").lower() for a in ("kind", "role")}
+    arg = getattr(role, "object_arg", None)
+    arg = arg if isinstance(arg, int) else 0
+    work = getattr(role, "work_arg", None)
+    work = work if isinstance(work, int) else arg
+    cb = getattr(role, "callback_arg", None)
+    cb = cb if isinstance(cb, int) else None
+    effects = {str(e) for e in (getattr(role, "effects", ()) or ())}
+    if any(e.startswith("may_release") for e in effects):
+        return ApiEffect(name, "may_release", obj=arg)
+    if words & {"put", "iter_break"}:
+        return ApiEffect(name, "put", counter=arg, release=cb, refcount=True)
+    if words & {"get", "tryget"}:
+        return ApiEffect(name, "get", counter=arg, refcount=True)
+    if words & {"dec_and_test"}:
+        return ApiEffect(name, "sub_test", counter=arg, refcount=True)
+    if words & {"free", "destroy"}:
+        return ApiEffect(name, "free", obj=arg)
+    if words & {"rcu_free"}:
+        if cb is not None:
+            return ApiEffect(name, "call_rcu", work=arg, callback=cb)
+        return ApiEffect(name, "free_rcu", obj=arg)
+    if words & {"grace_period"}:
+        return ApiEffect(name, "synchronize_rcu")
+    if words & {"barrier"}:
+        return ApiEffect(name, "rcu_barrier")
+    if words & {"rcu_read_lock"}:
+        return ApiEffect(name, "rcu_lock")
+    if words & {"rcu_read_unlock"}:
+        return ApiEffect(name, "rcu_unlock")
+    if "deferred" in words:
+        if words & {"schedule"}:
+            return ApiEffect(name, "schedule", work=work)
+        if words & {"cancel"}:
+            return ApiEffect(name, "cancel_sync" if name.endswith("_sync") else "cancel", work=work)
+        if words & {"flush"}:
+            return ApiEffect(name, "flush", work=work)
+        if words & {"init"} and cb is not None:
+            return ApiEffect(name, "bind", work=work, callback=cb)
+    return None
+
+
+def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
+    """Read api-effects.yaml from `scenario_dir`; add the shared vocabulary from
+    `rules_dir` when bot.analyze.api is available. Raises InputError for a
+    malformed table."""
+    path = scenario_dir / "api-effects.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read simulator API effects: {exc}", source=str(path)) from exc
+    table: dict[str, ApiEffect] = {}
+    for name, spec in (doc.get("effects") or {}).items():
+        if not isinstance(spec, dict) or spec.get("effect") not in _EFFECTS:
+            raise InputError(f"{name}: unknown or missing effect", source=str(path))
+        table[str(name)] = ApiEffect(
+            name=str(name),
+            effect=str(spec["effect"]),
+            counter=spec.get("counter"),
+            obj=spec.get("object"),
+            work=spec.get("work"),
+            callback=spec.get("callback"),
+            release=spec.get("release"),
+            value=int(spec.get("value", 1)),
+            refcount=bool(spec.get("refcount", False)),
+        )
+    vocab = None
+    if rules_dir is not None:
+        try:
+            from bot.analyze import api
+
+            vocab = api.load_vocabulary(rules_dir)
+        except Exception:  # noqa: BLE001 - the effect table alone is enough to run
+            vocab = None
+    return Effects(table, vocab)
