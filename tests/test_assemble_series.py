@@ -210,3 +210,23 @@ def test_select_by_the_message_id_of_a_patch() -> None:
     ]
     series_set = assemble([replace(m, index=i) for i, m in enumerate(msgs)], load_settings())
     assert select(series_set, key="<p1@x>")[0].key == "c@x"
+
+
+def test_deep_threads_in_reverse_order_do_not_exhaust_the_stack() -> None:
+    # --chain-reply-to threading (each patch answers the previous one) and a long
+    # reply chain, both given newest first: parents must still be placed first.
+    patches = [mail("p1@x", "[PATCH 1/900] part 1")]
+    for n in range(2, 901):
+        patches.append(
+            mail(f"p{n}@x", f"[PATCH {n}/900] part {n}", reply_to=f"p{n - 1}@x", refs=("p1@x",))
+        )
+    replies = [mail("r1@y", "Re: [PATCH 1/900] part 1", reply_to="p1@x", body="a\n")]
+    for n in range(2, 3001):
+        replies.append(
+            mail(f"r{n}@y", "Re: [PATCH 1/900] part 1", reply_to=f"r{n - 1}@y", body="b\n")
+        )
+    ordered = list(reversed(patches + replies))
+    series_set = assemble([replace(m, index=i) for i, m in enumerate(ordered)], load_settings())
+    (series,) = series_set.series
+    assert series.complete and len(series.replies) == 3000
+    assert [r.message_id for r in series.replies][:2] == ["r3000@y", "r2999@y"]  # input order

@@ -265,7 +265,6 @@ class _Assembler:
         self.patch_draft: dict[str, _Draft] = {}
         self.anchored: dict[tuple[str, str, int], _Draft] = {}
         self.reply_draft: dict[str, _Draft | None] = {}
-        self.in_progress: set[str] = set()
         self.orphans: list[_Msg] = []
 
     # ----------------------------------------------------------------- grouping
@@ -295,26 +294,17 @@ class _Assembler:
         return True  # an untagged patch under a tagged cover takes the cover's version
 
     def _series_of(self, msg: _Msg) -> _Draft | None:
+        """The series a cover or an already placed patch is in (None for anything else)."""
         if msg.kind == _COVER:
             return self.cover_draft.get(msg.raw.message_id)
         if msg.kind == _PATCH:
-            return self._assign(msg)
+            return self.patch_draft.get(msg.raw.message_id)
         return None
 
-    def _assign(self, msg: _Msg) -> _Draft | None:
-        mid = msg.raw.message_id
-        if mid in self.patch_draft:
-            return self.patch_draft[mid]
-        if mid in self.in_progress:
-            return None  # a References loop: hostile or broken headers
-        self.in_progress.add(mid)
-        try:
-            draft = self._find_draft(msg)
-        finally:
-            self.in_progress.discard(mid)
+    def _assign(self, msg: _Msg) -> None:
+        draft = self._find_draft(msg)
         draft.add(msg)
-        self.patch_draft[mid] = draft
-        return draft
+        self.patch_draft[msg.raw.message_id] = draft
 
     def _find_draft(self, msg: _Msg) -> _Draft:
         for ref in msg.refs:
@@ -353,29 +343,51 @@ class _Assembler:
         return best
 
     def _attach_reply(self, msg: _Msg) -> _Draft | None:
-        mid = msg.raw.message_id
-        if mid in self.reply_draft:
-            return self.reply_draft[mid]
-        if mid in self.in_progress:
-            return None
-        self.in_progress.add(mid)
         found: _Draft | None = None
-        try:
-            for ref in msg.refs:
-                target = self.by_id.get(ref)
-                if target is None:
-                    continue
-                found = (
-                    self._attach_reply(target) if target.kind == _REPLY else self._series_of(target)
-                )
-                if found is not None:
-                    break
-            if found is None and msg.info.is_reply:
-                found = self._draft_by_subject(msg)
-        finally:
-            self.in_progress.discard(mid)
-        self.reply_draft[mid] = found
+        for ref in msg.refs:
+            target = self.by_id.get(ref)
+            if target is None:
+                continue
+            if target.kind == _REPLY:
+                found = self.reply_draft.get(target.raw.message_id)
+            else:
+                found = self._series_of(target)
+            if found is not None:
+                break
+        if found is None and msg.info.is_reply:
+            found = self._draft_by_subject(msg)
+        self.reply_draft[msg.raw.message_id] = found
         return found
+
+    def _parents_first(self, kind: str) -> list[_Msg]:
+        """Messages of `kind` ordered so that those they reference come first.
+
+        Input order breaks ties. Iterative, so a deeply threaded series
+        (--chain-reply-to) or a hostile References chain cannot exhaust the
+        stack; a References loop is cut where it closes.
+        """
+        order: list[_Msg] = []
+        seen: set[str] = set()
+
+        def parents(msg: _Msg) -> list[_Msg]:
+            found = (self.by_id.get(r) for r in msg.refs)
+            return [p for p in found if p is not None and p.kind == kind]
+
+        for root in self.msgs:
+            if root.kind != kind or root.raw.message_id in seen:
+                continue
+            seen.add(root.raw.message_id)
+            stack = [(root, iter(parents(root)))]
+            while stack:
+                node, pending = stack[-1]
+                nxt = next(pending, None)
+                if nxt is None:
+                    stack.pop()
+                    order.append(node)
+                elif nxt.raw.message_id not in seen:
+                    seen.add(nxt.raw.message_id)
+                    stack.append((nxt, iter(parents(nxt))))
+        return order
 
     def _draft_by_subject(self, msg: _Msg) -> _Draft | None:
         """A reply whose thread we do not have: find the series by the quoted subject."""
@@ -468,12 +480,9 @@ class _Assembler:
             if msg.kind == _COVER:
                 self.cover_draft[msg.raw.message_id] = draft = self._new_draft(msg)
                 draft.cover = msg
-        for msg in self.msgs:
-            if msg.kind == _PATCH:
-                self._assign(msg)
-        for msg in self.msgs:
-            if msg.kind != _REPLY:
-                continue
+        for msg in self._parents_first(_PATCH):
+            self._assign(msg)
+        for msg in self._parents_first(_REPLY):
             owner = self._attach_reply(msg)
             if owner is None:
                 self.orphans.append(msg)
@@ -498,7 +507,7 @@ class _Assembler:
         series = tuple(self._series(d) for d in ordered)
         return SeriesSet(
             series=series,
-            orphans=tuple(m.raw for m in self.orphans),
+            orphans=tuple(m.raw for m in sorted(self.orphans, key=lambda m: m.raw.index)),
             notes=tuple(self.notes),
         )
 
