@@ -1,0 +1,488 @@
+"""The lifecycle rules engine: rules as data, run differentially over a series.
+
+    load_rules(rules_dir)   every rules/<ID>/rule.yaml, checked against rules/rule.schema.json
+    load_checks(settings)   one Check per enabled rule (settings.enabled_rules/disabled_rules)
+
+A rule names matchers (bot.analyze.rules_match.MATCHERS) and words what they find.
+For each patch, each matcher runs on the pre- and post-image of every function the
+patch touches, with calls followed into helpers the series or the tree defines.
+A finding is INTRODUCED when only the post-image has it, FIXED when only the
+pre-image had it, PRE_EXISTING when both do; one introduced by patch i and gone
+after patch j is FIXED_IN_SERIES with fixed_by=j. Matchers find; rule.yaml words.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bot.analyze.api import load_vocabulary
+from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
+from bot.analyze.flow import Call
+from bot.analyze.flow_source import SourceView, flow_of
+from bot.analyze.rules_match import MATCHERS, Env, Hit, Side
+from bot.config import Settings
+from bot.errors import InputError, UsageError
+from bot.model import (
+    Confidence,
+    FileDiff,
+    Finding,
+    FunctionChange,
+    LineKind,
+    Severity,
+    Status,
+)
+
+RULE_FILE = "rule.yaml"
+SCHEMA_FILE = "rule.schema.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Wording for one kind of hit of a rule (rule.yaml `variants:`)."""
+
+    message: str | None = None
+    question: str | None = None
+    suggestion: str | None = None
+    confidence: str | None = None
+    severity: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rules/<ID>/rule.yaml."""
+
+    id: str
+    symbol: str
+    name: str
+    severity: str
+    confidence: str
+    message: str
+    question: str
+    suggestion: str
+    rationale: str
+    references: tuple[str, ...]
+    matchers: tuple[str, ...]
+    variants: Mapping[str, Variant]
+    folder: Path
+
+    def examples(self, prefix: str) -> list[Path]:
+        return sorted(self.folder.glob(f"{prefix}*.patch"))
+
+
+def _rule_schema(rules_dir: Path) -> dict[str, Any]:
+    path = rules_dir / SCHEMA_FILE
+    try:
+        schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the rule schema: {exc}", source=str(path)) from exc
+    return schema
+
+
+def rule_folders(rules_dir: Path) -> list[Path]:
+    """Every folder under rules/ holding a rule.yaml (api/ and scenarios/ are data)."""
+    return sorted(p.parent for p in rules_dir.glob(f"*/{RULE_FILE}"))
+
+
+def validate_rules(rules_dir: Path) -> list[str]:
+    """Check every rule.yaml against the schema and the engine; one line per problem."""
+    problems: list[str] = []
+    try:
+        validator = jsonschema.Draft202012Validator(_rule_schema(rules_dir))
+    except InputError as exc:
+        return [exc.one_line()]
+    ids: dict[str, str] = {}
+    symbols: dict[str, str] = {}
+    folders = rule_folders(rules_dir)
+    if not folders:
+        problems.append(f"{rules_dir}: no rules (*/rule.yaml)")
+    for folder in folders:
+        rel = folder.name
+        try:
+            doc = yaml.safe_load((folder / RULE_FILE).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            problems.append(f"{rel}/{RULE_FILE}: cannot parse: {' '.join(str(exc).split())}")
+            continue
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        for err in errors:
+            where = "/".join(str(p) for p in err.absolute_path) or "(top)"
+            problems.append(f"{rel}/{RULE_FILE}: {where}: {err.message}")
+        if errors or not isinstance(doc, dict):
+            continue
+        rid = doc["id"]
+        if rid != rel:
+            problems.append(f"{rel}/{RULE_FILE}: id {rid} does not match its folder name")
+        for seen, value, what in ((ids, rid, "id"), (symbols, doc["symbol"], "symbol")):
+            if value in seen:
+                problems.append(f"{rel}/{RULE_FILE}: {what} {value} already used by {seen[value]}")
+            seen[value] = rel
+        for m in doc["match"]:
+            if m["matcher"] not in MATCHERS:
+                problems.append(f"{rel}/{RULE_FILE}: unknown matcher {m['matcher']!r}")
+        for kind in ("bad", "good"):
+            if not list(folder.glob(f"{kind}*.patch")):
+                problems.append(f"{rel}: no {kind}.patch example")
+        if not (folder / "README.md").is_file():
+            problems.append(f"{rel}: no README.md")
+        fields = string.Formatter()
+        for key in ("message", "question", "suggestion"):
+            try:
+                list(fields.parse(doc[key]))
+            except ValueError as exc:
+                problems.append(f"{rel}/{RULE_FILE}: {key}: bad template: {exc}")
+    return problems
+
+
+def load_rules(rules_dir: Path) -> list[Rule]:
+    """Every rule, validated; raises InputError (one line) on a broken rule file."""
+    rules_dir = Path(rules_dir)
+    problems = validate_rules(rules_dir)
+    if problems:
+        more = (
+            f" (and {len(problems) - 1} more; run `bot rules validate`)"
+            if len(problems) > 1
+            else ""
+        )
+        raise InputError(f"invalid rules: {problems[0]}{more}", source=str(rules_dir))
+    rules: list[Rule] = []
+    for folder in rule_folders(rules_dir):
+        doc = yaml.safe_load((folder / RULE_FILE).read_text(encoding="utf-8"))
+        variants = {
+            name: Variant(**dict(spec or {})) for name, spec in (doc.get("variants") or {}).items()
+        }
+        rules.append(
+            Rule(
+                id=doc["id"],
+                symbol=doc["symbol"],
+                name=doc["name"],
+                severity=doc["severity"],
+                confidence=doc["confidence"],
+                message=doc["message"].strip(),
+                question=doc["question"].strip(),
+                suggestion=doc["suggestion"].strip(),
+                rationale=doc["rationale"].strip(),
+                references=tuple(doc.get("references") or ()),
+                matchers=tuple(m["matcher"] for m in doc["match"]),
+                variants=variants,
+                folder=folder,
+            )
+        )
+    return rules
+
+
+def select_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
+    """The rules settings enable (all by default) minus the disabled ones; an
+    unknown rule ID or symbol is a usage error."""
+    known = {r.id for r in rules} | {r.symbol for r in rules}
+    for rid in (*settings.enabled_rules, *settings.disabled_rules):
+        if rid not in known:
+            raise UsageError(f"unknown rule {rid!r} (see `bot rules list`)")
+    enabled = set(settings.enabled_rules)
+    disabled = set(settings.disabled_rules)
+    return [
+        r
+        for r in rules
+        if (not enabled or r.id in enabled or r.symbol in enabled)
+        and r.id not in disabled
+        and r.symbol not in disabled
+    ]
+
+
+# --------------------------------------------------------------------------- preparing a series
+
+
+@dataclass
+class _PatchSides:
+    pa: PatchAnalysis
+    pre: SourceView
+    post: SourceView
+
+
+@dataclass
+class _Prepared:
+    """What every rule shares for one series: views and the calls the series adds."""
+
+    env: Env
+    patches: list[_PatchSides]
+    notes: list[str] = field(default_factory=list)
+
+
+def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
+    state: dict[str, str | None] = {}
+    out: list[_PatchSides] = []
+    for pa in ctx.patches:
+        pre_files = dict(state)
+        post_files = dict(state)
+        for img in pa.images.images:
+            pre_files[img.path] = img.pre
+            post_files[img.path] = img.post
+        for diff in pa.images.files:
+            if diff.old_path and diff.new_path and diff.old_path != diff.new_path:
+                renamed = pa.images.image(diff.new_path)
+                if renamed is not None:
+                    pre_files[diff.old_path] = renamed.pre
+        out.append(
+            _PatchSides(
+                pa,
+                SourceView(pre_files, ctx.tree_root, pa.partial),
+                SourceView(post_files, ctx.tree_root, pa.partial),
+            )
+        )
+        for img in pa.images.images:
+            state[img.path] = img.post
+    return out
+
+
+def _added_calls(patches: Sequence[_PatchSides]) -> list[tuple[str, Call]]:
+    added: list[tuple[str, Call]] = []
+    for ps in patches:
+        for ch in ps.pa.changes:
+            pre = flow_of(ch.pre) if ch.pre is not None else None
+            post = flow_of(ch.post) if ch.post is not None else None
+            before = Counter((c.name, c.args) for c in pre.calls) if pre else Counter()
+            for c in post.calls if post else ():
+                if before[(c.name, c.args)] > 0:
+                    before[(c.name, c.args)] -= 1
+                else:
+                    added.append((ch.name, c))
+    return added
+
+
+_PREPARED: dict[int, tuple[SeriesAnalysis, _Prepared]] = {}
+
+
+def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
+    hit = _PREPARED.get(id(ctx))
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
+    vocab = load_vocabulary(settings.rules_dir)
+    patches = _views(ctx)
+    env = Env(vocab=vocab, depth=max(settings.call_depth, 0), added=_added_calls(patches))
+    prepared = _Prepared(env, patches)
+    # Only the latest few series: a long-running worker must not grow without bound.
+    if len(_PREPARED) > 4:
+        _PREPARED.clear()
+    _PREPARED[id(ctx)] = (ctx, prepared)
+    return prepared
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def post_line_of_removed(diff: FileDiff | None, pre_line: int) -> int | None:
+    """The post-image line where a removed pre-image line used to be (the next
+    surviving line of the hunk, else the previous one)."""
+    if diff is None:
+        return None
+    delta = 0
+    for hunk in diff.hunks:
+        end = hunk.source_start + max(hunk.source_length, 1)
+        if pre_line < hunk.source_start:
+            break
+        if pre_line >= end:
+            delta = (hunk.target_start + hunk.target_length) - end
+            continue
+        lines = hunk.lines
+        for i, hl in enumerate(lines):
+            if hl.source_line != pre_line:
+                continue
+            if hl.kind is not LineKind.REMOVED:
+                return hl.target_line
+            after = next((x.target_line for x in lines[i + 1 :] if x.target_line), None)
+            if after is not None:
+                return after
+            return next((x.target_line for x in reversed(lines[:i]) if x.target_line), None)
+    return pre_line + delta
+
+
+# --------------------------------------------------------------------------- findings
+
+
+class _SafeFields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _render(template: str, fields: Mapping[str, str]) -> str:
+    return " ".join(template.format_map(_SafeFields(fields)).split())
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A hit with where it came from, before statuses are decided."""
+
+    patch: int
+    change: FunctionChange
+    hit: Hit
+    side: str  # "pre" or "post": which image `hit.line` refers to
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.change.file, self.change.name, *self.hit.key)
+
+
+def _finding(
+    rule: Rule, raw: _Raw, status: Status, diff: FileDiff | None, fixed_by: int | None
+) -> Finding:
+    hit = raw.hit
+    v = rule.variants.get(hit.variant) if hit.variant else None
+    fields = {"rule": rule.id, "file": raw.change.file, **hit.fields}
+    message = _render((v.message if v and v.message else rule.message), fields)
+    question = _render((v.question if v and v.question else rule.question), fields)
+    suggestion = _render((v.suggestion if v and v.suggestion else rule.suggestion), fields)
+    line = hit.line
+    if hit.removed_line is not None:
+        line = (
+            post_line_of_removed(diff, hit.removed_line) if raw.side == "post" else hit.removed_line
+        )
+    return Finding(
+        rule_id=rule.id,
+        symbol=rule.symbol,
+        severity=Severity(v.severity if v and v.severity else rule.severity),
+        confidence=Confidence(v.confidence if v and v.confidence else rule.confidence),
+        status=status,
+        message=message,
+        file=raw.change.file,
+        line=line,
+        function=raw.change.name,
+        question=question,
+        evidence=hit.evidence,
+        suggestion=suggestion,
+        patch_number=raw.patch,
+        fixed_by=fixed_by,
+    )
+
+
+def _changed_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int]]:
+    if diff is None:
+        return frozenset(), frozenset()
+    removed = {
+        hl.source_line
+        for h in diff.hunks
+        for hl in h.lines
+        if hl.kind is LineKind.REMOVED and hl.source_line is not None
+    }
+    added = {
+        hl.target_line
+        for h in diff.hunks
+        for hl in h.lines
+        if hl.kind is LineKind.ADDED and hl.target_line is not None
+    }
+    return frozenset(removed), frozenset(added)
+
+
+def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
+    pre_flow = flow_of(ch.pre) if ch.pre is not None else None
+    post_flow = flow_of(ch.post) if ch.post is not None else None
+    pre_file = ch.pre.file if ch.pre is not None else ch.file
+    diff = next((d for d in ps.pa.images.files if d.path == ch.file), None)
+    removed, added = _changed_lines(diff)
+    changed = frozenset(c.name for c in ps.pa.changes)
+    return (
+        Side(pre_flow, ps.pre, pre_file, removed, changed),
+        Side(post_flow, ps.post, ch.file, added, changed),
+    )
+
+
+def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Finding]:
+    """All findings of one rule over the series, with their differential status."""
+    prep = _prepare(ctx, settings)
+    env = prep.env
+    introduced: list[_Raw] = []
+    fixed: list[_Raw] = []
+    existing: list[_Raw] = []
+    for ps in prep.patches:
+        for ch in ps.pa.changes:
+            pre, post = _sides(ps, ch)
+            if pre.flow is None and post.flow is None:
+                continue
+            for name in rule.matchers:
+                m = MATCHERS[name]
+                if m.kind == "change":
+                    introduced += [_Raw(ps.pa.number, ch, h, "post") for h in m.fn(env, pre, post)]
+                    fixed += [_Raw(ps.pa.number, ch, h, "pre") for h in m.fn(env, post, pre)]
+                    continue
+                before = {h.key: h for h in m.fn(env, pre, post)} if pre.flow else {}
+                after = {h.key: h for h in m.fn(env, post, pre)} if post.flow else {}
+                for k, h in after.items():
+                    (existing if k in before else introduced).append(
+                        _Raw(ps.pa.number, ch, h, "post")
+                    )
+                for k, h in before.items():
+                    if k not in after:
+                        fixed.append(_Raw(ps.pa.number, ch, h, "pre"))
+    diffs = {(ps.pa.number, d.path): d for ps in prep.patches for d in ps.pa.images.files}
+    findings: list[Finding] = []
+    fixed_left = list(fixed)
+    intro_keys: set[tuple[str, ...]] = set()
+    for raw in introduced:
+        if raw.key in intro_keys:
+            continue
+        intro_keys.add(raw.key)
+        later = next((f for f in fixed_left if f.key == raw.key and f.patch > raw.patch), None)
+        diff = diffs.get((raw.patch, raw.change.file))
+        if later is not None:
+            fixed_left.remove(later)
+            findings.append(_finding(rule, raw, Status.FIXED_IN_SERIES, diff, later.patch))
+        else:
+            findings.append(_finding(rule, raw, Status.INTRODUCED, diff, None))
+    seen: set[tuple[str, ...]] = set(intro_keys)
+    for raw in fixed_left:
+        if raw.key in seen:
+            continue
+        seen.add(raw.key)
+        findings.append(
+            _finding(rule, raw, Status.FIXED, diffs.get((raw.patch, raw.change.file)), None)
+        )
+    for raw in existing:
+        if raw.key in seen:
+            continue
+        seen.add(raw.key)
+        findings.append(
+            _finding(rule, raw, Status.PRE_EXISTING, diffs.get((raw.patch, raw.change.file)), None)
+        )
+    return findings
+
+
+class RuleCheck:
+    """One rule as a pipeline Check."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.name = rule.id
+        self.last_notes: tuple[str, ...] = ()
+
+    def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
+        findings = run_rule(self.rule, ctx, settings)
+        touched = sum(len(p.changes) for p in ctx.patches)
+        self.last_notes = (f"{touched} touched function(s) checked",)
+        return findings
+
+
+def load_checks(settings: Settings) -> list[Check]:
+    """One Check per rule that settings enable (all by default)."""
+    load_vocabulary(settings.rules_dir)  # a broken vocabulary is an input error up front
+    rules = select_rules(load_rules(settings.rules_dir), settings)
+    return [RuleCheck(r) for r in rules]
+
+
+__all__ = [
+    "Rule",
+    "RuleCheck",
+    "Variant",
+    "load_checks",
+    "load_rules",
+    "post_line_of_removed",
+    "rule_folders",
+    "run_rule",
+    "select_rules",
+    "validate_rules",
+]

@@ -1,0 +1,635 @@
+"""Control flow of one C function, for path-sensitive lifecycle matching.
+
+`build_flow` turns a function definition (tree-sitter-c) into a small control-flow
+graph whose nodes carry events in evaluation order: calls (with their arguments as
+text), assignments and returns. Edges out of a condition carry an `Assume` (the
+condition text and which way it went), so a matcher can tell the branch where
+`css_tryget()` succeeded from the one where it failed.
+
+`explore` walks the graph with a matcher's abstract state. States are hashable and
+each (node, state) pair is visited once, so loops are followed until the state stops
+changing (error paths, early returns, `goto` unwinding and loop `break`s are all
+ordinary edges). Kernel loop macros (`list_for_each_entry(...) { }`,
+`for_each_node(nid) { }`) are loops whose header assigns the cursor.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TypeVar
+
+import tree_sitter as ts
+import tree_sitter_c as tsc
+
+_LANGUAGE = ts.Language(tsc.language())
+
+# Bound on (node, state) pairs explored per function and matcher: reaching it
+# stops the walk (the matcher sees fewer paths, never a wrong one).
+MAX_VISITS = 20_000
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call (function or macro) with its arguments as whitespace-collapsed text."""
+
+    name: str
+    args: tuple[str, ...]
+    line: int  # absolute line in the file
+    text: str
+    guards: tuple[str, ...] = ()  # enclosing if/loop conditions, innermost last
+    in_condition: bool = False  # the call is (part of) an if/while condition
+
+
+@dataclass(frozen=True)
+class Assign:
+    """`lhs = rhs` (also a declaration with an initialiser)."""
+
+    lhs: str
+    rhs: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Return:
+    expr: str | None
+    line: int
+
+
+Event = Call | Assign | Return
+
+
+@dataclass(frozen=True)
+class Assume:
+    """The condition of a branch and the value it had on this edge."""
+
+    cond: str
+    value: bool
+    line: int
+
+
+@dataclass
+class Node:
+    id: int
+    events: list[Event] = field(default_factory=list)
+    succ: list[tuple[int, Assume | None]] = field(default_factory=list)
+
+
+@dataclass
+class Flow:
+    """The control-flow graph of one function."""
+
+    name: str
+    file: str
+    start_line: int
+    params: tuple[str, ...]
+    param_types: tuple[str, ...]
+    nodes: dict[int, Node]
+    entry: int
+    exit: int
+    calls: tuple[Call, ...]  # every call, in source order
+
+    def call_names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+
+def _text(node: ts.Node | None) -> str:
+    if node is None or node.text is None:
+        return ""
+    return " ".join(node.text.decode("utf-8", "replace").split())
+
+
+_parser_cache: list[ts.Parser] = []
+
+
+def _parser() -> ts.Parser:
+    if not _parser_cache:
+        _parser_cache.append(ts.Parser(_LANGUAGE))
+    return _parser_cache[0]
+
+
+_CONDITIONAL = re.compile(r"(?m)^[ \t]*#[ \t]*(?:if|ifdef|ifndef|else|elif|endif)\b[^\n]*$")
+
+
+def parse(text: str) -> ts.Tree:
+    """Parse C text. Conditional-compilation lines are blanked first (line numbers
+    kept): both arms of an #ifdef are code some config builds, and a partial image
+    often holds an #if without its #endif, which would swallow the rest."""
+    return _parser().parse(_CONDITIONAL.sub("", text).encode("utf-8", "replace"))
+
+
+_LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
+
+
+def _is_missing_semicolon(stmt: ts.Node) -> bool:
+    last = stmt.children[-1] if stmt.children else None
+    return last is not None and last.type == ";" and last.start_byte == last.end_byte
+
+
+class _Builder:
+    def __init__(self, file: str, line0: int) -> None:
+        self.file = file
+        self.line0 = line0  # absolute line of tree row 0
+        self.nodes: dict[int, Node] = {}
+        self.labels: dict[str, int] = {}
+        self.calls: list[Call] = []
+        self.exit = self.new().id
+
+    def new(self) -> Node:
+        n = Node(id=len(self.nodes))
+        self.nodes[n.id] = n
+        return n
+
+    def line(self, node: ts.Node) -> int:
+        return self.line0 + node.start_point[0]
+
+    # ------------------------------------------------------------------ events
+
+    def events(
+        self, expr: ts.Node | None, guards: tuple[str, ...], cond: bool = False
+    ) -> list[Event]:
+        out: list[Event] = []
+        if expr is not None:
+            self._walk_expr(expr, out, guards, cond)
+        return out
+
+    def _walk_expr(self, n: ts.Node, out: list[Event], guards: tuple[str, ...], cond: bool) -> None:
+        t = n.type
+        if t == "call_expression":
+            fn = n.child_by_field_name("function")
+            args_node = n.child_by_field_name("arguments")
+            args: list[str] = []
+            if args_node is not None:
+                for a in args_node.named_children:
+                    if a.type == "comment":
+                        continue
+                    self._walk_expr(a, out, guards, cond)
+                    args.append(_text(a))
+            if fn is not None and fn.type != "identifier":
+                self._walk_expr(fn, out, guards, cond)
+            name = _text(fn) if fn is not None and fn.type == "identifier" else ""
+            if name:
+                call = Call(name, tuple(args), self.line(n), _text(n), guards, cond)
+                out.append(call)
+                self.calls.append(call)
+            return
+        if t == "assignment_expression":
+            right = n.child_by_field_name("right")
+            left = n.child_by_field_name("left")
+            if right is not None:
+                self._walk_expr(right, out, guards, cond)
+            if left is not None and left.type != "identifier":
+                self._walk_expr(left, out, guards, cond)
+            out.append(Assign(_text(left), _text(right), self.line(n)))
+            return
+        if t == "init_declarator":
+            value = n.child_by_field_name("value")
+            decl = n.child_by_field_name("declarator")
+            if value is not None:
+                self._walk_expr(value, out, guards, cond)
+                out.append(Assign(_declarator_name(decl), _text(value), self.line(n)))
+            return
+        if t in ("compound_statement", "function_definition"):
+            return  # statement expressions / nested definitions: not evaluated here
+        for c in n.named_children:
+            self._walk_expr(c, out, guards, cond)
+
+    # ------------------------------------------------------------------ statements
+
+    def simple(self, events: list[Event], nxt: int) -> int:
+        if not events:
+            return nxt
+        n = self.new()
+        n.events = events
+        n.succ.append((nxt, None))
+        return n.id
+
+    def branch(
+        self, cond: ts.Node | None, then_id: int, else_id: int, guards: tuple[str, ...]
+    ) -> int:
+        n = self.new()
+        n.events = self.events(cond, guards, cond=True)
+        text = _strip_parens(_text(cond))
+        line = self.line(cond) if cond is not None else 0
+        n.succ.append((then_id, Assume(text, True, line)))
+        n.succ.append((else_id, Assume(text, False, line)))
+        return n.id
+
+    def stmt(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
+        t = s.type
+        if t == "compound_statement":
+            return self.seq(list(s.named_children), nxt, ctx)
+        if t in ("expression_statement", "declaration"):
+            return self.simple(self.events(s, ctx.guards), nxt)
+        if t == "return_statement":
+            expr = s.named_children[0] if s.named_children else None
+            n = self.new()
+            n.events = [*self.events(expr, ctx.guards), Return(_text(expr) or None, self.line(s))]
+            n.succ.append((self.exit, None))
+            return n.id
+        if t == "if_statement":
+            cond = s.child_by_field_name("condition")
+            ctext = _strip_parens(_text(cond))
+            cons = s.child_by_field_name("consequence")
+            alt = s.child_by_field_name("alternative")
+            then_id = self.stmt(cons, nxt, ctx.guarded(ctext)) if cons is not None else nxt
+            else_id = nxt
+            if alt is not None:
+                body = alt.named_children[-1] if alt.type == "else_clause" else alt
+                else_id = self.stmt(body, nxt, ctx.guarded("!(" + ctext + ")"))
+            return self.branch(cond, then_id, else_id, ctx.guards)
+        if t in ("while_statement", "for_statement", "do_statement"):
+            return self.loop(s, nxt, ctx)
+        if t == "switch_statement":
+            return self.switch(s, nxt, ctx)
+        if t == "goto_statement":
+            label = _text(s.child_by_field_name("label"))
+            n = self.new()
+            n.succ.append((self.labels.get(label, self.exit), None))
+            return n.id
+        if t == "break_statement":
+            return ctx.brk if ctx.brk is not None else nxt
+        if t == "continue_statement":
+            return ctx.cont if ctx.cont is not None else nxt
+        if t == "labeled_statement":
+            label = _text(s.child_by_field_name("label"))
+            inner = s.named_children[-1] if len(s.named_children) > 1 else None
+            target = self.stmt(inner, nxt, ctx) if inner is not None else nxt
+            placeholder = self.labels.get(label)
+            if placeholder is None:
+                return target
+            self.nodes[placeholder].succ = [(target, None)]
+            return placeholder
+        if t == "function_definition":
+            # `for_each_node(nid) { ... }` parses as a nested definition
+            loop_body = s.child_by_field_name("body")
+            macro = _text(s.child_by_field_name("type"))
+            cursor = _declarator_name(s.child_by_field_name("declarator"))
+            header = Call(macro, (cursor,), self.line(s), f"{macro}({cursor})")
+            self.calls.append(header)
+            head_events: list[Event] = [header, Assign(cursor, header.text, header.line)]
+            return self.macro_loop(head_events, loop_body, nxt, ctx)
+        if t in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
+            return nxt
+        if t.startswith("preproc_if") or t in {"preproc_else", "preproc_elif"}:
+            # Both arms of #if/#else are code a config may build: walk them in turn.
+            skip = {s.child_by_field_name("condition"), s.child_by_field_name("name")}
+            kids = [c for c in s.named_children if c not in skip]
+            return self.seq(kids, nxt, ctx)
+        return self.simple(self.events(s, ctx.guards), nxt)
+
+    def seq(self, stmts: list[ts.Node], nxt: int, ctx: _Ctx) -> int:
+        # Pair `macro(args)` with a missing `;` and the block after it: a loop macro.
+        items: list[tuple[ts.Node, ts.Node | None]] = []
+        i = 0
+        while i < len(stmts):
+            s = stmts[i]
+            follow = stmts[i + 1] if i + 1 < len(stmts) else None
+            if (
+                s.type == "expression_statement"
+                and follow is not None
+                and follow.type == "compound_statement"
+                and _is_missing_semicolon(s)
+            ):
+                items.append((s, follow))
+                i += 2
+                continue
+            items.append((s, None))
+            i += 1
+        cur = nxt
+        for s, body in reversed(items):
+            if body is None:
+                cur = self.stmt(s, cur, ctx)
+                continue
+            head = self.events(s, ctx.guards)
+            call = next((e for e in reversed(head) if isinstance(e, Call)), None)
+            cursor = call.args[0] if call and call.args else ""
+            if cursor and re.fullmatch(r"[A-Za-z_]\w*", cursor):
+                head.append(Assign(cursor, call.text if call else "", self.line(s)))
+            cur = self.macro_loop(head, body, cur, ctx)
+        return cur
+
+    def macro_loop(self, head: list[Event], body: ts.Node | None, nxt: int, ctx: _Ctx) -> int:
+        h = self.new()
+        h.events = head
+        inner = ctx.loop(brk=nxt, cont=h.id)
+        body_id = self.stmt(body, h.id, inner) if body is not None else h.id
+        # The cursor is non-NULL inside the body and NULL once the macro runs out.
+        cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
+        line = head[0].line if head and not isinstance(head[0], Assign) else 0
+        if cursor:
+            h.succ = [
+                (body_id, Assume(cursor, True, line)),
+                (nxt, Assume(cursor, False, line)),
+            ]
+        else:
+            h.succ = [(body_id, None), (nxt, None)]
+        return h.id
+
+    def loop(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
+        cond = s.child_by_field_name("condition")
+        body = s.child_by_field_name("body")
+        ctext = _strip_parens(_text(cond))
+        if s.type == "for_statement":
+            init = s.child_by_field_name("initializer")
+            update = s.child_by_field_name("update")
+            head = self.new()
+            upd_id = self.simple(self.events(update, ctx.guards), head.id)
+            inner = ctx.loop(brk=nxt, cont=upd_id).guarded(ctext) if cond else ctx.loop(nxt, upd_id)
+            body_id = self.stmt(body, upd_id, inner) if body is not None else upd_id
+            if cond is not None:
+                head.events = self.events(cond, ctx.guards, cond=True)
+                line = self.line(cond)
+                head.succ = [
+                    (body_id, Assume(ctext, True, line)),
+                    (nxt, Assume(ctext, False, line)),
+                ]
+            else:
+                head.succ = [(body_id, None)]
+            return self.simple(self.events(init, ctx.guards), head.id)
+        if s.type == "while_statement":
+            head = self.new()
+            inner = ctx.loop(brk=nxt, cont=head.id).guarded(ctext)
+            body_id = self.stmt(body, head.id, inner) if body is not None else head.id
+            head.events = self.events(cond, ctx.guards, cond=True)
+            line = self.line(cond) if cond is not None else 0
+            head.succ = [(body_id, Assume(ctext, True, line)), (nxt, Assume(ctext, False, line))]
+            return head.id
+        # do { body } while (cond);
+        test = self.new()
+        inner = ctx.loop(brk=nxt, cont=test.id)
+        body_id = self.stmt(body, test.id, inner) if body is not None else test.id
+        test.events = self.events(cond, ctx.guards, cond=True)
+        line = self.line(cond) if cond is not None else 0
+        test.succ = [(body_id, Assume(ctext, True, line)), (nxt, Assume(ctext, False, line))]
+        return body_id
+
+    def switch(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
+        cond = s.child_by_field_name("condition")
+        body = s.child_by_field_name("body")
+        head = self.new()
+        head.events = self.events(cond, ctx.guards, cond=True)
+        cases = [
+            c
+            for c in (body.named_children if body is not None else [])
+            if c.type == "case_statement"
+        ]
+        inner = ctx.loop(brk=nxt, cont=ctx.cont if ctx.cont is not None else nxt)
+        cur = nxt
+        entries: list[int] = []
+        has_default = False
+        for case in reversed(cases):
+            value = case.child_by_field_name("value")
+            has_default = has_default or value is None
+            stmts = [c for c in case.named_children if c is not value]
+            cur = self.seq(stmts, cur, inner)
+            entries.append(cur)
+        head.succ = [(e, None) for e in reversed(entries)]
+        if not has_default:
+            head.succ.append((nxt, None))
+        return head.id
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    brk: int | None = None
+    cont: int | None = None
+    guards: tuple[str, ...] = ()
+
+    def loop(self, brk: int, cont: int) -> _Ctx:
+        return _Ctx(brk, cont, self.guards)
+
+    def guarded(self, cond: str) -> _Ctx:
+        return _Ctx(self.brk, self.cont, (*self.guards, cond))
+
+
+def _strip_parens(text: str) -> str:
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    return text
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def _declarator_name(decl: ts.Node | None) -> str:
+    while decl is not None and decl.type not in ("identifier", "field_identifier"):
+        inner = decl.child_by_field_name("declarator")
+        if inner is None:
+            ids = [c for c in decl.named_children if c.type == "identifier"]
+            return _text(ids[0]) if ids else _text(decl)
+        decl = inner
+    return _text(decl)
+
+
+def _params(decl: ts.Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    while decl is not None and decl.type != "function_declarator":
+        decl = decl.child_by_field_name("declarator")
+    if decl is None:
+        return (), ()
+    plist = decl.child_by_field_name("parameters")
+    names: list[str] = []
+    types: list[str] = []
+    for p in plist.named_children if plist is not None else []:
+        if p.type != "parameter_declaration":
+            continue
+        d = p.child_by_field_name("declarator")
+        names.append(_declarator_name(d) if d is not None else "")
+        types.append(_text(p.child_by_field_name("type")))
+    return tuple(names), tuple(types)
+
+
+@dataclass(frozen=True)
+class FunctionNode:
+    """A function definition found in a parse tree."""
+
+    name: str
+    body: ts.Node
+    declarator: ts.Node | None
+    start_line: int  # 0-based row of the definition's first line
+
+
+_NESTING = frozenset({"preproc_else", "preproc_elif", "linkage_specification", "declaration_list"})
+
+
+def find_definitions(root: ts.Node) -> Iterator[FunctionNode]:
+    """Top-level function definitions, including `SYSCALL_DEFINEn(name, ...) { }`."""
+    kids = root.named_children
+    for i, n in enumerate(kids):
+        if n.type == "function_definition":
+            body = n.child_by_field_name("body")
+            decl = n.child_by_field_name("declarator")
+            name = _declarator_name(decl)
+            if body is not None and name:
+                yield FunctionNode(name, body, decl, n.start_point[0])
+        elif (
+            n.type == "expression_statement"
+            and i + 1 < len(kids)
+            and kids[i + 1].type == "compound_statement"
+            and n.named_children
+            and n.named_children[0].type == "call_expression"
+        ):
+            call = n.named_children[0]
+            macro = _text(call.child_by_field_name("function"))
+            args = call.child_by_field_name("arguments")
+            first = args.named_children[0] if args is not None and args.named_children else None
+            if "DEFINE" in macro and first is not None:
+                yield FunctionNode(_text(first), kids[i + 1], None, n.start_point[0])
+        elif n.type.startswith("preproc_if") or n.type in _NESTING:
+            yield from find_definitions(n)
+
+
+def build_flow(fn: FunctionNode, file: str, line0: int) -> Flow:
+    """The control-flow graph of `fn`; `line0` is the absolute line of tree row 0."""
+    b = _Builder(file, line0)
+    for lab in _labels(fn.body):
+        b.labels[lab] = b.new().id
+    entry = b.stmt(fn.body, b.exit, _Ctx())
+    for lab, nid in b.labels.items():
+        if not b.nodes[nid].succ:
+            b.nodes[nid].succ = [(b.exit, None)]
+        del lab
+    params, types = _params(fn.declarator)
+    if fn.declarator is None:
+        params, types = (), ()
+    calls = tuple(sorted(b.calls, key=lambda c: c.line))
+    return Flow(
+        name=fn.name,
+        file=file,
+        start_line=line0 + fn.start_line,
+        params=params,
+        param_types=types,
+        nodes=b.nodes,
+        entry=entry,
+        exit=b.exit,
+        calls=calls,
+    )
+
+
+def _labels(n: ts.Node) -> Iterator[str]:
+    if n.type == "labeled_statement":
+        yield _text(n.child_by_field_name("label"))
+    for c in n.named_children:
+        yield from _labels(c)
+
+
+@lru_cache(maxsize=256)
+def flows_in_text(text: str, file: str) -> tuple[Flow, ...]:
+    """Every function definition in a file's text, as flows (parsed once per text)."""
+    tree = parse(text)
+    return tuple(build_flow(fn, file, 1) for fn in find_definitions(tree.root_node))
+
+
+@lru_cache(maxsize=1024)
+def flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
+    """The flow of the single function definition `text` starting at `start_line`."""
+    tree = parse(text)
+    fns = list(find_definitions(tree.root_node))
+    if not fns:
+        return None
+    return build_flow(fns[0], file, start_line)
+
+
+S = TypeVar("S", bound=Hashable)
+
+
+def explore(
+    flow: Flow,
+    start: S,
+    on_event: Callable[[S, Event], S],
+    *,
+    on_assume: Callable[[S, Assume], S | None] | None = None,
+    on_exit: Callable[[S], None] | None = None,
+    max_visits: int = MAX_VISITS,
+) -> bool:
+    """Walk every path of `flow` with an abstract state; False if the bound was hit.
+
+    `on_event` maps a state over one event; `on_assume` may refine it on a branch
+    edge or return None for an edge the state makes impossible; `on_exit` sees each
+    state that reaches the function's end.
+    """
+    seen: set[tuple[int, S]] = set()
+    work: list[tuple[int, S]] = [(flow.entry, start)]
+    while work:
+        nid, state = work.pop()
+        if (nid, state) in seen:
+            continue
+        if len(seen) >= max_visits:
+            return False
+        seen.add((nid, state))
+        node = flow.nodes[nid]
+        for ev in node.events:
+            state = on_event(state, ev)
+        if nid == flow.exit:
+            if on_exit is not None:
+                on_exit(state)
+            continue
+        for succ, assume in node.succ:
+            nxt: S | None = state
+            if assume is not None and on_assume is not None:
+                nxt = on_assume(state, assume)
+            if nxt is not None:
+                work.append((succ, nxt))
+    return True
+
+
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def base_name(expr: str) -> str:
+    """The variable an object expression hangs off: `&wb->memcg_css` -> `wb`."""
+    e = expr.strip()
+    while e[:1] in "&*(" and e:
+        e = e[1:].strip()
+    m = _IDENT.match(e)
+    return m.group(0) if m else ""
+
+
+def norm_object(expr: str) -> str:
+    """Object text without `&`, casts' parentheses or spaces: `&(x->y)` -> `x->y`."""
+    e = "".join(expr.split())
+    while e.startswith("&") or (e.startswith("(") and e.endswith(")") and _balanced(e[1:-1])):
+        e = e[1:] if e.startswith("&") else e[1:-1]
+    return e
+
+
+def mentions(text: str, obj: str) -> bool:
+    """True when `text` contains the object expression `obj` as a whole term."""
+    o = norm_object(obj)
+    if not o:
+        return False
+    t = "".join(text.split())
+    pattern = r"(?<![\w>.])" + re.escape(o) + r"(?![\w])"
+    return re.search(pattern, t) is not None
+
+
+__all__ = [
+    "Assign",
+    "Assume",
+    "Call",
+    "Event",
+    "Flow",
+    "FunctionNode",
+    "Return",
+    "base_name",
+    "build_flow",
+    "explore",
+    "find_definitions",
+    "flow_of_definition",
+    "flows_in_text",
+    "mentions",
+    "norm_object",
+    "parse",
+]

@@ -1,0 +1,331 @@
+"""Where function bodies come from, and what a function reaches through its callees.
+
+A `SourceView` is the source as it stands on one side of one patch: the patch's
+own pre- or post-images, the post-images of earlier patches of the series for files
+they touched, and otherwise the user's tree (read cheaply: the caller's own file,
+the headers it includes and its directory). Matchers ask it for the flow of a
+called function, so a removed call is judged by the body its callee had at that
+point of the series.
+
+`reach` follows calls into functions the view defines (to `settings.call_depth`
+levels) and lists every vocabulary call reached, with the chain that got there
+and whether a lock was held on every path to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import tree_sitter as ts
+
+from bot.analyze.api import ApiRole, Vocabulary
+from bot.analyze.flow import (
+    Assume,
+    Call,
+    Event,
+    Flow,
+    FunctionNode,
+    build_flow,
+    explore,
+    find_definitions,
+    flow_of_definition,
+    norm_object,
+    parse,
+)
+from bot.model import CFunction
+
+# Files larger than this are not read from the tree when following calls: the
+# biggest mm/ files are ~300 KB; anything larger is generated or not C we need.
+_MAX_TREE_FILE = 2 * 1024 * 1024
+# Bytes of a tree directory scanned for a definition before giving up (keeps a
+# review ~1 s even on a directory with hundreds of files).
+_MAX_DIR_BYTES = 16 * 1024 * 1024
+
+_COMMENT_LINE = re.compile(r"^\s*(\*|/\*|\*/|//)")
+_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
+
+
+@dataclass
+class _FileIndex:
+    """A file's definitions by name; flows are built only for names asked for."""
+
+    path: str
+    tree: ts.Tree  # keeps the nodes below alive
+    by_name: dict[str, list[FunctionNode]]
+    flows: dict[str, tuple[Flow, ...]] = field(default_factory=dict)
+
+    def flows_named(self, name: str) -> tuple[Flow, ...]:
+        if name not in self.flows:
+            self.flows[name] = tuple(
+                build_flow(fn, self.path, 1) for fn in self.by_name.get(name, ())
+            )
+        return self.flows[name]
+
+
+@lru_cache(maxsize=256)
+def _index(text: str, path: str) -> _FileIndex:
+    # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
+    # definition tree-sitter cannot see is one we do not follow calls into.
+    tree = parse(text)
+    by_name: dict[str, list[FunctionNode]] = {}
+    for fn in find_definitions(tree.root_node):
+        by_name.setdefault(fn.name, []).append(fn)
+    return _FileIndex(path, tree, by_name)
+
+
+@lru_cache(maxsize=4096)
+def flow_of(fn: CFunction) -> Flow | None:
+    """The flow of a CFunction, parsed once."""
+    flow = flow_of_definition(fn.body, fn.file, fn.start_line)
+    if flow is not None:
+        return flow
+    # A partial body (no header in the diff): parse it as the body of a stand-in.
+    # It may start inside a block comment, so comment-looking lines are blanked
+    # (keeping line numbers) rather than read as code.
+    body = "\n".join("" if _COMMENT_LINE.match(line) else line for line in fn.body.split("\n"))
+    text = "void " + fn.name + "(void)\n{\n" + body + "\n}\n"
+    tree = parse(text)
+    defs = list(find_definitions(tree.root_node))
+    if not defs:
+        return None
+    return build_flow(defs[0], fn.file, fn.start_line - 2)
+
+
+@lru_cache(maxsize=2048)
+def _read(path: str) -> str | None:
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > _MAX_TREE_FILE:
+            return None
+        return p.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _dir_listing(path: str) -> tuple[str, ...]:
+    p = Path(path)
+    try:
+        return tuple(sorted(str(c) for c in p.iterdir() if c.suffix in (".c", ".h")))
+    except OSError:
+        return ()
+
+
+def _defines(text: str, name: str) -> bool:
+    """Cheap test before parsing: `name(` at the start of a definition-looking line."""
+    pat = r"(?m)^(?:[\w\s\*]*\b)?" + re.escape(name) + r"\s*\([^;]*$"
+    return name in text and re.search(pat, text) is not None
+
+
+@dataclass
+class SourceView:
+    """The source on one side of one patch (see module docstring)."""
+
+    files: Mapping[str, str | None]  # repo path -> text on this side (series-touched files)
+    tree_root: str | None
+    partial: bool = False
+    _cache: dict[tuple[str, str], tuple[Flow, ...]] = field(default_factory=dict, repr=False)
+
+    def text(self, path: str) -> str | None:
+        if path in self.files:
+            return self.files[path]
+        if self.tree_root is None:
+            return None
+        return _read(str(Path(self.tree_root) / path))
+
+    def flows_in(self, path: str) -> Iterator[Flow]:
+        """Every function of `path` on this side."""
+        text = self.text(path)
+        if not text:
+            return
+        idx = _index(text, path)
+        for name in idx.by_name:
+            yield from idx.flows_named(name)
+
+    def _candidate_paths(self, near: str) -> Iterator[str]:
+        yield near
+        yield from (p for p in self.files if p != near)
+        if self.tree_root is None:
+            return
+        root = Path(self.tree_root)
+        text = self.text(near) or ""
+        near_dir = str(Path(near).parent)
+        for inc in _INCLUDE.findall(text):
+            yield f"include/{inc}"
+            yield str(Path(near_dir) / inc)
+        stem = Path(near).stem
+        yield f"include/linux/{stem}.h"
+        budget = _MAX_DIR_BYTES
+        for full in _dir_listing(str(root / near_dir)):
+            if budget <= 0:
+                break
+            rel = str(Path(full).relative_to(root))
+            yield rel
+            budget -= len(self.text(rel) or "")
+
+    def definitions(self, name: str, near: str) -> tuple[Flow, ...]:
+        """Flows of every definition of `name` (#ifdef variants included) this view
+        can find, looking first near `near`; empty when unknown."""
+        key = (name, near)
+        if key in self._cache:
+            return self._cache[key]
+        found: tuple[Flow, ...] = ()
+        seen: set[str] = set()
+        for path in self._candidate_paths(near):
+            if path in seen:
+                continue
+            seen.add(path)
+            text = self.text(path)
+            if not text or not _defines(text, name):
+                continue
+            flows = _index(text, path).flows_named(name)
+            if flows:
+                found = flows
+                break
+        self._cache[key] = found
+        return found
+
+    def callbacks_of(self, vocab: Vocabulary, near: str) -> dict[str, list[tuple[str, Call]]]:
+        """Work/timer/rcu member -> callbacks bound to it by an init call (INIT_WORK
+        and friends) in `near` or the series files: `destroy` -> [(fn, call)]."""
+        out: dict[str, list[tuple[str, Call]]] = {}
+        paths = [near, *[p for p in self.files if p != near]]
+        for path in paths:
+            for flow in self.flows_in(path):
+                for call in flow.calls:
+                    for role in vocab.roles_of(call.name):
+                        if role.role != "init" or role.callback_arg is None:
+                            continue
+                        if role.work_arg is None or role.work_arg >= len(call.args):
+                            continue
+                        if role.callback_arg >= len(call.args):
+                            continue
+                        member = member_tail(call.args[role.work_arg])
+                        cb = call.args[role.callback_arg].strip()
+                        if member and re.fullmatch(r"[A-Za-z_]\w*", cb):
+                            out.setdefault(member, []).append((cb, call))
+        return out
+
+
+def member_tail(expr: str) -> str:
+    """The last member of an object expression: `&c->memcg_params->destroy` -> `destroy`."""
+    e = norm_object(expr)
+    parts = re.split(r"->|\.", e)
+    return parts[-1] if len(parts) > 1 else ""
+
+
+def container_of_arg(expr: str) -> str:
+    """The object an API argument stands for: `&x->refs` is embedded in `x`; a plain
+    pointer (`wb->blkcg_css`, `s`) is the object itself."""
+    e = "".join(expr.split())
+    if e.startswith("&"):
+        inner = norm_object(e)
+        m = re.match(r"(.*)(->|\.)[A-Za-z_]\w*$", inner)
+        return m.group(1) if m else inner
+    return norm_object(e)
+
+
+@dataclass(frozen=True)
+class Reached:
+    """A vocabulary call reached from a function, directly or through helpers."""
+
+    terminal: Call
+    role: ApiRole
+    chain: tuple[tuple[str, Call], ...]  # (function the call is in, call) from the top
+    under_lock: bool  # a lock was held on every path to it (in some frame of the chain)
+    file: str  # file of the function holding the terminal call
+
+    @property
+    def site(self) -> Call:
+        """The call in the top function that leads here."""
+        return self.chain[0][1] if self.chain else self.terminal
+
+
+def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
+    """Indexes (into flow.calls) of calls made with a lock held on every path."""
+    index = {id(c): i for i, c in enumerate(flow.calls)}
+    locked: dict[int, bool] = {}
+
+    def on_event(state: frozenset[str], ev: Event) -> frozenset[str]:
+        if not isinstance(ev, Call):
+            return state
+        i = index.get(id(ev))
+        if i is not None:
+            locked[i] = locked.get(i, True) and bool(state)
+        role = vocab.role_of(ev.name)
+        if role is None or role.kind != "lock" or not ev.args:
+            return state
+        obj = norm_object(ev.args[0])
+        if role.role == "lock":
+            return state | {obj}
+        if role.role == "unlock":
+            return state - {obj}
+        return state
+
+    empty: frozenset[str] = frozenset()
+    explore(flow, empty, on_event)
+    return frozenset(i for i, v in locked.items() if v)
+
+
+_lock_cache: dict[int, tuple[Flow, frozenset[int]]] = {}
+
+
+def _locked(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
+    hit = _lock_cache.get(id(flow))
+    if hit is not None and hit[0] is flow:
+        return hit[1]
+    sites = lock_sites(flow, vocab)
+    _lock_cache[id(flow)] = (flow, sites)
+    return sites
+
+
+def reach(
+    flow: Flow,
+    view: SourceView,
+    vocab: Vocabulary,
+    depth: int,
+    *,
+    _stack: tuple[str, ...] = (),
+    _held: bool = False,
+) -> list[Reached]:
+    """Every vocabulary call `flow` makes or reaches through helpers the view
+    defines, up to `depth` levels of helpers."""
+    out: list[Reached] = []
+    locked = _locked(flow, vocab)
+    for i, call in enumerate(flow.calls):
+        held = _held or i in locked
+        roles = vocab.roles_of(call.name)
+        if roles:
+            for role in roles:
+                out.append(Reached(call, role, (), held, flow.file))
+            continue
+        if depth <= 0 or call.name in _stack or call.name == flow.name:
+            continue
+        for callee in view.definitions(call.name, flow.file):
+            for r in reach(callee, view, vocab, depth - 1, _stack=(*_stack, flow.name), _held=held):
+                out.append(
+                    Reached(
+                        r.terminal,
+                        r.role,
+                        ((flow.name, call), *r.chain),
+                        r.under_lock or held,
+                        r.file,
+                    )
+                )
+    return out
+
+
+__all__ = [
+    "Assume",
+    "Reached",
+    "SourceView",
+    "container_of_arg",
+    "flow_of",
+    "lock_sites",
+    "member_tail",
+    "reach",
+]

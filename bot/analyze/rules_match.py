@@ -1,0 +1,1183 @@
+"""The matchers rules are written in: each finds one lifecycle shape in a function.
+
+A rule's `rule.yaml` names matchers from `MATCHERS`; the engine runs them on the
+pre- and post-image of every function a patch touches. Two kinds:
+
+* **state** matchers (`kind="state"`) look at one image and walk its paths with an
+  abstract state (references held, objects released, RCU depth, ...). The engine
+  runs them on both images and compares the hits' keys: a key only after the patch
+  is introduced, only before is fixed, on both sides pre-existing.
+* **change** matchers (`kind="change"`) compare the two images themselves (a destroy
+  the function no longer reaches, a guard that went away). Run pre->post they give
+  introduced hits; run post->pre, fixed ones.
+
+Matchers know roles and families from rules/api/, never kernel function names.
+Hits carry a key without line numbers, so the same problem matches across patches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
+from bot.analyze.flow import (
+    Assign,
+    Assume,
+    Call,
+    Event,
+    Flow,
+    Return,
+    base_name,
+    explore,
+    mentions,
+    norm_object,
+)
+from bot.analyze.flow_source import (
+    Reached,
+    SourceView,
+    container_of_arg,
+    lock_sites,
+    member_tail,
+    reach,
+)
+
+# A function is a release path by name when one of these words is in it.
+_RELEASE_NAME = re.compile(
+    r"(release|free|put|destroy|exit|teardown|offline|uncharge|unregister|remove|kill|drop|"
+    r"cleanup|shutdown|reap|_workfn$|_work_func$|_work_fn$|_rcu_cb$|_cb$)"
+)
+# Work items whose name says what they are for: scheduling one is scheduling destruction.
+_DESTROY_WORK = re.compile(r"(destroy|release|free|reap|kill|teardown|cleanup|dealloc|offline)")
+# Calls that may store a pointer they are given (so a reference passed in escapes).
+_STORING_CALL = re.compile(
+    r"(add|insert|install|store|assign|set|push|enqueue|publish|attach|hash|link|list_|xa_|"
+    r"idr_|rb_|hlist_|rcu_assign|WRITE_ONCE|swap|replace|move)",
+    re.IGNORECASE,
+)
+# Calls that mean "the caller holds what protects this" (lockdep and RCU annotations).
+_PROTECTED = re.compile(r"(lockdep_assert|_held$|rcu_dereference_protected|rcu_read_lock_any)")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One match, before the engine turns it into a Finding."""
+
+    key: tuple[str, ...]  # stable across patches: no line numbers
+    line: int | None  # line in the image the matcher ran on
+    fields: Mapping[str, str]  # template values
+    evidence: tuple[str, ...] = ()
+    variant: str = ""  # which message of the rule (rule.yaml `variants:`)
+    removed_line: int | None = None  # pre-image line of a removed call (change matchers)
+
+
+@dataclass
+class Side:
+    """One image of a touched function, and the source around it."""
+
+    flow: Flow | None
+    view: SourceView
+    file: str
+    # Lines of this image the patch removes (pre) or adds (post); empty when unknown.
+    removed_lines: frozenset[int] = frozenset()
+    # Functions the patch touches (their bodies differ between the two images).
+    changed_functions: frozenset[str] = frozenset()
+
+
+@dataclass
+class Env:
+    """What every matcher may consult."""
+
+    vocab: Vocabulary
+    depth: int
+    # Calls the series adds (post minus pre, per touched function), anywhere.
+    added: Sequence[tuple[str, Call]] = ()  # (function, call)
+    _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
+
+    def series_adds(self, name: str, tail: str = "", *, besides: str = "") -> bool:
+        """True when the series adds a call to `name` in a function other than
+        `besides` (on an object whose last member is `tail`, when one is given)."""
+        for fn, call in self.added:
+            if fn == besides or call.name != name:
+                continue
+            if not tail or any(member_tail(a) == tail for a in call.args):
+                return True
+        return False
+
+    def series_adds_role(self, roles: Iterable[str], family: str, *, besides: str = "") -> bool:
+        wanted = set(roles)
+        for fn, call in self.added:
+            if fn == besides:
+                continue
+            if any(r.role in wanted and r.family == family for r in self.vocab.roles_of(call.name)):
+                return True
+        return False
+
+    def helper_releases(self, call: Call, view: SourceView, file: str) -> frozenset[int]:
+        """Argument indexes a (non-vocabulary) helper puts or frees, by its body."""
+        key = (id(view), call.name)
+        if key in self._helper_cache:
+            return self._helper_cache[key]
+        out: set[int] = set()
+        for callee in view.definitions(call.name, file):
+            for r in reach(callee, view, self.vocab, max(self.depth - 1, 0)):
+                if r.role.role not in PUT_ROLES | RELEASE_ROLES:
+                    continue
+                arg = _object_arg(r.terminal, r.role)
+                if arg is None:
+                    continue
+                base = base_name(arg)
+                if base in callee.params:
+                    out.add(callee.params.index(base))
+        result = frozenset(out)
+        self._helper_cache[key] = result
+        return result
+
+
+def _object_arg(call: Call, role: ApiRole) -> str | None:
+    idx = role.object_arg if role.object_arg is not None else role.work_arg
+    if idx is None or idx >= len(call.args):
+        return None
+    return call.args[idx]
+
+
+def _loc(file: str, call: Call) -> str:
+    return f"{file}:{call.line}"
+
+
+# --------------------------------------------------------------------------- release paths
+
+
+def _callback_names(vocab: Vocabulary, view: SourceView, file: str) -> set[str]:
+    names = {cb for cbs in view.callbacks_of(vocab, file).values() for cb, _ in cbs}
+    for path in [file, *view.files]:
+        for flow in view.flows_in(path):
+            for call in flow.calls:
+                for role in vocab.roles_of(call.name):
+                    if role.callback_arg is not None and role.callback_arg < len(call.args):
+                        names.add(call.args[role.callback_arg].strip())
+    return names
+
+
+def is_release_path(flow: Flow, side: Side, env: Env) -> str:
+    """Why `flow` is a release path ("" if it is not): by name, by API role, or by
+    being registered as a release callback."""
+    m = _RELEASE_NAME.search(flow.name)
+    if m:
+        return f"its name says it releases ({m.group(1).strip('_')})"
+    for call in flow.calls:
+        role = env.vocab.role_of(call.name)
+        if role is not None and role.role in PUT_ROLES:
+            return f"it drops a reference ({call.name}())"
+    if flow.name in _callback_names(env.vocab, side.view, side.file):
+        return "it is registered as a release callback"
+    return ""
+
+
+_WHAT = {
+    "destroy": "destroyed",
+    "free": "freed",
+    "rcu_free": "freed (after a grace period)",
+}
+
+
+def _destroyish(r: Reached, env: Env, view: SourceView) -> str:
+    """What a reached call did to the object's lifetime (past tense, for the
+    message), "" when nothing final."""
+    if r.role.role in _WHAT:
+        return _WHAT[r.role.role]
+    if r.role.role == "schedule" and r.role.kind == "deferred":
+        arg = _object_arg(r.terminal, r.role) or ""
+        member = member_tail(arg)
+        if member and _DESTROY_WORK.search(member):
+            return "scheduled the destruction of"
+        for cb, _ in view.callbacks_of(env.vocab, r.file).get(member, []):
+            for fl in view.definitions(cb, r.file):
+                if any(x.role.role in ("destroy", "free") for x in reach(fl, view, env.vocab, 1)):
+                    return "scheduled the destruction of"
+    return ""
+
+
+def _terminal_key(r: Reached) -> tuple[str, str]:
+    arg = _object_arg(r.terminal, r.role) or ""
+    return (r.terminal.name, member_tail(arg) or norm_object(arg))
+
+
+def _chain_evidence(r: Reached, file: str) -> list[str]:
+    lines: list[str] = []
+    if not r.chain:
+        return lines
+    hops = [c for _, c in r.chain]
+    via = " -> ".join(f"{c.name}()" for c in hops)
+    lines.append(f"{via} reached {r.terminal.text} ({r.file}:{r.terminal.line})")
+    del file
+    return lines
+
+
+def _callback_evidence(r: Reached, env: Env, view: SourceView) -> list[str]:
+    if r.role.role != "schedule":
+        return []
+    member = member_tail(_object_arg(r.terminal, r.role) or "")
+    out: list[str] = []
+    for cb, init in view.callbacks_of(env.vocab, r.file).get(member, []):
+        for fl in view.definitions(cb, r.file):
+            final = [x for x in reach(fl, view, env.vocab, 1) if x.role.role in ("destroy", "free")]
+            if final:
+                out.append(
+                    f"the {member} work's callback {cb}() (bound by {init.name}() at "
+                    f"{init.line}) calls {final[0].terminal.name}()"
+                )
+                return out
+    return out
+
+
+def _lost(
+    env: Env,
+    pre: Side,
+    post: Side,
+    keep: Callable[[Reached], str],
+    key_of: Callable[[Reached], tuple[str, ...]],
+) -> list[tuple[tuple[str, ...], Reached, str]]:
+    """Reached calls (filtered by `keep`) pre reaches more often than post."""
+    assert pre.flow is not None and post.flow is not None
+    pre_r = [(r, k) for r in reach(pre.flow, pre.view, env.vocab, env.depth) if (k := keep(r))]
+    post_r = [(r, k) for r in reach(post.flow, post.view, env.vocab, env.depth) if (k := keep(r))]
+    before = Counter(key_of(r) for r, _ in pre_r)
+    after = Counter(key_of(r) for r, _ in post_r)
+    out: list[tuple[tuple[str, ...], Reached, str]] = []
+    if len(post_r) >= len(pre_r):
+        return out  # as many final calls as before: moved or replaced, not lost
+    for key, n in before.items():
+        if after.get(key, 0) >= n:
+            continue
+        # the reached call whose top-level site is gone from post, else the first
+        post_sites = Counter(
+            (c.name, tuple(norm_object(a) for a in c.args)) for c in post.flow.calls
+        )
+        cands = [(r, k) for r, k in pre_r if key_of(r) == key]
+        pick = next(
+            (
+                (r, k)
+                for r, k in cands
+                if post_sites[(r.site.name, tuple(norm_object(a) for a in r.site.args))] == 0
+            ),
+            cands[0],
+        )
+        out.append((key, pick[0], pick[1]))
+    return out
+
+
+def _removed_here(pre: Side, post: Side, site: Call) -> bool:
+    """The call leading to a lost destroy/put is gone from the function, or its
+    helper changed in this patch: either way the patch, not the diff's cropping of
+    a partial image, lost it."""
+    assert post.flow is not None
+    norm = (site.name, tuple(norm_object(a) for a in site.args))
+    if all((c.name, tuple(norm_object(a) for a in c.args)) != norm for c in post.flow.calls):
+        return site.line in pre.removed_lines or not pre.removed_lines
+    return site.name in pre.changed_functions
+
+
+def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A release path stops destroying (or scheduling the destruction of) an object
+    it used to, directly or through a helper, and the series adds no other destroy."""
+    if pre.flow is None or post.flow is None:
+        return []
+    why = is_release_path(pre.flow, pre, env)
+    if not why:
+        return []
+    hits: list[Hit] = []
+    for key, r, what in _lost(
+        env, pre, post, lambda r: _destroyish(r, env, pre.view), _terminal_key
+    ):
+        site = r.site
+        if not _removed_here(pre, post, site):
+            continue
+        tail = member_tail(_object_arg(r.terminal, r.role) or "")
+        if env.series_adds(r.terminal.name, tail, besides=pre.flow.name):
+            continue
+        if r.chain and env.series_adds(site.name, besides=pre.flow.name):
+            continue
+        evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
+        evidence += _chain_evidence(r, pre.file)
+        evidence += _callback_evidence(r, env, pre.view)
+        evidence.append(f"{pre.flow.name}() is a release path: {why}")
+        obj = _object_type(pre.flow, site)
+        hits.append(
+            Hit(
+                key=("lost-destroy", *key),
+                line=None,
+                removed_line=site.line,
+                fields={
+                    "function": pre.flow.name,
+                    "removed": site.text,
+                    "removed_name": site.name,
+                    "terminal": r.terminal.text,
+                    "terminal_name": r.terminal.name,
+                    "what": what,
+                    "object": obj,
+                    "why": why,
+                },
+                evidence=tuple(evidence),
+            )
+        )
+    return hits
+
+
+def _object_type(flow: Flow, call: Call) -> str:
+    """The declared type of the parameter a call passes on, e.g. `struct kmem_cache`."""
+    for arg in call.args:
+        b = base_name(arg)
+        if b in flow.params:
+            t = flow.param_types[flow.params.index(b)]
+            if t:
+                return t.removeprefix("struct ").strip()
+    return "object"
+
+
+def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A function stops dropping a reference it used to drop (directly or through a
+    helper), and the series adds no put of that family anywhere else."""
+    if pre.flow is None or post.flow is None:
+        return []
+
+    def keep(r: Reached) -> str:
+        return "put" if r.role.role in PUT_ROLES and r.role.balance else ""
+
+    hits: list[Hit] = []
+    for key, r, _ in _lost(env, pre, post, keep, lambda r: (r.role.family,)):
+        if env.series_adds_role(PUT_ROLES, r.role.family, besides=pre.flow.name):
+            continue
+        site = r.site
+        if not _removed_here(pre, post, site):
+            continue
+        evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
+        evidence += _chain_evidence(r, pre.file)
+        hits.append(
+            Hit(
+                key=("lost-put", *key),
+                line=None,
+                removed_line=site.line,
+                fields={
+                    "function": pre.flow.name,
+                    "removed": site.text,
+                    "terminal": r.terminal.text,
+                    "terminal_name": r.terminal.name,
+                    "family": r.role.family,
+                },
+                evidence=tuple(evidence),
+                variant="lost-put",
+            )
+        )
+    return hits
+
+
+# --------------------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class _Held:
+    obj: str
+    family: str
+    api: str
+    line: int
+    aliases: frozenset[str]
+
+
+def _cond_polarity(cond: str, call: Call) -> bool | None:
+    """Which branch value means `call` (inside `cond`) returned true."""
+    c = "".join(cond.split())
+    t = "".join(call.text.split())
+    if c == t:
+        return True
+    if c in ("!" + t, "!(" + t + ")"):
+        return False
+    if t in c and "||" not in c:
+        return not c.startswith("!" + t)
+    return None
+
+
+def _is_null_test(cond: str, names: frozenset[str], value: bool) -> bool:
+    """True when the branch means the object pointer is NULL."""
+    c = "".join(cond.split())
+    for n in names:
+        if (c == n and not value) or (
+            c in (f"!{n}", f"{n}==NULL", f"IS_ERR_OR_NULL({n})") and value
+        ):
+            return True
+        if c == f"{n}!=NULL" and not value:
+            return True
+    return False
+
+
+def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
+    """A reference taken into a local (get, successful tryget, iterator) that some
+    path returns without dropping, storing or returning (an iterator left by `break`
+    without its *_iter_break is one)."""
+    flow = side.flow
+    if flow is None:
+        return []
+    vocab = env.vocab
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = tuple[frozenset[_Held], frozenset[tuple[str, str, str, int]]]
+
+    def acquire(held: frozenset[_Held], obj: str, role: ApiRole, call: Call) -> frozenset[_Held]:
+        b = base_name(obj)
+        if not b or b in flow.params or not re.fullmatch(r"[A-Za-z_]\w*", obj):
+            return held  # references on parameters or fields belong to someone else
+        return held | {_Held(obj, role.family, call.name, call.line, frozenset({obj}))}
+
+    def release_matching(held: frozenset[_Held], arg: str, family: str | None) -> frozenset[_Held]:
+        out = set(held)
+        for h in held:
+            if (family is None or h.family == family) and any(mentions(arg, a) for a in h.aliases):
+                out.discard(h)
+        return frozenset(out)
+
+    def on_event(state: State, ev: Event) -> State:
+        held, pending = state
+        if isinstance(ev, Call):
+            roles = vocab.roles_of(ev.name)
+            for role in roles:
+                if not role.balance or role.kind not in ("refcount", "iter"):
+                    continue
+                if role.role == "iter":
+                    for a in ev.args:
+                        held = release_matching(held, a, role.family)
+                if role.role in ("put", "dec_and_test", "iter_break"):
+                    arg = _object_arg(ev, role)
+                    if arg is not None:
+                        held = release_matching(held, arg, None)
+                    continue
+                if role.role in ("get", "tryget", "iter"):
+                    if role.returns_object:
+                        pending = pending | {(ev.text, role.family, ev.name, ev.line)}
+                        continue
+                    arg = _object_arg(ev, role)
+                    if arg is None:
+                        continue
+                    obj = container_of_arg(arg)
+                    if role.role == "tryget" and ev.in_condition:
+                        pending = pending | {(ev.text, role.family, ev.name, ev.line)}
+                        continue
+                    held = acquire(held, obj, role, ev)
+            if not roles:
+                released = env.helper_releases(ev, side.view, side.file) if held else frozenset()
+                for i in released:
+                    if i < len(ev.args):
+                        held = release_matching(held, ev.args[i], None)
+                if _STORING_CALL.search(ev.name):
+                    for h in list(held):
+                        if any(any(mentions(a, al) for al in h.aliases) for a in ev.args):
+                            held = held - {h}
+            return held, pending
+        if isinstance(ev, Assign):
+            lhs = ev.lhs
+            simple = re.fullmatch(r"[A-Za-z_]\w*", lhs) is not None
+            for text, family, api, line in list(pending):
+                if text in "".join(ev.rhs.split()) or text in ev.rhs:
+                    pending = pending - {(text, family, api, line)}
+                    if simple and lhs not in flow.params:
+                        held = held | {_Held(lhs, family, api, line, frozenset({lhs}))}
+            for h in list(held):
+                if any(mentions(ev.rhs, a) for a in h.aliases):
+                    if simple:
+                        held = (held - {h}) | {
+                            _Held(h.obj, h.family, h.api, h.line, h.aliases | {lhs})
+                        }
+                    else:
+                        held = held - {h}  # stored in a structure: someone else owns it
+                elif simple and lhs in h.aliases:
+                    rest = h.aliases - {lhs}
+                    held = held - {h}
+                    if rest:
+                        held = held | {_Held(h.obj, h.family, h.api, h.line, rest)}
+            return held, pending
+        if isinstance(ev, Return):
+            for h in held:
+                if ev.expr and any(mentions(ev.expr, a) for a in h.aliases):
+                    continue
+                ret = " ".join((ev.expr or "").split())
+                key = ("leak", h.family, h.obj, ret)
+                hits.setdefault(
+                    key,
+                    Hit(
+                        key=key,
+                        line=ev.line,
+                        fields={
+                            "function": flow.name,
+                            "object": h.obj,
+                            "get": h.api,
+                            "get_line": str(h.line),
+                            "exit": f"return {ret}".strip(),
+                            "family": h.family,
+                        },
+                        evidence=(
+                            f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
+                            f"the path returning at {side.file}:{ev.line} "
+                            f"({'return ' + ret if ret else 'return'}) does not drop it",
+                        ),
+                        variant="leak",
+                    ),
+                )
+            return frozenset(), frozenset()
+        return state
+
+    def on_assume(state: State, a: Assume) -> State | None:
+        held, pending = state
+        for text, family, api, line in list(pending):
+            call = Call(api, (), line, text)
+            pol = _cond_polarity(a.cond, call)
+            if pol is None:
+                continue
+            pending = pending - {(text, family, api, line)}
+            if pol == a.value:
+                m = re.match(r"\w+\((.*)\)$", "".join(text.split()))
+                arg = m.group(1).split(",")[0] if m else ""
+                role = vocab.role_of(api)
+                if role is not None and arg:
+                    held = acquire(held, container_of_arg(arg), role, Call(api, (arg,), line, text))
+        for h in list(held):
+            if _is_null_test(a.cond, h.aliases, a.value):
+                held = held - {h}
+        return held, pending
+
+    start: State = (frozenset(), frozenset())
+    explore(flow, start, on_event, on_assume=on_assume)
+    del other
+    return list(hits.values())
+
+
+def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
+    """A count or reference taken after the object was made visible to others
+    (fd_install, rcu_assign_pointer, list_add_rcu...): another CPU may already have
+    found it and dropped the count it expected to be there."""
+    flow = side.flow
+    if flow is None:
+        return []
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = frozenset[tuple[str, str, int]]
+
+    def on_event(state: State, ev: Event) -> State:
+        if not isinstance(ev, Call):
+            return state
+        for role in env.vocab.roles_of(ev.name):
+            if role.role == "publish":
+                return state | {(ev.name, ev.text, ev.line)}
+            if role.role in ("get", "init") and role.kind in ("refcount", "counter") and state:
+                arg = _object_arg(ev, role) or ""
+                for pub, pub_text, pub_line in state:
+                    key = ("get-after-publish", ev.name, norm_object(arg), pub)
+                    hits.setdefault(
+                        key,
+                        Hit(
+                            key=key,
+                            line=ev.line,
+                            fields={
+                                "function": flow.name,
+                                "get": ev.text,
+                                "publish": pub_text,
+                                "object": norm_object(arg),
+                            },
+                            evidence=(
+                                f"{pub_text} at {side.file}:{pub_line} makes the object "
+                                "visible to other tasks",
+                                f"{ev.text} at {side.file}:{ev.line} only runs after that",
+                            ),
+                            variant="get-after-publish",
+                        ),
+                    )
+        return state
+
+    empty: State = frozenset()
+    explore(flow, empty, on_event)
+    del other
+    return list(hits.values())
+
+
+def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
+    """The same reference dropped twice on one path with no get in between."""
+    flow = side.flow
+    if flow is None:
+        return []
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = frozenset[tuple[str, str, int]]
+
+    def on_event(state: State, ev: Event) -> State:
+        if isinstance(ev, Assign):
+            return frozenset(s for s in state if base_name(s[0]) != base_name(ev.lhs))
+        if not isinstance(ev, Call):
+            return state
+        for role in env.vocab.roles_of(ev.name):
+            if not role.balance or role.kind != "refcount":
+                continue
+            arg = _object_arg(ev, role)
+            if arg is None:
+                continue
+            obj = norm_object(arg)
+            if role.role in GET_ROLES:
+                return frozenset(s for s in state if s[0] != obj)
+            if role.role == "put" and not ev.in_condition:
+                prev = next((s for s in state if s[0] == obj and s[1] == role.family), None)
+                if prev is not None:
+                    key = ("double-put", role.family, obj)
+                    hits.setdefault(
+                        key,
+                        Hit(
+                            key=key,
+                            line=ev.line,
+                            fields={"function": flow.name, "object": obj, "put": ev.name},
+                            evidence=(
+                                f"first put at {side.file}:{prev[2]}",
+                                f"second {ev.text} at {side.file}:{ev.line}",
+                            ),
+                            variant="double-put",
+                        ),
+                    )
+                return state | {(obj, role.family, ev.line)}
+        return state
+
+    empty: State = frozenset()
+    explore(flow, empty, on_event)
+    del other
+    return list(hits.values())
+
+
+# --------------------------------------------------------------------------- use after put
+
+
+def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
+    """An object used (dereferenced or passed on) after a put/free/destroy of it on
+    the same path."""
+    flow = side.flow
+    if flow is None:
+        return []
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = frozenset[tuple[str, str, str, int]]  # (object, api, call text, line)
+
+    def uses(text: str, obj: str) -> bool:
+        if not mentions(text, obj):
+            return False
+        if "->" in obj or "." in obj:
+            return True
+        t = "".join(text.split())
+        o = norm_object(obj)
+        return re.search(r"(?<![\w>.])" + re.escape(o) + r"(->|\.|\[)", t) is not None or t == o
+
+    def on_event(state: State, ev: Event) -> State:
+        if isinstance(ev, Assign):
+            for s in state:
+                if uses(ev.rhs, s[0]):
+                    _report(s, ev.rhs, ev.line, "assignment")
+            return frozenset(s for s in state if norm_object(ev.lhs) not in (s[0], base_name(s[0])))
+        if not isinstance(ev, Call):
+            return state
+        roles = env.vocab.roles_of(ev.name)
+        released_here: set[str] = set()
+        for role in roles:
+            if role.role in PUT_ROLES | RELEASE_ROLES and role.role != "iter_break":
+                arg = _object_arg(ev, role)
+                if arg is not None:
+                    released_here.add(container_of_arg(arg))
+        for s in state:
+            if s[0] in released_here:
+                continue  # double put: another rule's business
+            if any(uses(a, s[0]) for a in ev.args):
+                _report(s, ev.text, ev.line, ev.name)
+        if ev.in_condition:
+            return state  # `if (refcount_dec_and_test())`: released only on one branch
+        return state | {(o, ev.name, ev.text, ev.line) for o in released_here}
+
+    def _report(s: tuple[str, str, str, int], use: str, line: int, user: str) -> None:
+        key = ("use-after-release", s[1], s[0], user)
+        hits.setdefault(
+            key,
+            Hit(
+                key=key,
+                line=line,
+                fields={
+                    "function": flow.name,
+                    "object": s[0],
+                    "release": s[2],
+                    "use": use,
+                },
+                evidence=(
+                    f"{s[2]} at {side.file}:{s[3]} drops the object",
+                    f"then {use} at {side.file}:{line} still uses {s[0]}",
+                ),
+            ),
+        )
+
+    empty: State = frozenset()
+    explore(flow, empty, on_event)
+    del other
+    return list(hits.values())
+
+
+# --------------------------------------------------------------------------- deferred work
+
+
+def _deferred(role: ApiRole) -> bool:
+    return role.kind == "deferred"
+
+
+def unguarded_schedule(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """Work (or a timer) the pre-image queued only after checking its owner is still
+    live, or under the lock teardown takes, that the post-image queues without."""
+    if pre.flow is None or post.flow is None:
+        return []
+    pre_locked = lock_sites(pre.flow, env.vocab)
+    post_locked = lock_sites(post.flow, env.vocab)
+
+    def guards(flow: Flow, locked: frozenset[int]) -> dict[tuple[str, str], list[tuple[str, Call]]]:
+        out: dict[tuple[str, str], list[tuple[str, Call]]] = {}
+        for i, c in enumerate(flow.calls):
+            role = env.vocab.role_of(c.name)
+            if role is None or not _deferred(role) or role.role != "schedule":
+                continue
+            arg = _object_arg(c, role) or ""
+            owner = base_name(arg)
+            g = [x for x in c.guards if owner and mentions(x, owner)]
+            if i in locked:
+                g.append("a lock held")
+            out.setdefault((c.name, norm_object(arg)), []).extend((x, c) for x in (g or [""]))
+        return out
+
+    before = guards(pre.flow, pre_locked)
+    after = guards(post.flow, post_locked)
+    hits: list[Hit] = []
+    for key, gs in after.items():
+        bare = [c for g, c in gs if not g]
+        if not bare:
+            continue
+        prev = before.get(key)
+        if not prev or any(not g for g, _ in prev):
+            continue
+        call = bare[0]
+        cond = " and ".join(dict.fromkeys(g for g, _ in prev))
+        hits.append(
+            Hit(
+                key=("unguarded-schedule", *key),
+                line=call.line,
+                fields={
+                    "function": post.flow.name,
+                    "schedule": call.text,
+                    "guard": cond,
+                    "work": key[1],
+                },
+                evidence=(
+                    f"before: {call.name}() on {key[1]} ran only with {cond}",
+                    f"after: {call.text} at {post.file}:{call.line} runs without that check",
+                ),
+                variant="unguarded-schedule",
+            )
+        )
+    return hits
+
+
+def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
+    """An object freed while work, a timer or an RCU callback on it may be pending
+    (scheduled on the path, or never cancelled/flushed before the free), or work
+    queued after the cancel or free that was meant to end it."""
+    flow = side.flow
+    if flow is None:
+        return []
+    vocab = env.vocab
+    # Work items this function (either image) cancels or flushes: their owner's
+    # free must come after the cancel.
+    needs_cancel: set[str] = set()
+    for fl in (flow, other.flow):
+        for c in fl.calls if fl is not None else ():
+            role = vocab.role_of(c.name)
+            if role is not None and _deferred(role) and role.role in ("cancel", "flush"):
+                arg = _object_arg(c, role)
+                if arg is not None and container_of_arg(arg) != norm_object(arg):
+                    needs_cancel.add(norm_object(arg))
+    hits: dict[tuple[str, ...], Hit] = {}
+    # (scheduled works, cancelled works, freed objects)
+    State = tuple[frozenset[str], frozenset[str], frozenset[str]]
+
+    def add(key: tuple[str, ...], line: int, fields: dict[str, str], ev: tuple[str, ...]) -> None:
+        hits.setdefault(
+            key,
+            Hit(
+                key=key,
+                line=line,
+                fields={"function": flow.name, **fields},
+                evidence=ev,
+                variant=key[0],
+            ),
+        )
+
+    def on_event(state: State, ev: Event) -> State:
+        sched, cancelled, freed = state
+        if isinstance(ev, Assign):
+            lhs = norm_object(ev.lhs)
+            return sched, cancelled, frozenset(f for f in freed if f != lhs)
+        if not isinstance(ev, Call):
+            return state
+        for role in vocab.roles_of(ev.name):
+            arg = _object_arg(ev, role)
+            if arg is None:
+                continue
+            if _deferred(role) and role.role == "schedule":
+                work = norm_object(arg)
+                owner = container_of_arg(arg)
+                if work in cancelled:
+                    add(
+                        ("schedule-after-cancel", work),
+                        ev.line,
+                        {"work": work, "schedule": ev.text},
+                        (
+                            f"{ev.text} at {side.file}:{ev.line} queues {work} again after it "
+                            "was cancelled on this path",
+                        ),
+                    )
+                if owner in freed:
+                    add(
+                        ("schedule-after-free", work),
+                        ev.line,
+                        {"work": work, "schedule": ev.text, "object": owner},
+                        (
+                            f"{ev.text} at {side.file}:{ev.line} queues work on {owner} after "
+                            "it was freed on this path",
+                        ),
+                    )
+                return sched | {work}, cancelled - {work}, freed
+            if _deferred(role) and role.role in ("cancel", "flush"):
+                work = norm_object(arg)
+                return sched - {work}, cancelled | {work}, freed
+            if role.role in ("free", "destroy") and not _deferred(role):
+                obj = container_of_arg(arg) if arg.strip().startswith("&") else norm_object(arg)
+                for work in sorted(sched | needs_cancel):
+                    if container_of_arg("&" + work) != obj or work in cancelled:
+                        continue
+                    add(
+                        ("free-pending-work", obj, work),
+                        ev.line,
+                        {"object": obj, "work": work, "free": ev.text},
+                        (
+                            f"{ev.text} at {side.file}:{ev.line} frees {obj}",
+                            f"{work} may still be pending: no cancel or flush of it before "
+                            "the free on this path",
+                        ),
+                    )
+                return sched, cancelled, freed | {obj}
+        return state
+
+    start: State = (frozenset(), frozenset(), frozenset())
+    explore(flow, start, on_event)
+    return list(hits.values())
+
+
+# --------------------------------------------------------------------------- RCU
+
+
+def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
+    """A lookup whose result only RCU keeps alive, made outside rcu_read_lock() (and
+    outside a spinlock, which also holds off a grace period), or its result used
+    after rcu_read_unlock() without a tryget."""
+    flow = side.flow
+    if flow is None:
+        return []
+    if flow.name.endswith(("_rcu", "_locked")) or any(
+        _PROTECTED.search(c.name) for c in flow.calls
+    ):
+        return []
+    vocab = env.vocab
+    hits: dict[tuple[str, ...], Hit] = {}
+    # (rcu depth, spinlocks held, looked-up vars still protected, expired vars)
+    State = tuple[int, frozenset[str], frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
+    pending: dict[str, str] = {}
+
+    def on_event(state: State, ev: Event) -> State:
+        depth, locks, live, expired = state
+        if isinstance(ev, Assign):
+            for text, api in list(pending.items()):
+                if text in ev.rhs and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs):
+                    live = live | {(ev.lhs, api)}
+            expired = frozenset(e for e in expired if e[0] != ev.lhs)
+            for var, api in expired:
+                if mentions(ev.rhs, var) and re.search(re.escape(var) + r"\s*->", ev.rhs):
+                    _use(var, api, ev.rhs, ev.line)
+            return depth, locks, live, expired
+        if not isinstance(ev, Call):
+            return state
+        for var, api in expired:
+            if any(mentions(a, var) for a in ev.args):
+                _use(var, api, ev.text, ev.line)
+        for role in vocab.roles_of(ev.name):
+            if role.role == "rcu_read_lock":
+                return min(depth + 1, 3), locks, live, expired
+            if role.role == "rcu_read_unlock":
+                depth = max(depth - 1, 0)
+                if depth == 0 and not locks:
+                    expired = expired | live
+                    live = frozenset()
+                return depth, locks, live, expired
+            if role.kind == "lock" and ev.args and "spin" in role.family:
+                obj = norm_object(ev.args[0])
+                locks = locks | {obj} if role.role == "lock" else locks - {obj}
+                return depth, locks, live, expired
+            if role.role in GET_ROLES:
+                arg = _object_arg(ev, role) or ""
+                live = frozenset(x for x in live if not mentions(arg, x[0]))
+                expired = frozenset(x for x in expired if not mentions(arg, x[0]))
+        if "requires_rcu_read_lock" in vocab.effects_of(ev.name):
+            pending[ev.text] = ev.name
+            if depth == 0 and not locks:
+                key = ("lookup-outside-rcu", ev.name)
+                hits.setdefault(
+                    key,
+                    Hit(
+                        key=key,
+                        line=ev.line,
+                        fields={"function": flow.name, "lookup": ev.text, "lookup_name": ev.name},
+                        evidence=(
+                            f"{ev.text} at {side.file}:{ev.line} returns an object only RCU "
+                            "keeps alive",
+                            "no rcu_read_lock() (or spinlock) is held on this path",
+                        ),
+                        variant="lookup-outside-rcu",
+                    ),
+                )
+        return depth, locks, live, expired
+
+    def _use(var: str, api: str, text: str, line: int) -> None:
+        key = ("rcu-use-after-unlock", api, var)
+        hits.setdefault(
+            key,
+            Hit(
+                key=key,
+                line=line,
+                fields={"function": flow.name, "lookup": api, "object": var, "use": text},
+                evidence=(
+                    f"{var} came from {api}() inside an RCU read section",
+                    f"{text} at {side.file}:{line} uses it after rcu_read_unlock() with no tryget",
+                ),
+                variant="rcu-use-after-unlock",
+            ),
+        )
+
+    start: State = (0, frozenset(), frozenset(), frozenset())
+    explore(flow, start, on_event)
+    del other
+    return list(hits.values())
+
+
+def free_without_grace_period(env: Env, side: Side, other: Side) -> list[Hit]:
+    """An object unpublished from an RCU-visible structure and freed on the same path
+    without a grace period (synchronize_rcu, call_rcu, kfree_rcu)."""
+    flow = side.flow
+    if flow is None:
+        return []
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = frozenset[tuple[str, str, int]]
+
+    def on_event(state: State, ev: Event) -> State:
+        if not isinstance(ev, Call):
+            return state
+        for role in env.vocab.roles_of(ev.name):
+            if role.role in ("grace_period", "barrier"):
+                return frozenset()
+            arg = _object_arg(ev, role)
+            if arg is None:
+                continue
+            if role.role == "unpublish":
+                return state | {(container_of_arg(arg), ev.text, ev.line)}
+            if role.role in ("free", "destroy"):
+                obj = norm_object(arg)
+                for o, text, line in state:
+                    if o == obj or base_name(o) == obj:
+                        key = ("free-without-grace-period", ev.name, obj)
+                        hits.setdefault(
+                            key,
+                            Hit(
+                                key=key,
+                                line=ev.line,
+                                fields={
+                                    "function": flow.name,
+                                    "object": obj,
+                                    "free": ev.text,
+                                    "unpublish": text,
+                                },
+                                evidence=(
+                                    f"{text} at {side.file}:{line} unpublishes {obj}; RCU "
+                                    "readers may still hold it",
+                                    f"{ev.text} at {side.file}:{ev.line} frees it with no "
+                                    "grace period in between",
+                                ),
+                                variant="free-without-grace-period",
+                            ),
+                        )
+        return state
+
+    empty: State = frozenset()
+    explore(flow, empty, on_event)
+    del other
+    return list(hits.values())
+
+
+def rcu_free_downgraded(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """An object the pre-image freed after a grace period (kfree_rcu, call_rcu) that
+    the post-image frees immediately."""
+    if pre.flow is None or post.flow is None:
+        return []
+
+    def objs(flow: Flow, roles: set[str]) -> dict[str, Call]:
+        out: dict[str, Call] = {}
+        for c in flow.calls:
+            for role in env.vocab.roles_of(c.name):
+                arg = _object_arg(c, role)
+                if role.role in roles and arg is not None:
+                    out.setdefault(
+                        container_of_arg(arg)
+                        if role.role == "rcu_free" and arg.strip().startswith("&")
+                        else norm_object(arg),
+                        c,
+                    )
+        return out
+
+    before = objs(pre.flow, {"rcu_free"})
+    after_rcu = objs(post.flow, {"rcu_free", "grace_period"})
+    after_free = objs(post.flow, {"free"})
+    if any(env.vocab.has_role(c.name, "grace_period", "barrier") for c in post.flow.calls):
+        return []
+    hits: list[Hit] = []
+    for obj, call in before.items():
+        if obj in after_rcu or obj not in after_free:
+            continue
+        free = after_free[obj]
+        hits.append(
+            Hit(
+                key=("rcu-free-downgraded", obj),
+                line=free.line,
+                fields={
+                    "function": post.flow.name,
+                    "object": obj,
+                    "free": free.text,
+                    "unpublish": call.text,
+                },
+                evidence=(
+                    f"before: {call.text} freed {obj} after a grace period",
+                    f"after: {free.text} at {post.file}:{free.line} frees it at once",
+                ),
+                variant="free-without-grace-period",
+            )
+        )
+    return hits
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def free_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A free or destroy (direct or through a helper) that the pre-image did with a
+    lock held on every path, which the post-image can reach with no lock held."""
+    if pre.flow is None or post.flow is None:
+        return []
+
+    def key_of(r: Reached) -> tuple[str, str]:
+        return (r.terminal.name, norm_object(_object_arg(r.terminal, r.role) or ""))
+
+    def final(flow: Flow, view: SourceView) -> list[Reached]:
+        return [
+            r
+            for r in reach(flow, view, env.vocab, env.depth)
+            if r.role.role in ("free", "destroy") and r.role.kind == "free"
+        ]
+
+    before: dict[tuple[str, str], list[Reached]] = {}
+    for r in final(pre.flow, pre.view):
+        before.setdefault(key_of(r), []).append(r)
+    hits: list[Hit] = []
+    seen: set[tuple[str, str]] = set()
+    for r in final(post.flow, post.view):
+        k = key_of(r)
+        if r.under_lock or k in seen:
+            continue
+        prev = before.get(k)
+        if not prev or not all(p.under_lock for p in prev):
+            continue
+        seen.add(k)
+        site = r.site
+        hits.append(
+            Hit(
+                key=("free-outside-lock", *k),
+                line=site.line,
+                fields={"function": post.flow.name, "free": r.terminal.text, "site": site.text},
+                evidence=(
+                    f"before: {r.terminal.text} ({r.file}) ran with a lock held on every path",
+                    f"after: {site.text} at {post.file}:{site.line} reaches it with no lock held",
+                ),
+                variant="free-outside-lock",
+            )
+        )
+    return hits
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    kind: str  # "state" | "change"
+    fn: Callable[[Env, Side, Side], list[Hit]]
+    doc: str
+
+
+MATCHERS: dict[str, Matcher] = {
+    m.name: m
+    for m in (
+        Matcher(
+            "release-path-loses-destroy",
+            "change",
+            release_path_loses_destroy,
+            release_path_loses_destroy.__doc__ or "",
+        ),
+        Matcher(
+            "release-path-loses-put",
+            "change",
+            release_path_loses_put,
+            release_path_loses_put.__doc__ or "",
+        ),
+        Matcher(
+            "path-reference-leak", "state", path_reference_leak, path_reference_leak.__doc__ or ""
+        ),
+        Matcher("get-after-publish", "state", get_after_publish, get_after_publish.__doc__ or ""),
+        Matcher("double-put", "state", double_put, double_put.__doc__ or ""),
+        Matcher("use-after-release", "state", use_after_release, use_after_release.__doc__ or ""),
+        Matcher(
+            "unguarded-schedule", "change", unguarded_schedule, unguarded_schedule.__doc__ or ""
+        ),
+        Matcher(
+            "pending-work-at-free",
+            "state",
+            pending_work_at_free,
+            pending_work_at_free.__doc__ or "",
+        ),
+        Matcher(
+            "rcu-lookup-unprotected",
+            "state",
+            rcu_lookup_unprotected,
+            rcu_lookup_unprotected.__doc__ or "",
+        ),
+        Matcher(
+            "free-without-grace-period",
+            "state",
+            free_without_grace_period,
+            free_without_grace_period.__doc__ or "",
+        ),
+        Matcher(
+            "rcu-free-downgraded", "change", rcu_free_downgraded, rcu_free_downgraded.__doc__ or ""
+        ),
+        Matcher(
+            "free-moved-out-of-lock",
+            "change",
+            free_moved_out_of_lock,
+            free_moved_out_of_lock.__doc__ or "",
+        ),
+    )
+}
+
+__all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]
