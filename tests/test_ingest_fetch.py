@@ -119,9 +119,13 @@ def test_connection_refused_is_a_fetch_error() -> None:
 @pytest.mark.integration
 def test_thread_over_the_size_limit_is_refused(lore: tuple[str, list[str]]) -> None:
     base, _ = lore
-    settings = _settings(base).with_(max_input_bytes=512)
-    with pytest.raises(TooLargeError):
-        load([MSGID], settings)
+    compressed = len(gzip.compress(_Lore.thread))
+    with pytest.raises(TooLargeError, match="download larger"):
+        load([MSGID], _settings(base).with_(max_input_bytes=compressed - 1))
+    # small on the wire, too big once gunzipped: a gzip bomb stops at the limit
+    assert len(_Lore.thread) > compressed + 10
+    with pytest.raises(TooLargeError, match="once decompressed"):
+        load([MSGID], _settings(base).with_(max_input_bytes=compressed + 10))
 
 
 @pytest.mark.integration

@@ -215,3 +215,15 @@ def test_progress_reports_each_argument(fixtures: Path) -> None:
 def test_revision_range_without_a_repository_says_so() -> None:
     with pytest.raises(InputError, match="give the repository"):
         load(["v6.1..v6.2"], load_settings())
+
+
+def test_mime_nesting_bomb_is_refused_in_one_line() -> None:
+    depth = 5000
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i) for i in range(depth)
+    )
+    closing = b"".join(b"--b%d--\n" % i for i in reversed(range(depth)))
+    raw = b"From: a@b\nSubject: x\nMIME-Version: 1.0\n" + opening + b"\nhello\n" + closing
+    with pytest.raises(InputError) as info:
+        parse_message(raw, "bomb.eml")
+    assert info.value.one_line().startswith("bomb.eml: ")

@@ -191,6 +191,13 @@ def _body_text(msg: Message) -> str:
     return "".join(pieces)
 
 
+def _safe_body_text(msg: Message, source: str) -> str:
+    try:
+        return _body_text(msg)
+    except RecursionError as exc:  # walk() recurses once per MIME level
+        raise InputError("MIME parts nested too deeply", source=source) from exc
+
+
 def _normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -236,7 +243,7 @@ def parse_message(raw: bytes, source: str, index: int = 0) -> RawMessage:
         date=_parse_date(_header_text(msg, "Date")),
         in_reply_to=in_reply_to if in_reply_to != msgid else None,
         references=tuple(refs),
-        body=_normalise_newlines(_body_text(msg)),
+        body=_normalise_newlines(_safe_body_text(msg, source)),
         index=index,
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
