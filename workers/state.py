@@ -12,6 +12,7 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:title:{scope}:{author}|{t}   SET    thread roots whose patches carry title t (v1 <-> v2)
     {p}:series:{scope}:{key}         HASH   state, version, total, missing, roots, first_seen,
                                             updated, reviewed_at, superseded_by, name, author
+    {p}:root-series:{scope}:{root}   SET    series keys assembly produced from this thread
     {p}:waiting:{scope}              ZSET   incomplete series key -> first seen (epoch seconds)
     {p}:series-index:{scope}         ZSET   every series key -> first seen
     {p}:result:{scope}:{key}         STRING the stored review (JSON), written once
@@ -56,6 +57,9 @@ class SeriesState:
     REVIEWED = "reviewed"
     SUPERSEDED = "superseded"
     FAILED = "failed"
+    # A key that assembly no longer produces: the series was first seen under its
+    # first patch's Message-ID and its cover letter arrived later (the key moved).
+    MERGED = "merged"
 
 
 def broker_url() -> str:
@@ -231,7 +235,11 @@ class State:
                     state = current.decode() if current else None
                     new = state is None
                     data: dict[str, str | int | float] = dict(fields)
-                    if state in {SeriesState.REVIEWED, SeriesState.SUPERSEDED, SeriesState.FAILED}:
+                    if state in {
+                        SeriesState.REVIEWED,
+                        SeriesState.SUPERSEDED,
+                        SeriesState.FAILED,
+                    }:
                         data.pop("state", None)
                     data["updated"] = now
                     pipe.multi()
@@ -250,6 +258,37 @@ class State:
                         pipe.zrem(waiting, key)
                     pipe.execute()
                     return new
+                except redis.WatchError:
+                    continue
+
+    def stale_keys(self, scope: str, roots: Iterable[str], current: Iterable[str]) -> list[str]:
+        """Record the series keys these threads assemble to now; return keys they gave
+        before and no longer do, so their waiting entries can be retired."""
+        now = set(current)
+        stale: set[str] = set()
+        for root in roots:
+            rkey = self.k("root-series", scope, root)
+            before = {x.decode() for x in cast(set[bytes], self.r.smembers(rkey))}
+            stale |= before - now
+            if now:
+                self.r.sadd(rkey, *sorted(now))
+            if before - now:
+                self.r.srem(rkey, *sorted(before - now))
+        return sorted(stale)
+
+    def mark_merged(self, scope: str, key: str) -> None:
+        skey = self.k("series", scope, key)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(skey)  # type: ignore[no-untyped-call]
+                    cur = cast(bytes | None, pipe.hget(skey, "state"))
+                    pipe.multi()
+                    if cur in {None, b"incomplete", b"complete"}:
+                        pipe.hset(skey, "state", SeriesState.MERGED)
+                    pipe.zrem(self.k("waiting", scope), key)
+                    pipe.execute()
+                    return
                 except redis.WatchError:
                     continue
 

@@ -140,6 +140,9 @@ def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
         if s.key in superseded:
             later = next(x.key for x in got.series_set.series if x.revision_of == s.key)
             st.mark_superseded(scope, s.key, later)
+    keys = [s.key for s in got.series_set.series]
+    for stale in st.stale_keys(scope, got.roots, keys):
+        st.mark_merged(scope, stale)
     for s in got.series_set.series:
         info = st.series(scope, s.key)
         current = info.get("state")
@@ -160,7 +163,7 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
     """Review one series exactly once; store the review and its outbox entry together."""
     st = state()
     info = st.series(scope, key)
-    if info.get("state") in {SeriesState.REVIEWED, SeriesState.SUPERSEDED}:
+    if info.get("state") in {SeriesState.REVIEWED, SeriesState.SUPERSEDED, SeriesState.MERGED}:
         return "skipped: " + info["state"]
     if st.result(scope, key) is not None:
         return "skipped: already reviewed"
