@@ -54,7 +54,9 @@ class SimulatorCheck:
         for pa in ctx.patches:
             left = settings.sim_max_seconds - (time.monotonic() - started)
             if left <= 0:
-                notes.append(f"time bound reached ({settings.sim_max_seconds:g} s): patch {pa.number} not simulated")
+                notes.append(
+                    f"time bound reached ({settings.sim_max_seconds:g} s): patch {pa.number} not simulated"
+                )
                 continue
             found, patch_notes = self._patch(pa, ctx, settings, earlier, left)
             findings.extend(found)
@@ -81,13 +83,17 @@ class SimulatorCheck:
         c_images = [i for i in pa.images.images if i.path.endswith(_C_SUFFIXES)]
         touched = list(
             dict.fromkeys(
-                ch.name for ch in pa.changes if ch.file.endswith(_C_SUFFIXES) and (ch.pre is not None or ch.post is not None)
+                ch.name
+                for ch in pa.changes
+                if ch.file.endswith(_C_SUFFIXES) and (ch.pre is not None or ch.post is not None)
             )
         )
         if not c_images or not touched:
             return [], notes
         if pa.partial:
-            notes.append("images rebuilt from the diff only: the simulator saw only the functions the hunks show")
+            notes.append(
+                "images rebuilt from the diff only: the simulator saw only the functions the hunks show"
+            )
         pre_files = dict(earlier)
         post_files = dict(earlier)
         for img in c_images:
@@ -111,19 +117,23 @@ class SimulatorCheck:
             for n in why:
                 role_notes.setdefault(n, []).append(n)
         actors = list(plans.values())
-        covered = {p.entry for p in actors}
-        notes.extend(n for n in role_notes if n.split("(", 1)[0] not in covered)
         if not actors:
+            notes.extend(role_notes)
             notes.append("no actor found for the touched functions: nothing simulated")
             return [], notes
         pre = prepare_side(pre_src, actors, settings)
         post = prepare_side(post_src, actors, settings)
+        # a touched helper reached from an actor or a queued callback is simulated
+        covered = set(pre.program.functions) | set(post.program.functions)
+        notes.extend(n for n in role_notes if n.split("(", 1)[0] not in covered)
         touched_set = set(touched)
         focus: set[str] = set()
         freed: set[str] = set()
         for side in (pre, post):
             funcs = side.program.functions
-            release = {b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key}
+            release = {
+                b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key
+            }
             focus |= accessed_types(f for n, f in funcs.items() if n in touched_set)
             freed |= freed_types(funcs.values(), release, touched_set)
         tracked = sorted(focus & freed)
@@ -132,7 +142,9 @@ class SimulatorCheck:
             return [], notes
         half = max(0.05, budget / 2)
         pre_res = explore_side(pre, tracked, settings, seconds=half)
-        post_res = explore_side(post, tracked, settings, seconds=max(0.05, budget - pre_res.seconds))
+        post_res = explore_side(
+            post, tracked, settings, seconds=max(0.05, budget - pre_res.seconds)
+        )
         self.last_results[pa.number] = (pre_res, post_res)
         for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
             notes.extend(f"{side_name}: {n}" for n in res.notes)
@@ -159,9 +171,23 @@ class SimulatorCheck:
             for v in res.violations:
                 if v.signature not in other:
                     groups.setdefault((v.kind, v.obj), []).append(v)
+            # one finding per counterexample: a trace that leaks two structs freed
+            # together is one leak to the reader
+            merged: dict[tuple[str, tuple[object, ...]], tuple[list[str], SimViolation, int]] = {}
             for (kind, obj), routes in groups.items():
                 best = min(routes, key=lambda v: len(v.trace.steps))
-                out.append(self._finding(pa, status, kind, obj, best, len(routes), res, pre, post, touched, files, is_post))
+                same = (kind, tuple((st.actor, st.text) for st in best.trace.steps))
+                if same in merged:
+                    merged[same][0].append(obj)
+                else:
+                    merged[same] = ([obj], best, len(routes))
+            for (kind, _), (objs, best, count) in merged.items():
+                name = " and struct ".join(objs)
+                out.append(
+                    self._finding(
+                        pa, status, kind, name, best, count, res, pre, post, touched, files, is_post
+                    )
+                )
         return out
 
     def _finding(
@@ -189,17 +215,22 @@ class SimulatorCheck:
         if not is_post and line is not None and file in files:
             line = map_pre_line(files[file], line)
         what = describe_kind(kind)
+        told = trace.summary.split(": ", 1)[-1]
         actors = "; ".join(f"{a}: {trace.actor_roles.get(a, '')}" for a in trace.actors)
         if status is Status.INTRODUCED:
-            message = f"After this patch the simulator finds a {what} of struct {obj}: {trace.summary}."
+            message = f"After this patch the simulator finds a {what} of struct {obj}: {told}."
         else:
-            message = f"Before this patch the simulator finds a {what} of struct {obj}, which the patch removes: {trace.summary}."
+            message = f"Before this patch the simulator finds a {what} of struct {obj}, which the patch removes: {told}."
         evidence = (
             f"actors: {actors}",
             f"{routes} route(s) to this {what} {'after' if is_post else 'before'} the patch that the "
             f"{'pre' if is_post else 'post'}-image does not have",
             f"explored {pre.states} states before and {post.states} after the patch"
-            + ("" if pre.complete and post.complete else " (a bound was reached: see the check's notes)"),
+            + (
+                ""
+                if pre.complete and post.complete
+                else " (a bound was reached: see the check's notes)"
+            ),
         )
         return Finding(
             rule_id=f"SIM-{kind}",
@@ -251,7 +282,11 @@ def map_pre_line(fd: FileDiff, line: int) -> int:
                     last_target = hl.target_line
                 if hl.source_line == line:
                     return hl.target_line if hl.target_line is not None else last_target
-                if hl.kind is LineKind.REMOVED and hl.source_line is not None and hl.source_line > line:
+                if (
+                    hl.kind is LineKind.REMOVED
+                    and hl.source_line is not None
+                    and hl.source_line > line
+                ):
                     break
             return last_target
         shift = (h.target_start + h.target_length) - end

@@ -54,15 +54,25 @@ def to_trace(model: Model, violation: Violation) -> Trace:
     """The shortest counterexample of `violation` as a Trace."""
     names = column_names(model, violation)
     steps = tuple(
-        TraceStep(actor=names[ev.thread], text=ev.text, function=ev.loc.function, file=ev.loc.file, line=ev.loc.line)
+        TraceStep(
+            actor=names[ev.thread],
+            text=ev.text,
+            function=ev.loc.function,
+            file=ev.loc.file,
+            line=ev.loc.line,
+        )
         for ev in violation.steps
     )
     roles = {
-        names[t]: f"{model.threads[t].entry}() ({_ROLE_WORDS.get(model.threads[t].role, model.threads[t].role)})"
+        names[
+            t
+        ]: f"{model.threads[t].entry}() ({_ROLE_WORDS.get(model.threads[t].role, model.threads[t].role)})"
         for t in names
     }
     actors = tuple(dict.fromkeys(s.actor for s in steps))
-    return Trace(actors=actors, steps=steps, actor_roles=roles, summary=summary(model, violation, names))
+    return Trace(
+        actors=actors, steps=steps, actor_roles=roles, summary=summary(model, violation, names)
+    )
 
 
 def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
@@ -73,7 +83,10 @@ def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
         done = ", ".join(f"{names[t]} {model.threads[t].entry}()" for t in names)
         return f"{what}: {obj} is never freed after {done} have all run and queued work has drained"
     last = violation.steps[-1] if violation.steps else None
-    freer = next((ev for ev in reversed(violation.steps[:-1]) if "frees struct " + violation.obj in ev.text), None)
+    freer = next(
+        (ev for ev in reversed(violation.steps[:-1]) if "frees struct " + violation.obj in ev.text),
+        None,
+    )
     who = f"{names[last.thread]} {last.loc.function}()" if last else "an actor"
     if freer is not None and violation.kind in ("UAF", "WORK-AFTER-FREE"):
         return f"{what}: {who} touches {obj} after {names[freer.thread]} {freer.loc.function}() freed it"

@@ -32,7 +32,13 @@ from bot.analyze.simulate.program import Function, Instr, Key, Kind, Loc, Val, k
 
 Frames = tuple[tuple[str, int], ...]
 Thread = tuple[Frames, int | None, int, int, int, int]  # frames, rv, runs, rcu depth, acted, inl
-State = tuple[tuple[Thread, ...], tuple[int, ...], tuple[int | None, ...], tuple[int, ...], frozenset[tuple[str, ...]]]
+State = tuple[
+    tuple[Thread, ...],
+    tuple[int, ...],
+    tuple[int | None, ...],
+    tuple[int, ...],
+    frozenset[tuple[str, ...]],
+]
 Foot = tuple[frozenset[tuple[str, ...]], frozenset[tuple[str, ...]]]  # (reads, writes)
 
 _EMPTY: frozenset[tuple[str, ...]] = frozenset()
@@ -195,7 +201,9 @@ class Explorer:
             return True
         return self._val_visible(ins.expr)
 
-    def _val_foot(self, v: Val | None, reads: set[tuple[str, ...]], writes: set[tuple[str, ...]]) -> None:
+    def _val_foot(
+        self, v: Val | None, reads: set[tuple[str, ...]], writes: set[tuple[str, ...]]
+    ) -> None:
         if v is None:
             return
         tag = v[0]
@@ -268,7 +276,9 @@ class Explorer:
         # per-pc futures: everything reachable from pc in the function, callees included
         for name, fn in funcs.items():
             n = len(fn.code)
-            fut: list[tuple[set[tuple[str, ...]], set[tuple[str, ...]]]] = [(set(), set()) for _ in range(n)]
+            fut: list[tuple[set[tuple[str, ...]], set[tuple[str, ...]]]] = [
+                (set(), set()) for _ in range(n)
+            ]
             changed = True
             while changed:
                 changed = False
@@ -306,7 +316,9 @@ class Explorer:
             if spec.deferred or spec.entry not in self.m.functions:
                 threads.append([((), None, 0, 0, 0, 0)])
                 continue
-            opts: list[Thread] = [(fr, rv, 0, 0, 0, 0) for fr, rv in self._normalize((((spec.entry, 0),), None))]
+            opts: list[Thread] = [
+                (fr, rv, 0, 0, 0, 0) for fr, rv in self._normalize((((spec.entry, 0),), None))
+            ]
             threads.append(opts or [((), None, 0, 0, 0, 0)])
         combos: list[tuple[Thread, ...]] = [()]
         for opts in threads:
@@ -500,7 +512,9 @@ class Explorer:
         c.events.append(f"{verb} {name}")
         ann.append(f"{name} {_show(old)} -> {_show(new)}")
         if new is not None and new < 0 and (refc or key in self.m.refcounts):
-            raise _Stop("UNDERFLOW", key_object(str(key)), f"{name} drops below zero", f"{verb} {name}")
+            raise _Stop(
+                "UNDERFLOW", key_object(str(key)), f"{name} drops below zero", f"{verb} {name}"
+            )
         if op in ("sub_test", "add_test"):
             return None if new is None else int(new == 0)
         if op in ("add_ret", "sub_ret"):
@@ -519,7 +533,9 @@ class Explorer:
         c.events.append(f"put {name}")
         ann.append(f"{name} {_show(old)} -> {_show(new)}")
         if new is not None and new < 0:
-            raise _Stop("UNDERFLOW", key_object(str(key)), f"{name} drops below zero", f"put {name}")
+            raise _Stop(
+                "UNDERFLOW", key_object(str(key)), f"{name} drops below zero", f"put {name}"
+            )
         if new == 0:
             fn = str(release) or self.m.release_bindings.get(str(key), "")
             if fn and fn in self.m.functions:
@@ -669,7 +685,10 @@ class Explorer:
             text = f"{spec.entry}() runs"
             if owner >= 0 and not st[1][owner]:
                 stop = _Stop(
-                    "WORK-AFTER-FREE", self.m.tracked[owner], f"{_short(w)} runs after struct {self.m.tracked[owner]} was freed", f"run {_short(w)}"
+                    "WORK-AFTER-FREE",
+                    self.m.tracked[owner],
+                    f"{_short(w)} runs after struct {self.m.tracked[owner]} was freed",
+                    f"run {_short(w)}",
                 )
                 return [(st, Event(tid, loc, text), stop)]
             for fr, nrv in self._normalize((((spec.entry, 0),), None)):
@@ -693,6 +712,10 @@ class Explorer:
                 for u in ins.uses:
                     oi = self.obj_index.get(u)
                     if oi is not None and not c.alive[oi]:
+                        if ins.expr is not None and self._drops_ref(ins.expr, u):
+                            # a put on an object its last put already freed: the
+                            # reference was dropped once too often
+                            raise _Stop("UNDERFLOW", u, f"a reference to struct {u} is dropped after the last one freed it", f"put {u}")
                         raise _Stop("UAF", u, f"struct {u} used after it was freed", f"use {u}")
                 if ins.kind == Kind.WAIT:
                     truth = 1
@@ -701,8 +724,10 @@ class Explorer:
             except _Stop as exc:
                 stop = exc
             text = ins.loc.text
-            if ins.kind == Kind.BRANCH and stop is None:
+            if ins.kind == Kind.BRANCH:
                 text = f"if ({_strip_if(text)})"
+            if stop is not None:
+                ann.append(f"{stop.kind}: {stop.detail}")
             if ann:
                 text += "  [" + "; ".join(dict.fromkeys(ann)) + "]"
             event = Event(tid, ins.loc, text)
@@ -745,7 +770,15 @@ class Explorer:
                         continue  # the inline release returned without giving anything back
                     nth = (fr, nrv, max(runs, 1), rcu + c.rcu, new_acted, new_inl)
                     tl = tuple(threads_l)
-                    new = self._finish((tl, *st[1:]), tid, nth, tuple(c.alive), tuple(c.vals), tuple(c.pending), hist)  # type: ignore[arg-type]
+                    new = self._finish(
+                        (tl, *st[1:]),
+                        tid,
+                        nth,
+                        tuple(c.alive),
+                        tuple(c.vals),
+                        tuple(c.pending),
+                        hist,
+                    )  # type: ignore[arg-type]
                     if new is not None:
                         outs.append((new, event, None))
         return outs
@@ -766,6 +799,13 @@ class Explorer:
         threads = list(st[0])
         threads[tid] = th
         return (tuple(threads), alive, vals, pending, hist)
+
+    def _drops_ref(self, v: Val, obj: str) -> bool:
+        if v[0] == "put" and key_object(str(v[1])) == obj:
+            return True
+        if v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test") and key_object(str(v[2])) == obj:
+            return bool(v[3]) or str(v[2]) in self.m.refcounts
+        return any(isinstance(p, tuple) and self._drops_ref(p, obj) for p in v[1:])
 
     def _has_release(self, v: Val) -> bool:
         if v[0] == "release":
@@ -811,7 +851,15 @@ class Explorer:
             out.reverse()
             return tuple(out)
 
-        def record(kind: str, obj: str, detail: str, label: str, s: State, tid: int | None, ev: Event | None) -> None:
+        def record(
+            kind: str,
+            obj: str,
+            detail: str,
+            label: str,
+            s: State,
+            tid: int | None,
+            ev: Event | None,
+        ) -> None:
             nonlocal first_t, first_n
             hist = frozenset(s[4])
             if tid is not None:
@@ -833,7 +881,9 @@ class Explorer:
             if expanded % 256 == 0:
                 if time.monotonic() - started > self.b.max_seconds:
                     complete = False
-                    notes.append(f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)")
+                    notes.append(
+                        f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)"
+                    )
                     break
                 if on_progress:
                     on_progress(expanded)
@@ -883,7 +933,9 @@ class Explorer:
                         queue.append(new)
                 done.append(t)
         if deadlocks:
-            notes.append(f"{deadlocks} end state(s) with an actor blocked forever (not reported as findings)")
+            notes.append(
+                f"{deadlocks} end state(s) with an actor blocked forever (not reported as findings)"
+            )
         return Result(
             violations=violations,
             states=expanded,

@@ -79,7 +79,14 @@ def _declarator_name(decl: Node | None) -> tuple[str | None, bool]:
             return None, pointer
         nxt = decl.child_by_field_name("declarator")
         if nxt is None:
-            nxt = next((c for c in decl.named_children if "declarator" in c.type or c.type == "identifier"), None)
+            nxt = next(
+                (
+                    c
+                    for c in decl.named_children
+                    if "declarator" in c.type or c.type == "identifier"
+                ),
+                None,
+            )
         decl = nxt
     return None, pointer
 
@@ -91,7 +98,9 @@ class FileInfo:
     path: str
     source: bytes
     functions: dict[str, list[Node]] = field(default_factory=dict)
-    structs: dict[str, dict[str, str]] = field(default_factory=dict)  # struct -> field -> struct type
+    structs: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # struct -> field -> struct type
 
 
 def _function_name(fn: Node) -> str | None:
@@ -144,9 +153,29 @@ def parse_file(path: str, source: bytes) -> FileInfo:
             if name:
                 info.functions.setdefault(name, []).append(node)
             continue
-        if node.type in ("struct_specifier", "union_specifier") and node.child_by_field_name("body") is not None:
+        if (
+            node.type in ("struct_specifier", "union_specifier")
+            and node.child_by_field_name("body") is not None
+        ):
             _collect_struct(node, info.structs)
         stack.extend(reversed(node.children))
+    return info
+
+
+_PARSE_CACHE: dict[tuple[str, int, int], FileInfo] = {}
+# Parsed files kept across reviews in one process (a worker reviews many
+# series on the same tree); keyed by path and text hash, so edits re-parse.
+_PARSE_CACHE_MAX = 256
+
+
+def _parse_cached(path: str, text: str) -> FileInfo:
+    key = (path, len(text), hash(text))
+    info = _PARSE_CACHE.get(key)
+    if info is None:
+        if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
+            _PARSE_CACHE.pop(next(iter(_PARSE_CACHE)))
+        info = parse_file(path, text.encode("utf-8"))
+        _PARSE_CACHE[key] = info
     return info
 
 
@@ -176,7 +205,11 @@ class SourceSet:
             full = (self.tree_root / path).resolve()
             root = self.tree_root.resolve()
             # paths come from #include lines of hostile patch text: stay in the tree
-            if full.is_relative_to(root) and full.is_file() and full.stat().st_size <= _MAX_FILE_BYTES:
+            if (
+                full.is_relative_to(root)
+                and full.is_file()
+                and full.stat().st_size <= _MAX_FILE_BYTES
+            ):
                 result = full.read_text(encoding="utf-8", errors="replace")
         self._texts[path] = result
         return result
@@ -222,7 +255,7 @@ class SourceSet:
             text = self.text(path)
             if text is None:
                 return None
-            self._parsed[path] = parse_file(path, text.encode("utf-8"))
+            self._parsed[path] = _parse_cached(path, text)
         return self._parsed[path]
 
     # -- lookups
@@ -232,18 +265,13 @@ class SourceSet:
         (the configured one; stubs are empty)."""
         if name in self._defs:
             return self._defs[name]
-        pattern = re.compile(r"\b" + re.escape(name) + r"\s*\([^;{}]*\)\s*\{", re.S)
         found: tuple[FileInfo, Node] | None = None
         for path in self.candidates():
-            text = self.text(path)
-            if text is None or name not in text or not pattern.search(text):
-                continue
             info = self.parsed(path)
-            if info is None or name not in info.functions:
-                continue
-            node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
-            found = (info, node)
-            break
+            if info is not None and name in info.functions:
+                node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
+                found = (info, node)
+                break
         self._defs[name] = found
         return found
 
@@ -251,12 +279,8 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        pattern = re.compile(r"\bstruct\s+" + re.escape(struct) + r"\s*\{")
         result: dict[str, str] | None = None
         for path in self.candidates():
-            text = self.text(path)
-            if text is None or struct not in text or not pattern.search(text):
-                continue
             info = self.parsed(path)
             if info is not None and struct in info.structs:
                 result = info.structs[struct]
@@ -291,7 +315,9 @@ class SourceSet:
             if info is None:
                 continue
             for fname, nodes in info.functions.items():
-                if fname != name and any(call.search(_text(n.child_by_field_name("body"))) for n in nodes):
+                if fname != name and any(
+                    call.search(_text(n.child_by_field_name("body"))) for n in nodes
+                ):
                     out.append(fname)
         return out
 
@@ -332,7 +358,9 @@ class _FnCompiler:
             text = text[:69] + "..."
         return Loc(self.name, self.info.path, node.start_point[0] + 1, text)
 
-    def emit(self, kind: Kind, node: Node, expr: Val | None = None, target: int = -1, callee: str = "") -> int:
+    def emit(
+        self, kind: Kind, node: Node, expr: Val | None = None, target: int = -1, callee: str = ""
+    ) -> int:
         uses = frozenset(self.uses)
         self.uses = set()
         self.code.append([kind, self._loc(node), expr, target, callee, uses])
@@ -346,7 +374,24 @@ class _FnCompiler:
 
     # -- entry
 
-    def compile(self) -> Function:
+    def learn_types(self) -> None:
+        """Fill the type environment from parameters and every local declaration,
+        without translating anything (enough to resolve binding keys)."""
+        self._params()
+        stack = [self.node.child_by_field_name("body")]
+        while stack:
+            n = stack.pop()
+            if n is None:
+                continue
+            if n.type == "declaration":
+                tname = _type_name(n.child_by_field_name("type"))
+                for d in n.children_by_field_name("declarator"):
+                    name, _ = _declarator_name(d)
+                    if name and tname:
+                        self.env[name] = tname
+            stack.extend(n.named_children)
+
+    def _params(self) -> list[str]:
         params: list[str] = []
         decl = self.node.child_by_field_name("declarator")
         while decl is not None and decl.type != "function_declarator":
@@ -361,6 +406,10 @@ class _FnCompiler:
                 if pname and tname:
                     self.env[pname] = tname
                     params.append(tname)
+        return params
+
+    def compile(self) -> Function:
+        params = self._params()
         body = self.node.child_by_field_name("body")
         if body is not None:
             self.stmt(body)
@@ -380,7 +429,8 @@ class _FnCompiler:
             notes=self.notes,
         )
         fn.code = [
-            Instr(kind=k, loc=loc, expr=e, target=t, callee=c, uses=u) for k, loc, e, t, c, u in self.code
+            Instr(kind=k, loc=loc, expr=e, target=t, callee=c, uses=u)
+            for k, loc, e, t, c, u in self.code
         ]
         return fn
 
@@ -469,7 +519,14 @@ class _FnCompiler:
             self.switch(node)
         elif t in ("preproc_if", "preproc_ifdef"):
             # the configured branch: statements before any #else/#elif
-            self.block([c for c in node.named_children if c.type not in ("preproc_else", "preproc_elif", "identifier") and c != node.child_by_field_name("condition")])
+            self.block(
+                [
+                    c
+                    for c in node.named_children
+                    if c.type not in ("preproc_else", "preproc_elif", "identifier")
+                    and c != node.child_by_field_name("condition")
+                ]
+            )
         elif t == "function_definition":
             # `for_each_x(i) { ... }` parses as a nested definition: its body is the loop
             body = node.child_by_field_name("body")
@@ -482,7 +539,14 @@ class _FnCompiler:
                 end = self.here()
                 for j in breaks + conts:
                     self.patch(j, end)
-        elif t in ("comment", "preproc_call", "preproc_def", "preproc_function_def", "preproc_include", ";"):
+        elif t in (
+            "comment",
+            "preproc_call",
+            "preproc_def",
+            "preproc_function_def",
+            "preproc_include",
+            ";",
+        ):
             return
         else:
             # anything else (ERROR nodes from macros): keep its calls and uses
@@ -498,7 +562,12 @@ class _FnCompiler:
         if api is not None and api.effect == "put":
             self.put(expr, api, stmt)
             return
-        if api is not None and api.effect in ("cancel_sync", "flush", "synchronize_rcu", "rcu_barrier"):
+        if api is not None and api.effect in (
+            "cancel_sync",
+            "flush",
+            "synchronize_rcu",
+            "rcu_barrier",
+        ):
             self.blocking(expr, api, stmt)
             return
         val = self.value(expr)
@@ -576,7 +645,11 @@ class _FnCompiler:
             if val != UNKNOWN or self.uses:
                 self.emit(Kind.EVAL, cond, val)
         body = node.child_by_field_name("body")
-        cases = [c for c in (body.named_children if body is not None else []) if c.type == "case_statement"]
+        cases = [
+            c
+            for c in (body.named_children if body is not None else [])
+            if c.type == "case_statement"
+        ]
         dispatch: list[int] = []
         has_default = False
         for case in cases:
@@ -601,7 +674,11 @@ class _FnCompiler:
 
     def put(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
         args = self._args(expr)
-        key = self.key_of(args[api.counter]) if api.counter is not None and api.counter < len(args) else None
+        key = (
+            self.key_of(args[api.counter])
+            if api.counter is not None and api.counter < len(args)
+            else None
+        )
         for a in args:
             self.value(a)
         if key is None:
@@ -619,7 +696,9 @@ class _FnCompiler:
         if api.effect in ("synchronize_rcu", "rcu_barrier"):
             self.emit(Kind.WAIT, stmt, ("gp",) if api.effect == "synchronize_rcu" else ("barrier",))
             return
-        work = self.key_of(args[api.work]) if api.work is not None and api.work < len(args) else None
+        work = (
+            self.key_of(args[api.work]) if api.work is not None and api.work < len(args) else None
+        )
         for a in args:
             self.value(a)
         if work is None:
@@ -787,7 +866,11 @@ class _FnCompiler:
         if key is None:
             return rval if rval != UNKNOWN else UNKNOWN
         if op == "=":
-            return ("wr", key, rval if rval[0] == "k" else UNKNOWN) if rval[0] in ("k", "u") else ("seq", rval, ("wr", key, UNKNOWN))
+            return (
+                ("wr", key, rval if rval[0] == "k" else UNKNOWN)
+                if rval[0] in ("k", "u")
+                else ("seq", rval, ("wr", key, UNKNOWN))
+            )
         if op in ("+=", "-="):
             return ("rmw", "add" if op == "+=" else "sub", key, False)
         return ("wr", key, UNKNOWN)
@@ -818,7 +901,18 @@ class _FnCompiler:
             for a in args:
                 self.value(a)
             return UNKNOWN
-        if eff in ("inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "get", "read", "set"):
+        if eff in (
+            "inc",
+            "dec",
+            "add",
+            "sub",
+            "add_ret",
+            "sub_ret",
+            "sub_test",
+            "get",
+            "read",
+            "set",
+        ):
             target = arg(api.counter)
             others = [a for i, a in enumerate(args) if i != api.counter]
             for a in others:
@@ -849,7 +943,12 @@ class _FnCompiler:
             work = self.key_of(target) if target is not None else None
             if work is None:
                 return UNKNOWN
-            tag = {"schedule": "sched", "cancel": "cancel", "pending": "pend", "call_rcu": "callrcu"}[eff]
+            tag = {
+                "schedule": "sched",
+                "cancel": "cancel",
+                "pending": "pend",
+                "call_rcu": "callrcu",
+            }[eff]
             return (tag, work)
         if eff in ("rcu_lock", "rcu_unlock"):
             return ("rcu", 1 if eff == "rcu_lock" else -1)
@@ -942,8 +1041,7 @@ class Extractor:
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
         comp = _FnCompiler(self, info, node, fname)
-        # learn parameter and local types without emitting anything
-        comp.compile()
+        comp.learn_types()
         out: list[Binding] = []
         stack = [node]
         while stack:
@@ -958,7 +1056,9 @@ class Extractor:
                         key = comp.key_of(args[field_arg])
                         cb = _text(args[api.callback]).lstrip("&").strip()
                         if key and re.fullmatch(r"\w+", cb):
-                            kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[api.effect]
+                            kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[
+                                api.effect
+                            ]
                             out.append(Binding(kind, key, cb, comp._loc(n)))
             stack.extend(n.children)
         return out

@@ -111,8 +111,14 @@ def explore_side(
         reduction=reduction,
     )
     if not model.threads or not model.tracked:
-        why = "no actor" if not model.threads else "no tracked object (nothing the actors touch is ever freed)"
-        return SimResult((), tuple([*side.notes, *notes, f"nothing to simulate: {why}"]), 0, 0, 0.0, True)
+        why = (
+            "no actor"
+            if not model.threads
+            else "no tracked object (nothing the actors touch is ever freed)"
+        )
+        return SimResult(
+            (), tuple([*side.notes, *notes, f"nothing to simulate: {why}"]), 0, 0, 0.0, True
+        )
     result: Result = Explorer(model, bounds).run()
     violations = tuple(
         SimViolation(v.kind, v.obj, v.detail, v.signature, to_trace(model, v))

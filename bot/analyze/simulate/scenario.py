@@ -156,7 +156,9 @@ def plan_actors(
                 plans.append(ActorPlan(role, fn, f".{slot} = {fn} ({path}:{line}): {chain[fn]}"))
                 found = True
         if not found:
-            notes.append(f"{name}(): no actor role found (not a release/teardown/shrink path or callback)")
+            notes.append(
+                f"{name}(): no actor role found (not a release/teardown/shrink path or callback)"
+            )
     unique: dict[tuple[str, str], ActorPlan] = {}
     for p in plans:
         unique.setdefault((p.role, p.entry), p)
@@ -182,7 +184,13 @@ def bind(bindings: Sequence[Binding], work: Key) -> Binding | None:
     if exact:
         return exact[0]
     tail = work.split(":", 1)[-1].split(".")[-1]
-    same = [b for b in bindings if b.key and b.key.split(".")[-1].split(":")[-1] == tail and b.kind in ("work", "rcu", "timer")]
+    same = [
+        b
+        for b in bindings
+        if b.key
+        and b.key.split(".")[-1].split(":")[-1] == tail
+        and b.kind in ("work", "rcu", "timer")
+    ]
     return same[0] if len({b.callback for b in same}) == 1 else None
 
 
@@ -329,7 +337,9 @@ def make_model(
     counters: set[Key] = set()
     refcounts: set[Key] = set()
     works: set[Key] = set()
-    release_bindings = {b.key: b.callback for b in program.bindings if b.kind == "release" and b.key}
+    release_bindings = {
+        b.key: b.callback for b in program.bindings if b.kind == "release" and b.key
+    }
     for fn in funcs.values():
         for ins in fn.code:
             vals: list[Val] = list(walk_val(ins.expr)) if ins.expr is not None else []
@@ -372,9 +382,13 @@ def make_model(
         if a.entry not in funcs:
             continue
         if len(threads) >= room:
-            notes.append(f"thread bound reached ({max_threads}): {a.role} actor {a.entry}() not run")
+            notes.append(
+                f"thread bound reached ({max_threads}): {a.role} actor {a.entry}() not run"
+            )
             continue
-        threads.append(ThreadSpec(name="CPU", role=a.role, entry=a.entry, must_act=data.role(a.role).must_act))
+        threads.append(
+            ThreadSpec(name="CPU", role=a.role, entry=a.entry, must_act=data.role(a.role).must_act)
+        )
     threads.extend(deferred[: max(0, max_threads - len(threads))])
     if len(deferred) > max_threads - len([t for t in threads if not t.deferred]):
         notes.append(f"thread bound reached ({max_threads}): some deferred work not run")
