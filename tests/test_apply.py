@@ -423,3 +423,18 @@ def test_hostile_diffs_are_refused_before_anything_applies(
         apply_series(diff_series((APPLY / name).read_text()), str(tree), settings)
     assert outside.read_text() == "planted\n"
     assert tree_digest(tree) == before
+
+
+def test_without_a_mail_git_apply_is_the_first_fallback(tmp_path: Path, settings: Settings) -> None:
+    text = (APPLY / "quilt-widget-get.patch").read_text()
+    seen: list[str] = []
+    applied = apply_series(
+        diff_series(text[text.index("diff -puN") :]),
+        str(plain_tree(tmp_path)),
+        settings,
+        progress=seen.append,
+    )
+    (app,) = applied.applications
+    assert (app.method, app.ok) == (ApplyMethod.GIT_APPLY, True)
+    assert app.message == "applied with offsets (-1) by git apply"
+    assert seen == ["patch 1/1: applied with offsets (-1) by git apply"]
