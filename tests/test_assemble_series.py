@@ -152,8 +152,11 @@ def test_patch_author_comes_from_the_in_body_from_line() -> None:
 
 
 def test_huge_total_is_bounded() -> None:
-    (series,) = assemble([mail("p@x", "[PATCH 1/99999999] mm: x")], load_settings()).series
+    (series,) = assemble([mail("p@x", "[PATCH 1/5000] mm: x")], load_settings()).series
     assert series.total == 999
+    # a counter too long to be real is no counter at all
+    (junk,) = assemble([mail("q@x", "[PATCH 1/99999999] mm: x")], load_settings()).series
+    assert junk.total == 1
 
 
 def test_select_with_no_patch_is_an_input_error() -> None:

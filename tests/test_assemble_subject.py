@@ -171,3 +171,26 @@ def test_split_patch_body_keeps_a_diff_with_unreadable_hunks_as_a_diff() -> None
     )
     _, diff, _ = split_patch_body(body)
     assert diff.startswith("diff --git a/j.py b/j.py\n") and diff.endswith("+junk2\n")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "[" + "1" * 20000 + "] digits",
+        "[v" + "9" * 20000 + "] version",
+        "[1/" + "2" * 20000 + "] total",
+        "(v" + "3" * 20000 + ") title",
+        "[a]" * 20000 + "groups",
+        "Re: " * 20000 + "replies",
+    ],
+)
+def test_hostile_subjects_parse_without_error(subject: str) -> None:
+    info = parse_subject(subject)
+    assert info.version < 10**6
+    assert info.total is None or info.total < 10**6
+
+
+def test_hunk_header_with_absurd_counts_is_kept_as_a_damaged_diff() -> None:
+    body = "x\n---\n--- a/f\n+++ b/f\n@@ -1," + "9" * 5000 + " +1 @@\n-a\n"
+    _, diff, _ = split_patch_body(body)
+    assert diff.startswith("--- a/f\n+++ b/f\n@@ -1,999") and diff.endswith("-a\n")

@@ -17,7 +17,9 @@ import re
 
 __all__ = ["in_body_author", "split_patch_body"]
 
-_HUNK_RE = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+# Line counts of at most 9 digits: a longer one is junk, not a hunk (and int()
+# of thousands of digits is refused by Python).
+_HUNK_RE = re.compile(r"^@@ -\d{1,9}(?:,(\d{1,9}))? \+\d{1,9}(?:,(\d{1,9}))? @@")
 _BASE_RE = re.compile(r"^base-commit:\s*([0-9a-fA-F]{7,64})\s*$", re.MULTILINE)
 _SEPARATOR_RE = re.compile(r"^---\s*$")
 # Lines that may sit between files and hunks of a diff (git extended headers,

@@ -20,14 +20,16 @@ __all__ = ["has_version_tag", "normalise_title", "parse_subject"]
 
 # Reply markers in the languages mailers use (Aw: German, Sv: Nordic, Antw: Dutch,
 # Odp: Polish, R: Italian is too ambiguous and left out).
-_REPLY_RE = re.compile(r"^\s*(re|aw|sv|antw|odp|vs)(\[\d+\])?\s*:\s*", re.IGNORECASE)
-_FORWARD_RE = re.compile(r"^\s*(fwd?|tr)\s*:\s*", re.IGNORECASE)
-_GROUP_RE = re.compile(r"^\s*\[([^\[\]]*)\]\s*")
+# Numbers are at most 6 digits: subjects are hostile, and an unbounded \d+ both
+# backtracks quadratically and makes int() refuse (over 4300 digits).
+_REPLY_RE = re.compile(r"\s*(re|aw|sv|antw|odp|vs)(\[\d{1,6}\])?\s*:\s*", re.IGNORECASE)
+_FORWARD_RE = re.compile(r"\s*(fwd?|tr)\s*:\s*", re.IGNORECASE)
+_GROUP_RE = re.compile(r"\s*\[([^\[\]]*)\]\s*")
 _SPLIT_RE = re.compile(r"[,\s]+")
-_OF_RE = re.compile(r"(\d+)\s+of\s+(\d+)", re.IGNORECASE)
-_COUNTER_RE = re.compile(r"^\D*?(\d+)/(\d+)$")
-_VERSION_RE = re.compile(r"^(?:patch-?|rfc-?)?v(\d+)(?:\.(\d+))?$", re.IGNORECASE)
-_TITLE_VERSION_RE = re.compile(r"\(v(\d+)(?:\.(\d+))?\)", re.IGNORECASE)
+_OF_RE = re.compile(r"(?<!\d)(\d{1,6})\s+of\s+(\d{1,6})(?!\d)", re.IGNORECASE)
+_COUNTER_RE = re.compile(r"(?<!\d)(\d{1,6})/(\d{1,6})$")
+_VERSION_RE = re.compile(r"^(?:patch-?|rfc-?)?v(\d{1,6})(?:\.(\d{1,6}))?$", re.IGNORECASE)
+_TITLE_VERSION_RE = re.compile(r"\(v(\d{1,6})(?:\.(\d{1,6}))?\)", re.IGNORECASE)
 _PATCH_TAGS = ("PATCH", "RFC", "RFT")
 _WS = re.compile(r"\s+")
 
@@ -56,28 +58,26 @@ def normalise_title(title: str) -> str:
 
 def parse_subject(subject: str) -> SubjectInfo:
     """The prefixes, version, n/N counter and title of a subject line."""
-    rest = _WS.sub(" ", subject or "").strip()
+    text = _WS.sub(" ", subject or "").strip()
     is_reply = False
     prefixes: list[str] = []
+    pos = 0
     # Re:, Fwd: and list tags ("[Qemu-devel]") come in any order, so strip them
     # in a loop until the text starts with none of them.
     while True:
-        m = _REPLY_RE.match(rest)
+        m = _REPLY_RE.match(text, pos)
         if m:
             is_reply = True
-            rest = rest[m.end() :]
+            pos = m.end()
             continue
-        m = _FORWARD_RE.match(rest)
+        m = _FORWARD_RE.match(text, pos) or _GROUP_RE.match(text, pos)
         if m:
-            rest = rest[m.end() :]
-            continue
-        m = _GROUP_RE.match(rest)
-        if m:
-            prefixes += _tokens(m.group(1))
-            rest = rest[m.end() :]
+            if m.re is _GROUP_RE:
+                prefixes += _tokens(m.group(1))
+            pos = m.end()
             continue
         break
-    title = rest.lstrip(":").strip()
+    title = text[pos:].lstrip(":").strip()
 
     version, revision = 1, "1"
     number: int | None = None
@@ -89,7 +89,7 @@ def parse_subject(subject: str) -> SubjectInfo:
             revision = f"{vm.group(1)}.{vm.group(2)}" if vm.group(2) else vm.group(1)
             continue
         om = _OF_RE.fullmatch(token)
-        cm = om or _COUNTER_RE.match(token)
+        cm = om or _COUNTER_RE.search(token)
         if cm and number is None:
             number, total = int(cm.group(1)), int(cm.group(2))
     if revision == "1":

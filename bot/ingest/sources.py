@@ -42,7 +42,7 @@ _MAIL_SUFFIXES = frozenset({".eml", ".patch", ".diff", ".mbox", ".msg", ".mail"}
 # How far into a file to look for NUL bytes before calling it binary.
 _BINARY_SNIFF = 8192
 _LEADING_BRACKETS = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
-_COUNTER = re.compile(r"\b(\d+)\s*(?:/|of)\s*(\d+)\s*\]")
+_COUNTER = re.compile(r"(?<!\d)(\d{1,6})\s*(?:/|of)\s*(\d{1,6})\s*\]")
 _NUMBER_PREFIX = re.compile(r"^\d{1,4}[-_]")
 
 
