@@ -7,6 +7,7 @@ acceptable failure is an InputError whose one line names the file.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from unidiff.patch import PatchSet
 from bot.assemble import assemble, parse_subject
 from bot.config import load_settings
 from bot.errors import InputError
-from bot.ingest import load
+from bot.ingest import load, messages_from_bytes
 from tests.conftest import corpus_path
 
 pytestmark = pytest.mark.corpus
@@ -90,3 +91,39 @@ def test_quilt_directory_loads_in_series_file_order_as_one_stack(corpus: Path) -
         assert PatchSet(patch.diff), patch.message.source
         assert "Patches currently in -mm" not in patch.diff
         assert parse_subject(patch.message.subject).number == patch.number
+
+
+def test_mutated_seed_mails_load_and_assemble_or_are_refused(corpus: Path) -> None:
+    """Seeded byte-level mutations of real mail: only InputError may come out."""
+    rng = random.Random(20140409)
+    originals = [p.read_bytes() for p in sorted((corpus / "seed").glob("*.eml"))]
+    inserts = [
+        b"\n",
+        b"From x Mon Jan 1 00:00:00 2000\n",
+        b"@@ -1,2 +1,3 @@\n",
+        b"\x00",
+        b"diff --git a/x b/x\n",
+        b"[PATCH 0/3]",
+        b"Re: ",
+        b"<",
+        b"=?utf-8?b?",
+        b"-- \n",
+    ]
+    settings = load_settings()
+    for _ in range(300):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 20)):
+            pos = rng.randrange(len(data)) if data else 0
+            roll = rng.random()
+            if roll < 0.4 and data:
+                data[pos] = rng.randrange(256)
+            elif roll < 0.7:
+                data[pos:pos] = rng.choice(inserts)
+            else:
+                del data[pos : pos + rng.randint(1, 40)]
+        try:
+            series_set = assemble(messages_from_bytes(bytes(data), "mutant.eml"), settings)
+        except InputError as exc:
+            assert exc.one_line().startswith("mutant.eml")
+            continue
+        assert all(s.total >= 1 for s in series_set.series)
