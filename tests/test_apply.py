@@ -17,7 +17,7 @@ import pytest
 from bot.apply import apply_series
 from bot.config import Settings, load_settings
 from bot.errors import InputError, UnsafePatchError
-from bot.model import ApplyMethod, Patch, PatchSlot, RawMessage, Series
+from bot.model import ApplyMethod, LineKind, Patch, PatchImages, PatchSlot, RawMessage, Series
 
 APPLY = Path(__file__).resolve().parent / "fixtures" / "apply"
 P1 = "0001-mm-widget-return-early-from-widget_put-on-NULL.patch"
@@ -86,6 +86,26 @@ def diff_series(diff: str) -> Series:
     message = RawMessage("inline", raw, "inline@test", "[PATCH] t", "", "", None, None, (), diff)
     patch = Patch(message, 1, 1, "t", "", diff)
     return Series("k", 1, "1", 1, "t", "", "", None, (PatchSlot(1, patch),))
+
+
+def assert_hunks_match_images(images: PatchImages) -> None:
+    """Every removed line of images.files sits at its source_line in the pre-image,
+    every added line at its target_line in the post-image."""
+    checked = 0
+    for diff in images.files:
+        image = images.image(diff.path)
+        assert image is not None, diff.path
+        pre = (image.pre or "").split("\n")
+        post = (image.post or "").split("\n")
+        for hunk in diff.hunks:
+            for ln in hunk.lines:
+                if ln.kind is LineKind.REMOVED and ln.source_line is not None:
+                    assert pre[ln.source_line - 1] == ln.text, (diff.path, ln)
+                    checked += 1
+                if ln.kind is LineKind.ADDED and ln.target_line is not None:
+                    assert post[ln.target_line - 1] == ln.text, (diff.path, ln)
+                    checked += 1
+    assert checked
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -251,6 +271,10 @@ def test_offsets_only_use_git_and_report_gnu_style_offsets(
     assert app.message.startswith("applied with offsets (+2) by git")
     image = applied.images[0].image("mm/widget.c")
     assert image is not None and not image.partial
+    # The patch's own hunk, renumbered to where it landed.
+    (hunk,) = applied.images[0].files[0].hunks
+    assert hunk.header == "@@ -21,8 +21,9 @@ static void widget_release(struct kref *kref)"
+    assert_hunks_match_images(applied.images[0])
 
 
 def test_fuzz_needed_falls_back_to_fuzzy_apply(tmp_path: Path, settings: Settings) -> None:

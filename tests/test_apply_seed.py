@@ -14,7 +14,7 @@ from bot.analyze.cfunc import touched_functions
 from bot.apply import apply_series
 from bot.config import Settings, load_settings
 from bot.model import AppliedSeries, ApplyMethod, ChangeKind
-from tests.test_apply import series_of, tree_digest
+from tests.test_apply import assert_hunks_match_images, series_of, tree_digest
 
 SEED = ["v3-0001-patch-1of3.eml", "v3-0002-patch-2of3.eml", "v3-0003-patch-3of3.eml"]
 
@@ -79,6 +79,8 @@ def test_v3_patch_1_applies_with_offsets(corpus: Path, settings: Settings) -> No
     assert app.method is ApplyMethod.FUZZY
     assert app.message == "applied with offsets (-3, +9, +3) and fuzz 2 by fuzzy apply"
     assert tree_digest(tree) == before
+    # Hunks keep the patch's text with line numbers of the tree (offsets applied).
+    assert_hunks_match_images(applied.images[0])
 
 
 def test_v3_series_matches_gnu_patch_hunk_by_hunk(

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
@@ -458,6 +458,54 @@ def _regenerated(root: Path, before: str, after: str, source: str) -> tuple[File
     return parse_diff(res.text(), source)
 
 
+def _shifted(files: Sequence[FileDiff], results: Sequence[HunkResult]) -> tuple[FileDiff, ...]:
+    """The patch's own hunks, renumbered to where they landed in the tree.
+
+    With every hunk applied, a hunk's post-image lines move by the same offset as
+    its pre-image lines, so adding the offset to both keeps the patch's text (what
+    a reply quotes, what hunk indexes count) and makes the numbers match the images."""
+    offsets = iter(r.offset for r in results)
+    out: list[FileDiff] = []
+    for f in files:
+        if f.is_binary:
+            continue
+        hunks = []
+        for h in f.hunks:
+            d = next(offsets, 0)
+            lines = tuple(
+                replace(
+                    ln,
+                    source_line=None if ln.source_line is None else ln.source_line + d,
+                    target_line=None if ln.target_line is None else ln.target_line + d,
+                )
+                for ln in h.lines
+            )
+            hunks.append(
+                replace(
+                    h,
+                    source_start=h.source_start + d,
+                    target_start=h.target_start + d,
+                    lines=lines,
+                )
+            )
+        out.append(replace(f, hunks=tuple(hunks)))
+    return tuple(out)
+
+
+def _tree_files(
+    root: Path, before: str, parsed: _Parsed, results: Sequence[HunkResult]
+) -> tuple[FileDiff, ...]:
+    """FileDiffs whose line numbers match the tree's images: the patch's own hunks
+    shifted by their offsets, or, when git merged a hunk our search cannot place,
+    the change re-read from the scratch commits."""
+    if all(r.applied and not r.reason for r in results):
+        return _shifted(parsed.files, results)
+    files = _regenerated(root, before, _head(root), f"patch {parsed.patch.number}")
+    seen = {f.path for f in files}
+    # A file git left unchanged (an empty new file, a mode change) keeps its diff.
+    return files + tuple(f for f in parsed.files if f.path not in seen and not f.is_binary)
+
+
 def _images(root: Path, files: Sequence[FileDiff], pre: dict[str, str | None]) -> list[FileImage]:
     images: list[FileImage] = []
     for f in files:
@@ -488,11 +536,7 @@ def _apply_one(
         method = ApplyMethod.GIT_APPLY
     if method is not None:
         hunks = _placements_after_git(pre, parsed, method)
-        after = _head(root)
-        files = _regenerated(root, before, after, f"patch {number}")
-        regenerated = {f.path for f in files}
-        # A file git left unchanged (an empty new file, a mode change) keeps its diff.
-        files += tuple(f for f in parsed.files if f.path not in regenerated and not f.is_binary)
+        files = _tree_files(root, before, parsed, hunks)
         app = PatchApplication(
             number, method, True, tuple(hunks), _message(method, hunks), parsed.skipped
         )
@@ -501,10 +545,7 @@ def _apply_one(
     notes += [f"patch {number}: {n}" for n in fuzzy_notes]
     applied = sum(1 for h in hunks if h.applied)
     if hunks and applied == len(hunks):
-        after = _head(root)
-        files = _regenerated(root, before, after, f"patch {number}")
-        regenerated = {f.path for f in files}
-        files += tuple(f for f in parsed.files if f.path not in regenerated and not f.is_binary)
+        files = _tree_files(root, before, parsed, hunks)
         app = PatchApplication(
             number,
             ApplyMethod.FUZZY,
