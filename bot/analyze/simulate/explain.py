@@ -69,7 +69,9 @@ def to_trace(model: Model, violation: Violation) -> Trace:
         ]: f"{model.threads[t].entry}() ({_ROLE_WORDS.get(model.threads[t].role, model.threads[t].role)})"
         for t in names
     }
-    actors = tuple(dict.fromkeys(s.actor for s in steps))
+    # CPUs first, in order of appearance, then workers: the changelog layout
+    order = list(dict.fromkeys(s.actor for s in steps))
+    actors = tuple(sorted(order, key=lambda a: (not a.startswith("CPU"), order.index(a))))
     return Trace(
         actors=actors, steps=steps, actor_roles=roles, summary=summary(model, violation, names)
     )

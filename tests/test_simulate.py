@@ -1,0 +1,221 @@
+"""The lifecycle simulator on small kernel-style examples of our own: one per
+check, each asserting the counterexample found, or that none is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot import assemble, ingest
+from bot.analyze.simulate import SimResult, SimulatorCheck, format_trace, simulate_source
+from bot.analyze.simulate.check import map_pre_line
+from bot.apply import apply_series
+from bot.config import Settings
+from bot.errors import UsageError
+from bot.model import FileDiff, Finding, Hunk, HunkLine, LineKind, Status
+from bot.pipeline import build_analysis
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "simulate"
+
+
+def sim(name: str, entries: list[str], teardown: tuple[str, ...] = (), settings: Settings | None = None, **kw: object) -> SimResult:
+    files = {f"mm/{name}": (FIX / name).read_text(encoding="utf-8")}
+    return simulate_source(files, entries, settings or Settings(), teardown=teardown, **kw)  # type: ignore[arg-type]
+
+
+def kinds(r: SimResult) -> set[str]:
+    return {v.kind for v in r.violations}
+
+
+# --------------------------------------------------------------------------- one check each
+
+
+def test_a_kref_put_twice_is_a_refcount_underflow_at_the_second_put() -> None:
+    r = sim("kref_double_put.c", ["session_close"])
+    assert kinds(r) == {"UNDERFLOW"}
+    steps = r.violations[0].trace.steps
+    assert [s.function for s in steps] == ["session_close", "session_release", "session_close"]
+    assert "kfree(s)" in steps[1].text and "frees struct session" in steps[1].text
+    assert "kref_put" in steps[2].text and steps[2].line == 21
+    assert r.complete
+
+
+def test_a_single_kref_put_reports_nothing() -> None:
+    r = sim("kref_double_put.c", ["session_close_once"])
+    assert r.violations == ()
+    assert r.complete and r.tracked == ("session",)
+
+
+def test_work_queued_by_an_event_can_run_after_remove_frees_the_device() -> None:
+    r = sim("work_after_kfree.c", ["evdev_event"], teardown=("evdev_remove",))
+    on_worker = [v for v in r.violations if v.kind == "UAF" and v.trace.steps[-1].actor == "worker"]
+    assert on_worker, [v.kind for v in r.violations]
+    t = on_worker[0].trace
+    assert t.steps[-1].function == "evdev_event_workfn"
+    assert "nr_events" in t.steps[-1].text
+    freer = next(s for s in t.steps if "frees struct evdev" in s.text)
+    assert freer.function == "evdev_remove" and freer.actor.startswith("CPU")
+    queued = next(s for s in t.steps if "schedule_work" in s.text)
+    assert queued.function == "evdev_event"
+    assert "WORK-AFTER-FREE" in kinds(r)
+    assert t.actor_roles["worker"].startswith("evdev_event_workfn()")
+
+
+def test_freeing_with_the_work_still_queued_is_reported() -> None:
+    r = sim("missing_cancel.c", ["statpool_release"])
+    waf = next(v for v in r.violations if v.kind == "WORK-AFTER-FREE")
+    steps = waf.trace.steps
+    assert [s.actor for s in steps] == ["CPU0", "CPU0"]
+    assert "schedule_work" in steps[0].text and "queued" in steps[0].text
+    assert "kfree(sp)" in steps[1].text and "still queued" in steps[1].text
+    # the worker that started before the free touches freed memory too
+    uaf = next(v for v in r.violations if v.kind == "UAF")
+    assert uaf.trace.steps[-1].actor == "worker"
+
+
+def test_cancel_work_sync_before_free_makes_the_release_safe() -> None:
+    r = sim("missing_cancel.c", ["statpool_release_sync"])
+    assert r.violations == ()
+    assert r.complete and r.states > 1
+
+
+def test_css_put_before_the_last_use_in_a_release_work_is_a_use_after_free() -> None:
+    r = sim("css_put_early.c", ["holder_put"])
+    uaf = next(v for v in r.violations if v.kind == "UAF")
+    assert uaf.obj == "mem_cgroup"
+    steps = uaf.trace.steps
+    put = next(i for i, s in enumerate(steps) if "css_put" in s.text)
+    assert "frees struct mem_cgroup" in steps[put].text
+    assert steps[-1].actor == "worker" and "nr_holders" in steps[-1].text
+    assert put < len(steps) - 1
+
+
+def test_css_put_after_the_last_use_is_safe() -> None:
+    r = sim("css_put_fixed.c", ["holder_put"])
+    assert r.violations == ()
+
+
+def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> None:
+    r = sim("pool_leak.c", ["pool_release_pages"], teardown=("pool_css_offline",))
+    assert kinds(r) == {"LEAK"}
+    t = r.violations[0].trace
+    assert t.actors == ("CPU0", "CPU1", "worker")
+    texts = [(s.actor, s.function, s.text) for s in t.steps]
+    sched = next(i for i, (_, f, x) in enumerate(texts) if "schedule_work" in x)
+    read = next(i for i, (a, _, x) in enumerate(texts) if a == "worker" and "nr_pages == 1" in x)
+    sub = next(i for i, (_, f, x) in enumerate(texts) if f == "pool_release_pages" and "1 -> 0" in x)
+    assert sched < read < sub
+    assert texts[sched][1] == "pool_css_offline"
+    assert "never freed" in t.summary
+
+
+def test_whoever_drops_the_last_unit_queues_the_destroy_so_nothing_leaks() -> None:
+    r = sim("pool_counted.c", ["pool_release_pages"], teardown=("pool_css_offline",))
+    assert r.violations == ()
+    assert r.complete
+
+
+# --------------------------------------------------------------------------- exploration
+
+
+def test_reduction_finds_the_same_routes_in_fewer_states() -> None:
+    args = (["pool_release_pages"],)
+    with_red = sim("pool_leak.c", *args, teardown=("pool_css_offline",))
+    without = sim("pool_leak.c", *args, teardown=("pool_css_offline",), reduction=False)
+    assert {v.signature for v in with_red.violations} == {v.signature for v in without.violations}
+    assert with_red.states < without.states
+
+
+def test_reaching_the_state_bound_is_reported_not_silent() -> None:
+    r = sim("pool_counted.c", ["pool_release_pages"], teardown=("pool_css_offline",), settings=Settings(sim_max_states=2))
+    assert not r.complete
+    assert any("state bound reached" in n for n in r.notes)
+
+
+def test_the_thread_bound_leaves_actors_out_and_says_so() -> None:
+    r = sim("work_after_kfree.c", ["evdev_event"], teardown=("evdev_remove",), settings=Settings(sim_max_threads=2))
+    assert any("thread bound reached" in n for n in r.notes)
+    assert len(r.actors) <= 2
+
+
+def test_an_entry_that_is_not_defined_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="no_such_fn"):
+        sim("pool_leak.c", ["no_such_fn"])
+
+
+def test_no_entry_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        sim("pool_leak.c", [])
+
+
+def test_format_trace_draws_one_column_per_actor() -> None:
+    r = sim("pool_leak.c", ["pool_release_pages"], teardown=("pool_css_offline",))
+    text = format_trace(r.violations[0].trace)
+    header = text.splitlines()[0]
+    assert header.split() == ["CPU0", "CPU1", "worker"]
+    worker_col = header.index("worker")
+    read_line = next(line for line in text.splitlines() if "nr_pages == 1" in line)
+    assert len(read_line) - len(read_line.lstrip()) >= worker_col
+    assert "pool_leak.c:25" in read_line
+
+
+# --------------------------------------------------------------------------- differential, through the pipeline
+
+
+def _check(patch: str, tree: str) -> tuple[list[Finding], SimulatorCheck]:
+    settings = Settings()
+    messages = ingest.load([str(FIX / "statpool" / patch)], settings)
+    series, _, _ = assemble.select(assemble.assemble(messages, settings))
+    applied = apply_series(series, str(FIX / "statpool" / tree), settings)
+    check = SimulatorCheck()
+    findings = list(check.run(build_analysis(applied, settings), settings))
+    return findings, check
+
+
+def test_a_series_that_flushes_before_free_reports_the_race_fixed_and_nothing_introduced() -> None:
+    findings, check = _check("fix.patch", "bad")
+    assert [f for f in findings if f.status is Status.INTRODUCED] == []
+    fixed = {f.rule_id for f in findings if f.status is Status.FIXED}
+    assert "SIM-WORK-AFTER-FREE" in fixed
+    waf = next(f for f in findings if f.rule_id == "SIM-WORK-AFTER-FREE")
+    assert waf.file == "mm/statpool.c" and waf.function == "statpool_release"
+    assert waf.trace is not None and waf.trace.steps[-1].function == "statpool_release"
+    assert waf.patch_number == 1
+
+
+def test_a_series_that_drops_the_flush_introduces_the_race_with_its_trace() -> None:
+    findings, check = _check("regress.patch", "good")
+    introduced = [f for f in findings if f.status is Status.INTRODUCED]
+    assert {f.rule_id for f in introduced} >= {"SIM-WORK-AFTER-FREE", "SIM-UAF"}
+    uaf = next(f for f in introduced if f.rule_id == "SIM-UAF")
+    assert uaf.symbol == "use-after-free"
+    assert uaf.trace is not None and set(uaf.trace.actors) == {"CPU0", "worker"}
+    # the line is the post-image line of the release path's kfree()
+    post = (FIX / "statpool" / "bad" / "mm" / "statpool.c").read_text(encoding="utf-8").splitlines()
+    assert uaf.line is not None and "kfree(sp)" in post[uaf.line - 1]
+    assert uaf.question
+    assert not [f for f in findings if f.status is Status.FIXED]
+
+
+def test_pre_image_lines_map_to_where_they_are_after_the_patch() -> None:
+    hunk = Hunk(
+        source_start=10,
+        source_length=3,
+        target_start=10,
+        target_length=4,
+        section="",
+        lines=(
+            HunkLine(LineKind.CONTEXT, "a", 10, 10),
+            HunkLine(LineKind.ADDED, "new", None, 11),
+            HunkLine(LineKind.REMOVED, "old", 11, None),
+            HunkLine(LineKind.ADDED, "new2", None, 12),
+            HunkLine(LineKind.CONTEXT, "b", 12, 13),
+        ),
+    )
+    fd = FileDiff(old_path="f.c", new_path="f.c", hunks=(hunk,))
+    assert map_pre_line(fd, 5) == 5
+    assert map_pre_line(fd, 10) == 10
+    assert map_pre_line(fd, 11) == 11
+    assert map_pre_line(fd, 12) == 13
+    assert map_pre_line(fd, 40) == 41
