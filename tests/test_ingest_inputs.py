@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 from pathlib import Path
@@ -227,3 +228,14 @@ def test_mime_nesting_bomb_is_refused_in_one_line() -> None:
     with pytest.raises(InputError) as info:
         parse_message(raw, "bomb.eml")
     assert info.value.one_line().startswith("bomb.eml: ")
+
+
+def test_saved_lore_download_gz_file_is_read(fixtures: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "t.mbox.gz"
+    saved.write_bytes(gzip.compress((_ingest(fixtures) / "partial-reroll.mbox").read_bytes()))
+    messages = load([str(saved)], load_settings())
+    assert len(messages) == 6 and messages[0].message_id == "v5-cover@example.org"
+    broken = tmp_path / "broken.mbox.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(InputError, match="bad gzip data"):
+        load([str(broken)], load_settings())

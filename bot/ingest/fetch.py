@@ -19,7 +19,14 @@ import requests
 from bot.config import Settings
 from bot.errors import FetchError, InputError, TooLargeError
 
-__all__ = ["fetch_thread", "is_message_id_arg", "is_url_arg", "msgid_from_url", "valid_msgid"]
+__all__ = [
+    "fetch_thread",
+    "gunzip_limited",
+    "is_message_id_arg",
+    "is_url_arg",
+    "msgid_from_url",
+    "valid_msgid",
+]
 
 # What a Message-ID may contain here. RFC 5322 allows more, but real ones
 # (git send-email, mailers, lore) use only these; anything else is refused.
@@ -64,9 +71,10 @@ def msgid_from_url(url: str) -> str:
     raise InputError("no Message-ID in URL (expected .../<list>/<msgid>/)", source=url)
 
 
-def _gunzip_limited(data: bytes, limit: int, source: str) -> bytes:
+def gunzip_limited(data: bytes, limit: int, source: str) -> bytes:
+    """Gunzip at most `limit` bytes (TooLargeError beyond); data without gzip magic as is."""
     if not data.startswith(b"\x1f\x8b"):
-        return data  # a server that sends plain mbox: take it as is
+        return data  # plain mbox (a server or a file that is not compressed)
     out = bytearray()
     dec = zlib.decompressobj(wbits=31)
     try:
@@ -75,9 +83,11 @@ def _gunzip_limited(data: bytes, limit: int, source: str) -> bytes:
         while dec.unconsumed_tail and len(out) <= limit:
             out += dec.decompress(dec.unconsumed_tail, limit + 1 - len(out))
     except zlib.error as exc:
-        raise FetchError(f"bad gzip data: {exc}", source=source) from exc
+        raise InputError(f"bad gzip data: {exc}", source=source) from exc
     if len(out) > limit:
         raise TooLargeError(f"thread larger than {limit} bytes once decompressed", source=source)
+    if not dec.eof:
+        raise InputError("bad gzip data: truncated", source=source)
     return bytes(out)
 
 
@@ -113,4 +123,4 @@ def fetch_thread(msgid: str, settings: Settings, *, source: str | None = None) -
         raise FetchError(f"cannot connect to fetch {url} (offline?)", source=label) from exc
     except requests.RequestException as exc:
         raise FetchError(f"fetch failed: {type(exc).__name__}", source=label) from exc
-    return _gunzip_limited(bytes(body), limit, label)
+    return gunzip_limited(bytes(body), limit, label)

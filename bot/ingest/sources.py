@@ -1,6 +1,6 @@
 """Resolve command-line inputs to `RawMessage`s: files, directories, stdin, lore, git.
 
-    load(["series.mbox"], settings)                    mbox, .eml, .patch/.diff
+    load(["series.mbox"], settings)                    mbox (or t.mbox.gz), .eml, .patch/.diff
     load(["patches/"], settings)                       maildir, .eml/.patch dir, quilt dir
     load(["-"], settings, stdin=sys.stdin.buffer)      one mbox/mail/diff on stdin
     load(["<id@host>"], settings)                      thread from settings.lore_base_url
@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.errors import InputError, TooLargeError
 from bot.ingest.fetch import (
     fetch_thread,
+    gunzip_limited,
     is_message_id_arg,
     is_url_arg,
     msgid_from_url,
@@ -267,8 +268,9 @@ def _load_one(
     if path.is_dir():
         return _load_directory(path, settings, start)
     if path.exists():
-        data = _read_file(path, settings)
-        return messages_from_bytes(data, arg, name=path.name, start=start)
+        # a saved lore download (t.mbox.gz) is read like the fetched one
+        data = gunzip_limited(_read_file(path, settings), settings.max_input_bytes, arg)
+        return messages_from_bytes(data, arg, name=path.name.removesuffix(".gz"), start=start)
     if repo is not None and is_range_arg(arg):
         data = format_patch_range(repo, arg)
         return messages_from_bytes(data, f"{repo}:{arg}", start=start)
