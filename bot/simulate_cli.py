@@ -41,16 +41,36 @@ def add_simulate_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", metavar="FILE.c", help="C source or header files")
-    p.add_argument("--entry", action="append", default=[], metavar="FN", help="an actor's entry function (repeatable)")
     p.add_argument(
-        "--teardown", action="append", default=[], metavar="FN", help="an owner-teardown actor (repeatable)"
+        "--entry",
+        action="append",
+        default=[],
+        metavar="FN",
+        help="an actor's entry function (repeatable)",
     )
-    p.add_argument("--tree", metavar="DIR", help="kernel tree to follow calls into (files next to FILE, headers)")
+    p.add_argument(
+        "--teardown",
+        action="append",
+        default=[],
+        metavar="FN",
+        help="an owner-teardown actor (repeatable)",
+    )
+    p.add_argument(
+        "--tree",
+        metavar="DIR",
+        help="kernel tree to follow calls into (files next to FILE, headers)",
+    )
     p.add_argument("--max-states", type=int, metavar="N", help="state bound (default: settings)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="time bound (default: settings)")
     p.add_argument("--max-threads", type=int, metavar="N", help="thread bound (default: settings)")
-    p.add_argument("--no-reduction", action="store_true", help="explore every order (no partial-order reduction)")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
+    p.add_argument(
+        "--no-reduction",
+        action="store_true",
+        help="explore every order (no partial-order reduction)",
+    )
+    p.add_argument(
+        "--format", choices=["text", "json"], default="text", help="output format (default: text)"
+    )
 
 
 def _read(path: str, settings: Settings) -> str:
@@ -66,7 +86,11 @@ def _read(path: str, settings: Settings) -> str:
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Run `bot simulate`; returns the exit code (1 when a violation is found)."""
     changes: dict[str, object] = {}
-    for opt, key in (("max_states", "sim_max_states"), ("max_seconds", "sim_max_seconds"), ("max_threads", "sim_max_threads")):
+    for opt, key in (
+        ("max_states", "sim_max_states"),
+        ("max_seconds", "sim_max_seconds"),
+        ("max_threads", "sim_max_threads"),
+    ):
         value = getattr(args, opt)
         if value is not None:
             if value <= 0:
@@ -121,7 +145,13 @@ def _json(r: SimResult) -> str:
                 "summary": v.trace.summary,
                 "actors": dict(v.trace.actor_roles),
                 "steps": [
-                    {"actor": s.actor, "text": s.text, "function": s.function, "file": s.file, "line": s.line}
+                    {
+                        "actor": s.actor,
+                        "text": s.text,
+                        "function": s.function,
+                        "file": s.file,
+                        "line": s.line,
+                    }
                     for s in v.trace.steps
                 ],
             }

@@ -19,7 +19,13 @@ from bot.pipeline import build_analysis
 FIX = Path(__file__).resolve().parent / "fixtures" / "simulate"
 
 
-def sim(name: str, entries: list[str], teardown: tuple[str, ...] = (), settings: Settings | None = None, **kw: object) -> SimResult:
+def sim(
+    name: str,
+    entries: list[str],
+    teardown: tuple[str, ...] = (),
+    settings: Settings | None = None,
+    **kw: object,
+) -> SimResult:
     files = {f"mm/{name}": (FIX / name).read_text(encoding="utf-8")}
     return simulate_source(files, entries, settings or Settings(), teardown=teardown, **kw)  # type: ignore[arg-type]
 
@@ -104,7 +110,9 @@ def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> Non
     texts = [(s.actor, s.function, s.text) for s in t.steps]
     sched = next(i for i, (_, f, x) in enumerate(texts) if "schedule_work" in x)
     read = next(i for i, (a, _, x) in enumerate(texts) if a == "worker" and "nr_pages == 1" in x)
-    sub = next(i for i, (_, f, x) in enumerate(texts) if f == "pool_release_pages" and "1 -> 0" in x)
+    sub = next(
+        i for i, (_, f, x) in enumerate(texts) if f == "pool_release_pages" and "1 -> 0" in x
+    )
     assert sched < read < sub
     assert texts[sched][1] == "pool_css_offline"
     assert "never freed" in t.summary
@@ -128,13 +136,23 @@ def test_reduction_finds_the_same_routes_in_fewer_states() -> None:
 
 
 def test_reaching_the_state_bound_is_reported_not_silent() -> None:
-    r = sim("pool_counted.c", ["pool_release_pages"], teardown=("pool_css_offline",), settings=Settings(sim_max_states=2))
+    r = sim(
+        "pool_counted.c",
+        ["pool_release_pages"],
+        teardown=("pool_css_offline",),
+        settings=Settings(sim_max_states=2),
+    )
     assert not r.complete
     assert any("state bound reached" in n for n in r.notes)
 
 
 def test_the_thread_bound_leaves_actors_out_and_says_so() -> None:
-    r = sim("work_after_kfree.c", ["evdev_event"], teardown=("evdev_remove",), settings=Settings(sim_max_threads=2))
+    r = sim(
+        "work_after_kfree.c",
+        ["evdev_event"],
+        teardown=("evdev_remove",),
+        settings=Settings(sim_max_threads=2),
+    )
     assert any("thread bound reached" in n for n in r.notes)
     assert len(r.actors) <= 2
 
@@ -160,21 +178,19 @@ def test_format_trace_draws_one_column_per_actor() -> None:
     assert "pool_leak.c:25" in read_line
 
 
-# --------------------------------------------------------------------------- differential, through the pipeline
+# ------------------------------------------------------------------ differential (pipeline)
 
 
-def _check(patch: str, tree: str) -> tuple[list[Finding], SimulatorCheck]:
+def _check(patch: str, tree: str) -> list[Finding]:
     settings = Settings()
     messages = ingest.load([str(FIX / "statpool" / patch)], settings)
     series, _, _ = assemble.select(assemble.assemble(messages, settings))
     applied = apply_series(series, str(FIX / "statpool" / tree), settings)
-    check = SimulatorCheck()
-    findings = list(check.run(build_analysis(applied, settings), settings))
-    return findings, check
+    return list(SimulatorCheck().run(build_analysis(applied, settings), settings))
 
 
 def test_a_series_that_flushes_before_free_reports_the_race_fixed_and_nothing_introduced() -> None:
-    findings, check = _check("fix.patch", "bad")
+    findings = _check("fix.patch", "bad")
     assert [f for f in findings if f.status is Status.INTRODUCED] == []
     fixed = {f.rule_id for f in findings if f.status is Status.FIXED}
     assert "SIM-WORK-AFTER-FREE" in fixed
@@ -185,7 +201,7 @@ def test_a_series_that_flushes_before_free_reports_the_race_fixed_and_nothing_in
 
 
 def test_a_series_that_drops_the_flush_introduces_the_race_with_its_trace() -> None:
-    findings, check = _check("regress.patch", "good")
+    findings = _check("regress.patch", "good")
     introduced = [f for f in findings if f.status is Status.INTRODUCED]
     assert {f.rule_id for f in introduced} >= {"SIM-WORK-AFTER-FREE", "SIM-UAF"}
     uaf = next(f for f in introduced if f.rule_id == "SIM-UAF")

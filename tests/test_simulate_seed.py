@@ -15,7 +15,6 @@ from bot.config import Settings
 from bot.model import Finding, Status, Trace
 from bot.pipeline import build_analysis
 
-
 Run = tuple[list[Finding], SimulatorCheck, dict[str, str]]
 _CACHE: dict[str, Run] = {}
 
@@ -55,9 +54,16 @@ def test_post_image_leaks_the_cache_when_its_last_page_goes_after_the_destroy_wo
     assert t is not None
     roles = " ".join(t.actor_roles.values())
     assert "release path" in roles and "owner teardown" in roles and "work callback" in roles
-    queued = _index(t, lambda s: s.function == "mem_cgroup_destroy_all_caches" and "schedule_work" in s.text)
+    queued = _index(
+        t, lambda s: s.function == "mem_cgroup_destroy_all_caches" and "schedule_work" in s.text
+    )
     gave_up = _index(t, lambda s: s.actor == "worker" and "nr_pages == 1" in s.text)
-    last_page = _index(t, lambda s: s.function == "memcg_release_pages" and "atomic_sub" in s.text and "1 -> 0" in s.text)
+    last_page = _index(
+        t,
+        lambda s: (
+            s.function == "memcg_release_pages" and "atomic_sub" in s.text and "1 -> 0" in s.text
+        ),
+    )
     assert queued < gave_up < last_page
     assert t.steps[gave_up].function == "kmem_cache_destroy_work_func"
     assert "kmem_cache" in leak.message
@@ -74,7 +80,14 @@ def test_pre_image_use_after_free_is_reported_as_removed(
     uaf = _one(findings, "SIM-UAF", Status.FIXED)
     t = uaf.trace
     assert t is not None and len(t.actors) == 3
-    to_zero = _index(t, lambda s: s.function == "memcg_release_pages" and "atomic_sub_and_test" in s.text and "1 -> 0" in s.text)
+    to_zero = _index(
+        t,
+        lambda s: (
+            s.function == "memcg_release_pages"
+            and "atomic_sub_and_test" in s.text
+            and "1 -> 0" in s.text
+        ),
+    )
     dead = _index(t, lambda s: "dead = true" in s.text)
     freed = _index(t, lambda s: s.actor == "worker" and "frees struct kmem_cache" in s.text)
     use = len(t.steps) - 1

@@ -54,9 +54,8 @@ class SimulatorCheck:
         for pa in ctx.patches:
             left = settings.sim_max_seconds - (time.monotonic() - started)
             if left <= 0:
-                notes.append(
-                    f"time bound reached ({settings.sim_max_seconds:g} s): patch {pa.number} not simulated"
-                )
+                bound = f"{settings.sim_max_seconds:g} s"
+                notes.append(f"time bound reached ({bound}): patch {pa.number} not simulated")
                 continue
             found, patch_notes = self._patch(pa, ctx, settings, earlier, left)
             findings.extend(found)
@@ -92,7 +91,8 @@ class SimulatorCheck:
             return [], notes
         if pa.partial:
             notes.append(
-                "images rebuilt from the diff only: the simulator saw only the functions the hunks show"
+                "images rebuilt from the diff only: "
+                "the simulator saw only the functions the hunks show"
             )
         pre_files = dict(earlier)
         post_files = dict(earlier)
@@ -163,9 +163,9 @@ class SimulatorCheck:
         pre_sigs = {v.signature for v in pre.violations}
         post_sigs = {v.signature for v in post.violations}
         out: list[Finding] = []
-        for status, res, other, is_post in (
-            (Status.INTRODUCED, post, pre_sigs, True),
-            (Status.FIXED, pre, post_sigs, False),
+        for status, res, other in (
+            (Status.INTRODUCED, post, pre_sigs),
+            (Status.FIXED, pre, post_sigs),
         ):
             groups: dict[tuple[str, str], list[SimViolation]] = {}
             for v in res.violations:
@@ -181,11 +181,18 @@ class SimulatorCheck:
                     merged[same][0].append(obj)
                 else:
                     merged[same] = ([obj], best, len(routes))
-            for (kind, _), (objs, best, count) in merged.items():
+            for objs, best, count in merged.values():
                 name = " and struct ".join(objs)
                 out.append(
                     self._finding(
-                        pa, status, kind, name, best, count, res, pre, post, touched, files, is_post
+                        pa,
+                        best,
+                        status=status,
+                        obj=name,
+                        routes=count,
+                        sides=(pre, post),
+                        touched=touched,
+                        files=files,
                     )
                 )
         return out
@@ -193,18 +200,19 @@ class SimulatorCheck:
     def _finding(
         self,
         pa: PatchAnalysis,
-        status: Status,
-        kind: str,
-        obj: str,
         v: SimViolation,
+        *,
+        status: Status,
+        obj: str,
         routes: int,
-        res: SimResult,
-        pre: SimResult,
-        post: SimResult,
+        sides: tuple[SimResult, SimResult],
         touched: set[str],
         files: Mapping[str, FileDiff],
-        is_post: bool,
     ) -> Finding:
+        """One finding for the shortest route of one violation."""
+        kind = v.kind
+        pre, post = sides
+        is_post = status is Status.INTRODUCED
         trace = v.trace
         anchor = next((s for s in reversed(trace.steps) if s.function in touched), None)
         if anchor is None and trace.steps:
@@ -220,11 +228,14 @@ class SimulatorCheck:
         if status is Status.INTRODUCED:
             message = f"After this patch the simulator finds a {what} of struct {obj}: {told}."
         else:
-            message = f"Before this patch the simulator finds a {what} of struct {obj}, which the patch removes: {told}."
+            message = (
+                f"Before this patch the simulator finds a {what} of struct {obj}, "
+                f"which the patch removes: {told}."
+            )
         evidence = (
             f"actors: {actors}",
-            f"{routes} route(s) to this {what} {'after' if is_post else 'before'} the patch that the "
-            f"{'pre' if is_post else 'post'}-image does not have",
+            f"{routes} route(s) to this {what} {'after' if is_post else 'before'} the patch "
+            f"that the {'pre' if is_post else 'post'}-image does not have",
             f"explored {pre.states} states before and {post.states} after the patch"
             + (
                 ""
@@ -251,15 +262,23 @@ class SimulatorCheck:
 
 def _question(kind: str, obj: str, last_fn: str, status: Status) -> str:
     if status is Status.FIXED:
-        return f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch removes; is it worth naming in the changelog?"
+        return (
+            f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch "
+            f"removes; is it worth naming in the changelog?"
+        )
     return {
         "LEAK": (
             f"What frees struct {obj} in the order below? Every actor has finished and the queued "
             f"work has run, but nothing destroys it."
         ),
-        "UAF": f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?",
+        "UAF": (
+            f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?"
+        ),
         "DOUBLE-FREE": f"Which of these paths owns the final free of struct {obj}?",
-        "UNDERFLOW": f"Which reference does this put in {last_fn}() drop? In the order below it is dropped once too often.",
+        "UNDERFLOW": (
+            f"Which reference does this put in {last_fn}() drop? "
+            f"In the order below it is dropped once too often."
+        ),
         "WORK-AFTER-FREE": (
             f"Is the work cancelled (cancel_work_sync() or flush) before struct {obj} is freed? "
             f"In the order below it is still queued or running."

@@ -31,6 +31,10 @@ _KIND_WORDS = {
 }
 
 
+def _role_words(role: str) -> str:
+    return _ROLE_WORDS.get(role, role)
+
+
 def column_names(model: Model, violation: Violation) -> dict[int, str]:
     """Thread index -> column name, CPUs numbered in order of appearance."""
     names: dict[int, str] = {}
@@ -64,9 +68,7 @@ def to_trace(model: Model, violation: Violation) -> Trace:
         for ev in violation.steps
     )
     roles = {
-        names[
-            t
-        ]: f"{model.threads[t].entry}() ({_ROLE_WORDS.get(model.threads[t].role, model.threads[t].role)})"
+        names[t]: f"{model.threads[t].entry}() ({_role_words(model.threads[t].role)})"
         for t in names
     }
     # CPUs first, in order of appearance, then workers: the changelog layout
@@ -82,8 +84,10 @@ def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
     what = _KIND_WORDS.get(violation.kind, violation.kind.lower())
     obj = f"struct {violation.obj}"
     if violation.kind == "LEAK":
-        done = ", ".join(f"{names[t]} {model.threads[t].entry}()" for t in names)
-        return f"{what}: {obj} is never freed after {done} have all run and queued work has drained"
+        ran = [f"{names[t]} {model.threads[t].entry}()" for t in names]
+        done = " and ".join([", ".join(ran[:-1]), ran[-1]] if len(ran) > 1 else ran)
+        verb = "have all run" if len(ran) > 1 else "has run"
+        return f"{what}: {obj} is never freed after {done} {verb} and queued work has drained"
     last = violation.steps[-1] if violation.steps else None
     freer = next(
         (ev for ev in reversed(violation.steps[:-1]) if "frees struct " + violation.obj in ev.text),
@@ -91,7 +95,8 @@ def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
     )
     who = f"{names[last.thread]} {last.loc.function}()" if last else "an actor"
     if freer is not None and violation.kind in ("UAF", "WORK-AFTER-FREE"):
-        return f"{what}: {who} touches {obj} after {names[freer.thread]} {freer.loc.function}() freed it"
+        by = f"{names[freer.thread]} {freer.loc.function}()"
+        return f"{what}: {who} touches {obj} after {by} freed it"
     return f"{what}: {violation.detail} in {who}"
 
 

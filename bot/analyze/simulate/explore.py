@@ -322,7 +322,7 @@ class Explorer:
             threads.append(opts or [((), None, 0, 0, 0, 0)])
         combos: list[tuple[Thread, ...]] = [()]
         for opts in threads:
-            combos = [c + (o,) for c in combos for o in opts]
+            combos = [(*c, o) for c in combos for o in opts]
         alive = tuple(1 for _ in self.m.tracked)
         pending = tuple(0 for _ in self.m.works)
         return [(c, alive, self.m.initial, pending, frozenset()) for c in combos[:64]]
@@ -388,7 +388,7 @@ class Explorer:
             return None
         tag = v[0]
         if tag == "k":
-            return int(v[1])  # type: ignore[call-overload]
+            return _int(v[1])
         if tag == "rv":
             return rv
         if tag == "not":
@@ -418,7 +418,7 @@ class Explorer:
         tag = v[0]
         m = self.m
         if tag == "k":
-            return int(v[1])  # type: ignore[call-overload]
+            return _int(v[1])
         if tag == "u":
             return None
         if tag == "rv":
@@ -452,18 +452,18 @@ class Explorer:
                 out = self._eval(p, c, rv, ann)  # type: ignore[arg-type]
             return out
         if tag == "rd":
-            i = self.field_index.get(v[1])  # type: ignore[arg-type]
+            i = self.field_index.get(str(v[1]))
             if i is None:
                 return None
             val = c.vals[i]
-            ann.append(f"{_short(v[1])} == {_show(val)}")
+            ann.append(f"{_short(str(v[1]))} == {_show(val)}")
             return val
         if tag == "wr":
-            i = self.field_index.get(v[1])  # type: ignore[arg-type]
+            i = self.field_index.get(str(v[1]))
             new = self._eval(v[2], c, rv, ann)  # type: ignore[arg-type]
             if i is not None:
                 c.vals[i] = new
-                c.events.append(f"write {_short(v[1])}={_show(new)}")
+                c.events.append(f"write {_short(str(v[1]))}={_show(new)}")
             return new
         if tag == "rmw":
             return self._rmw(v, c, ann)
@@ -488,17 +488,17 @@ class Explorer:
                 c.events.append(f"shrink-release {obj}")
             return None
         if tag == "rcu":
-            c.rcu += int(v[1])  # type: ignore[call-overload]
+            c.rcu += _int(v[1])
             return None
         return None
 
     def _rmw(self, v: Val, c: _Ctx, ann: list[str]) -> int | None:
         _, op, key, refc = v
-        i = self.field_index.get(key)  # type: ignore[arg-type]
+        i = self.field_index.get(str(key))
         if i is None:
             return None
         old = c.vals[i]
-        name = _short(key)  # type: ignore[arg-type]
+        name = _short(str(key))
         if old is None:
             new: int | None = None
         elif op in ("add", "add_ret", "add_test"):
@@ -522,11 +522,11 @@ class Explorer:
         return new
 
     def _put(self, v: Val, c: _Ctx, ann: list[str]) -> int | None:
-        _, key, release, refc = v
-        i = self.field_index.get(key)  # type: ignore[arg-type]
+        _, key, release, _ = v
+        i = self.field_index.get(str(key))
         if i is None:
             return None
-        name = _short(key)  # type: ignore[arg-type]
+        name = _short(str(key))
         old = c.vals[i]
         new = None if old is None else max(old - 1, self.m.counter_min)
         c.vals[i] = new
@@ -635,11 +635,11 @@ class Explorer:
         th = st[0][tid]
         spec = self.m.threads[tid]
         if not th[0]:
-            w = str(spec.work)
-            reads = {("o", key_object(w))}
+            work = str(spec.work)
+            reads: set[tuple[str, ...]] = {("o", key_object(work))}
             if spec.role == "rcu":
                 reads.add(("rcu",))
-            return frozenset(reads), frozenset({("w", w), ("run", w)})
+            return frozenset(reads), frozenset({("w", work), ("run", work)})
         name, pc = th[0][-1]
         r, w = self._foot[name][pc]
         if spec.deferred:
@@ -684,16 +684,16 @@ class Explorer:
             owner = self.work_owner.get(w, -1)
             text = f"{spec.entry}() runs"
             if owner >= 0 and not st[1][owner]:
-                stop = _Stop(
+                ran = _Stop(
                     "WORK-AFTER-FREE",
                     self.m.tracked[owner],
                     f"{_short(w)} runs after struct {self.m.tracked[owner]} was freed",
                     f"run {_short(w)}",
                 )
-                return [(st, Event(tid, loc, text), stop)]
+                return [(st, Event(tid, loc, text), ran)]
             for fr, nrv in self._normalize((((spec.entry, 0),), None)):
                 nth: Thread = (fr, nrv, runs + 1, rcu, acted, 0)
-                new = self._finish(st, tid, nth, st[1], st[2], tuple(pending), st[4])
+                new = self._finish(st, tid, nth, (st[1], st[2], tuple(pending), st[4]))
                 if new is not None:
                     outs.append((new, Event(tid, loc, text), None))
             return outs
@@ -715,7 +715,12 @@ class Explorer:
                         if ins.expr is not None and self._drops_ref(ins.expr, u):
                             # a put on an object its last put already freed: the
                             # reference was dropped once too often
-                            raise _Stop("UNDERFLOW", u, f"a reference to struct {u} is dropped after the last one freed it", f"put {u}")
+                            raise _Stop(
+                                "UNDERFLOW",
+                                u,
+                                f"a reference to struct {u} is dropped after the last one freed it",
+                                f"put {u}",
+                            )
                         raise _Stop("UAF", u, f"struct {u} used after it was freed", f"use {u}")
                 if ins.kind == Kind.WAIT:
                     truth = 1
@@ -769,16 +774,9 @@ class Explorer:
                     if new_inl and len(fr) < new_inl:
                         continue  # the inline release returned without giving anything back
                     nth = (fr, nrv, max(runs, 1), rcu + c.rcu, new_acted, new_inl)
-                    tl = tuple(threads_l)
-                    new = self._finish(
-                        (tl, *st[1:]),
-                        tid,
-                        nth,
-                        tuple(c.alive),
-                        tuple(c.vals),
-                        tuple(c.pending),
-                        hist,
-                    )  # type: ignore[arg-type]
+                    base_st: State = (tuple(threads_l), st[1], st[2], st[3], st[4])
+                    rest = (tuple(c.alive), tuple(c.vals), tuple(c.pending), hist)
+                    new = self._finish(base_st, tid, nth, rest)
                     if new is not None:
                         outs.append((new, event, None))
         return outs
@@ -788,11 +786,13 @@ class Explorer:
         st: State,
         tid: int,
         th: Thread,
-        alive: tuple[int, ...],
-        vals: tuple[int | None, ...],
-        pending: tuple[int, ...],
-        hist: frozenset[tuple[str, ...]],
+        rest: tuple[
+            tuple[int, ...], tuple[int | None, ...], tuple[int, ...], frozenset[tuple[str, ...]]
+        ],
     ) -> State | None:
+        """The state after thread tid's step, or None when the step ends a run of
+        a must-act actor that never acted (another object's run)."""
+        alive, vals, pending, hist = rest
         spec = self.m.threads[tid]
         if not th[0] and spec.must_act and not th[4]:
             return None  # this run never touched the object: another object's run
@@ -803,7 +803,11 @@ class Explorer:
     def _drops_ref(self, v: Val, obj: str) -> bool:
         if v[0] == "put" and key_object(str(v[1])) == obj:
             return True
-        if v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test") and key_object(str(v[2])) == obj:
+        if (
+            v[0] == "rmw"
+            and v[1] in ("sub", "sub_ret", "sub_test")
+            and key_object(str(v[2])) == obj
+        ):
             return bool(v[3]) or str(v[2]) in self.m.refcounts
         return any(isinstance(p, tuple) and self._drops_ref(p, obj) for p in v[1:])
 
@@ -851,16 +855,9 @@ class Explorer:
             out.reverse()
             return tuple(out)
 
-        def record(
-            kind: str,
-            obj: str,
-            detail: str,
-            label: str,
-            s: State,
-            tid: int | None,
-            ev: Event | None,
-        ) -> None:
+        def record(stop: _Stop, s: State, tid: int | None, ev: Event | None) -> None:
             nonlocal first_t, first_n
+            kind, obj, detail, label = stop.kind, stop.obj, stop.detail, stop.label
             hist = frozenset(s[4])
             if tid is not None:
                 hist = hist | {(self.m.threads[tid].role, ev.loc.function if ev else "", label)}
@@ -895,7 +892,9 @@ class Explorer:
                     continue
                 for oi, obj in enumerate(self.m.tracked):
                     if s[1][oi] and obj in self.m.leak_checked:
-                        record("LEAK", obj, f"struct {obj} is never freed", "", s, None, None)
+                        record(
+                            _Stop("LEAK", obj, f"struct {obj} is never freed", ""), s, None, None
+                        )
                 continue
             if d >= self.b.max_depth:
                 if complete:
@@ -914,7 +913,7 @@ class Explorer:
                 for new, ev, stop in self.successors(s, t):
                     transitions += 1
                     if stop is not None:
-                        record(stop.kind, stop.obj, stop.detail, stop.label, s, t, ev)
+                        record(stop, s, t, ev)
                         continue
                     if reduce_on:
                         new_sleep = frozenset(
@@ -962,6 +961,10 @@ class Explorer:
             if all(u == t or not _conflict(ft, futures[u]) for u in futures):
                 return [t]
         return enabled
+
+
+def _int(x: object) -> int:
+    return x if isinstance(x, int) else 0
 
 
 def _conflict(a: Foot, b: Foot) -> bool:

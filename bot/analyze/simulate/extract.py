@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -101,6 +102,17 @@ class FileInfo:
     structs: dict[str, dict[str, str]] = field(
         default_factory=dict
     )  # struct -> field -> struct type
+
+
+def _callees(fn: Function) -> list[str]:
+    """Functions `fn` calls, release callbacks of its puts included."""
+    out: list[str] = []
+    for ins in fn.code:
+        if ins.kind == Kind.CALL:
+            out.append(ins.callee)
+        elif ins.expr is not None and ins.expr[0] == "put" and ins.expr[2]:
+            out.append(str(ins.expr[2]))
+    return list(dict.fromkeys(out))
 
 
 def _function_name(fn: Node) -> str | None:
@@ -558,7 +570,7 @@ class _FnCompiler:
 
     def expr_stmt(self, expr: Node, stmt: Node) -> None:
         call_fn = self._callee_name(expr)
-        api = self.ex.effects.get(call_fn) if call_fn else None
+        api = self.ex.effects.lookup(call_fn) if call_fn else None
         if api is not None and api.effect == "put":
             self.put(expr, api, stmt)
             return
@@ -688,7 +700,6 @@ class _FnCompiler:
         release = ""
         if api.release is not None and api.release < len(args):
             release = _text(args[api.release]).lstrip("&").strip()
-            self.ex.want(release, self.name)
         self.emit(Kind.EVAL, stmt, ("put", key, release, api.refcount))
 
     def blocking(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
@@ -878,14 +889,13 @@ class _FnCompiler:
     def call(self, node: Node) -> Val:
         name = self._callee_name(node)
         args = self._args(node)
-        api = self.ex.effects.get(name) if name else None
+        api = self.ex.effects.lookup(name) if name else None
         if api is None:
             for a in args:
                 self.value(a)
             if name is None:
                 return UNKNOWN
             if self.ex.is_user_function(name):
-                self.ex.want(name, self.name)
                 self.emit(Kind.CALL, node, None, callee=name)
                 return ("rv",)
             return UNKNOWN
@@ -972,14 +982,11 @@ class Extractor:
         self.effects = effects
         self.loop_unroll = loop_unroll
         self.functions: dict[str, Function] = {}
-        self._wanted: list[tuple[str, str]] = []
+        self._expanded: dict[str, int] = {}  # function -> call depth it was followed from
         self.notes: list[str] = []
 
     def is_user_function(self, name: str) -> bool:
         return self.sources.find_function(name) is not None
-
-    def want(self, name: str, caller: str) -> None:
-        self._wanted.append((name, caller))
 
     def compile(self, name: str) -> Function | None:
         """Translate `name` (once); None when no definition is found."""
@@ -994,31 +1001,31 @@ class Extractor:
         return fn
 
     def compile_reachable(self, roots: Iterable[str], depth: int) -> None:
-        """Translate `roots` and what they call, `depth` levels deep."""
-        level: list[str] = [r for r in roots]
-        seen: set[str] = set(self.functions)
-        for d in range(depth + 1):
-            nxt: list[str] = []
-            for name in level:
-                if name in seen and name in self.functions and d > 0:
+        """Translate `roots` and what they call, `depth` levels deep. A function
+        first reached deep and later as a root (a callback) is followed again
+        from the shallower depth."""
+        todo: deque[tuple[str, int]] = deque((r, 0) for r in roots)
+        cut: set[str] = set()
+        while todo:
+            name, d = todo.popleft()
+            if self._expanded.get(name, depth + 1) <= d:
+                continue
+            fn = self.compile(name)
+            if fn is None:
+                continue
+            self._expanded[name] = d
+            for callee in _callees(fn):
+                if d + 1 > depth:
+                    if callee not in self.functions:
+                        cut.add(callee)
                     continue
-                self._wanted = []
-                fn = self.compile(name)
-                seen.add(name)
-                if fn is None:
-                    continue
-                for callee, _ in self._wanted:
-                    if callee not in seen:
-                        nxt.append(callee)
-                # callees already translated from an earlier root still need their own callees
-            level = list(dict.fromkeys(nxt))
-            if not level:
-                break
-        else:
-            if level:
-                self.notes.append(
-                    f"call depth bound reached: {', '.join(sorted(level)[:4])} not followed"
-                )
+                todo.append((callee, d + 1))
+        cut -= set(self.functions)
+        if cut:
+            shown = ", ".join(sorted(cut)[:4]) + (", ..." if len(cut) > 4 else "")
+            note = f"call depth bound reached ({depth}): {shown} not followed"
+            if note not in self.notes:
+                self.notes.append(note)
 
     def bindings(self) -> list[Binding]:
         """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files."""
@@ -1048,7 +1055,7 @@ class Extractor:
             n = stack.pop()
             if n.type == "call_expression":
                 callee = comp._callee_name(n)
-                api = self.effects.get(callee) if callee else None
+                api = self.effects.lookup(callee) if callee else None
                 if api is not None and api.effect in _BINDING_EFFECTS and api.callback is not None:
                     args = comp._args(n)
                     field_arg = api.work if api.work is not None else api.counter

@@ -116,9 +116,7 @@ def explore_side(
             if not model.threads
             else "no tracked object (nothing the actors touch is ever freed)"
         )
-        return SimResult(
-            (), tuple([*side.notes, *notes, f"nothing to simulate: {why}"]), 0, 0, 0.0, True
-        )
+        return SimResult((), (*side.notes, *notes, f"nothing to simulate: {why}"), 0, 0, 0.0, True)
     result: Result = Explorer(model, bounds).run()
     violations = tuple(
         SimViolation(v.kind, v.obj, v.detail, v.signature, to_trace(model, v))

@@ -79,8 +79,8 @@ def load_scenarios(directory: Path) -> ScenarioData:
             data.release_names = tuple(str(x) for x in doc["release_names"])
         if "shrink_names" in doc:
             data.shrink_names = tuple(str(x) for x in doc["shrink_names"])
-        for role, spec in (doc.get("roles") or {}).items():
-            spec = spec or {}
+        for role, given in (doc.get("roles") or {}).items():
+            spec = given or {}
             data.roles[str(role)] = RoleSpec(
                 runs=int(spec.get("runs", 1)),
                 must_act=bool(spec.get("must_act", False)),
@@ -271,9 +271,13 @@ def freed_types(
             for v in walk_val(ins.expr):
                 if v[0] in ("free", "freercu"):
                     out.add(str(v[1]))
-                elif v[0] == "put" and not v[2] and str(v[1]) not in release_bindings:
-                    if only is None or fn.name in only:
-                        out.add(key_object(str(v[1])))
+                elif (
+                    v[0] == "put"
+                    and not v[2]
+                    and str(v[1]) not in release_bindings
+                    and (only is None or fn.name in only)
+                ):
+                    out.add(key_object(str(v[1])))
     return out
 
 
@@ -396,9 +400,9 @@ def make_model(
     for i, t in enumerate(threads):
         if t.role != "release":
             continue
-        fn = funcs.get(t.entry)
+        entry = funcs.get(t.entry)
         for obj in tracked_t:
-            if fn is not None and obj in fn.params:
+            if entry is not None and obj in entry.params:
                 release_thread.setdefault(obj, i)
     model = Model(
         functions=funcs,

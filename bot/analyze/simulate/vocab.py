@@ -52,17 +52,21 @@ class Effects(Mapping[str, ApiEffect]):
         self._cache: dict[str, ApiEffect | None] = {}
 
     def __getitem__(self, name: str) -> ApiEffect:
-        found = self.get(name)
+        found = self.lookup(name)
         if found is None:
             raise KeyError(name)
         return found
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def lookup(self, name: str) -> ApiEffect | None:
+        """The effect of `name`: the table first, then the shared vocabulary."""
         if name in self._table:
             return self._table[name]
         if name not in self._cache:
             self._cache[name] = _from_vocabulary(self._vocab, name)
-        found = self._cache[name]
+        return self._cache[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self.lookup(name)
         return default if found is None else found
 
     def __iter__(self) -> Iterator[str]:
@@ -80,7 +84,7 @@ def _from_vocabulary(vocab: Any, name: str) -> ApiEffect | None:
         return None
     try:
         role = vocab.role_of(name)
-    except Exception:  # noqa: BLE001 - a vocabulary problem must not stop the simulator
+    except Exception:
         return None
     if role is None:
         return None
@@ -156,6 +160,6 @@ def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
             from bot.analyze import api
 
             vocab = api.load_vocabulary(rules_dir)
-        except Exception:  # noqa: BLE001 - the effect table alone is enough to run
+        except Exception:
             vocab = None
     return Effects(table, vocab)
