@@ -233,3 +233,24 @@ def test_deep_threads_in_reverse_order_do_not_exhaust_the_stack() -> None:
     (series,) = series_set.series
     assert series.complete and len(series.replies) == 3000
     assert [r.message_id for r in series.replies][:2] == ["r3000@y", "r2999@y"]  # input order
+
+
+def test_reroll_sent_patch_by_patch_in_reply_to_predecessors_is_one_series() -> None:
+    v1 = [mail("c1@x", "[PATCH 0/2] mm: pair")] + [
+        mail(f"a{n}@x", f"[PATCH {n}/2] mm: part {n}", reply_to="c1@x", refs=("c1@x",))
+        for n in (1, 2)
+    ]
+    v2 = [
+        mail(
+            f"b{n}@x",
+            f"[PATCH v2 {n}/2] mm: part {n}",
+            reply_to=f"a{n}@x",
+            refs=("c1@x", f"a{n}@x"),
+            date="Tue, 4 Mar 2025 10:00:00 +0000",
+        )
+        for n in (1, 2)
+    ]
+    got = _assemble(*v1, *v2)
+    assert got == [("c1@x", "1", ["a1@x", "a2@x"]), ("b1@x", "2", ["b1@x", "b2@x"])]
+    msgs = [replace(m, index=i) for i, m in enumerate(v1 + v2)]
+    assert assemble(msgs, load_settings()).series[1].revision_of == "c1@x"

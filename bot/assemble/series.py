@@ -315,7 +315,14 @@ class _Assembler:
             if draft is not None and self._compatible(msg, draft) and draft.slot_free(msg):
                 return draft
         if msg.refs:
-            anchor = (msg.refs[0], msg.info.revision, msg.total)
+            # Patches of a new version that each answer a patch (or the cover) of
+            # an older series hang off that series as a whole, not off the one
+            # message each answers: a reroll sent patch-by-patch in reply to its
+            # predecessors stays one series.
+            parent = self.by_id.get(msg.refs[0])
+            parent_draft = self._series_of(parent) if parent is not None else None
+            where = parent_draft.creator.raw.message_id if parent_draft else msg.refs[0]
+            anchor = (where, msg.info.revision, msg.total)
             draft = self.anchored.get(anchor)
             if draft is not None and draft.slot_free(msg):
                 return draft
