@@ -14,8 +14,9 @@ How a message is read:
 How a patch finds its series (Patchwork's order, made deterministic):
   1. the nearest cover or patch it references whose series has the same total,
      the same version (when the patch states one) and a free slot for its number;
-  2. else the series started by earlier patches hanging off the same parent with
-     the same version and total (a thread whose cover never arrived);
+  2. else the series started by earlier patches hanging off the same parent
+     message, or off the same parent series, with the same version and total (a
+     thread whose cover never arrived; a reroll answering its predecessors);
   3. with no references at all: a series from the same sender with the same
      version and total, begun within settings.stitch_window_minutes, with a free
      slot (git send-email without --thread);
