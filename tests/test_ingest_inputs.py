@@ -236,3 +236,8 @@ def test_saved_lore_download_gz_file_is_read(fixtures: Path, tmp_path: Path) -> 
     broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(InputError, match="bad gzip data"):
         load([str(broken)], load_settings())
+
+
+def test_missing_relative_path_with_dots_is_reported_as_missing() -> None:
+    with pytest.raises(InputError, match="no such file or directory"):
+        load(["../no-such-dir/series.mbox"], load_settings(), repo=".")

@@ -32,8 +32,14 @@ _CONFIG = (
 
 
 def is_range_arg(arg: str) -> bool:
-    """True when the argument is written like a revision range `A..B`."""
-    return ".." in arg and not arg.startswith(("-", "<")) and "@" not in arg.replace("@{", "")
+    """True when the argument is written like a revision range `A..B` (not a path like ../x)."""
+    return (
+        bool(_RANGE_RE.match(arg))
+        and not arg.startswith(("-", ".", "/"))
+        and "../" not in arg
+        and "/.." not in arg
+        and "@" not in arg.replace("@{", "")
+    )
 
 
 def format_patch_range(repo: str, rev_range: str) -> bytes:
