@@ -462,3 +462,36 @@ def test_without_a_mail_git_apply_is_the_first_fallback(tmp_path: Path, settings
     assert (app.method, app.ok) == (ApplyMethod.GIT_APPLY, True)
     assert app.message == "applied with offsets (-1) by git apply"
     assert seen == ["patch 1/1: applied with offsets (-1) by git apply"]
+
+
+def test_file_that_is_a_directory_in_the_tree_is_a_failed_hunk(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = git_tree(tmp_path)
+    (tree / "mm" / "widget_new.c").mkdir()
+    (tree / "mm" / "widget_new.c" / "keep").write_text("x\n")
+    run_git(tree, "add", "-A")
+    run_git(tree, "commit", "-qm", "a directory where the patch wants a file")
+    diff = "--- /dev/null\n+++ b/mm/widget_new.c\n@@ -0,0 +1 @@\n+int widget_new;\n"
+    applied = apply_series(diff_series(diff), str(tree), settings)
+    (app,) = applied.applications
+    assert not app.ok
+    assert app.hunks[0].reason == "mm/widget_new.c already exists"
+    assert app.message == "hunk 1 of mm/widget_new.c (@@ -0,0 +1,1 @@) does not apply"
+
+
+def test_deleting_a_file_whose_content_differs_keeps_it_and_says_so(
+    tmp_path: Path, settings: Settings
+) -> None:
+    tree = plain_tree(tmp_path)
+    legacy = tree / "mm" / "widget_legacy.c"
+    legacy.write_text(legacy.read_text() + "/* local addition */\n")
+    text = (APPLY / P3).read_text()
+    start = text.index("diff --git a/mm/widget_legacy.c")
+    diff = text[start : text.index("diff --git a/mm/widget_stats.c")]
+    applied = apply_series(diff_series(diff), str(tree), settings)
+    (app,) = applied.applications
+    assert app.method is ApplyMethod.FUZZY and app.ok
+    assert any("not deleting mm/widget_legacy.c" in n for n in applied.notes)
+    image = applied.images[0].image("mm/widget_legacy.c")
+    assert image is not None and image.post == "/* local addition */\n"

@@ -206,3 +206,21 @@ def test_seed_patch_diff_only_touched_functions(corpus: Path, name: str) -> None
     assert destroy.pre is not None and "schedule_work" in destroy.pre.calls
     work = changes[("mm/memcontrol.c", "kmem_cache_destroy_work_func")]
     assert work.kind is ChangeKind.MODIFIED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * 50_000,
+        "{" * 50_000 + "}" * 50_000,
+        "int f(void)\n" + "{" * 20_000,
+        "(" + "){}\n" * 20_000,
+        "a(" + "x)" * 20_000 + "{}",
+    ],
+    ids=["open-parens", "nested-braces", "unclosed-body", "paren-brace-pairs", "long-head"],
+)
+def test_hostile_text_parses_without_error(text: str) -> None:
+    # Deep nesting must not exhaust recursion; pathological heads must not go
+    # quadratic (the pytest timeout would catch that).
+    functions = parse_functions(text, "hostile.c")
+    assert all(f.file == "hostile.c" for f in functions)

@@ -201,3 +201,15 @@ def test_quilt_mmotm_patch_parses(corpus: Path) -> None:
     (fd,) = parse_diff(_diff_part(path.read_text(encoding="utf-8")), path.name)
     assert fd.old_path == fd.new_path == "mm/memcontrol.c" and not fd.is_rename
     assert len(fd.hunks) == 5
+
+
+def test_hunk_far_beyond_any_real_file_is_refused() -> None:
+    text = "--- a/mm/x.c\n+++ b/mm/x.c\n@@ -900000000,1 +900000000,1 @@\n-a\n+b\n"
+    with pytest.raises(InputError, match="beyond 2000000 lines"):
+        parse_diff(text, "t")
+
+
+def test_control_character_in_path_is_refused() -> None:
+    text = "--- a/mm/x\x1b[2J.c\n+++ b/mm/x\x1b[2J.c\n@@ -1 +1 @@\n-a\n+b\n"
+    with pytest.raises(UnsafePatchError, match="control character"):
+        parse_diff(text, "t")

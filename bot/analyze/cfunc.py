@@ -254,8 +254,11 @@ def _ts_functions(text: str, data: bytes) -> list[_Found]:
             return byte_offset
         return len(data[:byte_offset].decode("utf-8", "replace"))
 
-    def visit(node: tree_sitter.Node) -> None:
-        for child in node.children:
+    # Iterative walk: hostile input can nest ERROR nodes deeper than Python recursion.
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        for child in reversed(node.children):
             if child.type == "function_definition":
                 name, params = _declarator_name(child.child_by_field_name("declarator"))
                 body = child.child_by_field_name("body")
@@ -273,16 +276,27 @@ def _ts_functions(text: str, data: bytes) -> list[_Found]:
                 # `for_each_node(n) {` style loop macros: do not descend.
                 continue
             if child.child_count:
-                visit(child)
-
-    visit(tree.root_node)
+                stack.append(child)
     return found
+
+
+def _paren_partners(masked: str) -> dict[int, int]:
+    """Offset of each `)` -> offset of its `(`, in one pass (unmatched ones absent)."""
+    partners: dict[int, int] = {}
+    stack: list[int] = []
+    for i, ch in enumerate(masked):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")" and stack:
+            partners[i] = stack.pop()
+    return partners
 
 
 def _scan_functions(masked: str) -> list[_Found]:
     """Brace-matching scan: every `{` at file scope preceded by `name(...)` whose
     declaration starts at column 0 is a function body."""
     found: list[_Found] = []
+    partners = _paren_partners(masked)
     depth = 0
     i = 0
     n = len(masked)
@@ -290,7 +304,7 @@ def _scan_functions(masked: str) -> list[_Found]:
         c = masked[i]
         if c == "{":
             if depth == 0:
-                head = _function_head(masked, i)
+                head = _function_head(masked, i, partners)
                 if head is not None:
                     name, start_offset = head
                     end = _matching_brace(masked, i)
@@ -326,20 +340,12 @@ def _matching_brace(masked: str, open_at: int) -> int:
     return len(masked) - 1
 
 
-def _matching_paren_back(masked: str, close_at: int) -> int:
-    depth = 0
-    for j in range(close_at, -1, -1):
-        ch = masked[j]
-        if ch == ")":
-            depth += 1
-        elif ch == "(":
-            depth -= 1
-            if depth == 0:
-                return j
-    return -1
+# How far back from `{` a function head may reach. Parameter lists of real kernel
+# functions are a few hundred characters; the bound keeps hostile text linear.
+_HEAD_REACH = 4096
 
 
-def _function_head(masked: str, brace: int) -> tuple[str, int] | None:
+def _function_head(masked: str, brace: int, partners: dict[int, int]) -> tuple[str, int] | None:
     """If the `{` at `brace` opens a function body, return (name, start offset)."""
     j = brace - 1
     for _ in range(8):  # a few trailing annotations at most
@@ -347,8 +353,8 @@ def _function_head(masked: str, brace: int) -> tuple[str, int] | None:
             j -= 1
         if j < 0 or masked[j] != ")":
             return None
-        open_paren = _matching_paren_back(masked, j)
-        if open_paren < 0:
+        open_paren = partners.get(j, -1)
+        if open_paren < 0 or j - open_paren > _HEAD_REACH:
             return None
         ident = _ident_before(masked, open_paren)
         if ident is None:
@@ -391,7 +397,8 @@ def _declaration_start(masked: str, name_at: int) -> int:
     just after the previous `;`, `}` or `{`, or after a blank line."""
     k = name_at - 1
     last_nonspace = name_at
-    while k >= 0:
+    limit = max(name_at - _HEAD_REACH, 0)
+    while k >= limit:
         ch = masked[k]
         if ch in ";{}":
             break

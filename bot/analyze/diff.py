@@ -21,7 +21,7 @@ from unidiff.patch import PatchSet
 from bot.errors import InputError, UnsafePatchError
 from bot.model import FileDiff, Hunk, HunkLine, LineKind
 
-__all__ = ["NoNewline", "check_path", "parse_diff", "parse_diff_detail"]
+__all__ = ["MAX_LINE_NUMBER", "NoNewline", "check_path", "parse_diff", "parse_diff_detail"]
 
 # `diff -e` commands: `12a`, `3,5d`, `1,2c`, alone on a line.
 _ED_COMMAND = re.compile(r"^\d+(?:,\d+)?[acd]$")
@@ -30,6 +30,11 @@ _GIT_HEADER = re.compile(r"^diff --git (\S+) (\S+)\s*$")
 _MODE_LINE = re.compile(r"^(?:old|new) mode \d+$", re.M)
 _RENAME_LINE = re.compile(r"^rename (?:from|to) ", re.M)
 _DEV_NULL = "/dev/null"
+_CONTROL = re.compile(r"[\x01-\x08\x0a-\x1f\x7f]")
+# Longest file a hunk may point into. The largest kernel sources are a few hundred
+# thousand lines; a hostile `@@ -900000000,1 ...` would otherwise make the
+# diff-only image rebuild allocate that many lines.
+MAX_LINE_NUMBER = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,10 @@ def check_path(path: str, source: str) -> str:
     UnsafePatchError: absolute, with a `..` component, or with a NUL byte."""
     if "\x00" in path:
         raise UnsafePatchError(f"refused: diff path contains a NUL byte ({path!r})", source=source)
+    if _CONTROL.search(path):
+        raise UnsafePatchError(
+            f"refused: diff path contains a control character ({path!r})", source=source
+        )
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
         raise UnsafePatchError(f"refused: absolute path in diff: {path}", source=source)
     parts = re.split(r"[\\/]+", path)
@@ -130,6 +139,14 @@ def parse_diff_detail(text: str, source: str) -> tuple[tuple[FileDiff, ...], tup
                 check_path(p, source)
         hunks: list[Hunk] = []
         for hunk_index, h in enumerate(pf):
+            if max(h.source_start + h.source_length, h.target_start + h.target_length) > (
+                MAX_LINE_NUMBER
+            ):
+                raise InputError(
+                    f"malformed diff: hunk at line {max(h.source_start, h.target_start)} "
+                    f"of {new or old} is beyond {MAX_LINE_NUMBER} lines",
+                    source=source,
+                )
             lines: list[HunkLine] = []
             src_nl = tgt_nl = False
             prev_kind: str | None = None

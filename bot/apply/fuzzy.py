@@ -99,11 +99,12 @@ def _find(
         starts = [n - len(old) + strim]
     else:
         starts = _positions(guess, frozen - ptrim, n - len(old) + strim)
+    first = pattern[0]
     for start in starts:
         pos = start + ptrim
         if start < 0 or pos < frozen or pos + len(pattern) > n:
             continue
-        if list(lines[pos : pos + len(pattern)]) == pattern:
+        if lines[pos] == first and list(lines[pos : pos + len(pattern)]) == pattern:
             return start, ptrim, strim
     return None
 

@@ -14,6 +14,7 @@ PatchApplication; only a hostile diff (UnsafePatchError) or an unusable tree
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -287,23 +288,24 @@ def _fuzzy_file(
 ) -> tuple[list[HunkResult], list[str]]:
     """Apply one file's hunks in the scratch tree; return results and notes."""
     notes: list[str] = []
-    old_text = _read(root, diff.old_path) if diff.old_path else None
-    exists_new = diff.new_path is not None and (root / diff.new_path).exists()
 
     def fail_all(reason: str) -> list[HunkResult]:
         return [HunkResult(diff.path, h.header, False, reason=reason) for h in diff.hunks]
 
-    if diff.is_new and exists_new:
+    old = root / diff.old_path if diff.old_path else None
+    new = root / diff.new_path if diff.new_path else None
+    if new is not None and (diff.is_new or diff.is_rename) and os.path.lexists(new):
         return fail_all(f"{diff.path} already exists"), notes
-    if diff.old_path is not None and old_text is None:
-        return fail_all(f"{diff.old_path} is not in the tree"), notes
-    lines, ends_nl = _split(old_text or "")
+    if old is not None and not (old.is_file() and not old.is_symlink()):
+        return fail_all(f"{diff.old_path} is not a file in the tree"), notes
+    # surrogateescape: a Latin-1 byte in an old file must survive the round trip.
+    old_text = old.read_bytes().decode("utf-8", "surrogateescape") if old else ""
+    lines, ends_nl = _split(old_text)
     new_lines, placements = apply_hunks(lines, diff.hunks)
     for nn in parsed.no_newline:
-        if nn.file_index != file_index:
+        if nn.file_index != file_index or nn.hunk_index >= len(placements):
             continue
-        placed = placements[nn.hunk_index] if nn.hunk_index < len(placements) else None
-        if placed is not None and placed.applied:
+        if placements[nn.hunk_index].applied:
             # `\ No newline at end of file` after a + or context line: the result
             # ends without one; after a - line only: the patch adds the newline.
             ends_nl = not nn.target
@@ -311,17 +313,26 @@ def _fuzzy_file(
     results = [_hunk_result(diff, p) for p in placements]
     if diff.mode_only:
         notes.append(f"mode change of {diff.path} not applied by fuzzy apply")
-    if diff.is_deleted:
-        if all(p.applied for p in placements) and not new_lines and diff.old_path:
-            (root / diff.old_path).unlink()
-        return results, notes
     text = "\n".join(new_lines) + ("\n" if new_lines and ends_nl else "")
-    assert diff.new_path is not None
-    target = root / diff.new_path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if diff.is_rename and diff.old_path and diff.old_path != diff.new_path:
-        (root / diff.old_path).unlink(missing_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        if diff.is_deleted:
+            assert old is not None
+            if not new_lines:
+                old.unlink()
+                return results, notes
+            if all(p.applied for p in placements):
+                notes.append(f"not deleting {diff.old_path}: its content differs from the patch")
+            old.write_bytes(text.encode("utf-8", "surrogateescape"))
+            return results, notes
+        assert new is not None
+        new.parent.mkdir(parents=True, exist_ok=True)
+        new.write_bytes(text.encode("utf-8", "surrogateescape"))
+        if diff.is_rename and old is not None and old != new:
+            old.unlink()
+    except OSError as exc:
+        # A path that is a directory in the tree, say: the file cannot take the change.
+        reason = f"cannot write {diff.path}: {exc.strerror or exc}"
+        return fail_all(reason), notes
     return results, notes
 
 
@@ -511,7 +522,9 @@ def _images(root: Path, files: Sequence[FileDiff], pre: dict[str, str | None]) -
     for f in files:
         if f.is_binary:
             continue
-        images.append(FileImage(path=f.path, pre=pre.get(f.path), post=_read(root, f.new_path)))
+        # A deletion that fuzzy apply refused to finish leaves the file in place.
+        post = _read(root, f.new_path if f.new_path is not None else f.old_path)
+        images.append(FileImage(path=f.path, pre=pre.get(f.path), post=post))
     return images
 
 
