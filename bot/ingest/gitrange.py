@@ -20,13 +20,14 @@ __all__ = ["format_patch_range", "is_range_arg"]
 
 # Characters of revision expressions we accept: refs, shas, ~N, ^N, @{...}.
 _RANGE_RE = re.compile(r"^[A-Za-z0-9._/~^@{}+-]+\.\.\.?[A-Za-z0-9._/~^@{}+-]*$")
+# The repository's own config must not run anything (hooks, an fsmonitor
+# command) or change the shape of the output (prefixes, cover letters).
 _CONFIG = (
     "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
     "diff.noprefix=false",
     "diff.mnemonicPrefix=false",
     "format.coverLetter=false",
-    "format.attach=",
-    "format.signature=",
     "color.ui=never",
 )
 
