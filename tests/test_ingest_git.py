@@ -86,3 +86,12 @@ def test_git_range_that_could_be_an_option_or_shell_is_refused(repo: Path, bad: 
 def test_empty_git_range_is_refused(repo: Path) -> None:
     with pytest.raises(InputError, match="no commits in range"):
         load(["HEAD..HEAD"], load_settings(), repo=str(repo))
+
+
+def test_repository_config_cannot_change_the_patch_shape(repo: Path) -> None:
+    with git.Repo(repo).config_writer() as cw:
+        cw.set_value("diff", "noprefix", "true")
+        cw.set_value("format", "coverLetter", "true")
+    messages = load(["HEAD~2..HEAD"], load_settings(), repo=str(repo))
+    assert len(messages) == 2  # no cover letter added
+    assert "diff --git a/mm/foo.c b/mm/foo.c" in messages[0].body
