@@ -308,3 +308,18 @@ def test_without_a_cover_letter_the_summary_answers_the_first_patch() -> None:
     (msg,) = render_email_messages(review)
     assert parsed(msg)["In-Reply-To"] == f"<{P1_ID}>"
     assert parsed(msg)["Subject"].startswith("Re: [PATCH v2 1/3]")
+
+
+def test_a_simulator_finding_on_the_same_function_does_not_ask_twice() -> None:
+    leak = findings()[0]
+    sim = replace(
+        leak,
+        rule_id="SIM-LEAK",
+        symbol="object-never-freed",
+        question="What frees struct zblock_pool in the order below?",
+        message="After this patch the simulator finds a leak of struct zblock_pool.",
+    )
+    body = body_of(render_email_messages(build_review(findings=(leak, sim)))[0])
+    flat = " ".join(body.split())
+    assert "What frees struct zblock_pool" not in flat
+    assert "The lifecycle simulator agrees: after this patch the simulator finds a leak" in flat

@@ -33,8 +33,12 @@ TOOL_VERSION = __version__
 MAIL_WIDTH = 78
 
 # Columns of a simulator trace start at least this far apart, so short steps line
-# up the way hand-written changelog traces do ("CPU0 ... CPU1" at 34 columns).
+# up the way hand-written changelog traces do ("CPU0 ... CPU1" at 34 columns),
+# and at most this far: each row holds one actor's step, so a long step may run
+# past the next column's start without colliding, as in kernel changelogs, and
+# three actors still fit a mail reader's screen.
 TRACE_MIN_COLUMN = 34
+TRACE_MAX_COLUMN = 44
 TRACE_GAP = 4
 
 SEVERITY_RANK = {Severity.ERROR: 2, Severity.WARNING: 1, Severity.INFO: 0}
@@ -275,7 +279,7 @@ def trace_lines(trace: Trace, *, indent: str = "  ") -> list[str]:
         widths[col] = max(widths[col], len(text))
     starts = [0]
     for w in widths[:-1]:
-        starts.append(starts[-1] + max(w + TRACE_GAP, TRACE_MIN_COLUMN))
+        starts.append(starts[-1] + min(max(w + TRACE_GAP, TRACE_MIN_COLUMN), TRACE_MAX_COLUMN))
     header = ""
     for col, actor in enumerate(actors):
         header = header.ljust(starts[col]) + one_line(actor)

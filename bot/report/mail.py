@@ -250,16 +250,22 @@ def _finding_block(f: Finding, *, follow_up: bool = False) -> list[str]:
     """A finding, the way a reviewer writes it under the quoted code.
 
     A `follow_up` is a second finding about the same function under the same
-    hunk: without a question of its own it reads as support for the first
-    ("the simulator agrees") rather than a second, repeated objection.
+    hunk: a simulator finding there, or one without a question of its own, reads
+    as support for the first ("the simulator agrees") rather than a second,
+    repeated objection.
     """
-    if follow_up and not f.question:
-        who = "The lifecycle simulator agrees" if f.rule_id.startswith("SIM") else "Related"
-        lines = wrap(f"{who}: {one_line(f.message)}")
+    simulator = f.rule_id.startswith("SIM")
+    if follow_up and (simulator or not f.question):
+        # the question above already asks it; this one backs it up
+        who = "The lifecycle simulator agrees" if simulator else "Related"
+        said = one_line(f.message)
+        if said[:2].istitle():  # "After this..." reads on as "after this...", "CPU0" stays
+            said = said[0].lower() + said[1:]
+        lines = wrap(f"{who}: {said}")
     else:
         lines = wrap(f.question or f.message)
-    if f.question and one_line(f.message) and one_line(f.message) != one_line(f.question):
-        lines += ["", *wrap(f.message)]
+        if f.question and one_line(f.message) and one_line(f.message) != one_line(f.question):
+            lines += ["", *wrap(f.message)]
     lines += [
         "",
         *wrap(
