@@ -398,6 +398,7 @@ def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Findin
     env = prep.env
     introduced: list[_Raw] = []
     fixed: list[_Raw] = []
+    undone: list[_Raw] = []
     existing: list[_Raw] = []
     for ps in prep.patches:
         for ch in ps.pa.changes:
@@ -408,7 +409,10 @@ def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Findin
                 m = MATCHERS[name]
                 if m.kind == "change":
                     introduced += [_Raw(ps.pa.number, ch, h, "post") for h in m.fn(env, pre, post)]
-                    fixed += [_Raw(ps.pa.number, ch, h, "pre") for h in m.fn(env, post, pre)]
+                    # The reverse of a change (a destroy or put gained) is not a fix of
+                    # anything by itself; it only counts as one for a problem an
+                    # earlier patch of the series introduced.
+                    undone += [_Raw(ps.pa.number, ch, h, "pre") for h in m.fn(env, post, pre)]
                     continue
                 before = {h.key: h for h in m.fn(env, pre, post)} if pre.flow else {}
                 after = {h.key: h for h in m.fn(env, post, pre)} if post.flow else {}
@@ -421,7 +425,7 @@ def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Findin
                         fixed.append(_Raw(ps.pa.number, ch, h, "pre"))
     diffs = {(ps.pa.number, d.path): d for ps in prep.patches for d in ps.pa.images.files}
     findings: list[Finding] = []
-    fixed_left = list(fixed)
+    fixed_left = list(fixed) + undone
     intro_keys: set[tuple[str, ...]] = set()
     for raw in introduced:
         if raw.key in intro_keys:
@@ -436,7 +440,7 @@ def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Findin
             findings.append(_finding(rule, raw, Status.INTRODUCED, diff, None))
     seen: set[tuple[str, ...]] = set(intro_keys)
     for raw in fixed_left:
-        if raw.key in seen:
+        if raw.key in seen or raw in undone:
             continue
         seen.add(raw.key)
         findings.append(

@@ -412,6 +412,19 @@ def _is_null_test(cond: str, names: frozenset[str], value: bool) -> bool:
     return False
 
 
+def _aliases(rhs: str, name: str) -> bool:
+    """True when `rhs` is the same object as `name`: the name itself, a cast of it,
+    a pointer into it, or a conversion helper applied to it (`*_from_*(name)`,
+    `container_of(name, ...)`); a call merely using it is not."""
+    r = "".join(rhs.split())
+    n = re.escape(name)
+    return (
+        re.fullmatch(rf"(\([^()]*\))?{n}", r) is not None
+        or re.fullmatch(rf"&{n}(->|\.)[\w.>-]+", r) is not None
+        or re.fullmatch(rf"(container_of|\w*_(from|to)_\w*|to_\w+)\({n}(,.*)?\)", r) is not None
+    )
+
+
 def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     """A reference taken into a local (get, successful tryget, iterator) that some
     path returns without dropping, storing or returning (an iterator left by `break`
@@ -476,13 +489,8 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         if isinstance(ev, Assign):
             lhs = ev.lhs
             simple = re.fullmatch(r"[A-Za-z_]\w*", lhs) is not None
-            for text, family, api, line in list(pending):
-                if text in "".join(ev.rhs.split()) or text in ev.rhs:
-                    pending = pending - {(text, family, api, line)}
-                    if simple and lhs not in flow.params:
-                        held = held | {_Held(lhs, family, api, line, frozenset({lhs}))}
             for h in list(held):
-                if any(mentions(ev.rhs, a) for a in h.aliases):
+                if any(_aliases(ev.rhs, a) for a in h.aliases):
                     if simple:
                         held = (held - {h}) | {
                             _Held(h.obj, h.family, h.api, h.line, h.aliases | {lhs})
@@ -494,6 +502,12 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     held = held - {h}
                     if rest:
                         held = held | {_Held(h.obj, h.family, h.api, h.line, rest)}
+            # after the kills above: `x = iter(root, x)` re-takes what it dropped
+            for text, family, api, line in list(pending):
+                if text in "".join(ev.rhs.split()) or text in ev.rhs:
+                    pending = pending - {(text, family, api, line)}
+                    if simple and lhs not in flow.params:
+                        held = held | {_Held(lhs, family, api, line, frozenset({lhs}))}
             return held, pending
         if isinstance(ev, Return):
             for h in held:
@@ -677,6 +691,10 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
         roles = env.vocab.roles_of(ev.name)
         released_here: set[str] = set()
         for role in roles:
+            # Plain counters (atomic_dec) count users of something else; dropping
+            # one says nothing about the lifetime of the struct they sit in.
+            if not role.balance or role.kind not in ("refcount", "free", "rcu"):
+                continue
             if role.role in PUT_ROLES | RELEASE_ROLES and role.role != "iter_break":
                 arg = _object_arg(ev, role)
                 if arg is not None:
@@ -1092,30 +1110,41 @@ def free_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
     before: dict[tuple[str, str], list[Reached]] = {}
     for r in final(pre.flow, pre.view):
         before.setdefault(key_of(r), []).append(r)
-    hits: list[Hit] = []
-    seen: set[tuple[str, str]] = set()
+    moved: list[Reached] = []
     for r in final(post.flow, post.view):
-        k = key_of(r)
-        if r.under_lock or k in seen:
+        prev = before.get(key_of(r))
+        if r.under_lock or not prev or not all(p.under_lock for p in prev):
             continue
-        prev = before.get(k)
-        if not prev or not all(p.under_lock for p in prev):
-            continue
-        seen.add(k)
-        site = r.site
-        hits.append(
-            Hit(
-                key=("free-outside-lock", *k),
-                line=site.line,
-                fields={"function": post.flow.name, "free": r.terminal.text, "site": site.text},
-                evidence=(
-                    f"before: {r.terminal.text} ({r.file}) ran with a lock held on every path",
-                    f"after: {site.text} at {post.file}:{site.line} reaches it with no lock held",
+        if all(key_of(m) != key_of(r) for m in moved):
+            moved.append(r)
+    if not moved:
+        return []
+    # One finding per function: the frees reached through one unlocked call are
+    # one problem, however many kfree()s the helper makes.
+    first = moved[0]
+    site = first.site
+    frees = ", ".join(dict.fromkeys(f"{m.terminal.name}()" for m in moved))
+    return [
+        Hit(
+            key=("free-outside-lock",),
+            line=site.line,
+            fields={
+                "function": post.flow.name,
+                "free": first.terminal.text,
+                "site": site.text,
+                "frees": frees,
+            },
+            evidence=(
+                f"before: {frees} ran with a lock held on every path",
+                *(
+                    f"after: {m.site.text} at {post.file}:{m.site.line} reaches "
+                    f"{m.terminal.text} with no lock held"
+                    for m in moved[:3]
                 ),
-                variant="free-outside-lock",
-            )
+            ),
+            variant="free-outside-lock",
         )
-    return hits
+    ]
 
 
 @dataclass(frozen=True)
