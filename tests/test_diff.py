@@ -213,3 +213,24 @@ def test_control_character_in_path_is_refused() -> None:
     text = "--- a/mm/x\x1b[2J.c\n+++ b/mm/x\x1b[2J.c\n@@ -1 +1 @@\n-a\n+b\n"
     with pytest.raises(UnsafePatchError, match="control character"):
         parse_diff(text, "t")
+
+
+def test_context_lines_whose_leading_space_a_mailer_ate_are_repaired() -> None:
+    text = (
+        "--- a/mm/widget.c\n+++ b/mm/widget.c\n"
+        "@@ -1,4 +1,4 @@\n"
+        "\tkref_get(&w->ref);\n"  # tab-indented context line lost its space
+        "\n"  # blank context line lost its space
+        "-\twidget_put(w);\n"
+        "+\twidget_flush(w);\n"
+        " }\n"
+    )
+    (fd,) = parse_diff(text, "t")
+    kinds = [(ln.kind, ln.text) for ln in fd.hunks[0].lines]
+    assert kinds == [
+        (LineKind.CONTEXT, "\tkref_get(&w->ref);"),
+        (LineKind.CONTEXT, ""),
+        (LineKind.REMOVED, "\twidget_put(w);"),
+        (LineKind.ADDED, "\twidget_flush(w);"),
+        (LineKind.CONTEXT, "}"),
+    ]

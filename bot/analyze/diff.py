@@ -109,6 +109,39 @@ def _paths(
     return old_s, new_s, strip
 
 
+_HUNK_HEAD = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+
+
+def _repair_eaten_spaces(text: str) -> str:
+    """Give back the leading space mailers eat from context lines.
+
+    Inside a hunk (by its line counts) an empty line or one starting with a tab
+    can only be a context line whose space was stripped; GNU patch reads it so
+    too. Anything else unexpected is left for unidiff to report."""
+    out: list[str] = []
+    old = new = 0
+    for raw in text.split("\n"):
+        line = raw
+        if old > 0 or new > 0:
+            if line == "" or line.startswith("\t"):
+                line = " " + line
+            if line.startswith(" "):
+                old, new = old - 1, new - 1
+            elif line.startswith("-"):
+                old -= 1
+            elif line.startswith("+"):
+                new -= 1
+            elif not line.startswith("\\"):
+                old = new = 0
+        else:
+            m = _HUNK_HEAD.match(line)
+            if m:
+                old = int(m.group(1)) if m.group(1) is not None else 1
+                new = int(m.group(2)) if m.group(2) is not None else 1
+        out.append(line)
+    return "\n".join(out)
+
+
 def parse_diff_detail(text: str, source: str) -> tuple[tuple[FileDiff, ...], tuple[NoNewline, ...]]:
     """Like parse_diff, also saying which hunks end without a final newline."""
     if "\x00" in text:
@@ -117,7 +150,7 @@ def parse_diff_detail(text: str, source: str) -> tuple[tuple[FileDiff, ...], tup
         raise UnsafePatchError(
             "refused: ed script (diff -e output) instead of a unified diff", source=source
         )
-    text = text.replace("\r\n", "\n")
+    text = _repair_eaten_spaces(text.replace("\r\n", "\n"))
     try:
         patch_set = PatchSet(text)
     except UnidiffParseError as exc:
