@@ -124,3 +124,12 @@ def test_unknown_format_is_a_usage_error_naming_the_choices() -> None:
     for fmt in FORMATS:
         assert fmt in exc.value.one_line()
     assert FORMATS == ("text", "email", "json", "sarif", "b4")
+
+
+def test_text_shows_a_few_notes_per_check_and_counts_the_rest() -> None:
+    from bot.model import CheckResult
+
+    notes = tuple(f"note {i}" for i in range(12))
+    text = render(build_review(checks=(CheckResult("simulator", True, notes=notes),)), "text")
+    assert "simulator: note 4" in text and "simulator: note 5" not in text
+    assert "simulator: ... 7 more note(s) in --format json" in text

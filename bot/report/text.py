@@ -37,6 +37,9 @@ from bot.report.common import (
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 # Prose in the terminal wraps like mail does: reviews get pasted into replies.
 _WIDTH = 78
+# A check's notes (bounds reached, functions without a role) can run to dozens;
+# the terminal shows the first few, JSON keeps them all.
+_NOTES_PER_CHECK = 5
 
 
 class _Out:
@@ -157,8 +160,11 @@ def render_text(review: Review, *, color: bool = False) -> str:
             for ln in wrap(line, _WIDTH, indent="  ", hanging="    "):
                 out.add(ln, "red")
         for c in noted:
-            for note in c.notes:
+            for note in c.notes[:_NOTES_PER_CHECK]:
                 out.add(f"  {one_line(c.check)}: {one_line(note)}", "dim")
+            if len(c.notes) > _NOTES_PER_CHECK:
+                more = len(c.notes) - _NOTES_PER_CHECK
+                out.add(f"  {one_line(c.check)}: ... {more} more note(s) in --format json", "dim")
     if review.notes:
         out.add()
         out.add("Notes:", "bold")
