@@ -224,3 +224,33 @@ def test_hostile_text_parses_without_error(text: str) -> None:
     # quadratic (the pytest timeout would catch that).
     functions = parse_functions(text, "hostile.c")
     assert all(f.file == "hostile.c" for f in functions)
+
+
+def test_ifdef_twin_counterpart_is_the_nearest_definition() -> None:
+    pre = (
+        "#ifdef CONFIG_MEMCG\n"
+        "static inline void pool_charge(struct pool *p)\n"
+        "{\n"
+        "\tcss_get(&p->css);\n"
+        "}\n"
+        "#else\n"
+        "static inline void pool_charge(struct pool *p)\n"
+        "{\n"
+        "}\n"
+        "#endif\n"
+    )
+    post = pre.replace("{\n}\n", "{\n\tp->charged = true;\n}\n")
+    diff = (
+        "--- a/mm/pool.h\n+++ b/mm/pool.h\n"
+        "@@ -7,3 +7,4 @@\n"
+        " static inline void pool_charge(struct pool *p)\n"
+        " {\n"
+        "+\tp->charged = true;\n"
+        " }\n"
+    )
+    images = PatchImages(1, parse_diff(diff, "t"), (FileImage("mm/pool.h", pre, post),))
+    (change,) = touched_functions(images)
+    assert change.kind is ChangeKind.MODIFIED
+    assert change.pre is not None and change.post is not None
+    assert (change.pre.start_line, change.post.start_line) == (7, 7)
+    assert change.pre.calls == () and "css_get" not in change.post.calls

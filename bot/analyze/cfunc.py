@@ -612,10 +612,13 @@ def _side(
     return touched
 
 
-def _lookup(text: str | None, path: str, name: str, partial: bool) -> CFunction | None:
+def _lookup(text: str | None, path: str, name: str, partial: bool, near: int) -> CFunction | None:
+    """The definition of `name` on the other side of a change; with several (one
+    per `#ifdef` branch), the one nearest to where the known side sits."""
     if text is None or partial:
         return None
-    return find_function(text, path, name)
+    same = [f for f in parse_functions(text, path) if f.name == name]
+    return min(same, key=lambda f: abs(f.start_line - near), default=None)
 
 
 def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
@@ -639,11 +642,13 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
             pre_fn = pre_hit[0] if pre_hit else None
             post_fn = post_hit[0] if post_hit else None
             if pre_fn is None:
-                pre_fn = _lookup(image.pre, diff.old_path or diff.path, name, image.partial)
+                near = post_fn.start_line if post_fn else 0
+                pre_fn = _lookup(image.pre, diff.old_path or diff.path, name, image.partial, near)
                 if pre_fn is None and image.partial and image.pre is not None:
                     pre_fn = _partial_counterpart(diff, image.pre, name, pre_side=True)
             if post_fn is None:
-                post_fn = _lookup(image.post, diff.path, name, image.partial)
+                near = pre_fn.start_line if pre_fn else 0
+                post_fn = _lookup(image.post, diff.path, name, image.partial, near)
                 if post_fn is None and image.partial and image.post is not None:
                     post_fn = _partial_counterpart(diff, image.post, name, pre_side=False)
             hunks = sorted(set((pre_hit[1] if pre_hit else []) + (post_hit[1] if post_hit else [])))
