@@ -254,3 +254,29 @@ def test_ifdef_twin_counterpart_is_the_nearest_definition() -> None:
     assert change.pre is not None and change.post is not None
     assert (change.pre.start_line, change.post.start_line) == (7, 7)
     assert change.pre.calls == () and "css_get" not in change.post.calls
+
+
+def test_braces_opened_in_both_ifdef_branches_do_not_swallow_neighbours() -> None:
+    text = (
+        "static int pool_pick(struct pool *p)\n"
+        "{\n"
+        "#ifdef CONFIG_POOL_DEBUG\n"
+        "\tif (p->debug && p->ready) {\n"
+        "#else\n"
+        "\tif (p->ready) {\n"
+        "#endif\n"
+        "\t\tpool_get(p);\n"
+        "\t\treturn 1;\n"
+        "\t}\n"
+        "\treturn 0;\n"
+        "}\n"
+        "\n"
+        "static void pool_free(struct pool *p)\n"
+        "{\n"
+        "\tkfree(p);\n"
+        "}\n"
+    )
+    found = {f.name: f for f in parse_functions(text, "x.c")}
+    assert (found["pool_pick"].start_line, found["pool_pick"].end_line) == (1, 12)
+    assert found["pool_pick"].calls == ("pool_get",)
+    assert (found["pool_free"].start_line, found["pool_free"].end_line) == (14, 17)

@@ -16,6 +16,7 @@ from that same blanked text, so macros used like calls count as calls.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import threading
@@ -93,6 +94,7 @@ _TRAILING_ANNOTATION = re.compile(
 _SYSCALL = re.compile(r"^(COMPAT_)?SYSCALL_DEFINE\d$")
 _IDENT_CALL = re.compile(r"(?<![\w.>])([A-Za-z_]\w*)\s*\(")
 _IDENT_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*$")
+_CLOSER = re.compile(r"^\}\s*(?:/[*/].*)?$")
 _LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
 
 
@@ -433,15 +435,17 @@ def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
         for f in found
         if f.start < len(lines) and lines[f.start][:1] not in (" ", "\t") and f.name != ""
     ]
-    spans = [(f.body_offset, f.end_offset) for f in found]
-    for extra in _scan_functions(masked):
-        if not any(lo <= extra.body_offset < hi for lo, hi in spans):
-            found.append(extra)
-    found.sort(key=lambda f: (f.start, f.body_offset))
-    result: list[CFunction] = []
     line_starts = [0]
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
+    closers = [i for i, line in enumerate(lines) if _CLOSER.match(line)]
+    found = [_clip(f, closers, line_starts) for f in found]
+    spans = [(f.body_offset, f.end_offset) for f in found]
+    for extra in _scan_functions(masked):
+        if not any(lo <= extra.body_offset < hi for lo, hi in spans):
+            found.append(_clip(extra, closers, line_starts))
+    found.sort(key=lambda f: (f.start, f.body_offset))
+    result: list[CFunction] = []
     for f in found:
         body = "\n".join(lines[f.start : f.end + 1])
         header = masked[line_starts[min(f.start, len(line_starts) - 1)] : f.body_offset]
@@ -459,6 +463,20 @@ def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
             )
         )
     return tuple(result)
+
+
+def _clip(f: _Found, closers: list[int], line_starts: list[int]) -> _Found:
+    """End a function at the first column-0 `}` after its opening brace.
+
+    Kernel style closes a function, and only a function, at column 0. Braces
+    opened in both branches of an `#ifdef` inside a body (`if (a) {` / `#else` /
+    `if (b) {`) otherwise make the function run on over its neighbours."""
+    brace_line = bisect.bisect_right(line_starts, f.body_offset) - 1
+    k = bisect.bisect_right(closers, brace_line)
+    if k < len(closers) and closers[k] < f.end:
+        end = closers[k]
+        return _Found(f.name, f.start, end, f.body_offset, line_starts[end] + 1)
+    return f
 
 
 def find_function(text: str, path: str, name: str) -> CFunction | None:
