@@ -209,11 +209,15 @@ def test_user_git_repo_is_byte_identical_and_hooks_never_run(
         (hooks / name).chmod(0o755)
     outside = tmp_path / "planted.txt"
     outside.write_text("planted\n")
+    # An uncommitted edit is not part of the base; noticing it must not write the index.
+    widget_h = tree / "mm" / "widget.h"
+    widget_h.write_text(widget_h.read_text() + "/* local */\n")
     status = run_git(tree, "status", "--porcelain", "--ignored")
     before = tree_digest(tree)
     series = series_of([APPLY / P1, APPLY / P2, APPLY / P3, APPLY / P4])
     applied = apply_series(series, str(tree), settings)
     assert all(a.ok for a in applied.applications)
+    assert "uncommitted changes in the tree (mm/widget.h) are not part of the base" in applied.notes
     assert not marker.exists()
     assert outside.read_text() == "planted\n"
     assert tree_digest(tree) == before

@@ -179,6 +179,20 @@ def _resolve_base(repo: Path, wanted: str | None, notes: list[str]) -> str:
     return head_id
 
 
+def _note_local_changes(tree: Path, paths: Sequence[str], notes: list[str]) -> None:
+    """Say so when the user's work tree differs from HEAD in a touched path: the
+    series applies to commits, not to uncommitted edits. `--no-optional-locks`
+    keeps git from refreshing (writing) the user's index while it looks."""
+    if not paths:
+        return
+    diff = ["diff", "--no-ext-diff", "--no-textconv", "--name-only", "HEAD"]
+    res = git(["--no-optional-locks", *diff, "--", *paths], tree)
+    changed = res.text().split()
+    if res.ok and changed:
+        shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        notes.append(f"uncommitted changes in the tree ({shown}) are not part of the base")
+
+
 def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str]) -> _Scratch:
     notes: list[str] = []
     git(
@@ -188,6 +202,7 @@ def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str])
     )
     commit = _resolve_base(dest, base, notes)
     _refuse_symlinks_in_commit(dest, commit, paths)
+    _note_local_changes(tree, paths, notes)
     git(["config", "core.sparseCheckout", "true"], dest, check=True)
     info = dest / ".git" / "info"
     info.mkdir(parents=True, exist_ok=True)
