@@ -94,7 +94,7 @@ def test_patchwork_states_follow_each_patchs_own_findings() -> None:
     assert "MMLC001" in str(first["description"])
     # patch 2: no introduced finding, but it did not apply and a check crashed
     assert second["state"] == "warning"
-    assert "did not apply" in str(second["description"])
+    assert "2/3 did not apply (analysed on the diff alone)" in str(second["description"])
     assert first["context"] == "mm-lifecycle_v2"
     assert first["target_url"] is None
 

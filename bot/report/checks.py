@@ -82,7 +82,8 @@ def verdict(review: Review, findings: Sequence[Finding], numbers: Sequence[int])
     else:
         summary = "no lifecycle issue introduced"
     if unapplied:
-        summary += "; did not apply, analysed on the diff alone"
+        which = ", ".join(slot_label(n, total) for n, _ in unapplied)
+        summary += f"; {which} did not apply (analysed on the diff alone)"
     if failed_checks:
         summary += f"; {len(failed_checks)} check(s) failed"
 
