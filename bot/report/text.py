@@ -66,6 +66,7 @@ class _Out:
             file=buf,
             force_terminal=True,
             color_system="standard",
+            no_color=False,  # the caller asked for colour: NO_COLOR is the CLI's to honour
             width=10_000,  # never let rich re-wrap: we wrapped already
             highlight=False,
             markup=False,
