@@ -499,3 +499,17 @@ def test_deleting_a_file_whose_content_differs_keeps_it_and_says_so(
     assert any("not deleting mm/widget_legacy.c" in n for n in applied.notes)
     image = applied.images[0].image("mm/widget_legacy.c")
     assert image is not None and image.post == "/* local addition */\n"
+
+
+def test_a_patch_applied_twice_says_already_applied(tmp_path: Path, settings: Settings) -> None:
+    tree = plain_tree(tmp_path)
+    text = (APPLY / P1).read_text()
+    diff = text[text.index("diff --git") :]
+    # The same change twice: the second copy finds its change already there.
+    once = apply_series(diff_series(diff), str(tree), settings).images[0].image("mm/widget.c")
+    assert once is not None and once.post is not None
+    (tree / "mm" / "widget.c").write_text(once.post)
+    (app,) = apply_series(diff_series(diff), str(tree), settings).applications
+    assert (app.ok, app.method) == (False, ApplyMethod.NOT_APPLIED)
+    assert app.message == "mm/widget.c skipped: looks already applied"
+    assert app.hunks[0].reason.startswith("already applied")

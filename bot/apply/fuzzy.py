@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 from bot.model import Hunk, LineKind
 
-__all__ = ["MAX_FUZZ", "Placement", "apply_hunks", "locate_hunks"]
+__all__ = ["ALREADY", "MAX_FUZZ", "Placement", "apply_hunks", "locate_hunks"]
 
 # GNU patch's default maximum fuzz; more lets a hunk land in the wrong place.
 MAX_FUZZ = 2
+# Reason prefix for the hunks of a file whose change is already there.
+ALREADY = "already applied"
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def locate_hunks(
                     fuzz=fuzz,
                 )
                 if back is not None:
-                    reason = "already applied (hunk 1 matches reversed); file skipped"
+                    reason = f"{ALREADY} (hunk 1 matches reversed); file skipped"
                     return [Placement(i, False, reason=reason) for i in range(len(hunks))]
             if hit is not None:
                 start, ptrim, strim = hit

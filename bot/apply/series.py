@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
-from bot.apply.fuzzy import Placement, apply_hunks, locate_hunks
+from bot.apply.fuzzy import ALREADY, Placement, apply_hunks, locate_hunks
 from bot.apply.gitcmd import git
 from bot.apply.images import diff_only_images
 from bot.config import Settings
@@ -437,15 +437,21 @@ def _message(method: ApplyMethod, hunks: Sequence[HunkResult]) -> str:
         for i, h in enumerate(hunks):
             per_file[h.file] = per_file.get(h.file, 0) + 1
             ordinal[i] = per_file[h.file]
+        # A file whose change is already there is one fact, not N failed hunks.
+        already = list(dict.fromkeys(h.file for h in failed if h.reason.startswith(ALREADY)))
         parts = [
             f"hunk {ordinal[i]} of {h.file} ({_short_header(h.hunk)})"
             for i, h in enumerate(hunks)
-            if not h.applied
+            if not h.applied and h.file not in already
         ]
+        pieces = []
         if len(parts) == 1:
-            text = f"{parts[0]} does not apply"
-        else:
-            text = f"{len(parts)} hunks do not apply: " + "; ".join(parts)
+            pieces.append(f"{parts[0]} does not apply")
+        elif parts:
+            pieces.append(f"{len(parts)} hunks do not apply: " + "; ".join(parts))
+        if already:
+            pieces.append(f"{', '.join(already)} skipped: looks already applied")
+        text = "; ".join(pieces)
         applied = len(hunks) - len(failed)
         if applied:
             text += f" ({applied} other hunk{'s' if applied != 1 else ''} applied"
