@@ -28,9 +28,20 @@ from tests.test_report_support import (
 
 
 def parsed(msg: EmailMessage) -> EmailMessage:
-    """The message as a receiver sees it: serialised, then parsed back."""
-    back = email.message_from_bytes(bytes(msg), policy=email.policy.default)
+    """The message as a receiver sees it: serialised, then parsed back strictly.
+
+    policy.strict raises on any defect the parser finds, and every header is
+    read so its own parser runs too.
+    """
+    raw = bytes(msg)
+    assert all(len(line) <= 998 for line in raw.split(b"\n"))  # RFC 5322 2.1.1
+    back = email.message_from_bytes(raw, policy=email.policy.strict)
     assert isinstance(back, EmailMessage)
+    assert not back.defects
+    for name, value in back.items():
+        assert not getattr(value, "defects", ()), name
+    for required in ("From", "Date"):  # RFC 5322 3.6
+        assert back[required]
     return back
 
 
