@@ -334,3 +334,15 @@ def test_a_simulator_finding_on_the_same_function_does_not_ask_twice() -> None:
     flat = " ".join(body.split())
     assert "What frees struct zblock_pool" not in flat
     assert "The lifecycle simulator agrees: after this patch the simulator finds a leak" in flat
+
+
+def test_a_synthesised_message_id_is_not_threaded_under() -> None:
+    review = build_review()
+    p1 = review.series.slots[0].patch
+    assert p1 is not None
+    msg = replace(p1.message, message_id="mail/0001.eml#0", references=())
+    slot = replace(review.series.slots[0], patch=replace(p1, message=msg))
+    out = render_email_messages(replace(review, series=replace(review.series, slots=(slot,))))[0]
+    back = parsed(out)
+    assert back["In-Reply-To"] is None and back["References"] is None
+    assert "bot review" not in body_of(out)

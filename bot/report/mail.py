@@ -76,7 +76,10 @@ class _MailPolicy(EmailPolicy):
 _POLICY = _MailPolicy(max_line_length=MAIL_WIDTH)
 # RFC 5322 forbids lines over 998 octets; a patch line that long forces QP.
 _MAX_RAW_LINE = 998
-_MSGID_OK = re.compile(r"^[!-;=?-~]+$")  # printable ASCII without space, < and >
+# A real Message-ID: printable ASCII without space, < or >, with an @ (RFC 5322
+# msg-id). Ingest synthesises "<source>#n" IDs for mail without one; replying
+# "In-Reply-To" those would thread under nothing anyone has.
+_MSGID_OK = re.compile(r"^[!-;=?-~]+@[!-;=?-~]+$")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
