@@ -280,3 +280,15 @@ def test_braces_opened_in_both_ifdef_branches_do_not_swallow_neighbours() -> Non
     assert (found["pool_pick"].start_line, found["pool_pick"].end_line) == (1, 12)
     assert found["pool_pick"].calls == ("pool_get",)
     assert (found["pool_free"].start_line, found["pool_free"].end_line) == (14, 17)
+
+
+def test_non_c_files_touch_no_functions() -> None:
+    diff = (
+        "--- a/mm/Makefile\n+++ b/mm/Makefile\n"
+        "@@ -1,3 +1,3 @@ obj-y := pool.o\n"
+        " define build_pool(x)\n"
+        "-\t$(call cc,x)\n"
+        "+\t$(call cc,y)\n"
+        " endef\n"
+    )
+    assert touched_functions(diff_only_images(1, parse_diff(diff, "t"))) == ()

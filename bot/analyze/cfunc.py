@@ -38,12 +38,16 @@ from bot.model import (
 )
 
 __all__ = [
+    "C_SUFFIXES",
     "call_graph",
     "find_function",
     "function_name_from_section",
     "parse_functions",
     "touched_functions",
 ]
+
+# Files whose hunks touched_functions looks into.
+C_SUFFIXES = (".c", ".h")
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_c.language())
 # tree_sitter.Parser is not safe to share between threads (Celery may run several).
@@ -646,7 +650,8 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
     matched by name within the file."""
     changes: list[FunctionChange] = []
     for diff in images.files:
-        if diff.is_binary or not diff.hunks:
+        # Makefiles, Kconfig, scripts and docs have no C functions to speak of.
+        if diff.is_binary or not diff.hunks or not diff.path.endswith(C_SUFFIXES):
             continue
         image = images.image(diff.path) or (images.image(diff.old_path) if diff.old_path else None)
         if image is None:
