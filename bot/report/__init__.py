@@ -2,6 +2,7 @@
 
     render(review, fmt)            one of FORMATS as a string
     render_email_messages(review)  the LKML replies, for the publisher
+    render_email(review, from_addr=...)  the same as mboxrd text (`render(r, "email")`)
     patchwork_checks(review)       one Patchwork check per patch, for the publisher
     patchwork_pending(series)      `pending` checks to post when a review is queued
     b4_results(review)             the array a `b4 review` check command prints
@@ -50,6 +51,7 @@ __all__ = [
     "patchwork_checks",
     "patchwork_pending",
     "render",
+    "render_email",
     "render_email_messages",
     "review_document",
     "sarif_document",
