@@ -133,3 +133,17 @@ def test_text_shows_a_few_notes_per_check_and_counts_the_rest() -> None:
     text = render(build_review(checks=(CheckResult("simulator", True, notes=notes),)), "text")
     assert "simulator: note 4" in text and "simulator: note 5" not in text
     assert "simulator: ... 7 more note(s) in --format json" in text
+
+
+def test_public_names_are_all_exported() -> None:
+    import bot.report
+
+    for name in bot.report.__all__:
+        assert hasattr(bot.report, name), name
+    assert set(bot.report.__all__) >= {
+        "FORMATS",
+        "JSON_SCHEMA_VERSION",
+        "render",
+        "render_email_messages",
+        "patchwork_checks",
+    }
