@@ -283,12 +283,17 @@ def test_braces_opened_in_both_ifdef_branches_do_not_swallow_neighbours() -> Non
 
 
 def test_non_c_files_touch_no_functions() -> None:
+    # C in a document is an example, not a function of the tree.
     diff = (
-        "--- a/mm/Makefile\n+++ b/mm/Makefile\n"
-        "@@ -1,3 +1,3 @@ obj-y := pool.o\n"
-        " define build_pool(x)\n"
-        "-\t$(call cc,x)\n"
-        "+\t$(call cc,y)\n"
-        " endef\n"
+        "--- a/Documentation/mm/pool.txt\n+++ b/Documentation/mm/pool.txt\n"
+        "@@ -1,4 +1,4 @@\n"
+        " void pool_example(struct pool *p)\n"
+        " {\n"
+        "-\tpool_get(p);\n"
+        "+\tpool_put(p);\n"
+        " }\n"
     )
     assert touched_functions(diff_only_images(1, parse_diff(diff, "t"))) == ()
+    as_c = diff.replace("Documentation/mm/pool.txt", "mm/pool.c")
+    (change,) = touched_functions(diff_only_images(1, parse_diff(as_c, "t")))
+    assert change.name == "pool_example"
