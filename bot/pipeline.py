@@ -80,12 +80,8 @@ def review_series(
         progress("analysing touched functions")
     analysis = build_analysis(applied, settings)
     findings, checks = run_checks(analysis, settings, load_checks(settings))
+    # MISSING slots are shown by the renderers from the Series itself.
     review_notes = list(notes) + list(applied.notes)
-    if series.missing:
-        missing = ", ".join(f"{n}/{series.total}" for n in series.missing)
-        review_notes.append(
-            f"v{series.revision} is incomplete: {missing} MISSING; reviewed what arrived"
-        )
     return Review(
         series=series,
         versions=versions or (series,),
