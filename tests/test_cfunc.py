@@ -297,3 +297,23 @@ def test_non_c_files_touch_no_functions() -> None:
     as_c = diff.replace("Documentation/mm/pool.txt", "mm/pool.c")
     (change,) = touched_functions(diff_only_images(1, parse_diff(as_c, "t")))
     assert change.name == "pool_example"
+
+
+def test_non_ascii_comments_keep_offsets_right() -> None:
+    text = (
+        "/* Copyright (C) 2014 Jörg Müller — slab ↔ memcg glue */\n"
+        "static void pool_drop(struct pool *p)\n"
+        "{\n"
+        '\tpr_debug("drop %s\\n", "naïve");\n'
+        "\tpool_put(p); /* ↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔↔ */\n"
+        "}\n"
+        "EXPORT_SYMBOL(pool_drop);\n"
+        "/* ünïcödé */ int pool_size(struct pool *p)\n"
+        "{\n"
+        "\treturn pool_count(p);\n"
+        "}\n"
+    )
+    found = {f.name: f for f in parse_functions(text, "x.c")}
+    assert found["pool_drop"].calls == ("pr_debug", "pool_put")
+    assert found["pool_size"].calls == ("pool_count",)
+    assert (found["pool_size"].start_line, found["pool_size"].end_line) == (8, 11)

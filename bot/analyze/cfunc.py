@@ -91,13 +91,12 @@ _NOT_CALLS = frozenset(
 _INLINE_WORDS = frozenset({"inline", "__inline", "__inline__", "__always_inline"})
 # Annotations written after a parameter list (`foo(...) __releases(x)`): skipped when
 # looking back from `{` for the function's own parameter list.
-_TRAILING_ANNOTATION = re.compile(
-    r"__(?:releases|acquires|must_hold|cond_acquires|cond_releases|attribute__|attribute"
-    r"|no_context_analysis|[a-z_]+)$"
-)
+# Kernel spells them all `__lowercase` (__releases, __acquires, __must_hold, ...).
+_TRAILING_ANNOTATION = re.compile(r"__[a-z_]+$")
 _SYSCALL = re.compile(r"^(COMPAT_)?SYSCALL_DEFINE\d$")
 _IDENT_CALL = re.compile(r"(?<![\w.>])([A-Za-z_]\w*)\s*\(")
 _IDENT_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*$")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _CLOSER = re.compile(r"^\}\s*(?:/[*/].*)?$")
 _LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
 
@@ -251,14 +250,21 @@ def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
 
 def _ts_functions(text: str, data: bytes) -> list[_Found]:
     tree = _parser().parse(data)
-    ascii_only = len(text) == len(data)
     found: list[_Found] = []
+    # tree-sitter speaks UTF-8 byte offsets, the masked text str offsets. They
+    # differ after each non-ASCII character (an author's name in a comment) by
+    # its extra bytes: keep those steps, sorted, to convert in O(log n).
+    steps: list[int] = []  # byte offset just past each non-ASCII character
+    extra: list[int] = []  # extra bytes up to and including that character
+    total = 0
+    for m in _NON_ASCII.finditer(text):
+        total += len(m.group().encode("utf-8", "replace")) - 1
+        steps.append(m.end() + total)
+        extra.append(total)
 
     def char_at(byte_offset: int) -> int:
-        # Byte and str offsets agree for ASCII, which nearly all kernel code is.
-        if ascii_only:
-            return byte_offset
-        return len(data[:byte_offset].decode("utf-8", "replace"))
+        k = bisect.bisect_right(steps, byte_offset) - 1
+        return byte_offset - (extra[k] if k >= 0 else 0)
 
     # Iterative walk: hostile input can nest ERROR nodes deeper than Python recursion.
     stack = [tree.root_node]
