@@ -15,6 +15,7 @@ import argparse
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bot.analyze.api import load_vocabulary, validate_api_dir
 from bot.analyze.engine import Rule, load_rules, validate_rules
@@ -24,8 +25,12 @@ from bot.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from bot.model import Status
 
 
-def add_rules_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `rules` and its sub-commands to the `bot` parser."""
+_P = TypeVar("_P", bound=argparse.ArgumentParser)
+
+
+def add_rules_parser(subparsers: argparse._SubParsersAction[_P]) -> None:
+    """Add `rules` and its sub-commands to the `bot` parser (any ArgumentParser
+    subclass, e.g. the CLI's parser that raises UsageError instead of exiting)."""
     rules = subparsers.add_parser(
         "rules",
         help="list, explain, validate and test the lifecycle rules",

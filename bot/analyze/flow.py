@@ -269,7 +269,9 @@ class _Builder:
             cursor = _declarator_name(s.child_by_field_name("declarator"))
             header = Call(macro, (cursor,), self.line(s), f"{macro}({cursor})")
             self.calls.append(header)
-            head_events: list[Event] = [header, Assign(cursor, header.text, header.line)]
+            # cursor first, then the step that yields it: a matcher sees the old
+            # value go before the macro hands out the next one
+            head_events: list[Event] = [Assign(cursor, header.text, header.line), header]
             return self.macro_loop(head_events, loop_body, nxt, ctx)
         if t in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
             return nxt
@@ -306,8 +308,8 @@ class _Builder:
             head = self.events(s, ctx.guards)
             call = next((e for e in reversed(head) if isinstance(e, Call)), None)
             cursor = call.args[0] if call and call.args else ""
-            if cursor and re.fullmatch(r"[A-Za-z_]\w*", cursor):
-                head.append(Assign(cursor, call.text if call else "", self.line(s)))
+            if cursor and re.fullmatch(r"[A-Za-z_]\w*", cursor) and call is not None:
+                head.insert(head.index(call), Assign(cursor, call.text, self.line(s)))
             cur = self.macro_loop(head, body, cur, ctx)
         return cur
 
@@ -317,8 +319,8 @@ class _Builder:
         inner = ctx.loop(brk=nxt, cont=h.id)
         body_id = self.stmt(body, h.id, inner) if body is not None else h.id
         # The cursor is non-NULL inside the body and NULL once the macro runs out.
-        cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
-        line = head[0].line if head and not isinstance(head[0], Assign) else 0
+        cursor = next((e.lhs for e in reversed(head) if isinstance(e, Assign)), "")
+        line = head[-1].line if head else 0
         if cursor:
             h.succ = [
                 (body_id, Assume(cursor, True, line)),

@@ -1,0 +1,133 @@
+"""The rules engine over whole series: statuses, rule selection, crash isolation,
+and the seed case the project started from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.analyze import rules_match
+from bot.analyze.engine import load_checks, post_line_of_removed
+from bot.config import Settings
+from bot.errors import UsageError
+from bot.model import FileDiff, Finding, Hunk, HunkLine, LineKind, Status
+from bot.pipeline import review_inputs
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rules"
+SETTINGS = Settings(simulate=False)
+
+
+def _mmlc002(findings: tuple[Finding, ...]) -> list[Finding]:
+    return [f for f in findings if f.rule_id == "MMLC002"]
+
+
+def test_leak_introduced_then_fixed_by_a_later_patch_is_fixed_in_series() -> None:
+    review = review_inputs([str(FIXTURES / "fixed-in-series")], SETTINGS)
+    found = _mmlc002(review.findings)
+    assert [(f.status, f.patch_number, f.fixed_by) for f in found] == [
+        (Status.FIXED_IN_SERIES, 1, 2)
+    ]
+    assert review.reportable == ()
+
+
+def test_a_patch_removing_a_leak_reports_it_as_fixed() -> None:
+    review = review_inputs([str(FIXTURES / "fix-only")], SETTINGS)
+    found = _mmlc002(review.findings)
+    assert [(f.status, f.function) for f in found] == [(Status.FIXED, "demo_scan_hierarchy")]
+    assert review.reportable == ()
+
+
+def test_a_leak_the_patch_does_not_change_is_pre_existing() -> None:
+    review = review_inputs([str(FIXTURES / "pre-existing")], SETTINGS)
+    found = _mmlc002(review.findings)
+    assert [f.status for f in found] == [Status.PRE_EXISTING]
+    assert "mem_cgroup_iter" in " ".join(found[0].evidence)
+
+
+def test_introduced_finding_fills_every_field_from_the_rule() -> None:
+    rules = SETTINGS.rules_dir
+    review = review_inputs([str(rules / "MMLC002" / "bad.patch")], SETTINGS)
+    (f,) = _mmlc002(review.reportable)
+    assert (f.symbol, f.severity.value, f.confidence.value) == (
+        "reference-imbalance",
+        "warning",
+        "medium",
+    )
+    assert (f.file, f.function, f.patch_number) == ("mm/demo_scan.c", "demo_scan_hierarchy", 1)
+    assert f.line == 16  # the `return ret;` that leaves the loop
+    assert "{" not in f.message + f.question + f.suggestion  # every template field filled
+    assert f.question.endswith("?") or "?" in f.question
+    assert any("mem_cgroup_iter()" in e for e in f.evidence)
+
+
+def test_rule_selection_honours_enabled_and_disabled_rules() -> None:
+    all_ids = [c.name for c in load_checks(SETTINGS)]
+    assert all_ids == sorted(all_ids) and "MMLC001" in all_ids
+    only = load_checks(SETTINGS.with_(enabled_rules=("MMLC003", "rcu-lifetime")))
+    assert [c.name for c in only] == ["MMLC003", "MMLC005"]
+    without = load_checks(SETTINGS.with_(disabled_rules=("MMLC001",)))
+    assert "MMLC001" not in [c.name for c in without]
+    with pytest.raises(UsageError, match="MMLC999"):
+        load_checks(SETTINGS.with_(enabled_rules=("MMLC999",)))
+
+
+def test_one_crashing_rule_fails_alone_and_the_others_still_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> list[rules_match.Hit]:
+        raise RuntimeError("matcher exploded")
+
+    m = rules_match.MATCHERS["use-after-release"]
+    monkeypatch.setitem(
+        rules_match.MATCHERS, m.name, rules_match.Matcher(m.name, m.kind, broken, m.doc)
+    )
+    review = review_inputs([str(SETTINGS.rules_dir / "MMLC002" / "bad.patch")], SETTINGS)
+    checks = {c.check: c for c in review.checks}
+    assert not checks["MMLC003"].ok and "matcher exploded" in checks["MMLC003"].error
+    assert all(c.ok for name, c in checks.items() if name != "MMLC003")
+    assert _mmlc002(review.reportable)
+
+
+def test_removed_line_maps_to_the_next_surviving_post_image_line() -> None:
+    lines = (
+        HunkLine(LineKind.CONTEXT, "{", 10, 10),
+        HunkLine(LineKind.REMOVED, "\tdestroy(x);", 11, None),
+        HunkLine(LineKind.ADDED, "\tkeep(x);", None, 11),
+        HunkLine(LineKind.CONTEXT, "}", 12, 12),
+    )
+    diff = FileDiff("a.c", "a.c", (Hunk(10, 3, 10, 3, "", lines),))
+    assert post_line_of_removed(diff, 11) == 11
+    assert post_line_of_removed(diff, 30) == 30  # outside every hunk: no shift
+
+
+@pytest.mark.corpus
+def test_seed_v3_1_names_the_removed_call_and_the_destroy_it_reached(corpus: Path) -> None:
+    review = review_inputs(
+        [str(corpus / "seed" / "v3-0001-patch-1of3.eml")],
+        SETTINGS.with_(enabled_rules=("MMLC001",)),
+        tree=str(corpus / "kernel" / "v3.15.5"),
+    )
+    (f,) = [x for x in review.findings if x.status is Status.INTRODUCED]
+    assert (f.file, f.function, f.line) == ("mm/slab.h", "memcg_release_pages", 131)
+    assert f.evidence[0] == "removed: mem_cgroup_destroy_cache(s) at mm/slab.h:135"
+    assert "schedule_work(&cachep->memcg_params->destroy)" in f.evidence[1]
+    assert any("callback kmem_cache_destroy_work_func()" in e for e in f.evidence)
+    assert "leak" in f.question and "offline" in f.question
+    assert "reference" in f.suggestion
+
+
+@pytest.mark.corpus
+def test_seed_v3_series_reports_only_the_release_path_of_patch_1(corpus: Path) -> None:
+    names = [
+        f"v3-000{i}-{k}.eml"
+        for i, k in ((0, "cover-0of3"), (1, "patch-1of3"), (2, "patch-2of3"), (3, "patch-3of3"))
+    ]
+    review = review_inputs(
+        [str(corpus / "seed" / n) for n in names],
+        SETTINGS,
+        tree=str(corpus / "kernel" / "v3.15.5"),
+    )
+    assert [(f.rule_id, f.patch_number, f.function) for f in review.reportable] == [
+        ("MMLC001", 1, "memcg_release_pages")
+    ]

@@ -1,0 +1,209 @@
+"""Path-sensitive matching inside one function: error paths, goto unwinding, loop
+breaks, tryget branches, RCU sections. Each case is a small kernel-style function
+run through the real tree-sitter flow and the real vocabulary."""
+
+from __future__ import annotations
+
+from bot.analyze.api import load_vocabulary
+from bot.analyze.flow import flows_in_text
+from bot.analyze.flow_source import SourceView
+from bot.analyze.rules_match import (
+    Env,
+    Hit,
+    Side,
+    path_reference_leak,
+    rcu_lookup_unprotected,
+    use_after_release,
+)
+from bot.config import Settings
+
+ENV = Env(load_vocabulary(Settings().rules_dir), depth=2)
+VIEW = SourceView({}, None)
+
+
+def _run(matcher: object, code: str) -> list[Hit]:
+    (flow,) = flows_in_text(code, "mm/t.c")
+    side = Side(flow, VIEW, "mm/t.c")
+    return matcher(ENV, side, Side(None, VIEW, "mm/t.c"))  # type: ignore[operator, no-any-return]
+
+
+def test_goto_error_path_that_skips_the_put_leaks() -> None:
+    hits = _run(
+        path_reference_leak,
+        """
+int f(struct mm_struct *mm)
+{
+	struct mem_cgroup *memcg = get_mem_cgroup_from_mm(mm);
+
+	if (prepare(memcg))
+		goto out;
+	mem_cgroup_put(memcg);
+	return 0;
+out:
+	return -EINVAL;
+}
+""",
+    )
+    assert [h.key for h in hits] == [("leak", "memcg", "memcg", "-EINVAL")]
+
+
+def test_goto_unwinding_through_the_put_is_balanced() -> None:
+    hits = _run(
+        path_reference_leak,
+        """
+int f(struct mm_struct *mm)
+{
+	struct mem_cgroup *memcg = get_mem_cgroup_from_mm(mm);
+	int ret = 0;
+
+	if (prepare(memcg)) {
+		ret = -EINVAL;
+		goto put;
+	}
+	use(memcg);
+put:
+	mem_cgroup_put(memcg);
+	return ret;
+}
+""",
+    )
+    assert hits == []
+
+
+def test_failed_tryget_branch_holds_nothing_but_the_success_branch_must_put() -> None:
+    code = """
+int f(struct cgroup_subsys_state *parent)
+{
+	struct cgroup_subsys_state *css = pick(parent);
+
+	if (!css_tryget(css))
+		return -EBUSY;
+	if (busy(css))
+		return -EAGAIN;
+	css_put(css);
+	return 0;
+}
+"""
+    assert [h.key[-1] for h in _run(path_reference_leak, code)] == ["-EAGAIN"]
+
+
+def test_breaking_out_of_a_for_each_iterator_without_iter_break_leaks() -> None:
+    code = """
+struct mem_cgroup *f(struct mem_cgroup *root)
+{
+	struct mem_cgroup *iter;
+	int n = 0;
+
+	for_each_mem_cgroup_tree(iter, root) {
+		if (too_many(iter))
+			break;
+		n++;
+	}
+	return NULL;
+}
+"""
+    assert [h.key[:3] for h in _run(path_reference_leak, code)] == [("leak", "memcg_iter", "iter")]
+    fixed = code.replace("\t\t\tbreak;", "\t\t\t{ mem_cgroup_iter_break(root, iter); break; }")
+    assert _run(path_reference_leak, fixed) == []
+
+
+def test_reference_stored_in_a_structure_or_returned_does_not_leak() -> None:
+    code = """
+struct mem_cgroup *f(struct task_struct *t, struct mm_struct *mm)
+{
+	struct mem_cgroup *memcg = get_mem_cgroup_from_mm(mm);
+
+	if (t->in_oom) {
+		t->memcg_in_oom = memcg;
+		return NULL;
+	}
+	return memcg;
+}
+"""
+    assert _run(path_reference_leak, code) == []
+
+
+def test_use_after_put_on_one_path_only() -> None:
+    code = """
+void f(struct demo *d, bool last)
+{
+	css_put(d->css);
+	if (last)
+		unpin(d->css);
+}
+"""
+    hits = _run(use_after_release, code)
+    assert [h.key for h in hits] == [("use-after-release", "css_put", "d->css", "unpin")]
+
+
+def test_pointer_reassigned_after_free_is_not_a_use() -> None:
+    code = """
+void f(struct demo *d)
+{
+	kfree(d->buf);
+	d->buf = NULL;
+	report(d->buf);
+}
+"""
+    assert _run(use_after_release, code) == []
+
+
+def test_counter_decrement_is_not_a_put_of_its_struct() -> None:
+    code = """
+void f(struct wb *wb)
+{
+	atomic_dec(&wb->writeback_inodes);
+	spin_lock(&wb->work_lock);
+	spin_unlock(&wb->work_lock);
+}
+"""
+    assert _run(use_after_release, code) == []
+
+
+def test_rcu_lookup_needs_a_read_section_or_a_spinlock() -> None:
+    outside = """
+bool f(struct list_lru *lru, void *item)
+{
+	return add(lru, mem_cgroup_from_slab_obj(item));
+}
+"""
+    inside = """
+bool f(struct list_lru *lru, void *item)
+{
+	bool ret;
+
+	rcu_read_lock();
+	ret = add(lru, mem_cgroup_from_slab_obj(item));
+	rcu_read_unlock();
+	return ret;
+}
+"""
+    locked = inside.replace("rcu_read_lock()", "spin_lock(&lru->lock)").replace(
+        "rcu_read_unlock()", "spin_unlock(&lru->lock)"
+    )
+    assert [h.key for h in _run(rcu_lookup_unprotected, outside)] == [
+        ("lookup-outside-rcu", "mem_cgroup_from_slab_obj")
+    ]
+    assert _run(rcu_lookup_unprotected, inside) == []
+    assert _run(rcu_lookup_unprotected, locked) == []
+
+
+def test_rcu_result_used_after_unlock_without_tryget() -> None:
+    code = """
+int f(unsigned short id)
+{
+	struct mem_cgroup *memcg;
+
+	rcu_read_lock();
+	memcg = mem_cgroup_from_id(id);
+	rcu_read_unlock();
+	return charge(memcg);
+}
+"""
+    hits = _run(rcu_lookup_unprotected, code)
+    assert [h.key for h in hits] == [("rcu-use-after-unlock", "mem_cgroup_from_id", "memcg")]
+    safe = code.replace(
+        "\trcu_read_unlock();",
+        "\tif (!css_tryget(&memcg->css))\n\t\tmemcg = NULL;\n\trcu_read_unlock();",
+    )
+    assert _run(rcu_lookup_unprotected, safe) == []
