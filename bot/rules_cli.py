@@ -24,7 +24,6 @@ from bot.config import Settings
 from bot.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from bot.model import Status
 
-
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 
