@@ -513,3 +513,31 @@ def test_a_patch_applied_twice_says_already_applied(tmp_path: Path, settings: Se
     assert (app.ok, app.method) == (False, ApplyMethod.NOT_APPLIED)
     assert app.message == "mm/widget.c skipped: looks already applied"
     assert app.hunks[0].reason.startswith("already applied")
+
+
+def test_git_am_three_way_merges_when_context_moved_on(tmp_path: Path, settings: Settings) -> None:
+    tree = git_tree(tmp_path)
+    run_git(tree, "am", "-q", str(APPLY / P1))  # patch 2's base blob is now in the repo
+    widget = tree / "mm" / "widget.c"
+    # A later commit edits a context line of patch 2's hunk: git apply refuses, but
+    # the blob named by the patch's index line is in the repo, so git am -3 merges.
+    widget.write_text(
+        widget.read_text().replace(
+            "static int __init widget_init(void)\n{\n",
+            "static int __init widget_init(void)\n{ /* init */\n",
+        )
+    )
+    run_git(tree, "commit", "-qam", "later")
+    text = (APPLY / P2).read_text()
+    # Without the mail (no git am) only fuzzy apply can do it, with fuzz.
+    alone = apply_series(diff_series(text[text.index("diff --git") :]), str(tree), settings)
+    assert alone.applications[0].method is ApplyMethod.FUZZY
+    applied = apply_series(series_of([APPLY / P2]), str(tree), settings)
+    (app,) = applied.applications
+    assert (app.method, app.ok) == (ApplyMethod.GIT_AM, True)
+    # GNU rules would need fuzz 2 for it (the edited line is second from the end).
+    assert [(h.offset, h.fuzz) for h in app.hunks] == [(0, 2), (0, 0)]
+    assert app.message == "applied with fuzz 2 by git am -3"
+    image = applied.images[0].image("mm/widget.c")
+    assert image is not None and image.post is not None
+    assert "void widget_flush(struct widget *w)" in image.post and "{ /* init */" in image.post

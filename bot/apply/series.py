@@ -351,7 +351,7 @@ def _fuzzy_file(
     return results, notes
 
 
-def _hunk_result(diff: FileDiff, p: Placement, reason: str = "") -> HunkResult:
+def _hunk_result(diff: FileDiff, p: Placement) -> HunkResult:
     hunk = diff.hunks[p.index]
     return HunkResult(
         file=diff.path,
@@ -359,7 +359,7 @@ def _hunk_result(diff: FileDiff, p: Placement, reason: str = "") -> HunkResult:
         applied=p.applied,
         offset=p.offset if p.applied else 0,
         fuzz=p.fuzz if p.applied else 0,
-        reason=p.reason or reason,
+        reason=p.reason,
     )
 
 
@@ -403,9 +403,11 @@ def _placements_after_git(
             if p.applied:
                 results.append(_hunk_result(diff, p))
             else:
+                # git placed it where our exact search does not: a 3-way merge, or
+                # git apply's own leniency. The hunk applied; its offset is unknown.
                 hunk = diff.hunks[p.index]
-                reason = "merged by 3-way" if method is ApplyMethod.GIT_AM else ""
-                results.append(HunkResult(diff.path, hunk.header, True, reason=reason))
+                how = "merged by 3-way" if method is ApplyMethod.GIT_AM else "placed by git apply"
+                results.append(HunkResult(diff.path, hunk.header, True, reason=how))
     return results
 
 
