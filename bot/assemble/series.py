@@ -266,6 +266,10 @@ class _Assembler:
         self.patch_draft: dict[str, _Draft] = {}
         self.anchored: dict[tuple[str, str, int], _Draft] = {}
         self.reply_draft: dict[str, _Draft | None] = {}
+        # Lookups that would otherwise scan every series per message (a mirror
+        # assembles tens of thousands of messages at once).
+        self.by_shape: dict[tuple[str, int, str], list[_Draft]] = {}
+        self.by_title: dict[str, list[_Draft]] = {}
         self.orphans: list[_Msg] = []
 
     # ----------------------------------------------------------------- grouping
@@ -282,6 +286,7 @@ class _Assembler:
             explicit_version=msg.explicit_version,
         )
         self.drafts.append(draft)
+        self.by_shape.setdefault((draft.author, draft.total, draft.revision), []).append(draft)
         return draft
 
     @staticmethod
@@ -336,11 +341,9 @@ class _Assembler:
     def _stitch(self, msg: _Msg) -> _Draft | None:
         window = timedelta(minutes=self.settings.stitch_window_minutes)
         best: _Draft | None = None
-        for draft in self.drafts:
-            if draft.author != msg.author or not draft.author:
-                continue
-            if draft.total != msg.total or draft.revision != msg.info.revision:
-                continue
+        if not msg.author:
+            return None
+        for draft in self.by_shape.get((msg.author, msg.total, msg.info.revision), ()):
             if not draft.slot_free(msg):
                 continue
             start = draft.first_date()
@@ -403,15 +406,17 @@ class _Assembler:
         if not title:
             return None
         best: _Draft | None = None
-        for draft in self.drafts:
-            names = {normalise_title(draft.name())} | draft.titles()
-            if (
-                title in names
-                and draft.version == msg.info.version
-                and (best is None or draft.first_index() > best.first_index())
+        for draft in self.by_title.get(title, ()):
+            if draft.version == msg.info.version and (
+                best is None or draft.first_index() > best.first_index()
             ):
                 best = draft
         return best
+
+    def _index_titles(self) -> None:
+        for draft in self.drafts:
+            for title in {normalise_title(draft.name())} | draft.titles():
+                self.by_title.setdefault(title, []).append(draft)
 
     # ----------------------------------------------------------------- versions
 
@@ -490,6 +495,7 @@ class _Assembler:
                 draft.cover = msg
         for msg in self._parents_first(_PATCH):
             self._assign(msg)
+        self._index_titles()
         for msg in self._parents_first(_REPLY):
             owner = self._attach_reply(msg)
             if owner is None:
