@@ -10,7 +10,7 @@ from unidiff.patch import PatchSet
 
 from bot.assemble import assemble
 from bot.config import load_settings
-from bot.errors import InputError
+from bot.errors import InputError, TooLargeError
 from bot.ingest import load
 
 _C_V1 = """#include <linux/slab.h>
@@ -95,3 +95,13 @@ def test_repository_config_cannot_change_the_patch_shape(repo: Path) -> None:
     messages = load(["HEAD~2..HEAD"], load_settings(), repo=str(repo))
     assert len(messages) == 2  # no cover letter added
     assert "diff --git a/mm/foo.c b/mm/foo.c" in messages[0].body
+
+
+def test_range_in_a_directory_that_is_not_a_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"git format-patch failed: .*not a git repository"):
+        load(["HEAD~1..HEAD"], load_settings(), repo=str(tmp_path))
+
+
+def test_range_output_over_the_size_limit_is_refused(repo: Path) -> None:
+    with pytest.raises(TooLargeError):
+        load(["HEAD~2..HEAD"], load_settings().with_(max_input_bytes=200), repo=str(repo))

@@ -75,6 +75,8 @@ def format_patch_range(repo: str, rev_range: str) -> bytes:
         raise InputError(
             f"git format-patch failed: {reason}", source=f"{repo}:{rev_range}"
         ) from exc
+    except git.GitCommandNotFound as exc:
+        raise InputError("git is not installed or not on PATH", source=repo) from exc
     except (git.NoSuchPathError, git.InvalidGitRepositoryError, OSError) as exc:
         raise InputError(f"not a git repository: {type(exc).__name__}", source=repo) from exc
     data = out if isinstance(out, bytes) else str(out).encode()

@@ -273,6 +273,7 @@ def _load_one(
         return messages_from_bytes(data, arg, name=path.name.removesuffix(".gz"), start=start)
     if repo is not None and is_range_arg(arg):
         data = format_patch_range(repo, arg)
+        _check_size(len(data), settings, f"{repo}:{arg}")
         return messages_from_bytes(data, f"{repo}:{arg}", start=start)
     if repo is None and is_range_arg(arg):
         raise InputError(
