@@ -241,3 +241,10 @@ def test_saved_lore_download_gz_file_is_read(fixtures: Path, tmp_path: Path) -> 
 def test_missing_relative_path_with_dots_is_reported_as_missing() -> None:
     with pytest.raises(InputError, match="no such file or directory"):
         load(["../no-such-dir/series.mbox"], load_settings(), repo=".")
+
+
+@pytest.mark.parametrize("arg", ["x" * 5000, "/" + "y" * 300 + "/z", "a\0b"])
+def test_impossible_paths_are_one_line_input_errors(arg: str) -> None:
+    with pytest.raises(InputError) as info:
+        load([arg], load_settings())
+    assert "\n" not in info.value.one_line()

@@ -307,7 +307,13 @@ def load(
         raise InputError("no input given (a path, '-', a Message-ID or a lore URL)")
     messages: list[RawMessage] = []
     for arg in args:
-        got = _load_one(arg, settings, repo, stdin, len(messages))
+        try:
+            got = _load_one(arg, settings, repo, stdin, len(messages))
+        except (OSError, ValueError) as exc:
+            # e.g. a name too long for the file system, or a NUL byte in a path
+            # that came from an API rather than a shell
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise InputError(f"cannot use this input: {reason}", source=arg[:200]) from exc
         if progress is not None:
             progress(f"{arg}: {len(got)} message(s)")
         messages += got
