@@ -317,3 +317,34 @@ def test_non_ascii_comments_keep_offsets_right() -> None:
     assert found["pool_drop"].calls == ("pr_debug", "pool_put")
     assert found["pool_size"].calls == ("pool_count",)
     assert (found["pool_size"].start_line, found["pool_size"].end_line) == (8, 11)
+
+
+def test_ifdef_twins_touched_in_separate_hunks_stay_apart() -> None:
+    # Diff-only: the CONFIG_POOL body and its #else stub are both changed.
+    diff = (
+        "--- a/mm/pool.c\n+++ b/mm/pool.c\n"
+        "@@ -10,6 +10,6 @@\n"
+        "#ifdef CONFIG_POOL\n"
+        " static int pool_init(struct pool *p)\n"
+        " {\n"
+        "-\treturn pool_alloc(p);\n"
+        "+\treturn pool_alloc_node(p, NUMA_NO_NODE);\n"
+        " }\n"
+        " #else\n"
+        "@@ -80,5 +80,5 @@ static void pool_free(struct pool *p)\n"
+        " #else\n"
+        " static int pool_init(struct pool *p)\n"
+        " {\n"
+        "-\treturn -ENODEV;\n"
+        "+\treturn 0;\n"
+        " }\n"
+    ).replace("#ifdef CONFIG_POOL\n", " #ifdef CONFIG_POOL\n")
+    changes = touched_functions(diff_only_images(1, parse_diff(diff, "t")))
+    assert [(c.name, c.kind, c.hunks) for c in changes] == [
+        ("pool_init", ChangeKind.MODIFIED, (0,)),
+        ("pool_init", ChangeKind.MODIFIED, (1,)),
+    ]
+    first, second = changes
+    assert first.pre is not None and first.pre.start_line == 11 and first.pre.end_line == 14
+    assert second.post is not None and second.post.calls == ()
+    assert first.post is not None and first.post.calls == ("pool_alloc_node",)

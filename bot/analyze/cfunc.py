@@ -528,10 +528,11 @@ def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
 
 
 def _hunk_segment(text: str, start: int, length: int) -> str:
-    """`text` with every line outside [start, start+length) blanked: one hunk alone."""
+    """One hunk alone: `text` cut after the hunk's last line, with every line before
+    it blanked, so a function the hunk leaves open ends with the hunk."""
     lines = text.split("\n")
     lo, hi = start - 1, start - 1 + length
-    return "\n".join(ln if lo <= i < hi else "" for i, ln in enumerate(lines))
+    return "\n".join(ln if lo <= i else "" for i, ln in enumerate(lines[:hi]))
 
 
 def _is_comment_line(line: str) -> bool:
@@ -555,10 +556,10 @@ def _inside_named(lines: Sequence[str], changed: int) -> bool:
 
 def _partial_functions(
     image_text: str, hunk: Hunk, pre_side: bool, path: str, changed: Sequence[int]
-) -> list[tuple[CFunction, int]]:
+) -> list[tuple[CFunction, int, bool]]:
     """Functions enclosing the changed lines of one hunk in a partial image, each with
-    the changed line that hit it. Uses the hunk's section header for a function
-    whose head lies above the hunk."""
+    the changed line that hit it and whether it continues from above the hunk
+    (head not shown: named from the hunk's section header)."""
     start = hunk.source_start if pre_side else hunk.target_start
     length = hunk.source_length if pre_side else hunk.target_length
     if length == 0 or not changed:
@@ -566,10 +567,11 @@ def _partial_functions(
     segment = _hunk_segment(image_text, start, length)
     funcs = parse_functions(segment, path)
     seg_lines = segment.split("\n")[start - 1 : start - 1 + length]
-    out: list[tuple[CFunction, int]] = []
+    out: list[tuple[CFunction, int, bool]] = []
     header_name = function_name_from_section(hunk.section)
     for line in changed:
         f = _enclosing(funcs, line)
+        continued = False
         if f is None and header_name is not None:
             first_start = min((g.start_line for g in funcs), default=start + length)
             if line < first_start and _inside_named(seg_lines, line - start):
@@ -587,8 +589,9 @@ def _partial_functions(
                     body=body,
                     calls=_calls_in(_mask(body)),
                 )
+                continued = True
         if f is not None:
-            out.append((f, line))
+            out.append((f, line, continued))
     return out
 
 
@@ -608,12 +611,22 @@ def _merge_partial(a: CFunction, b: CFunction, text: str) -> CFunction:
     )
 
 
-def _side(
-    diff: FileDiff, image: FileImage, pre_side: bool
-) -> dict[str, tuple[CFunction, list[int]]]:
-    """Touched functions of one side of one file: name -> (function, hunk indexes)."""
+@dataclass
+class _Touch:
+    """One definition a patch touches on one side, and the hunks that touch it."""
+
+    fn: CFunction
+    hunks: list[int]
+
+
+def _side(diff: FileDiff, image: FileImage, pre_side: bool) -> list[_Touch]:
+    """Touched definitions on one side of one file, in order of first touch.
+
+    Two definitions of one name (an `#ifdef` pair) stay apart; a function seen
+    through two hunks of a partial image, the second naming it only by its
+    section header, is one definition spanning both."""
     text = image.pre if pre_side else image.post
-    touched: dict[str, tuple[CFunction, list[int]]] = {}
+    touched: list[_Touch] = []
     if text is None:
         return touched
     full = None if image.partial else parse_functions(text, diff.path)
@@ -621,23 +634,47 @@ def _side(
         pre, post = _changed_lines(hunk)
         changed = pre if pre_side else post
         if full is not None:
-            hits = [(f, ln) for ln in changed if (f := _enclosing(full, ln)) is not None]
+            hits = [(f, False) for ln in changed if (f := _enclosing(full, ln)) is not None]
         else:
-            hits = _partial_functions(text, hunk, pre_side, diff.path, changed)
-        for f, _line in hits:
-            if f.name in touched:
-                prev, idxs = touched[f.name]
-                if image.partial and (prev.start_line, prev.end_line) != (
-                    f.start_line,
-                    f.end_line,
-                ):
-                    prev = _merge_partial(prev, f, text)
-                if index not in idxs:
-                    idxs.append(index)
-                touched[f.name] = (prev, idxs)
-            else:
-                touched[f.name] = (f, [index])
+            hits = [
+                (f, cont)
+                for f, _, cont in _partial_functions(text, hunk, pre_side, diff.path, changed)
+            ]
+        for f, continued in hits:
+            same = [t for t in touched if t.fn.name == f.name]
+            entry = next((t for t in same if t.fn.start_line == f.start_line), None)
+            if entry is None and continued and same:
+                entry = same[-1]
+                entry.fn = _merge_partial(entry.fn, f, text)
+            if entry is None:
+                touched.append(_Touch(f, [index]))
+            elif index not in entry.hunks:
+                entry.hunks.append(index)
     return touched
+
+
+def _pair(pre: list[_Touch], post: list[_Touch]) -> list[tuple[_Touch | None, _Touch | None]]:
+    """Match pre- and post-side definitions of the same name: first those a common
+    hunk changes, then the rest in order; what is left has no touched counterpart."""
+    pairs: list[tuple[_Touch | None, _Touch | None]] = []
+    free = list(post)
+    unpaired: list[_Touch] = []
+    for p in pre:
+        q = next((q for q in free if q.fn.name == p.fn.name and set(q.hunks) & set(p.hunks)), None)
+        if q is None:
+            unpaired.append(p)
+            continue
+        free.remove(q)
+        pairs.append((p, q))
+    for p in unpaired:
+        q = next((q for q in free if q.fn.name == p.fn.name), None)
+        if q is not None:
+            free.remove(q)
+        pairs.append((p, q))
+    pairs += [(None, q) for q in free]
+    order = {id(t): i for i, t in enumerate([*pre, *post])}
+    pairs.sort(key=lambda pq: min(order[id(t)] for t in pq if t is not None))
+    return pairs
 
 
 def _lookup(text: str | None, path: str, name: str, partial: bool, near: int) -> CFunction | None:
@@ -662,14 +699,14 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
         image = images.image(diff.path) or (images.image(diff.old_path) if diff.old_path else None)
         if image is None:
             continue
-        pre_touched = _side(diff, image, pre_side=True)
-        post_touched = _side(diff, image, pre_side=False)
-        names = list(dict.fromkeys([*pre_touched, *post_touched]))
-        for name in names:
-            pre_hit = pre_touched.get(name)
-            post_hit = post_touched.get(name)
-            pre_fn = pre_hit[0] if pre_hit else None
-            post_fn = post_hit[0] if post_hit else None
+        pairs = _pair(_side(diff, image, pre_side=True), _side(diff, image, pre_side=False))
+        for pre_hit, post_hit in pairs:
+            pre_fn = pre_hit.fn if pre_hit else None
+            post_fn = post_hit.fn if post_hit else None
+            known = pre_hit or post_hit
+            if known is None:  # _pair never yields an empty pair
+                continue
+            name = known.fn.name
             if pre_fn is None:
                 near = post_fn.start_line if post_fn else 0
                 pre_fn = _lookup(image.pre, diff.old_path or diff.path, name, image.partial, near)
@@ -680,9 +717,11 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
                 post_fn = _lookup(image.post, diff.path, name, image.partial, near)
                 if post_fn is None and image.partial and image.post is not None:
                     post_fn = _partial_counterpart(diff, image.post, name, pre_side=False)
-            hunks = sorted(set((pre_hit[1] if pre_hit else []) + (post_hit[1] if post_hit else [])))
             if pre_fn is None and post_fn is None:
                 continue
+            hunks = sorted(
+                set((pre_hit.hunks if pre_hit else []) + (post_hit.hunks if post_hit else []))
+            )
             kind = (
                 ChangeKind.ADDED
                 if pre_fn is None
@@ -690,16 +729,7 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
                 if post_fn is None
                 else ChangeKind.MODIFIED
             )
-            changes.append(
-                FunctionChange(
-                    file=diff.path,
-                    name=name,
-                    kind=kind,
-                    pre=pre_fn,
-                    post=post_fn,
-                    hunks=tuple(hunks),
-                )
-            )
+            changes.append(FunctionChange(diff.path, name, kind, pre_fn, post_fn, tuple(hunks)))
     return tuple(changes)
 
 
@@ -715,7 +745,7 @@ def _partial_counterpart(
         if length == 0:
             continue
         every = list(range(start, start + length))
-        for f, _ in _partial_functions(text, hunk, pre_side, diff.path, every):
+        for f, _, _ in _partial_functions(text, hunk, pre_side, diff.path, every):
             if f.name == name:
                 found = f if found is None else _merge_partial(found, f, text)
                 break
