@@ -10,6 +10,7 @@ import pytest
 
 from bot.analyze.diff import parse_diff
 from bot.apply.fuzzy import apply_hunks, locate_hunks
+from bot.model import Hunk
 
 BASE = [
     "static void pool_release(struct pool *p)",
@@ -51,7 +52,7 @@ PUT_DIFF = "\n".join(
 )
 
 
-def _hunks(diff: str = PUT_DIFF) -> tuple:  # type: ignore[type-arg]
+def _hunks(diff: str = PUT_DIFF) -> tuple[Hunk, ...]:
     (fd,) = parse_diff(diff, "t")
     return fd.hunks
 
