@@ -346,3 +346,13 @@ def test_a_synthesised_message_id_is_not_threaded_under() -> None:
     back = parsed(out)
     assert back["In-Reply-To"] is None and back["References"] is None
     assert "bot review" not in body_of(out)
+
+
+def test_a_trace_summary_that_restates_the_message_is_not_repeated() -> None:
+    leak = findings()[0]
+    assert leak.trace is not None
+    same = replace(leak, trace=replace(leak.trace, summary="leak: " + leak.message))
+    body = " ".join(body_of(render_email_messages(build_review(findings=(same,)))[0]).split())
+    assert body.count("nothing else destroys a pool") == 1
+    kept = " ".join(body_of(render_email_messages(build_review(findings=(leak,)))[0]).split())
+    assert "yet the pool is never freed" in kept

@@ -105,6 +105,20 @@ def first_sentence(text: str) -> str:
     return head + "." if sep else flat
 
 
+def says_more(extra: str, already: str) -> bool:
+    """Whether `extra` adds to `already`: a trace summary often restates the message.
+
+    A leading `label:` ("leak: ...") is ignored when comparing.
+    """
+    flat = one_line(extra).rstrip(".")
+    if not flat:
+        return False
+    head, sep, rest = flat.partition(": ")
+    if sep and " " not in head:
+        flat = rest
+    return flat.lower() not in one_line(already).lower()
+
+
 def tags(finding: Finding) -> str:
     """`error, high confidence, introduced`."""
     f = finding

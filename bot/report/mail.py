@@ -34,6 +34,7 @@ from bot.report.common import (
     location,
     one_line,
     patch_of,
+    says_more,
     slot_label,
     trace_lines,
     version_label,
@@ -281,7 +282,7 @@ def _finding_block(f: Finding, *, follow_up: bool = False) -> list[str]:
     if f.trace is not None and f.trace.steps:
         lines += ["", *wrap("The lifecycle simulator finds this interleaving:"), ""]
         lines += trace_lines(f.trace, indent="  ")
-        if f.trace.summary:
+        if says_more(f.trace.summary, f.message):
             lines += ["", *wrap(f.trace.summary)]
     if f.suggestion:
         lines += ["", *wrap(f.suggestion)]

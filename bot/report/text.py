@@ -28,6 +28,7 @@ from bot.report.common import (
     location,
     one_line,
     patch_ref,
+    says_more,
     slot_label,
     trace_lines,
     version_label,
@@ -215,7 +216,7 @@ def _full_finding(out: _Out, f: Finding) -> None:
         out.add("    Trace (lifecycle simulator):")
         for ln in trace_lines(f.trace, indent="      "):
             out.add(ln)
-        if f.trace.summary:
+        if says_more(f.trace.summary, f.message):
             for ln in wrap(f.trace.summary, _WIDTH, indent="    "):
                 out.add(ln)
 
