@@ -80,6 +80,50 @@ def series_fields(s: Series, roots: Sequence[str]) -> dict[str, str | int | floa
     }
 
 
+def route_threads(
+    state: State, scope: str, roots: Sequence[str], settings: Settings
+) -> dict[str, str]:
+    """Assemble the threads and record every series found; returns each series key with
+    its state, where "complete" means: ready for review and not superseded.
+
+    A series a later version in the same threads revises is marked superseded (unless
+    already reviewed); keys the threads no longer assemble to are retired as merged.
+    """
+    got = assemble_roots(state, scope, roots, settings)
+    superseded = superseded_keys(got.series_set)
+    for s in got.series_set.series:
+        state.update_series(scope, s.key, series_fields(s, got.roots))
+        if s.key in superseded:
+            later = next(x.key for x in got.series_set.series if x.revision_of == s.key)
+            state.mark_superseded(scope, s.key, later)
+    by_root: dict[str, set[str]] = {r: set() for r in got.roots}
+    for s in got.series_set.series:
+        for root in series_roots(s):
+            by_root.setdefault(root, set()).add(s.key)
+    for stale in state.stale_keys(scope, by_root):
+        state.mark_merged(scope, stale)
+    outcome: dict[str, str] = {}
+    for s in got.series_set.series:
+        current = state.series(scope, s.key).get("state", "")
+        if current == SeriesState.COMPLETE and s.key in superseded:
+            current = SeriesState.SUPERSEDED
+        outcome[s.key] = current
+    return outcome
+
+
+def thread_root(m: RawMessage) -> str:
+    """The thread a message was stored under (the same rule as routing_keys)."""
+    if m.references:
+        return m.references[0]
+    return m.in_reply_to or m.message_id
+
+
+def series_roots(s: Series) -> set[str]:
+    """The thread roots holding the cover and patches of a series."""
+    msgs = [p.message for p in s.patches] + ([s.cover] if s.cover else [])
+    return {thread_root(m) for m in msgs}
+
+
 def superseded_keys(series_set: SeriesSet) -> set[str]:
     """Keys of series that a later version in the same set revises."""
     return {s.revision_of for s in series_set.series if s.revision_of}
@@ -180,6 +224,7 @@ __all__ = [
     "build_result",
     "parse_stored",
     "pick",
+    "route_threads",
     "series_fields",
     "superseded_keys",
 ]

@@ -261,19 +261,27 @@ class State:
                 except redis.WatchError:
                     continue
 
-    def stale_keys(self, scope: str, roots: Iterable[str], current: Iterable[str]) -> list[str]:
-        """Record the series keys these threads assemble to now; return keys they gave
-        before and no longer do, so their waiting entries can be retired."""
-        now = set(current)
-        stale: set[str] = set()
+    def stale_keys(self, scope: str, current: Mapping[str, Iterable[str]]) -> list[str]:
+        """Record the series keys each thread root assembles to now (root -> keys);
+        return keys a root gave before and no longer does, so they can be retired."""
+        roots = sorted(current)
+        pipe = self.r.pipeline(transaction=False)
         for root in roots:
+            pipe.smembers(self.k("root-series", scope, root))
+        befores = cast(list[set[bytes]], pipe.execute())
+        every_now = {k for keys in current.values() for k in keys}
+        stale: set[str] = set()
+        pipe = self.r.pipeline(transaction=True)
+        for root, raw in zip(roots, befores, strict=True):
             rkey = self.k("root-series", scope, root)
-            before = {x.decode() for x in cast(set[bytes], self.r.smembers(rkey))}
-            stale |= before - now
+            now = set(current[root])
+            gone = {x.decode() for x in raw} - now
+            stale |= gone - every_now
             if now:
-                self.r.sadd(rkey, *sorted(now))
-            if before - now:
-                self.r.srem(rkey, *sorted(before - now))
+                pipe.sadd(rkey, *sorted(now))
+            if gone:
+                pipe.srem(rkey, *sorted(gone))
+        pipe.execute()
         return sorted(stale)
 
     def mark_merged(self, scope: str, key: str) -> None:

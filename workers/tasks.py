@@ -43,8 +43,7 @@ from workers.review import (
     build_outbox,
     build_result,
     pick,
-    series_fields,
-    superseded_keys,
+    route_threads,
 )
 from workers.state import SeriesState, State
 
@@ -131,27 +130,11 @@ def poll_mirror(scope: str) -> dict[str, int]:
 @_task(**_RETRY)
 def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
     """Assemble the threads; queue a review of each complete series not yet reviewed."""
-    st = state()
-    got = assemble_roots(st, scope, roots, settings())
-    superseded = superseded_keys(got.series_set)
-    outcome: dict[str, str] = {}
-    for s in got.series_set.series:
-        st.update_series(scope, s.key, series_fields(s, got.roots))
-        if s.key in superseded:
-            later = next(x.key for x in got.series_set.series if x.revision_of == s.key)
-            st.mark_superseded(scope, s.key, later)
-    keys = [s.key for s in got.series_set.series]
-    for stale in st.stale_keys(scope, got.roots, keys):
-        st.mark_merged(scope, stale)
-    for s in got.series_set.series:
-        info = st.series(scope, s.key)
-        current = info.get("state")
-        if current == SeriesState.COMPLETE and s.key not in superseded:
-            review_series.apply_async((scope, s.key, False))
-            outcome[s.key] = "queued"
-            log.info("series complete", extra={"scope": scope, "series": s.key})
-        else:
-            outcome[s.key] = current or ""
+    outcome = route_threads(state(), scope, roots, settings())
+    for key, current in outcome.items():
+        if current == SeriesState.COMPLETE:
+            review_series.apply_async((scope, key, False))
+            log.info("series complete", extra={"scope": scope, "series": key})
     return outcome
 
 
