@@ -20,10 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from common import Skip, Timed, bot_command, checkpatch_path, corpus_dir, run_main, run_quiet
+from common import (
+    Skip,
+    Timed,
+    bot_command,
+    checkpatch_path,
+    corpus_dir,
+    machine_note,
+    run_main,
+    run_quiet,
+    timed,
+)
 
 NAME = "bench_review"
 SEED_PATCHES = (
@@ -87,22 +96,32 @@ def main(argv: list[str]) -> int:
     if checkpatch:
         run_quiet(cp_cmd, CHECKPATCH_OK)
 
-    times: dict[str, list[float]] = {"checkpatch": [], "cli": [], "inproc": []}
+    load_before = machine_note()
+    times: dict[str, list[tuple[float, float]]] = {"checkpatch": [], "cli": [], "inproc": []}
     for _ in range(args.runs):
         if checkpatch:
-            times["checkpatch"].append(_timed(lambda: run_quiet(cp_cmd, CHECKPATCH_OK)))
-        times["cli"].append(_timed(lambda: run_quiet(cli_cmd, BOT_OK)))
-        times["inproc"].append(_timed(in_process))
+            times["checkpatch"].append(timed(lambda: run_quiet(cp_cmd, CHECKPATCH_OK)))
+        times["cli"].append(timed(lambda: run_quiet(cli_cmd, BOT_OK)))
+        times["inproc"].append(timed(in_process))
 
-    cli = Timed("bot review (CLI subprocess)", tuple(times["cli"]))
-    inproc = Timed("bot review (in-process)", tuple(times["inproc"]))
-    base = Timed("checkpatch.pl --no-tree", tuple(times["checkpatch"])) if checkpatch else None
+    def series(label: str, key: str) -> Timed:
+        return Timed(label, tuple(w for w, _ in times[key]), tuple(c for _, c in times[key]))
+
+    cli = series("bot review (CLI subprocess)", "cli")
+    inproc = series("bot review (in-process)", "inproc")
+    base = series("checkpatch.pl --no-tree", "checkpatch") if checkpatch else None
 
     result: dict[str, object] = {
         "series": "seed v3 1-3/3",
         "tree": str(tree),
         "runs": args.runs,
         "introduced_findings": introduced,
+        "machine_before": load_before,
+        "machine_after": machine_note(),
+        "bot_cli_cpu_median_s": round(cli.cpu_median, 4),
+        "bot_inprocess_cpu_median_s": round(inproc.cpu_median, 4),
+        "checkpatch_cpu_median_s": round(base.cpu_median, 4) if base else None,
+        "ratio_cli_cpu": round(cli.cpu_median / base.cpu_median, 3) if base else None,
         "bot_cli_median_s": round(cli.median, 4),
         "bot_inprocess_median_s": round(inproc.median, 4),
         "bot_inprocess_cold_s": round(cold, 4),
@@ -116,9 +135,13 @@ def main(argv: list[str]) -> int:
         return 0
 
     print(f"{NAME}: seed v3 series (3 patches) on {tree}, {args.runs} run(s) each, interleaved")
+    print(f"  machine: before {load_before}; after {machine_note()}")
     rows = [t for t in (base, cli, inproc) if t is not None]
     for t in rows:
-        print(f"  {t.label:<30} median {t.median:7.3f} s   ({t.spread})")
+        print(
+            f"  {t.label:<30} median {t.median:7.3f} s wall, {t.cpu_median:7.3f} s CPU"
+            f"   (wall {t.spread})"
+        )
     print(f"  {'bot in-process, first run':<30}        {cold:7.3f} s   (imports and setup)")
     print(f"  introduced findings: {introduced}")
     if base:
@@ -126,17 +149,11 @@ def main(argv: list[str]) -> int:
             ratio = t.median / base.median
             verdict = "meets" if ratio <= TARGET_RATIO else "misses"
             print(
-                f"  ratio bot/checkpatch ({label}): {ratio:.2f}"
-                f"  ({verdict} target <= {TARGET_RATIO:.1f})"
+                f"  ratio bot/checkpatch ({label}): {ratio:.2f} wall, "
+                f"{t.cpu_median / base.cpu_median:.2f} CPU"
+                f"  ({verdict} target <= {TARGET_RATIO:.1f} on wall time)"
             )
     return 0
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    """Wall time of one call, in seconds."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

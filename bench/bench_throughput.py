@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from common import Skip, child_env, corpus_dir, peak_rss_mb, run_main
+from common import Skip, child_env, corpus_dir, machine_note, peak_rss_mb, run_main
 
 NAME = "bench_throughput"
 TARGET_PPS = 50.0
@@ -45,6 +45,7 @@ class ModeResult(TypedDict):
     introduced_findings: int
     errors: list[str]
     seconds: float
+    cpu_seconds: float
     patches_per_second: float
     rss_after_imports_mb: float
     peak_rss_mb: float
@@ -87,7 +88,7 @@ def child(mode: str, files: list[Path]) -> ModeResult:
     reviewed = 0
     introduced = 0
     series_count = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if mode == "individual":
         for path in files:
             try:
@@ -109,6 +110,7 @@ def child(mode: str, files: list[Path]) -> ModeResult:
             introduced += len(review.reportable)
             series_count += 1
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     return {
         "mode": mode,
         "files": len(files),
@@ -117,6 +119,7 @@ def child(mode: str, files: list[Path]) -> ModeResult:
         "introduced_findings": introduced,
         "errors": errors,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "patches_per_second": reviewed / seconds if seconds > 0 else 0.0,
         "rss_after_imports_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
@@ -161,15 +164,17 @@ def main(argv: list[str]) -> int:
 
     results = [run_child(mode, args) for mode in (args.mode or MODES)]
     if args.json:
-        print(json.dumps({"targets": _targets(), "results": results}, indent=2))
+        doc = {"targets": _targets(), "machine": machine_note(), "results": results}
+        print(json.dumps(doc, indent=2))
         return 0
     note = "" if len(files) == EXPECTED_PATCHES or args.limit else f" (expected {EXPECTED_PATCHES})"
     print(f"{NAME}: {len(files)} patch files{note}, diff-only (no --tree)")
+    print(f"  machine: {machine_note()}")
     for r in results:
         pps, rss = r["patches_per_second"], r["peak_rss_mb"]
         print(
             f"  {r['mode']:<10} {r['patches_reviewed']} patches in {r['series']} series, "
-            f"{r['seconds']:.2f} s: {pps:.1f} patches/s "
+            f"{r['seconds']:.2f} s wall ({r['cpu_seconds']:.2f} s CPU): {pps:.1f} patches/s "
             f"({'meets' if pps >= TARGET_PPS else 'misses'} target >= {TARGET_PPS:.0f})"
         )
         print(

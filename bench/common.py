@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +76,48 @@ def child_env() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Timed:
-    """Wall times of repeated runs of one thing, in seconds."""
+    """Wall and CPU times of repeated runs of one thing, in seconds."""
 
     label: str
     times: tuple[float, ...]
+    cpu: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
 
     @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu) if self.cpu else float("nan")
+
+    @property
     def spread(self) -> str:
         return f"min {min(self.times):.3f} s, max {max(self.times):.3f} s"
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its waited-for children. On a
+    shared, loaded machine wall time stretches with other people's work; CPU time
+    much less, so the benches print both."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds (see cpu_seconds) of one call of `fn`."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    fn()
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def machine_note() -> str:
+    """CPU count and load average, printed with every figure so a slow number on a
+    busy machine can be told from a slow bot."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPU(s), load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
 def run_quiet(cmd: Sequence[str], ok_codes: Sequence[int], *, timeout: float = 600) -> str:

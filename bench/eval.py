@@ -30,7 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_EVAL_TREES, Skip, bot_command, child_env, corpus_dir, run_main
+from common import (
+    DEFAULT_EVAL_TREES,
+    Skip,
+    bot_command,
+    child_env,
+    corpus_dir,
+    machine_note,
+    run_main,
+)
 
 NAME = "eval"
 VARIANTS = ("tree", "diff-only")
@@ -522,7 +530,9 @@ def main(argv: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = list(pool.map(lambda r: execute(r, by_id[r.case], args.timeout), runs))
 
-    report: dict[str, Any] = {"trees": str(trees), "variants": {}}
+    report: dict[str, Any] = {"trees": str(trees), "machine": machine_note(), "variants": {}}
+    if not args.json:
+        print(f"{NAME}: {len(cases)} case(s) in {trees}; machine: {report['machine']}")
     for variant in variants:
         vruns = [r for r in done if r.variant == variant]
         summary = summarise(vruns, cases)
