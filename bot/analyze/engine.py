@@ -18,6 +18,7 @@ import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,14 @@ from bot.model import (
 )
 
 RULE_FILE = "rule.yaml"
+# libyaml's loader when present: the pure-Python one costs ~0.5 s per review.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # both loaders are safe loaders
+
+
 SCHEMA_FILE = "rule.schema.json"
 
 
@@ -110,7 +119,7 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
     for folder in folders:
         rel = folder.name
         try:
-            doc = yaml.safe_load((folder / RULE_FILE).read_text(encoding="utf-8"))
+            doc = _yaml((folder / RULE_FILE).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             problems.append(f"{rel}/{RULE_FILE}: cannot parse: {' '.join(str(exc).split())}")
             continue
@@ -146,8 +155,20 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
 
 
 def load_rules(rules_dir: Path) -> list[Rule]:
-    """Every rule, validated; raises InputError (one line) on a broken rule file."""
-    rules_dir = Path(rules_dir)
+    """Every rule, validated; raises InputError (one line) on a broken rule file.
+    Cached until a rule file changes."""
+    rules_dir = Path(rules_dir).resolve()
+    stamp = tuple(
+        (str(p), p.stat().st_mtime_ns)
+        for p in sorted([*rules_dir.glob(f"*/{RULE_FILE}"), rules_dir / SCHEMA_FILE])
+        if p.is_file()
+    )
+    return list(_load_rules_cached(rules_dir, stamp))
+
+
+@lru_cache(maxsize=8)
+def _load_rules_cached(rules_dir: Path, stamp: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
+    del stamp  # cache key only
     problems = validate_rules(rules_dir, examples=False)
     if problems:
         more = (
@@ -158,7 +179,7 @@ def load_rules(rules_dir: Path) -> list[Rule]:
         raise InputError(f"invalid rules: {problems[0]}{more}", source=str(rules_dir))
     rules: list[Rule] = []
     for folder in rule_folders(rules_dir):
-        doc = yaml.safe_load((folder / RULE_FILE).read_text(encoding="utf-8"))
+        doc = _yaml((folder / RULE_FILE).read_text(encoding="utf-8"))
         variants = {
             name: Variant(**dict(spec or {})) for name, spec in (doc.get("variants") or {}).items()
         }
@@ -179,7 +200,7 @@ def load_rules(rules_dir: Path) -> list[Rule]:
                 folder=folder,
             )
         )
-    return rules
+    return tuple(rules)
 
 
 def select_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:

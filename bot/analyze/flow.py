@@ -184,6 +184,12 @@ class _Builder:
                 self._walk_expr(left, out, guards, cond)
             out.append(Assign(_text(left), _text(right), self.line(n)))
             return
+        if t == "update_expression":
+            arg = n.child_by_field_name("argument")
+            if arg is not None and arg.type != "identifier":
+                self._walk_expr(arg, out, guards, cond)
+            out.append(Assign(_text(arg), _text(n), self.line(n)))
+            return
         if t == "init_declarator":
             value = n.child_by_field_name("value")
             decl = n.child_by_field_name("declarator")
@@ -307,9 +313,14 @@ class _Builder:
                 continue
             head = self.events(s, ctx.guards)
             call = next((e for e in reversed(head) if isinstance(e, Call)), None)
-            cursor = call.args[0] if call and call.args else ""
-            if cursor and re.fullmatch(r"[A-Za-z_]\w*", cursor) and call is not None:
-                head.insert(head.index(call), Assign(cursor, call.text, self.line(s)))
+            if call is not None:
+                # Every plain name the macro is given may be a cursor it assigns
+                # (`list_for_each_entry(pos, ...)`, `xas_for_each(&xas, entry, max)`);
+                # the first one is the cursor that is NULL once the loop ends.
+                names = [a for a in call.args if re.fullmatch(r"[a-z_]\w*", a)]
+                at = head.index(call)
+                for name in reversed(names):
+                    head.insert(at, Assign(name, call.text, self.line(s)))
             cur = self.macro_loop(head, body, cur, ctx)
         return cur
 
@@ -319,7 +330,7 @@ class _Builder:
         inner = ctx.loop(brk=nxt, cont=h.id)
         body_id = self.stmt(body, h.id, inner) if body is not None else h.id
         # The cursor is non-NULL inside the body and NULL once the macro runs out.
-        cursor = next((e.lhs for e in reversed(head) if isinstance(e, Assign)), "")
+        cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
         line = head[-1].line if head else 0
         if cursor:
             h.succ = [

@@ -115,10 +115,16 @@ def _dir_listing(path: str) -> tuple[str, ...]:
         return ()
 
 
+@lru_cache(maxsize=4096)
+def _definition_pattern(name: str) -> re.Pattern[str]:
+    # One line only ([ \t], never \s): a partial image is mostly blank lines, and a
+    # pattern free to span them backtracks for seconds.
+    return re.compile(r"(?m)^[\w \t*]*?\b" + re.escape(name) + r"[ \t]*\(")
+
+
 def _defines(text: str, name: str) -> bool:
-    """Cheap test before parsing: `name(` at the start of a definition-looking line."""
-    pat = r"(?m)^(?:[\w\s\*]*\b)?" + re.escape(name) + r"\s*\([^;]*$"
-    return name in text and re.search(pat, text) is not None
+    """Cheap test before parsing: `name(` on a line that could start a definition."""
+    return name in text and _definition_pattern(name).search(text) is not None
 
 
 @dataclass

@@ -274,10 +274,24 @@ def _removed_here(pre: Side, post: Side, site: Call) -> bool:
     helper changed in this patch: either way the patch, not the diff's cropping of
     a partial image, lost it."""
     assert post.flow is not None
-    norm = (site.name, tuple(norm_object(a) for a in site.args))
-    if all((c.name, tuple(norm_object(a) for a in c.args)) != norm for c in post.flow.calls):
+    # The object must still be there after the patch: a release path that stops
+    # freeing an array the patch deletes has not lost a destroy, it lost the array.
+    names = _names_in(post.flow)
+    bases = {base_name(a) for a in site.args} - {""}
+    if bases and not bases & names:
+        return False
+    if all(c.name != site.name for c in post.flow.calls):
         return site.line in pre.removed_lines or not pre.removed_lines
-    return site.name in pre.changed_functions
+    # Still called: only a helper the patch changed, and whose new body we can
+    # read, can have stopped reaching the destroy.
+    return site.name in pre.changed_functions and bool(post.view.definitions(site.name, post.file))
+
+
+def _names_in(flow: Flow) -> set[str]:
+    parts = [a for c in flow.calls for a in c.args]
+    for node in flow.nodes.values():
+        parts += [f"{e.lhs} {e.rhs}" for e in node.events if isinstance(e, Assign)]
+    return set(re.findall(r"[A-Za-z_]\w*", " ".join(parts)))
 
 
 def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
@@ -685,7 +699,15 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
             for s in state:
                 if uses(ev.rhs, s[0]):
                     _report(s, ev.rhs, ev.line, "assignment")
-            return frozenset(s for s in state if norm_object(ev.lhs) not in (s[0], base_name(s[0])))
+            lhs = norm_object(ev.lhs)
+            # A new value for the object, its base or an index in it (`table[i]`
+            # after `i--`) means later text no longer names the released object.
+            return frozenset(
+                s
+                for s in state
+                if lhs not in (s[0], base_name(s[0]))
+                and not (re.fullmatch(r"[A-Za-z_]\w*", lhs) and mentions(s[0], lhs))
+            )
         if not isinstance(ev, Call):
             return state
         roles = env.vocab.roles_of(ev.name)
