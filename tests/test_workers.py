@@ -8,6 +8,7 @@ step so it can be killed there with SIGKILL.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -336,7 +337,7 @@ def test_redis_restarted_mid_backfill_loses_no_message_and_reviews_none_twice(
     from tests.fixtures.service.helpers import generated_archive
     from workers.intake import ingest_mirror
 
-    msgs = generated_archive(40, seed=7)
+    msgs = generated_archive(60, seed=7)
     write_inbox(service.inbox, msgs, per_epoch=25)
     service.start_worker("w1")
     mirror = PublicInboxMirror(str(service.inbox), service.tmp / "cache")
@@ -396,6 +397,58 @@ def test_sweep_reviews_an_incomplete_series_after_the_wait_and_names_what_is_mis
             assert out["partial_reviews"] == 1
             result = _wait_reviewed(svc, v1.cover_id, "the partial review")
             assert result["partial"] is True and result["missing"] == [2]
-            assert any("MISSING" in n for n in result["review"]["notes"])
+            assert "2/2 MISSING" in result["text"]
         finally:
             svc.stop()
+
+
+@pytest.mark.integration
+def test_cursor_stays_put_until_the_batch_is_queued_and_a_rerun_queues_it(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    from bot.ingest.mirror import PublicInboxMirror
+    from workers.intake import ingest_mirror
+
+    v1 = demo_series(1)
+    write_inbox(tmp_path / "inbox", list(v1.messages.values()))
+    mirror = PublicInboxMirror(str(tmp_path / "inbox"), tmp_path / "cache")
+    mirror.sync()
+    state = State.from_url(fresh_redis.url())
+
+    def broken(_scope: str, _roots: list[str]) -> None:
+        raise RuntimeError("broker gone")
+
+    with pytest.raises(RuntimeError):
+        ingest_mirror(state, LIST, mirror, broken)
+    assert state.seen_count(LIST) == 3  # stored...
+    assert state.cursors(LIST) == {}  # ...but the cursor did not move past unqueued mail
+    queued: list[str] = []
+    stats = ingest_mirror(state, LIST, mirror, lambda _s, roots: queued.extend(roots))
+    assert stats.stored == 0 and queued == [v1.cover_id]
+    assert state.cursors(LIST) == {0: next(iter(reversed(list(mirror.walk({}))))).commit}
+    state.r.close()
+
+
+@pytest.mark.integration
+def test_beat_polls_the_configured_list_without_being_asked(service: Service) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    v1 = demo_series(1)
+    write_inbox(service.inbox, list(v1.messages.values()))
+    service.start_worker()
+    env = service.env(BOT_POLL_INTERVAL="1", BOT_SWEEP_INTERVAL="3600")
+    with (service.tmp / "beat.log").open("wb") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "beat",
+             "-s", str(service.tmp / "beat-schedule"), "--loglevel=INFO"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            _wait_reviewed(service, v1.cover_id, "beat's poll to lead to a review")
+        finally:
+            os.killpg(beat.pid, signal.SIGTERM)
+            beat.wait(timeout=20)
+    assert service.state.review_count(LIST, v1.cover_id) == 1

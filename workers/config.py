@@ -96,8 +96,6 @@ class ServiceConfig:
     data_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("BOT_DATA_DIR", ".bot-data"))
     )
-    # Seconds between beat polls of each list.
-    poll_interval: float = 300.0
     # Messages stored per Redis transaction while walking a mirror.
     batch_size: int = 200
     review_url: str = ""  # base of target_url in Patchwork checks ({key} appended)
@@ -176,7 +174,6 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
         gitlab_token=env.get("BOT_GITLAB_TOKEN", ""),
         webhook_max_bytes=int(hook.get("max_bytes", 1024 * 1024)),
         data_dir=Path(str(data.get("data_dir") or env.get("BOT_DATA_DIR", ".bot-data"))),
-        poll_interval=float(data.get("poll_interval", 300.0)),
         batch_size=int(data.get("batch_size", 200)),
         review_url=str(pub.get("review_url", "")),
     )

@@ -4,7 +4,7 @@ Shared by the `poll_mirror` task and `bot mirror backfill`. The order of the thr
 steps is the point:
 
     1. store the batch's new messages (seen-set, raw bytes, thread and title indexes)
-    2. queue an assembly of every thread the batch touched
+    2. queue an assembly of every thread the batch holds
     3. move the cursor past the batch
 
 A crash or a lost Redis between any two steps re-reads the batch on the next run; the
@@ -108,7 +108,10 @@ def ingest_mirror(
         _with_retry(store, stats, redis_attempts, redis_wait)
         stats.stored += len(fresh)
         stats.duplicates += len(items) - len(fresh)
-        roots = list(dict.fromkeys(m.root for m in fresh))
+        # Every thread of the batch, not only those with new mail: a batch re-read after
+        # a crash between storing and queueing has nothing "new", yet was never queued.
+        # Assembly is idempotent, so queueing a thread twice costs only time.
+        roots = list(dict.fromkeys(m.root for m in items))
         if roots:
 
             def queue(roots: list[str] = roots) -> None:

@@ -100,6 +100,34 @@ for i = 8, #ARGV do redis.call('HINCRBY', KEYS[7], ARGV[i], 1) end
 return 1
 """
 
+# KEYS: series hash, series index, metrics, waiting. ARGV: key, now, state ('' = keep),
+# then field/value pairs. Returns 1 when the series is new.
+_UPDATE_SERIES = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+local new = 0
+if not cur then
+  new = 1
+  redis.call('HSET', KEYS[1], 'first_seen', ARGV[2])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'series_seen', 1)
+end
+local state = ARGV[3]
+if cur == 'reviewed' or cur == 'superseded' or cur == 'failed' then state = '' end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'updated', ARGV[2])
+if state ~= '' then
+  redis.call('HSET', KEYS[1], 'state', state)
+  -- review latency runs from the moment the last patch arrived
+  if state == 'complete' then redis.call('HSETNX', KEYS[1], 'complete_at', ARGV[2]) end
+  if state == 'incomplete' then
+    redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
+  else
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
+end
+return new
+"""
+
 # Claim one part of an outbox item for sending: only a part never tried may be claimed.
 # KEYS: outbox item. ARGV: part field. Returns 1 when claimed.
 _CLAIM_PART = """
@@ -118,6 +146,7 @@ class State:
         self.p = prefix or os.environ.get("BOT_REDIS_PREFIX", "bot")
         self._commit = self.r.register_script(_COMMIT_REVIEW)
         self._claim = self.r.register_script(_CLAIM_PART)
+        self._update = self.r.register_script(_UPDATE_SERIES)
 
     @classmethod
     def from_url(cls, url: str | None = None, prefix: str | None = None) -> State:
@@ -190,16 +219,18 @@ class State:
         raws = cast(list[bytes | None], self.r.hmget(self.k("msg", scope), ids))
         from bot.ingest.mirror import routing_keys
 
-        found: dict[str, None] = {root: None}
+        titles: dict[str, None] = {}
         for mid, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue
             keys = routing_keys(raw, mid)
-            if not keys.is_patch or not keys.title:
-                continue
-            roots = cast(
-                set[bytes], self.r.smembers(self.k("title", scope, f"{keys.author}|{keys.title}"))
-            )
+            if keys.is_patch and keys.title:
+                titles.setdefault(self.k("title", scope, f"{keys.author}|{keys.title}"), None)
+        pipe = self.r.pipeline(transaction=False)
+        for tkey in titles:
+            pipe.smembers(tkey)
+        found: dict[str, None] = {root: None}
+        for roots in cast(list[set[bytes]], pipe.execute()):
             for r in sorted(x.decode() for x in roots):
                 found.setdefault(r, None)
                 if len(found) >= limit:
@@ -222,44 +253,24 @@ class State:
     def update_series(self, scope: str, key: str, fields: Mapping[str, str | int | float]) -> bool:
         """Record what assembly saw of a series; returns True when the series is new.
 
-        A reviewed or superseded series keeps its state: assembly re-running after a
-        late reply must not reopen it.
+        A reviewed, superseded or failed series keeps its state: assembly re-running
+        after a late reply must not reopen it. One script, so one round trip.
         """
-        skey = self.k("series", scope, key)
-        now = time.time()
-        with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(skey)  # type: ignore[no-untyped-call]
-                    current = cast(bytes | None, pipe.hget(skey, "state"))
-                    state = current.decode() if current else None
-                    new = state is None
-                    data: dict[str, str | int | float] = dict(fields)
-                    if state in {
-                        SeriesState.REVIEWED,
-                        SeriesState.SUPERSEDED,
-                        SeriesState.FAILED,
-                    }:
-                        data.pop("state", None)
-                    data["updated"] = now
-                    pipe.multi()
-                    if new:
-                        pipe.hset(skey, "first_seen", now)
-                        pipe.zadd(self.k("series-index", scope), {key: now}, nx=True)
-                        pipe.hincrby(self.k("metrics"), "series_seen", 1)
-                    pipe.hset(skey, mapping=cast(Any, data))
-                    waiting = self.k("waiting", scope)
-                    if data.get("state") == SeriesState.COMPLETE:
-                        # review latency runs from the moment the last patch arrived
-                        pipe.hsetnx(skey, "complete_at", now)
-                    if data.get("state") == SeriesState.INCOMPLETE:
-                        pipe.zadd(waiting, {key: now}, nx=True)
-                    elif "state" in data:
-                        pipe.zrem(waiting, key)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+        data = dict(fields)
+        state = str(data.pop("state", ""))
+        flat: list[str] = []
+        for name, value in data.items():
+            flat += [name, str(value)]
+        new = self._update(
+            keys=[
+                self.k("series", scope, key),
+                self.k("series-index", scope),
+                self.k("metrics"),
+                self.k("waiting", scope),
+            ],
+            args=[key, f"{time.time():.6f}", state, *flat],
+        )
+        return bool(new)
 
     def stale_keys(self, scope: str, current: Mapping[str, Iterable[str]]) -> list[str]:
         """Record the series keys each thread root assembles to now (root -> keys);

@@ -130,7 +130,14 @@ def poll_mirror(scope: str) -> dict[str, int]:
 @_task(**_RETRY)
 def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
     """Assemble the threads; queue a review of each complete series not yet reviewed."""
-    outcome = route_threads(state(), scope, roots, settings())
+    try:
+        outcome = route_threads(state(), scope, roots, settings())
+    except TRANSIENT:
+        raise
+    except BotError as exc:
+        # hostile or broken mail: say so in one line; retrying cannot help
+        log.warning("threads not assembled", extra={"scope": scope, "error": exc.one_line()})
+        return {}
     for key, current in outcome.items():
         if current == SeriesState.COMPLETE:
             review_series.apply_async((scope, key, False))
