@@ -203,7 +203,12 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
             progress=progress if callable(progress) else None,
         )
     out_tty = args.output is None and sys.stdout.isatty()
-    color = args.color == "always" or (args.color == "auto" and out_tty and args.format == "text")
+    color = args.color == "always" or (
+        args.color == "auto"
+        and out_tty
+        and args.format == "text"
+        and not os.environ.get("NO_COLOR")  # https://no-color.org
+    )
     text = render(review, args.format, color=color)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

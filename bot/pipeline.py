@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
 from bot.config import Settings
+from bot.errors import InputError
 from bot.model import (
     AppliedSeries,
     CheckResult,
@@ -46,7 +47,13 @@ def review_inputs(
     if progress:
         progress(f"assembling {len(messages)} message(s)")
     series_set = assemble.assemble(messages, settings)
-    series, versions, others = assemble.select(series_set, version=version, key=series_key)
+    try:
+        series, versions, others = assemble.select(series_set, version=version, key=series_key)
+    except InputError as exc:
+        # name what was read, so a refusal is one line that says which input it was
+        if exc.source is None:
+            exc.source = ", ".join(args) if args else "stdin"
+        raise
     return review_series(
         series,
         versions,
