@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--series",
         dest="series_key",
         metavar="KEY",
-        help="review the series with this key: the Message-ID of its cover or of any of its patches",
+        help="review the series whose cover or any patch has this Message-ID",
     )
     review.add_argument(
         "--format",
