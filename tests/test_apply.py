@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -541,3 +542,31 @@ def test_git_am_three_way_merges_when_context_moved_on(tmp_path: Path, settings:
     image = applied.images[0].image("mm/widget.c")
     assert image is not None and image.post is not None
     assert "void widget_flush(struct widget *w)" in image.post and "{ /* init */" in image.post
+
+
+def test_missing_patches_are_skipped_and_present_ones_apply(
+    tmp_path: Path, settings: Settings
+) -> None:
+    full = series_of([APPLY / P1, APPLY / P2])
+    holey = replace(full, slots=(PatchSlot(1, None), full.slots[1]))
+    applied = apply_series(holey, str(git_tree(tmp_path)), settings)
+    # Patch 2 on a tree without patch 1: its context is there, so it applies.
+    assert [a.number for a in applied.applications] == [2]
+    assert [i.number for i in applied.images] == [2]
+    assert applied.applications[0].ok
+
+
+def test_patch_without_a_diff_is_a_result_in_both_modes(tmp_path: Path, settings: Settings) -> None:
+    empty = diff_series("Just some words about the series.\n")
+    for tree in (None, str(plain_tree(tmp_path))):
+        (app,) = apply_series(empty, tree, settings).applications
+        assert (app.method, app.ok) == (ApplyMethod.NOT_APPLIED, False)
+        assert app.message == "not applied: no diff found in the patch"
+
+
+def test_malformed_diff_in_diff_only_mode_is_a_result(settings: Settings) -> None:
+    broken = "--- a/mm/widget.c\n+++ b/mm/widget.c\n@@ -1,5 +1,5 @@\n a\n-b\n+c\n@@ -9,2 +9,2 @@\n"
+    applied = apply_series(diff_series(broken), None, settings)
+    (app,) = applied.applications
+    assert (app.method, app.ok) == (ApplyMethod.NOT_APPLIED, False)
+    assert applied.images[0].images == ()
