@@ -243,7 +243,22 @@ def _lost(
     """Reached calls (filtered by `keep`) pre reaches more often than post."""
     assert pre.flow is not None and post.flow is not None
     pre_r = [(r, k) for r in reach(pre.flow, pre.view, env.vocab, env.depth) if (k := keep(r))]
-    post_r = [(r, k) for r in reach(post.flow, post.view, env.vocab, env.depth) if (k := keep(r))]
+    # One level deeper after the patch: a refactor that adds a wrapper must not
+    # push the same put or destroy past the horizon and look like a loss.
+    post_r = [
+        (r, k) for r in reach(post.flow, post.view, env.vocab, env.depth + 1) if (k := keep(r))
+    ]
+    # A helper still called after the patch but whose post-image body we cannot
+    # read (diff-only, outside the hunks) tells nothing: judge only chains whose
+    # every hop is readable on both sides.
+    post_names = {c.name for c in post.flow.calls}
+
+    def judgeable(r: Reached) -> bool:
+        if not r.chain or r.site.name not in post_names:
+            return True
+        return all(post.view.definitions(c.name, post.file) for _, c in r.chain)
+
+    pre_r = [(r, k) for r, k in pre_r if judgeable(r)]
     before = Counter(key_of(r) for r, _ in pre_r)
     after = Counter(key_of(r) for r, _ in post_r)
     out: list[tuple[tuple[str, ...], Reached, str]] = []
