@@ -570,3 +570,11 @@ def test_malformed_diff_in_diff_only_mode_is_a_result(settings: Settings) -> Non
     (app,) = applied.applications
     assert (app.method, app.ok) == (ApplyMethod.NOT_APPLIED, False)
     assert applied.images[0].images == ()
+
+
+def test_unusable_scratch_dir_is_a_one_line_input_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the scratch directory should go\n")
+    settings = load_settings().with_(scratch_dir=blocker / "scratch")
+    with pytest.raises(InputError, match="cannot create a scratch directory"):
+        apply_series(series_of([APPLY / P1]), str(plain_tree(tmp_path)), settings)

@@ -235,9 +235,13 @@ def _scratch(
 ) -> Iterator[_Scratch]:
     """A scratch repository holding the touched paths of `tree`, removed afterwards."""
     parent_dir = settings.scratch_dir
-    if parent_dir is not None:
-        parent_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="mmlc-apply-", dir=parent_dir))
+    try:
+        if parent_dir is not None:
+            parent_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="mmlc-apply-", dir=parent_dir))
+    except OSError as exc:
+        where = parent_dir or tempfile.gettempdir()
+        raise InputError(f"cannot create a scratch directory in {where}: {exc.strerror}") from None
     try:
         dest = work / "tree"
         if _git_toplevel(tree) == tree:
