@@ -317,9 +317,14 @@ class Explorer:
                 threads.append([((), None, 0, 0, 0, 0)])
                 continue
             opts: list[Thread] = [
-                (fr, rv, 0, 0, 0, 0) for fr, rv in self._normalize((((spec.entry, 0),), None))
+                (fr, rv, 0, 0, 0, 0)
+                for fr, rv in self._normalize((((spec.entry, 0),), None))
+                # a must-act actor that can end without touching anything: another object's run
+                if fr or not spec.must_act
             ]
-            threads.append(opts or [((), None, 0, 0, 0, 0)])
+            if not opts:
+                return []  # a must-act actor that never acts: no scenario at all
+            threads.append(opts)
         combos: list[tuple[Thread, ...]] = [()]
         for opts in threads:
             combos = [(*c, o) for c in combos for o in opts]

@@ -43,6 +43,7 @@ _ITERATOR_NAMES = ("*for_each*",)
 # Files bigger than this are not parsed to follow calls (generated tables).
 _MAX_FILE_BYTES = 2_000_000
 _BINDING_EFFECTS = ("bind", "call_rcu", "bind_release")
+_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 
 
 @lru_cache(maxsize=1)
@@ -102,6 +103,20 @@ class FileInfo:
     structs: dict[str, dict[str, str]] = field(
         default_factory=dict
     )  # struct -> field -> struct type
+    _callers: dict[str, list[str]] | None = None
+
+    def callers(self) -> dict[str, list[str]]:
+        """Called name -> functions of this file calling it (lexical, macros included)."""
+        if self._callers is None:
+            index: dict[str, list[str]] = {}
+            for fname, nodes in self.functions.items():
+                body = b"".join(self.source[n.start_byte : n.end_byte] for n in nodes).decode(
+                    "utf-8", "replace"
+                )
+                for callee in set(_CALL.findall(body)):
+                    index.setdefault(callee, []).append(fname)
+            self._callers = index
+        return self._callers
 
 
 def _callees(fn: Function) -> list[str]:
@@ -174,10 +189,47 @@ def parse_file(path: str, source: bytes) -> FileInfo:
     return info
 
 
+_DEF_START = re.compile(r"^(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(", re.M)
+_STRUCT_BODY = re.compile(r"\bstruct\s+([A-Za-z_]\w*)\s*\{")
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """What a file defines, found lexically (kernel style: a definition starts
+    at column 0), so only files that define what is looked for get parsed."""
+
+    defines: frozenset[str]
+    structs: frozenset[str]
+
+
+def _lexicon(text: str) -> Lexicon:
+    defines: set[str] = set()
+    for m in _DEF_START.finditer(text):
+        # a definition reaches its body before any `;` (a prototype or a call does not)
+        brace = text.find("{", m.end())
+        semi = text.find(";", m.end())
+        if brace != -1 and (semi == -1 or brace < semi):
+            defines.add(m.group(1))
+    return Lexicon(frozenset(defines), frozenset(_STRUCT_BODY.findall(text)))
+
+
+_LEX_CACHE: dict[tuple[str, int, int], Lexicon] = {}
 _PARSE_CACHE: dict[tuple[str, int, int], FileInfo] = {}
 # Parsed files kept across reviews in one process (a worker reviews many
 # series on the same tree); keyed by path and text hash, so edits re-parse.
 _PARSE_CACHE_MAX = 256
+_LEX_CACHE_MAX = 8192
+
+
+def _lexicon_cached(path: str, text: str) -> Lexicon:
+    key = (path, len(text), hash(text))
+    lex = _LEX_CACHE.get(key)
+    if lex is None:
+        if len(_LEX_CACHE) >= _LEX_CACHE_MAX:
+            _LEX_CACHE.pop(next(iter(_LEX_CACHE)))
+        lex = _lexicon(text)
+        _LEX_CACHE[key] = lex
+    return lex
 
 
 def _parse_cached(path: str, text: str) -> FileInfo:
@@ -201,6 +253,7 @@ class SourceSet:
         self.tree_root = Path(tree_root) if tree_root else None
         self._texts: dict[str, str | None] = {}
         self._parsed: dict[str, FileInfo] = {}
+        self._lex: dict[str, Lexicon | None] = {}
         self._candidates: list[str] | None = None
         self._defs: dict[str, tuple[FileInfo, Node] | None] = {}
         self._structs: dict[str, dict[str, str] | None] = {}
@@ -234,10 +287,13 @@ class SourceSet:
         seen = set(out)
         if self.tree_root is not None:
             root = self.tree_root.resolve()
+            # the directories of touched .c files (mm/): a header directory such as
+            # include/linux holds thousands of unrelated files, so only included
+            # headers are read from there
             dirs: list[str] = []
             for path in self.files:
                 parent = str(Path(path).parent)
-                if parent not in dirs:
+                if path.endswith(".c") and parent not in dirs:
                     dirs.append(parent)
             includes: list[str] = []
             for path, text in self.files.items():
@@ -262,6 +318,12 @@ class SourceSet:
         self._candidates = out
         return out
 
+    def lexicon(self, path: str) -> Lexicon | None:
+        if path not in self._lex:
+            text = self.text(path)
+            self._lex[path] = None if text is None else _lexicon_cached(path, text)
+        return self._lex[path]
+
     def parsed(self, path: str) -> FileInfo | None:
         if path not in self._parsed:
             text = self.text(path)
@@ -279,6 +341,9 @@ class SourceSet:
             return self._defs[name]
         found: tuple[FileInfo, Node] | None = None
         for path in self.candidates():
+            lex = self.lexicon(path)
+            if lex is None or name not in lex.defines:
+                continue
             info = self.parsed(path)
             if info is not None and name in info.functions:
                 node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
@@ -293,6 +358,9 @@ class SourceSet:
             return self._structs[struct]
         result: dict[str, str] | None = None
         for path in self.candidates():
+            lex = self.lexicon(path)
+            if lex is None or struct not in lex.structs:
+                continue
             info = self.parsed(path)
             if info is not None and struct in info.structs:
                 result = info.structs[struct]
@@ -326,11 +394,7 @@ class SourceSet:
             info = self.parsed(path)
             if info is None:
                 continue
-            for fname, nodes in info.functions.items():
-                if fname != name and any(
-                    call.search(_text(n.child_by_field_name("body"))) for n in nodes
-                ):
-                    out.append(fname)
+            out.extend(f for f in info.callers().get(name, ()) if f != name)
         return out
 
 

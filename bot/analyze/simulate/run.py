@@ -121,6 +121,8 @@ def explore_side(
     violations = tuple(
         SimViolation(v.kind, v.obj, v.detail, v.signature, to_trace(model, v))
         for v in sorted(result.violations.values(), key=lambda v: (len(v.steps), v.kind, v.obj))
+        # a route without a single step is the initial state itself: nothing happened
+        if v.steps
     )
     return SimResult(
         violations=violations,
