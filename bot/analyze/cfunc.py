@@ -102,6 +102,7 @@ _LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
 
 
 def _parser() -> tree_sitter.Parser:
+    """This thread's tree-sitter parser for C."""
     parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
     if parser is None:
         parser = tree_sitter.Parser(_LANGUAGE)
@@ -220,6 +221,8 @@ def function_name_from_section(section: str) -> str | None:
 
 @dataclass
 class _Found:
+    """A definition found by either parser, before it becomes a CFunction."""
+
     name: str
     start: int  # 0-based line
     end: int  # 0-based line, inclusive
@@ -249,6 +252,7 @@ def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
 
 
 def _ts_functions(text: str, data: bytes) -> list[_Found]:
+    """Function definitions tree-sitter finds at file scope (inside #if blocks too)."""
     tree = _parser().parse(data)
     found: list[_Found] = []
     # tree-sitter speaks UTF-8 byte offsets, the masked text str offsets. They
@@ -340,6 +344,7 @@ def _scan_functions(masked: str) -> list[_Found]:
 
 
 def _matching_brace(masked: str, open_at: int) -> int:
+    """Offset of the `}` closing the `{` at `open_at` (end of text if none)."""
     depth = 0
     for j in range(open_at, len(masked)):
         ch = masked[j]
@@ -434,6 +439,7 @@ def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
 # callee); parsing a 7000-line file takes a tenth of a second, hashing it microseconds.
 @functools.lru_cache(maxsize=64)
 def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
+    """parse_functions without the cache: tree-sitter, then the lexical scan."""
     data = text.encode("utf-8", "replace")
     masked = _mask(text)
     found = _ts_functions(text, data)
@@ -521,6 +527,7 @@ def _changed_lines(hunk: Hunk) -> tuple[list[int], list[int]]:
 
 
 def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
+    """The function whose lines include `line`, if any."""
     for f in funcs:
         if f.start_line <= line <= f.end_line:
             return f
@@ -536,6 +543,7 @@ def _hunk_segment(text: str, start: int, length: int) -> str:
 
 
 def _is_comment_line(line: str) -> bool:
+    """Whether a line is (part of) a comment, judged by its edges."""
     s = line.strip()
     return s.startswith(("*", "/*", "//")) or s.endswith("*/")
 

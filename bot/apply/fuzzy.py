@@ -42,6 +42,7 @@ class Placement:
 
 
 def _context_run(hunk: Hunk, from_end: bool) -> int:
+    """Context lines at the start (or end) of a hunk, before the first change."""
     lines = reversed(hunk.lines) if from_end else iter(hunk.lines)
     count = 0
     for line in lines:

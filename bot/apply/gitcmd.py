@@ -43,6 +43,8 @@ _SAFE_CONFIG = (
 
 @dataclass(frozen=True)
 class GitResult:
+    """Exit status and output of one git command."""
+
     returncode: int
     stdout: bytes
     stderr: bytes

@@ -13,6 +13,7 @@ __all__ = ["diff_only_images", "partial_image"]
 
 
 def _place(lines: dict[int, str]) -> str:
+    """Text with each line at its 1-based number and blank lines between."""
     if not lines:
         return ""
     out = [""] * max(lines)

@@ -67,6 +67,8 @@ class _Parsed:
 
 @dataclass
 class _Scratch:
+    """The scratch repository a series is applied in."""
+
     root: Path  # the scratch work tree
     base_commit: str | None
     notes: list[str] = field(default_factory=list)
@@ -106,6 +108,7 @@ def _parse_all(series: Series) -> list[_Parsed]:
 
 
 def _touched_paths(parsed: Sequence[_Parsed]) -> list[str]:
+    """Every path any patch of the series reads or writes, in first-seen order."""
     paths: dict[str, None] = {}
     for p in parsed:
         for f in p.files:
@@ -119,11 +122,13 @@ def _touched_paths(parsed: Sequence[_Parsed]) -> list[str]:
 
 
 def _prefixes(path: str) -> list[str]:
+    """`a/b/c` -> `a`, `a/b`, `a/b/c`: every component a write would pass through."""
     parts = path.split("/")
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _refuse_symlinks_on_disk(root: Path, paths: Sequence[str]) -> None:
+    """Raise UnsafePatchError if a touched path passes through a symlink in `root`."""
     for path in paths:
         for prefix in _prefixes(path):
             if (root / prefix).is_symlink():
@@ -133,6 +138,7 @@ def _refuse_symlinks_on_disk(root: Path, paths: Sequence[str]) -> None:
 
 
 def _refuse_symlinks_in_commit(repo: Path, commit: str, paths: Sequence[str]) -> None:
+    """Raise UnsafePatchError if a touched path passes through a symlink in `commit`."""
     prefixes = sorted({p for path in paths for p in _prefixes(path)})
     if not prefixes:
         return
@@ -147,6 +153,7 @@ def _refuse_symlinks_in_commit(repo: Path, commit: str, paths: Sequence[str]) ->
 
 
 def _git_toplevel(tree: Path) -> Path | None:
+    """The top of the git work tree `tree` is in, when `tree` has its own `.git`."""
     if not (tree / ".git").exists():
         return None
     res = git(["rev-parse", "--show-toplevel"], tree)
@@ -161,6 +168,7 @@ def _sparse_pattern(path: str) -> str:
 
 
 def _resolve_base(repo: Path, wanted: str | None, notes: list[str]) -> str:
+    """The commit to apply onto: the series' base-commit when the repo has it, else HEAD."""
     head = git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
     if not head.ok:
         raise InputError("the tree's git repository has no commit to apply onto")
@@ -194,6 +202,7 @@ def _note_local_changes(tree: Path, paths: Sequence[str], notes: list[str]) -> N
 
 
 def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str]) -> _Scratch:
+    """Shared clone of a git tree, sparse-checked-out at the base commit."""
     notes: list[str] = []
     git(
         ["clone", "--quiet", "--shared", "--no-checkout", "--no-tags", str(tree), str(dest)],
@@ -213,6 +222,7 @@ def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str])
 
 
 def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
+    """New repository holding copies of the touched files of a plain directory."""
     _refuse_symlinks_on_disk(tree, paths)
     dest.mkdir()
     git(["init", "--quiet", str(dest)], dest.parent, check=True)
@@ -256,6 +266,7 @@ def _scratch(
 
 
 def _read(root: Path, path: str | None) -> str | None:
+    """Text of a regular file in the scratch tree, or None when it is not one."""
     if path is None:
         return None
     target = root / path
@@ -273,10 +284,12 @@ def _split(text: str) -> tuple[list[str], bool]:
 
 
 def _head(root: Path) -> str:
+    """The scratch repository's current commit."""
     return git(["rev-parse", "HEAD"], root, check=True).text().strip()
 
 
 def _try_git_am(root: Path, parsed: _Parsed) -> bool:
+    """Apply the original mail with `git am -3`; undo and return False on failure."""
     raw = parsed.patch.message.raw
     if not raw:
         return False
@@ -289,6 +302,7 @@ def _try_git_am(root: Path, parsed: _Parsed) -> bool:
 
 
 def _try_git_apply(root: Path, parsed: _Parsed, patch_file: Path) -> bool:
+    """Apply the diff with `git apply --index` and commit; False when git refuses."""
     patch_file.write_text(parsed.patch.diff, encoding="utf-8")
     excludes = [f"--exclude={f.path}" for f in parsed.binaries]
     res = git(["apply", "--index", f"-p{parsed.strip}", *excludes, str(patch_file)], root)
@@ -368,6 +382,7 @@ def _hunk_result(diff: FileDiff, p: Placement) -> HunkResult:
 
 
 def _try_fuzzy(root: Path, parsed: _Parsed) -> tuple[list[HunkResult], list[str]]:
+    """Apply what fits with GNU patch rules, file by file, and commit the result."""
     results: list[HunkResult] = []
     notes: list[str] = []
     for index, diff in enumerate(parsed.files):
@@ -545,6 +560,7 @@ def _tree_files(
 
 
 def _images(root: Path, files: Sequence[FileDiff], pre: dict[str, str | None]) -> list[FileImage]:
+    """Full pre/post images of the touched text files after a patch applied."""
     images: list[FileImage] = []
     for f in files:
         if f.is_binary:
@@ -608,6 +624,7 @@ def _apply_one(
 
 
 def _diff_only(series: Series, parsed: Sequence[_Parsed]) -> AppliedSeries:
+    """The AppliedSeries for no tree: every patch analysed on its own diff."""
     apps: list[PatchApplication] = []
     images: list[PatchImages] = []
     for p in parsed:
@@ -640,6 +657,7 @@ def _diff_only(series: Series, parsed: Sequence[_Parsed]) -> AppliedSeries:
 
 
 def _series_base(series: Series) -> str | None:
+    """The first `base-commit:` any patch of the series names."""
     return next((p.base_commit for p in series.patches if p.base_commit), None)
 
 
