@@ -578,3 +578,49 @@ def test_unusable_scratch_dir_is_a_one_line_input_error(tmp_path: Path) -> None:
     settings = load_settings().with_(scratch_dir=blocker / "scratch")
     with pytest.raises(InputError, match="cannot create a scratch directory"):
         apply_series(series_of([APPLY / P1]), str(plain_tree(tmp_path)), settings)
+
+
+def test_symlink_created_by_an_earlier_patch_is_never_written_through(
+    tmp_path: Path, settings: Settings
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.c").write_text("planted\n")
+    make_link = (
+        "diff --git a/mm/link b/mm/link\n"
+        "new file mode 120000\n"
+        "index 0000000..1111111\n"
+        "--- /dev/null\n"
+        "+++ b/mm/link\n"
+        "@@ -0,0 +1 @@\n"
+        f"+{outside}\n"
+        "\\ No newline at end of file\n"
+    )
+    write_through = (
+        "--- a/mm/link/victim.c\n+++ b/mm/link/victim.c\n@@ -1 +1 @@\n-planted\n+overwritten\n"
+    )
+    one, two = (diff_series(d).slots[0].patch for d in (make_link, write_through))
+    assert one is not None and two is not None
+    series = replace(
+        diff_series(make_link),
+        total=2,
+        slots=(PatchSlot(1, one), PatchSlot(2, replace(two, number=2, total=2))),
+    )
+    applied = apply_series(series, str(plain_tree(tmp_path)), settings)
+    first, second = applied.applications
+    assert first.ok
+    assert not second.ok
+    assert (
+        second.hunks[0].reason
+        == "mm/link/victim.c passes through a symlink an earlier patch created"
+    )
+    assert (outside / "victim.c").read_text() == "planted\n"
+
+
+def test_paths_inside_dot_git_are_refused(tmp_path: Path, settings: Settings) -> None:
+    evil = (
+        "--- a/.git/config\n+++ b/.git/config\n"
+        "@@ -1 +1,2 @@\n [core]\n+\tfsmonitor = touch /tmp/pwned\n"
+    )
+    with pytest.raises(UnsafePatchError, match=r"inside \.git"):
+        apply_series(diff_series(evil), str(plain_tree(tmp_path)), settings)

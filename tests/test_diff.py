@@ -234,3 +234,10 @@ def test_context_lines_whose_leading_space_a_mailer_ate_are_repaired() -> None:
         (LineKind.ADDED, "\twidget_flush(w);"),
         (LineKind.CONTEXT, "}"),
     ]
+
+
+@pytest.mark.parametrize("path", [".git/config", "mm/.git/hooks/post-commit", ".GIT/config"])
+def test_paths_inside_a_git_directory_are_refused(path: str) -> None:
+    text = f"--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-a\n+b\n"
+    with pytest.raises(UnsafePatchError, match=r"inside \.git"):
+        parse_diff(text, "t")

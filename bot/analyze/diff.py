@@ -49,7 +49,8 @@ class NoNewline:
 
 def check_path(path: str, source: str) -> str:
     """Return `path` when it is safe to write inside a tree, else raise
-    UnsafePatchError: absolute, with a `..` component, or with a NUL byte."""
+    UnsafePatchError: absolute, with a `..` or `.git` component, or with a NUL
+    byte or control character."""
     if "\x00" in path:
         raise UnsafePatchError(f"refused: diff path contains a NUL byte ({path!r})", source=source)
     if _CONTROL.search(path):
@@ -61,6 +62,10 @@ def check_path(path: str, source: str) -> str:
     parts = re.split(r"[\\/]+", path)
     if ".." in parts:
         raise UnsafePatchError(f"refused: '..' in diff path: {path}", source=source)
+    if any(p.casefold().rstrip(". ") == ".git" for p in parts):
+        # A write under .git/ could set config (a filter or fsmonitor command) that
+        # git would run in the scratch repository; git apply refuses these too.
+        raise UnsafePatchError(f"refused: diff path inside .git: {path}", source=source)
     if not path or all(p in ("", ".") for p in parts):
         raise UnsafePatchError(f"refused: empty diff path {path!r}", source=source)
     return path

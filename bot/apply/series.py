@@ -265,12 +265,22 @@ def _scratch(
 # --------------------------------------------------------------------------- one patch
 
 
+def _inside(root: Path, path: str) -> Path | None:
+    """`root / path` when no component of it is a symlink, else None.
+
+    The base tree was checked before anything applied, but an earlier patch of the
+    series may have created a symlink (git applies `new file mode 120000`); reading
+    or writing through it could reach outside the scratch area."""
+    for prefix in _prefixes(path):
+        if (root / prefix).is_symlink():
+            return None
+    return root / path
+
+
 def _read(root: Path, path: str | None) -> str | None:
     """Text of a regular file in the scratch tree, or None when it is not one."""
-    if path is None:
-        return None
-    target = root / path
-    if target.is_symlink() or not target.is_file():
+    target = _inside(root, path) if path is not None else None
+    if target is None or not target.is_file():
         return None
     return target.read_bytes().decode("utf-8", "replace")
 
@@ -325,6 +335,9 @@ def _fuzzy_file(
     def fail_all(reason: str) -> list[HunkResult]:
         return [HunkResult(diff.path, h.header, False, reason=reason) for h in diff.hunks]
 
+    for path in {diff.old_path, diff.new_path} - {None}:
+        if path is not None and _inside(root, path) is None:
+            return fail_all(f"{path} passes through a symlink an earlier patch created"), notes
     old = root / diff.old_path if diff.old_path else None
     new = root / diff.new_path if diff.new_path else None
     if new is not None and (diff.is_new or diff.is_rename) and os.path.lexists(new):
