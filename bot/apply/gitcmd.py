@@ -74,6 +74,8 @@ def git_env() -> dict[str, str]:
             "GIT_CONFIG_GLOBAL": os.devnull,
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_TERMINAL_PROMPT": "0",
+            # Diff paths are data: `:(exclude)x` or `*` must not act as pathspec magic.
+            "GIT_LITERAL_PATHSPECS": "1",
             "GIT_AUTHOR_NAME": "mmlc-bot",
             "GIT_AUTHOR_EMAIL": "mmlc-bot@localhost",
             "GIT_COMMITTER_NAME": "mmlc-bot",
