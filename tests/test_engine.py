@@ -131,3 +131,28 @@ def test_seed_v3_series_reports_only_the_release_path_of_patch_1(corpus: Path) -
     assert [(f.rule_id, f.patch_number, f.function) for f in review.reportable] == [
         ("MMLC001", 1, "memcg_release_pages")
     ]
+
+
+def test_function_nested_beyond_the_stack_is_skipped_with_a_note(tmp_path: Path) -> None:
+    lines = [
+        "int deep(void)",
+        "{",
+        "\tint x = " + "(" * 3000 + "1" + ")" * 3000 + ";",
+        "\treturn x;",
+        "}",
+    ]
+    patch = "\n".join(
+        [
+            "--- /dev/null",
+            "+++ b/mm/deep.c",
+            f"@@ -0,0 +1,{len(lines)} @@",
+            *("+" + ln for ln in lines),
+            "",
+        ]
+    )
+    path = tmp_path / "deep.patch"
+    path.write_text(patch)
+    review = review_inputs([str(path)], SETTINGS)
+    rule_checks = [c for c in review.checks if c.check.startswith("MMLC")]
+    assert rule_checks and all(c.ok for c in rule_checks)
+    assert any("deep() could not be analysed" in n for c in rule_checks for n in c.notes)

@@ -417,8 +417,11 @@ def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
     )
 
 
-def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Finding]:
-    """All findings of one rule over the series, with their differential status."""
+def run_rule(
+    rule: Rule, ctx: SeriesAnalysis, settings: Settings, notes: list[str] | None = None
+) -> list[Finding]:
+    """All findings of one rule over the series, with their differential status.
+    What the rule could not look at is appended to `notes`."""
     prep = _prepare(ctx, settings)
     env = prep.env
     introduced: list[_Raw] = []
@@ -427,8 +430,22 @@ def run_rule(rule: Rule, ctx: SeriesAnalysis, settings: Settings) -> list[Findin
     existing: list[_Raw] = []
     for ps in prep.patches:
         for ch in ps.pa.changes:
-            pre, post = _sides(ps, ch)
-            if pre.flow is None and post.flow is None:
+            try:
+                pre, post = _sides(ps, ch)
+            except RecursionError:
+                # hostile or generated code nested deeper than Python's stack: skip
+                # this function, say so, and keep checking the others
+                if notes is not None:
+                    notes.append(f"patch {ps.pa.number}: {ch.name}() nested too deeply; skipped")
+                continue
+            if (ch.pre is not None and pre.flow is None) or (
+                ch.post is not None and post.flow is None
+            ):
+                if notes is not None:
+                    notes.append(
+                        f"patch {ps.pa.number}: {ch.name}() could not be analysed "
+                        "(unparsable or nested too deeply); skipped"
+                    )
                 continue
             for name in rule.matchers:
                 m = MATCHERS[name]
@@ -490,9 +507,9 @@ class RuleCheck:
         self.last_notes: tuple[str, ...] = ()
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
-        findings = run_rule(self.rule, ctx, settings)
-        touched = sum(len(p.changes) for p in ctx.patches)
-        self.last_notes = (f"{touched} touched function(s) checked",)
+        notes: list[str] = []
+        findings = run_rule(self.rule, ctx, settings, notes)
+        self.last_notes = tuple(dict.fromkeys(notes))
         return findings
 
 

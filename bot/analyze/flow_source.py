@@ -60,9 +60,13 @@ class _FileIndex:
 
     def flows_named(self, name: str) -> tuple[Flow, ...]:
         if name not in self.flows:
-            self.flows[name] = tuple(
-                build_flow(fn, self.path, 1) for fn in self.by_name.get(name, ())
-            )
+            flows: list[Flow] = []
+            for fn in self.by_name.get(name, ()):
+                try:
+                    flows.append(build_flow(fn, self.path, 1))
+                except RecursionError:
+                    continue  # too deeply nested to follow: treat as unknown
+            self.flows[name] = tuple(flows)
         return self.flows[name]
 
 
@@ -79,7 +83,15 @@ def _index(text: str, path: str) -> _FileIndex:
 
 @lru_cache(maxsize=4096)
 def flow_of(fn: CFunction) -> Flow | None:
-    """The flow of a CFunction, parsed once."""
+    """The flow of a CFunction, parsed once; None when it cannot be built (code
+    nested deeper than Python's stack allows is hostile input, not a crash)."""
+    try:
+        return _flow_of(fn)
+    except RecursionError:
+        return None
+
+
+def _flow_of(fn: CFunction) -> Flow | None:
     flow = flow_of_definition(fn.body, fn.file, fn.start_line)
     if flow is not None:
         return flow
