@@ -16,9 +16,15 @@ from pathlib import PurePosixPath
 
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.explain import describe_kind
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
 from bot.analyze.simulate.run import SimResult, SimViolation, explore_side, load_data, prepare_side
-from bot.analyze.simulate.scenario import ActorPlan, accessed_types, freed_types, plan_actors
+from bot.analyze.simulate.scenario import (
+    ActorPlan,
+    accessed_types,
+    freed_types,
+    plan_actors,
+    reachable_names,
+)
 from bot.config import Settings
 from bot.model import Confidence, FileDiff, Finding, LineKind, Severity, Status
 
@@ -46,20 +52,24 @@ class SimulatorCheck:
         self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
-        started = time.monotonic()
+        # one time bound for the whole series: reading the tree, translating and
+        # exploring all count, so no series can hold a review up
+        deadline = time.monotonic() + settings.sim_max_seconds
+        bound = f"{settings.sim_max_seconds:g} s"
         findings: list[Finding] = []
         notes: list[str] = []
         earlier: dict[str, str] = {}  # post-images of earlier patches of the series
         self.last_results = {}
         for pa in ctx.patches:
-            left = settings.sim_max_seconds - (time.monotonic() - started)
-            if left <= 0:
-                bound = f"{settings.sim_max_seconds:g} s"
+            if time.monotonic() >= deadline:
                 notes.append(f"time bound reached ({bound}): patch {pa.number} not simulated")
-                continue
-            found, patch_notes = self._patch(pa, ctx, settings, earlier, left)
-            findings.extend(found)
-            notes.extend(f"patch {pa.number}: {n}" for n in patch_notes)
+            else:
+                try:
+                    found, patch_notes = self._patch(pa, ctx, settings, earlier, deadline)
+                except SimTimeout:
+                    found, patch_notes = [], [f"time bound reached ({bound}): not simulated"]
+                findings.extend(found)
+                notes.extend(f"patch {pa.number}: {n}" for n in patch_notes)
             for img in pa.images.images:
                 if img.post is not None:
                     earlier[img.path] = img.post
@@ -76,7 +86,7 @@ class SimulatorCheck:
         ctx: SeriesAnalysis,
         settings: Settings,
         earlier: Mapping[str, str],
-        budget: float,
+        deadline: float,
     ) -> tuple[list[Finding], list[str]]:
         notes: list[str] = []
         c_images = [i for i in pa.images.images if i.path.endswith(_C_SUFFIXES)]
@@ -104,8 +114,8 @@ class SimulatorCheck:
             if img.post is not None:
                 post_files[img.path] = img.post
         tree = None if pa.partial else ctx.tree_root
-        pre_src = SourceSet(pre_files, tree)
-        post_src = SourceSet(post_files, tree)
+        pre_src = SourceSet(pre_files, tree, deadline)
+        post_src = SourceSet(post_files, tree, deadline)
         effects, data = load_data(settings)
         plans: dict[tuple[str, str], ActorPlan] = {}
         role_notes: dict[str, list[str]] = {}
@@ -123,6 +133,19 @@ class SimulatorCheck:
             return [], notes
         pre = prepare_side(pre_src, actors, settings)
         post = prepare_side(post_src, actors, settings)
+        # an actor whose entry another actor calls is that actor's path, not a
+        # second concurrent one (running both would free the object twice)
+        inner = {
+            a.entry
+            for side in (pre, post)
+            for b in actors
+            for a in actors
+            if a.entry != b.entry and a.entry in reachable_names(side.program.functions, b.entry)
+        }
+        if inner and len(inner) < len(actors):
+            kept = [a for a in actors if a.entry not in inner]
+            for side in (pre, post):
+                side.program.actors = kept
         # a touched helper reached from an actor or a queued callback is simulated
         covered = set(pre.program.functions) | set(post.program.functions)
         notes.extend(n for n in role_notes if n.split("(", 1)[0] not in covered)
@@ -140,10 +163,10 @@ class SimulatorCheck:
         if not tracked:
             notes.append("nothing the touched functions use is ever freed on the simulated paths")
             return [], notes
-        half = max(0.05, budget / 2)
+        half = max(0.05, (deadline - time.monotonic()) / 2)
         pre_res = explore_side(pre, tracked, settings, seconds=half)
         post_res = explore_side(
-            post, tracked, settings, seconds=max(0.05, budget - pre_res.seconds)
+            post, tracked, settings, seconds=max(0.05, deadline - time.monotonic())
         )
         self.last_results[pa.number] = (pre_res, post_res)
         for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):

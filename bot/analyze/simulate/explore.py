@@ -187,6 +187,8 @@ class Explorer:
                 return True
         elif tag == "rcu":
             return self.has_rcu
+        elif tag in ("unlock", "trylock"):
+            return v[1] in self.field_index
         return any(isinstance(p, tuple) and self._val_visible(p) for p in v[1:])
 
     def _is_visible(self, ins: Instr) -> bool:
@@ -196,6 +198,8 @@ class Explorer:
             e = ins.expr or ("gp",)
             if e[0] in ("gp", "barrier"):
                 return self.has_rcu
+            if e[0] == "lock":
+                return e[1] in self.field_index
             return e[1] in self.work_index
         if any(u in self.obj_index for u in ins.uses):
             return True
@@ -228,6 +232,8 @@ class Explorer:
             writes.add(_STAR)
         elif tag == "rcu":
             writes.add(("rcu",))
+        elif tag in ("unlock", "trylock") and v[1] in self.field_index:
+            writes.add(("f", str(v[1])))
         for p in v[1:]:
             if isinstance(p, tuple):
                 self._val_foot(p, reads, writes)
@@ -239,6 +245,9 @@ class Explorer:
             e = ins.expr or ("gp",)
             if e[0] in ("gp", "barrier"):
                 reads.add(("rcu",))
+            elif e[0] == "lock":
+                if e[1] in self.field_index:
+                    writes.add(("f", str(e[1])))
             else:
                 reads.add(("run", str(e[1])))
                 reads.add(("w", str(e[1])))
@@ -495,6 +504,19 @@ class Explorer:
         if tag == "rcu":
             c.rcu += _int(v[1])
             return None
+        if tag in ("unlock", "trylock"):
+            li = self.field_index.get(str(v[1]))
+            if li is None:
+                return None
+            if tag == "unlock":
+                c.vals[li] = 0
+                return None
+            if c.vals[li] in (0, c.tid + 1):
+                c.vals[li] = c.tid + 1
+                ann.append("taken")
+                return 1
+            ann.append("busy")
+            return 0
         return None
 
     def _rmw(self, v: Val, c: _Ctx, ann: list[str]) -> int | None:
@@ -620,6 +642,9 @@ class Explorer:
         if ins.kind != Kind.WAIT:
             return True
         e = ins.expr or ("gp",)
+        if e[0] == "lock":
+            li = self.field_index.get(str(e[1]))
+            return li is None or st[2][li] in (0, tid + 1)
         if e[0] == "gp":
             return all(t[3] == 0 for j, t in enumerate(st[0]) if j != tid)
         if e[0] == "barrier":
@@ -729,6 +754,11 @@ class Explorer:
                         raise _Stop("UAF", u, f"struct {u} used after it was freed", f"use {u}")
                 if ins.kind == Kind.WAIT:
                     truth = 1
+                    e = ins.expr or ("gp",)
+                    if e[0] == "lock":
+                        li = self.field_index.get(str(e[1]))
+                        if li is not None:
+                            c.vals[li] = tid + 1
                 elif ins.expr is not None:
                     truth = self._eval(ins.expr, c, rv, ann)
             except _Stop as exc:
@@ -748,8 +778,10 @@ class Explorer:
             new_acted = acted
             new_inl = 0 if c.events else inl
             if c.events:
+                # events name the role and the operation, not the function, so a
+                # route survives a refactor that renames or splits functions
                 role = spec.role
-                hist = hist | {(role, name, e) for e in c.events}
+                hist = hist | {(role, e) for e in c.events}
                 new_acted = 1
             # control flow
             base = frames[:-1]
@@ -865,7 +897,7 @@ class Explorer:
             kind, obj, detail, label = stop.kind, stop.obj, stop.detail, stop.label
             hist = frozenset(s[4])
             if tid is not None:
-                hist = hist | {(self.m.threads[tid].role, ev.loc.function if ev else "", label)}
+                hist = hist | {(self.m.threads[tid].role, label)}
             sig = (kind, obj, hist)
             if sig not in violations:
                 violations[sig] = Violation(kind, obj, detail, sig, trace(s, ev))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -243,12 +244,24 @@ def _parse_cached(path: str, text: str) -> FileInfo:
     return info
 
 
+class SimTimeout(Exception):
+    """The time bound passed while reading or translating sources."""
+
+
 class SourceSet:
     """The C text the simulator may read: overlay files (patch images) win over
     the tree; the tree is searched in the directories of the overlay files and
-    the headers they include, never wholesale."""
+    the headers they include, never wholesale. Past `deadline` (a
+    time.monotonic() value) every lookup raises SimTimeout, so a huge tree
+    cannot hang a review."""
 
-    def __init__(self, files: Mapping[str, str], tree_root: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, str],
+        tree_root: str | Path | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.deadline = deadline
         self.files = dict(files)
         self.tree_root = Path(tree_root) if tree_root else None
         self._texts: dict[str, str | None] = {}
@@ -318,14 +331,21 @@ class SourceSet:
         self._candidates = out
         return out
 
+    def tick(self) -> None:
+        """Raise SimTimeout once the deadline has passed."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise SimTimeout("time bound reached while reading sources")
+
     def lexicon(self, path: str) -> Lexicon | None:
         if path not in self._lex:
+            self.tick()
             text = self.text(path)
             self._lex[path] = None if text is None else _lexicon_cached(path, text)
         return self._lex[path]
 
     def parsed(self, path: str) -> FileInfo | None:
         if path not in self._parsed:
+            self.tick()
             text = self.text(path)
             if text is None:
                 return None
@@ -638,6 +658,9 @@ class _FnCompiler:
         if api is not None and api.effect == "put":
             self.put(expr, api, stmt)
             return
+        if api is not None and api.effect in ("lock", "unlock"):
+            self.locking(expr, api, stmt)
+            return
         if api is not None and api.effect in (
             "cancel_sync",
             "flush",
@@ -766,6 +789,18 @@ class _FnCompiler:
             release = _text(args[api.release]).lstrip("&").strip()
         self.emit(Kind.EVAL, stmt, ("put", key, release, api.refcount))
 
+    def locking(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
+        args = self._args(expr)
+        target = args[api.lock] if api.lock is not None and api.lock < len(args) else None
+        key = self.lock_key(target) if target is not None else None
+        if key is not None:
+            if api.effect == "lock":
+                self.emit(Kind.WAIT, stmt, ("lock", key))
+            else:
+                self.emit(Kind.EVAL, stmt, ("unlock", key))
+        elif self.uses:
+            self.emit(Kind.EVAL, stmt, UNKNOWN)
+
     def blocking(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
         args = self._args(expr)
         if api.effect in ("synchronize_rcu", "rcu_barrier"):
@@ -859,7 +894,27 @@ class _FnCompiler:
         path = c.path
         if len(path) >= 2 and path[-1] in ("work", "timer"):
             path = path[:-1]  # &dwork->work and &dwork name one delayed work
-        return f"{c.owner}:{'.'.join(path)}"
+        key = f"{c.owner}:{'.'.join(path)}"
+        if c.cur:
+            self.ex.key_types[key] = c.cur
+        return key
+
+    def lock_key(self, node: Node) -> Key | None:
+        """A lock's key: a field of a struct (one per type), or a global by name."""
+        key = self.key_of(node)
+        if key is not None:
+            return key
+        inner = node
+        while inner.type in ("pointer_expression", "parenthesized_expression"):
+            nxt = inner.child_by_field_name("argument")
+            if nxt is None:
+                nxt = inner.named_children[0] if inner.named_children else None
+            if nxt is None:
+                break
+            inner = nxt
+        if inner.type == "identifier" and _text(inner) not in self.env:
+            return f"global:{_text(inner)}"
+        return None
 
     def object_of(self, node: Node) -> str | None:
         """The struct type a pointer expression points to (for free())."""
@@ -1026,6 +1081,12 @@ class _FnCompiler:
             return (tag, work)
         if eff in ("rcu_lock", "rcu_unlock"):
             return ("rcu", 1 if eff == "rcu_lock" else -1)
+        if eff == "trylock":
+            target = arg(api.lock)
+            key = self.lock_key(target) if target is not None else None
+            return ("trylock", key) if key else UNKNOWN
+        if eff in ("lock", "unlock"):
+            return UNKNOWN  # a lock taken inside an expression is not modelled
         if eff == "may_release":
             target = arg(api.obj)
             obj = self.object_of(target) if target is not None else None
@@ -1047,6 +1108,8 @@ class Extractor:
         self.loop_unroll = loop_unroll
         self.functions: dict[str, Function] = {}
         self._expanded: dict[str, int] = {}  # function -> call depth it was followed from
+        # field key -> struct type it holds or points to, when the layout is known
+        self.key_types: dict[Key, str] = {}
         self.notes: list[str] = []
 
     def is_user_function(self, name: str) -> bool:
@@ -1059,6 +1122,7 @@ class Extractor:
         found = self.sources.find_function(name)
         if found is None:
             return None
+        self.sources.tick()
         info, node = found
         fn = _FnCompiler(self, info, node, name).compile()
         self.functions[name] = fn

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.analyze.simulate.explain import to_trace
 from bot.analyze.simulate.explore import Bounds, Explorer, Model, Result
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
 from bot.analyze.simulate.scenario import (
     SCENARIO_DIRNAME,
     ActorPlan,
@@ -159,7 +159,14 @@ def simulate_source(
     for p in plans:
         if sources.find_function(p.entry) is None:
             raise UsageError(f"{p.entry}: no definition in the given files")
-    side = prepare_side(sources, plans, settings)
+    sources.deadline = started + settings.sim_max_seconds
+    try:
+        side = prepare_side(sources, plans, settings)
+    except SimTimeout:
+        note = (
+            f"time bound reached ({settings.sim_max_seconds:g} s) while translating: not simulated"
+        )
+        return SimResult((), (note,), 0, 0, time.monotonic() - started, False)
     funcs = side.program.functions
     release = {b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key}
     tracked = sorted(freed_types(funcs.values(), release) & accessed_types(funcs.values()))

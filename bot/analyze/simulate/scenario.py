@@ -314,6 +314,11 @@ def _reachable(functions: dict[str, Function], entry: str) -> list[Function]:
     return out
 
 
+def reachable_names(functions: dict[str, Function], entry: str) -> set[str]:
+    """Names of the translated functions `entry` reaches, itself excluded."""
+    return {fn.name for fn in _reachable(functions, entry)} - {entry}
+
+
 def _decremented(functions: Iterable[Function]) -> set[Key]:
     out: set[Key] = set()
     for fn in functions:
@@ -338,6 +343,8 @@ def make_model(
     tset = set(tracked_t)
     notes: list[str] = []
     written: set[Key] = set()
+    slots: set[Key] = set()
+    key_types = program.extractor.key_types
     counters: set[Key] = set()
     refcounts: set[Key] = set()
     works: set[Key] = set()
@@ -351,6 +358,10 @@ def make_model(
                 works.add(str(ins.expr[1]))
             for v in vals:
                 tag = v[0]
+                if tag == "wr" and key_types.get(str(v[1])) in tset:
+                    # a pointer slot to a tracked object (`o->table = NULL`):
+                    # it starts pointing to the live object
+                    slots.add(str(v[1]))
                 if tag in ("wr", "rmw", "put"):
                     key = str(v[1] if tag != "rmw" else v[2])
                     if key_object(key) in tset:
@@ -362,18 +373,33 @@ def make_model(
                 elif tag in ("sched", "cancel", "pend", "callrcu"):
                     works.add(str(v[1]))
     works = {w for w in works if key_object(w) in tset}
+    # a lock orders actors only when two of them take it; a lock only one takes
+    # is no interleaving point
+    lock_users: dict[Key, set[str]] = {}
+    entries = [a.entry for a in program.actors] + [b.callback for b in program.works.values()]
+    for entry in entries:
+        for fn in _reachable(funcs, entry):
+            for ins in fn.code:
+                if ins.expr is None:
+                    continue
+                for v in walk_val(ins.expr):
+                    if v[0] in ("lock", "unlock", "trylock"):
+                        lock_users.setdefault(str(v[1]), set()).add(entry)
+    locks = {k for k, users in lock_users.items() if len(users) >= 2}
     # rmw values are ("rmw", op, key, refcount): normalise to the key position
-    fields = tuple(sorted(written))
+    fields = tuple(sorted(written | locks | slots))
     threads: list[ThreadSpec] = []
     actor_plans = sorted(program.actors, key=lambda a: data.role(a.role).order)
     decs_by_actor = {a.entry: _decremented(_reachable(funcs, a.entry)) for a in actor_plans}
     initial: list[int | None] = []
     for key in fields:
-        if key in counters:
+        if key in counters and key not in locks:
             holders = sum(1 for a in actor_plans if key in decs_by_actor[a.entry])
             initial.append(max(data.counter_min, holders))
+        elif key in slots:
+            initial.append(1)
         else:
-            initial.append(0)
+            initial.append(0)  # flags clear, locks free
     deferred: list[ThreadSpec] = []
     for w in sorted(works):
         b = program.works.get(w)

@@ -24,7 +24,7 @@ _EFFECTS = {
     "inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "read", "set", "get", "put",
     "free", "free_rcu", "schedule", "cancel", "cancel_sync", "flush", "pending", "bind",
     "bind_release", "call_rcu", "rcu_lock", "rcu_unlock", "synchronize_rcu", "rcu_barrier",
-    "may_release",
+    "may_release", "lock", "unlock", "trylock",
 }  # fmt: skip
 
 
@@ -39,6 +39,7 @@ class ApiEffect:
     work: int | None = None
     callback: int | None = None
     release: int | None = None
+    lock: int | None = None
     value: int = 1
     refcount: bool = False
 
@@ -151,6 +152,7 @@ def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
             work=spec.get("work"),
             callback=spec.get("callback"),
             release=spec.get("release"),
+            lock=spec.get("lock"),
             value=int(spec.get("value", 1)),
             refcount=bool(spec.get("refcount", False)),
         )
