@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import email.policy
 import json
 import mailbox
 import threading
@@ -11,7 +12,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -117,6 +118,27 @@ def test_send_smtp_delivers_to_a_real_smtp_server_on_loopback() -> None:
     assert sorted(rcpts) == sorted(["ada@example.org", LIST_ADDR, "mm@x.org"])
     got = message_from_bytes(raw)
     assert got["In-Reply-To"] == f"<{parent.message_id}>"
+
+
+@pytest.mark.integration
+def test_a_long_reply_with_unix_line_endings_reaches_the_server_intact() -> None:
+    msg, _ = _reply_to_patch(1)
+    body = "".join(f"> +\tline {i} of a long quoted hunk\n" for i in range(200))
+    msg.set_content(body + "\nIs this cache ever destroyed?\n")
+    raw = msg.as_bytes().replace(b"\r\n", b"\n")  # as stored: LF only
+    assert len(raw) > 5000
+    with smtp_sink() as sink:
+        send_smtp(raw, host=sink.host, port=sink.port)
+    got = message_from_bytes(sink.messages[0][2], policy=email.policy.default)
+    assert isinstance(got, EmailMessage)
+    assert got.get_content().count("of a long quoted hunk") == 200
+
+
+@pytest.mark.integration
+def test_a_permanent_smtp_refusal_is_an_input_error_not_a_retry() -> None:
+    msg, _ = _reply_to_patch(1)
+    with smtp_sink(refuse_rcpt=True) as sink, pytest.raises(InputError, match="550"):
+        send_smtp(msg.as_bytes(), host=sink.host, port=sink.port)
 
 
 def test_send_smtp_to_a_closed_port_is_a_transient_fetch_error() -> None:
@@ -227,6 +249,22 @@ def test_muted_list_and_dry_run_send_nothing_but_keep_the_maildir_copy(state: St
 
 
 @pytest.mark.integration
+def test_a_part_refused_for_good_is_recorded_and_the_others_still_go(state: State) -> None:
+    _store(state)
+
+    class Refusing(RecordingSenders):
+        def send_email(self, raw: bytes) -> None:
+            raise InputError("SMTP 127.0.0.1:25 refused the message: 550 no such user")
+
+    senders = Refusing()
+    report = deliver(state, "ob1", SEND_ALL, senders)
+    assert report.failed == {0: "SMTP 127.0.0.1:25 refused the message: 550 no such user"}
+    assert report.sent == [1, 2] and report.status == "failed"
+    assert state.outbox_item("ob1")["part:0"].startswith("failed:SMTP")
+    assert state.outbox_pending() == []
+
+
+@pytest.mark.integration
 def test_opted_in_list_in_dry_run_sends_no_mail(state: State) -> None:
     _store(state)
     senders = RecordingSenders()
@@ -257,7 +295,7 @@ def test_maildir_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 class _Patchwork(BaseHTTPRequestHandler):
     """A loopback stand-in for Patchwork's two endpoints, recording each request."""
 
-    requests: list[tuple[str, str, dict[str, str], bytes]] = []
+    requests: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
     fail_post: int = 0
 
     def log_message(self, *_args: object) -> None:
@@ -271,14 +309,14 @@ class _Patchwork(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.requests.append(("GET", self.path, dict(self.headers), b""))
         if "msgid=known%40x" in self.path:
             self._reply(200, [{"id": 42, "msgid": "<known@x>"}])
         else:
             self._reply(200, [])
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.requests.append(("POST", self.path, dict(self.headers), body))
         if type(self).fail_post:

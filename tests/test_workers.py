@@ -234,7 +234,18 @@ def test_public_inbox_series_in_scrambled_order_is_reviewed_once_and_v2_is_linke
                 svc.poll()
             result2 = _wait_reviewed(svc, v2.cover_id, "v2 to be reviewed")
             assert result2["previous"] == v1.cover_id
-            assert result2["comparison"]["old_version"] == "1"
+            leak = {
+                "rule_id": "MMLC002",
+                "function": "demo_pool_shrink_all",
+                "file": "mm/demo_pool.c",
+            }
+            assert result2["comparison"] == {
+                "old_version": "1",
+                "new_version": "2",
+                "resolved": [leak],
+                "still_present": [],
+                "new": [],
+            }
             assert svc.state.series(LIST, v2.cover_id)["revision_of"] == v1.cover_id
             assert svc.state.series(LIST, v1.cover_id)["superseded_by"] == v2.cover_id
             assert svc.state.series(LIST, v1.cover_id)["state"] == "reviewed"
@@ -244,6 +255,14 @@ def test_public_inbox_series_in_scrambled_order_is_reviewed_once_and_v2_is_linke
             wait_until(lambda: svc.state.outbox_pending() == [], "the outbox to empty")
             ours = {v1.cover_id, *v1.patch_ids, v2.cover_id, *v2.patch_ids}
             assert sink.messages
+            v2_replies = [
+                raw.decode() for _s, _r, raw in sink.messages
+                if message_from_bytes(raw)["In-Reply-To"].strip("<>") in {v2.cover_id, *v2.patch_ids}
+            ]  # fmt: skip
+            assert any(
+                "resolved: MMLC002 demo_pool_shrink_all() in mm/demo_pool.c" in r
+                for r in v2_replies
+            )
             for _sender, rcpts, raw in sink.messages:
                 msg = message_from_bytes(raw)
                 assert msg["In-Reply-To"].strip("<>") in ours

@@ -337,7 +337,12 @@ def publish_outbox(outbox_id: str) -> dict[str, Any]:
         "outbox delivered",
         extra={"series": item.get("key"), "scope": item.get("scope"), "sent": len(report.sent)},
     )
-    return {"sent": report.sent, "skipped": report.skipped, "uncertain": report.uncertain}
+    return {
+        "sent": report.sent,
+        "skipped": report.skipped,
+        "uncertain": report.uncertain,
+        "failed": report.failed,
+    }
 
 
 # --------------------------------------------------------------------------- sweep

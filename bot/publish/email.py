@@ -10,6 +10,7 @@ same review again produces the same Message-ID, which archives and clients de-du
 from __future__ import annotations
 
 import hashlib
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, getaddresses, parseaddr
 
-from bot.errors import FetchError
+from bot.errors import FetchError, InputError
 from bot.model import RawMessage
 
 
@@ -122,21 +123,41 @@ def send_smtp(
     password: str = "",
     timeout: float = 30.0,
 ) -> None:
-    """Send one stored message; raises FetchError (transient: the caller retries)."""
+    """Send one stored message.
+
+    Raises FetchError when trying again later may work (connection, 4xx) and
+    InputError when the server refused the message for good (5xx).
+    """
     sender, rcpts = envelope(raw)
     if not sender or not rcpts:
-        raise ValueError("stored message has no From or no recipients")
+        raise InputError("stored message has no From or no recipients")
+    # smtplib sends bytes as they are; SMTP needs CRLF, and a server sees a message
+    # with bare LFs as one line far over the 1000-octet limit (RFC 5321 4.5.3.1.6)
+    wire = re.sub(rb"\r?\n", b"\r\n", raw)
+    where = f"SMTP {host}:{port}"
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
             if starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if user:
                 smtp.login(user, password)
-            refused = smtp.sendmail(sender, rcpts, raw)
+            smtp.sendmail(sender, rcpts, wire)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _msg in exc.recipients.values()]
+        if codes and all(code >= 500 for code in codes):
+            raise InputError(f"{where} refused every recipient: {codes}") from exc
+        raise FetchError(f"{where} refused the recipients for now: {codes}") from exc
+    except smtplib.SMTPResponseException as exc:
+        detail = (
+            exc.smtp_error.decode("utf-8", "replace")
+            if isinstance(exc.smtp_error, bytes)
+            else exc.smtp_error
+        )
+        if exc.smtp_code >= 500:
+            raise InputError(f"{where} refused the message: {exc.smtp_code} {detail}") from exc
+        raise FetchError(f"{where}: {exc.smtp_code} {detail}") from exc
     except (OSError, smtplib.SMTPException) as exc:
-        raise FetchError(f"SMTP {host}:{port}: {exc}") from exc
-    if refused and len(refused) == len(rcpts):
-        raise FetchError(f"SMTP {host}:{port} refused every recipient")
+        raise FetchError(f"{where}: {exc}") from exc
 
 
 __all__ = [

@@ -7,6 +7,8 @@ maildir copy). Each part moves
     (absent) --claim--> sending --sent--> sent
                               \\--crash--> uncertain   (found "sending" on restart)
     (absent) --policy--> skipped:<why>                 (muted list, dry-run, not set up)
+    sending --refused--> failed:<why>                  (a permanent refusal: SMTP 5xx,
+                                                        Patchwork 4xx; never retried)
 
 so a crash before the claim sends on restart, and a crash after the claim never sends
 twice: a part found "sending" is marked uncertain and kept for the operator, with the
@@ -20,6 +22,8 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from bot.errors import FetchError, InputError
 
 PART_SENDING = "sending"
 PART_SENT = "sent"
@@ -73,10 +77,13 @@ class DeliveryReport:
     skipped: dict[int, str] = field(default_factory=dict)
     uncertain: list[int] = field(default_factory=list)
     already: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
-        return "uncertain" if self.uncertain else "done"
+        if self.uncertain:
+            return "uncertain"
+        return "failed" if self.failed else "done"
 
 
 def email_part(raw: bytes) -> dict[str, str]:
@@ -145,6 +152,16 @@ def deliver(
                 senders.write_maildir(base64.b64decode(part["raw"]))
             elif kind == "patchwork":
                 senders.post_check(str(part["msgid"]), part.get("check") or {})
+        except FetchError:
+            # transient (FetchError is an InputError, so it is caught first): nothing
+            # left the machine, so trying again later is safe
+            store.clear_part(outbox_id, fld)
+            raise
+        except InputError as exc:
+            # refused for good (bad address, 5xx, Patchwork 4xx): record it, go on
+            store.set_part(outbox_id, fld, f"failed:{exc.one_line()[:300]}")
+            report.failed[n] = exc.one_line()
+            continue
         except BaseException:
             # the send did not complete: nothing left the machine, so trying again is safe
             store.clear_part(outbox_id, fld)
