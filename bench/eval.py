@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -277,6 +279,15 @@ def names_function(expected: Iterable[str], found: str) -> bool:
     )
 
 
+def note_kind(note: str) -> str:
+    """A check note with its particulars (numbers, function names) blanked, so the
+    summary counts runs per kind of note instead of listing every variant."""
+    note = re.sub(r"\b[A-Za-z_]\w*\(\)", "<fn>()", note)
+    note = re.sub(r"(no definition found for|not followed:?) [\w, .]+", r"\1 <fn>", note)
+    note = re.sub(r"\(\d+\): [^()]*? not followed", "(N): <fn> not followed", note)
+    return re.sub(r"\b\d+\b", "N", note)
+
+
 @dataclass
 class RuleTally:
     """How one rule (or simulator finding id) scored across the runs of a variant."""
@@ -302,12 +313,13 @@ def summarise(runs: Sequence[Run], cases: Sequence[Case]) -> dict[str, Any]:
     check_notes: Counter[str] = Counter()
     for r in runs:
         checks_failed.update(s.split(":", 1)[0] for s in r.failed_checks)
-        check_notes.update(r.check_notes)
+        check_notes.update({note_kind(n) for n in r.check_notes})
 
     def rate(num: int, den: int) -> float | None:
         return num / den if den else None
 
     hits = sum(r.flagged and not r.error for r in bug)
+    slowest = max(runs, key=lambda r: r.seconds, default=None)
     flagged_fix = [r for r in fix if r.flagged and not r.error]
     return {
         "positives": len(bug),
@@ -324,6 +336,9 @@ def summarise(runs: Sequence[Run], cases: Sequence[Case]) -> dict[str, Any]:
         "errors": sum(bool(r.error) for r in runs),
         "schema_violations": sum(bool(r.schema_error) for r in runs),
         "seconds_total": sum(r.seconds for r in runs),
+        "seconds_median": statistics.median(r.seconds for r in runs) if runs else 0.0,
+        "slowest": f"{slowest.case} {slowest.direction}" if slowest else "",
+        "seconds_max": slowest.seconds if slowest else 0.0,
         "rules": {
             rule_id: {
                 "simulator": t.simulator,
@@ -378,7 +393,8 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
     )
     print(
         f"errors: {s['errors']}; JSON schema violations: {s['schema_violations']}; "
-        f"total review time {s['seconds_total']:.1f} s"
+        f"review time total {s['seconds_total']:.1f} s, median {s['seconds_median']:.1f} s, "
+        f"slowest {s['seconds_max']:.1f} s ({s['slowest']})"
     )
     if s["rules"]:
         print("per rule / simulator finding id (hits: positives flagged; FP: fixes flagged):")
@@ -393,8 +409,10 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
         print("per rule / simulator finding id: no introduced finding in any run")
     for name, n in sorted(s["checks_failed"].items()):
         print(f"  check {name} failed in {n} run(s)")
-    for note, n in sorted(s["check_notes"].items()):
-        print(f"  note x{n}: {note}")
+    if s["check_notes"]:
+        print(f"check notes (runs with each kind of note, of {len(runs)}):")
+    for note, n in sorted(s["check_notes"].items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {n:3d}  {note}")
 
 
 def _git_show(repo: Path, ref: str, path: str) -> str | None:

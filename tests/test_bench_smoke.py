@@ -303,3 +303,13 @@ def test_eval_reports_json_that_breaks_the_review_schema(monkeypatch: pytest.Mon
     # the hand-made document lacks schema_version, tool, series, ...
     assert problem.startswith("(root): '"), problem
     assert "is a required property" in problem, problem
+
+
+def test_eval_counts_check_notes_by_kind_not_by_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    ev = load_eval(monkeypatch)
+    a = ev.note_kind("simulator: patch 1: wb_queue_work(): no actor role found")
+    b = ev.note_kind("simulator: patch 2: list_lru_add_obj(): no actor role found")
+    assert a == b == "simulator: patch N: <fn>(): no actor role found"
+    assert ev.note_kind("MMLC001: 3 touched function(s) checked") == (
+        "MMLC001: N touched function(s) checked"
+    )
