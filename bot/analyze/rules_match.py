@@ -454,6 +454,20 @@ def _aliases(rhs: str, name: str) -> bool:
     )
 
 
+def _alias_source(rhs: str) -> str:
+    """The local `rhs` is the same pointer as, or "" (see _aliases)."""
+    r = "".join(rhs.split())
+    for pat in (
+        r"(?:\([^()]*\))?([A-Za-z_]\w*)",
+        r"&([A-Za-z_]\w*)(?:->|\.)[\w.>-]+",
+        r"(?:container_of|\w*_(?:from|to)_\w*|to_\w+)\(([A-Za-z_]\w*)(?:,.*)?\)",
+    ):
+        m = re.fullmatch(pat, r)
+        if m and m.group(1) != "NULL":
+            return m.group(1)
+    return ""
+
+
 def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     """A reference taken into a local (get, successful tryget, iterator) that some
     path returns without dropping, storing or returning (an iterator left by `break`
@@ -463,13 +477,18 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         return []
     vocab = env.vocab
     hits: dict[tuple[str, ...], Hit] = {}
-    State = tuple[frozenset[_Held], frozenset[tuple[str, str, str, int]]]
+    Links = frozenset[tuple[str, str]]  # `a = b` between locals, still in force
+    State = tuple[frozenset[_Held], frozenset[tuple[str, str, str, int]], Links]
 
-    def acquire(held: frozenset[_Held], obj: str, role: ApiRole, call: Call) -> frozenset[_Held]:
+    def acquire(
+        held: frozenset[_Held], links: Links, obj: str, role: ApiRole, call: Call
+    ) -> frozenset[_Held]:
         b = base_name(obj)
         if not b or b in flow.params or not re.fullmatch(r"[A-Za-z_]\w*", obj):
             return held  # references on parameters or fields belong to someone else
-        return held | {_Held(obj, role.family, call.name, call.line, frozenset({obj}))}
+        # names that already hold the same pointer (`css = pos;` before the tryget)
+        same = {x for x, y in links if y == obj} | {y for x, y in links if x == obj}
+        return held | {_Held(obj, role.family, call.name, call.line, frozenset({obj, *same}))}
 
     def release_matching(held: frozenset[_Held], arg: str, family: str | None) -> frozenset[_Held]:
         out = set(held)
@@ -479,7 +498,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         return frozenset(out)
 
     def on_event(state: State, ev: Event) -> State:
-        held, pending = state
+        held, pending, links = state
         if isinstance(ev, Call):
             roles = vocab.roles_of(ev.name)
             for role in roles:
@@ -504,7 +523,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     if role.role == "tryget" and ev.in_condition:
                         pending = pending | {(ev.text, role.family, ev.name, ev.line)}
                         continue
-                    held = acquire(held, obj, role, ev)
+                    held = acquire(held, links, obj, role, ev)
             if not roles:
                 released = env.helper_releases(ev, side.view, side.file) if held else frozenset()
                 for i in released:
@@ -514,10 +533,15 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     for h in list(held):
                         if any(any(mentions(a, al) for al in h.aliases) for a in ev.args):
                             held = held - {h}
-            return held, pending
+            return held, pending, links
         if isinstance(ev, Assign):
             lhs = ev.lhs
             simple = re.fullmatch(r"[A-Za-z_]\w*", lhs) is not None
+            if simple:
+                links = frozenset(p for p in links if lhs not in p)
+                src = _alias_source(ev.rhs)
+                if src and src != lhs:
+                    links = links | {(lhs, src)}
             for h in list(held):
                 if any(_aliases(ev.rhs, a) for a in h.aliases):
                     if simple:
@@ -537,7 +561,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     pending = pending - {(text, family, api, line)}
                     if simple and lhs not in flow.params:
                         held = held | {_Held(lhs, family, api, line, frozenset({lhs}))}
-            return held, pending
+            return held, pending, links
         if isinstance(ev, Return):
             for h in held:
                 if ev.expr and any(mentions(ev.expr, a) for a in h.aliases):
@@ -565,11 +589,11 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                         variant="leak",
                     ),
                 )
-            return frozenset(), frozenset()
+            return frozenset(), frozenset(), links
         return state
 
     def on_assume(state: State, a: Assume) -> State | None:
-        held, pending = state
+        held, pending, links = state
         for text, family, api, line in list(pending):
             call = Call(api, (), line, text)
             pol = _cond_polarity(a.cond, call)
@@ -581,13 +605,14 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                 arg = m.group(1).split(",")[0] if m else ""
                 role = vocab.role_of(api)
                 if role is not None and arg:
-                    held = acquire(held, container_of_arg(arg), role, Call(api, (arg,), line, text))
+                    obj = container_of_arg(arg)
+                    held = acquire(held, links, obj, role, Call(api, (arg,), line, text))
         for h in list(held):
             if _is_null_test(a.cond, h.aliases, a.value):
                 held = held - {h}
-        return held, pending
+        return held, pending, links
 
-    start: State = (frozenset(), frozenset())
+    start: State = (frozenset(), frozenset(), frozenset())
     explore(flow, start, on_event, on_assume=on_assume)
     del other
     return list(hits.values())
