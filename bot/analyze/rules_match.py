@@ -164,9 +164,8 @@ def _callback_names(vocab: Vocabulary, view: SourceView, file: str) -> set[str]:
 def is_release_path(flow: Flow, side: Side, env: Env) -> str:
     """Why `flow` is a release path ("" if it is not): by name, by API role, or by
     being registered as a release callback."""
-    m = _RELEASE_NAME.search(flow.name)
-    if m:
-        return f"its name says it releases ({m.group(1).strip('_')})"
+    if _RELEASE_NAME.search(flow.name):
+        return "its name says so"
     for call in flow.calls:
         role = env.vocab.role_of(call.name)
         if role is not None and role.role in PUT_ROLES:
@@ -227,7 +226,7 @@ def _callback_evidence(r: Reached, env: Env, view: SourceView) -> list[str]:
             if final:
                 out.append(
                     f"the {member} work's callback {cb}() (bound by {init.name}() at "
-                    f"{init.line}) calls {final[0].terminal.name}()"
+                    f"{fl.file}:{init.line}) calls {final[0].terminal.name}()"
                 )
                 return out
     return out
@@ -345,6 +344,7 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
                     "removed_name": site.name,
                     "terminal": r.terminal.text,
                     "terminal_name": r.terminal.name,
+                    "reached": _reached_phrase(r),
                     "what": what,
                     "object": obj,
                     "why": why,
@@ -353,6 +353,15 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
         )
     return hits
+
+
+def _reached_phrase(r: Reached) -> str:
+    """`schedule_work() of its destroy work` / `kmem_cache_destroy()`."""
+    if r.role.role == "schedule":
+        member = member_tail(_object_arg(r.terminal, r.role) or "")
+        if member:
+            return f"{r.terminal.name}() of its {member} work"
+    return f"{r.terminal.name}()"
 
 
 def _object_type(flow: Flow, call: Call) -> str:
