@@ -463,6 +463,19 @@ def _aliases(rhs: str, name: str) -> bool:
     )
 
 
+def _drop_call(vocab: Vocabulary, family: str) -> str:
+    """How a reference of `family` is given back: `mem_cgroup_iter_break()` for an
+    iterator, the family's put otherwise (from the vocabulary data)."""
+    fam = vocab.family(family)
+    if fam is None:
+        return "the matching put"
+    for role in ("iter_break", "put", "dec_and_test"):
+        names = fam.roles.get(role)
+        if names:
+            return f"{names[0]}()"
+    return "the matching put"
+
+
 def _alias_source(rhs: str) -> str:
     """The local `rhs` is the same pointer as, or "" (see _aliases)."""
     r = "".join(rhs.split())
@@ -589,6 +602,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                             "get_line": str(h.line),
                             "exit": f"return {ret}".strip(),
                             "family": h.family,
+                            "drop": _drop_call(vocab, h.family),
                         },
                         evidence=(
                             f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
