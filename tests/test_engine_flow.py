@@ -207,3 +207,14 @@ int f(unsigned short id)
         "\tif (!css_tryget(&memcg->css))\n\t\tmemcg = NULL;\n\trcu_read_unlock();",
     )
     assert _run(rcu_lookup_unprotected, safe) == []
+
+
+def test_returning_a_field_of_a_freed_object_is_a_use() -> None:
+    code = """
+int f(struct demo_req *req)
+{
+	kfree(req);
+	return req->status;
+}
+"""
+    assert [h.key[-1] for h in _run(use_after_release, code)] == ["return"]

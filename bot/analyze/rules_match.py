@@ -771,6 +771,11 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
                 if lhs not in (s[0], base_name(s[0]))
                 and not (re.fullmatch(r"[A-Za-z_]\w*", lhs) and mentions(s[0], lhs))
             )
+        if isinstance(ev, Return):
+            for s_ in state:
+                if ev.expr and uses(ev.expr, s_[0]) and re.search(r"->|\.|\[", ev.expr):
+                    _report(s_, f"return {ev.expr}", ev.line, "return")
+            return state
         if not isinstance(ev, Call):
             return state
         roles = env.vocab.roles_of(ev.name)
@@ -842,8 +847,10 @@ def unguarded_schedule(env: Env, pre: Side, post: Side) -> list[Hit]:
                 continue
             arg = _object_arg(c, role) or ""
             owner = base_name(arg)
+            # Only a check of the owner's own state counts as a guard; a lock alone
+            # is often dropped on purpose, so it only adds to the evidence.
             g = [x for x in c.guards if owner and mentions(x, owner)]
-            if i in locked:
+            if g and i in locked:
                 g.append("a lock held")
             out.setdefault((c.name, norm_object(arg)), []).extend((x, c) for x in (g or [""]))
         return out
