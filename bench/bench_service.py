@@ -31,7 +31,7 @@ NAME = "bench_service"
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=NAME, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=300, help="archive size (default 300)")
+    parser.add_argument("--messages", type=int, default=1500, help="archive size (default 1500)")
     parser.add_argument(
         "--timeout", type=float, default=300, help="give up after this many seconds"
     )

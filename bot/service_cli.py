@@ -1,8 +1,10 @@
 """`bot serve` and `bot mirror ...`: run the service, or feed it from a mirror by hand.
 
-    bot serve [--host H] [--port P] [--concurrency N]
+    bot serve [--host H] [--port P] [--concurrency N] [--no-worker] [--no-beat]
         webhook + worker (all queues) + beat on this machine. Without BOT_BROKER_URL it
-        starts its own redis-server (data in --data-dir), so one command is enough to try.
+        starts its own redis-server (data in --data-dir), so one command is enough to try;
+        with it, it uses that Redis, and workers may run elsewhere (--no-worker):
+        `celery -A workers worker -Q analyze`.
     bot mirror poll [--list NAME]
         store what is new in each list's mirror (after the cursor) and queue assembly
     bot mirror backfill --since DATE [--list NAME] [--mirror URL|DIR]
@@ -45,6 +47,11 @@ def add_service_parsers(subparsers: Any) -> None:
     serve.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
     serve.add_argument("--data-dir", metavar="DIR", help="mirrors, repos, embedded Redis data")
     serve.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker (with BOT_BROKER_URL, when workers run elsewhere)",
+    )
 
     mirror = subparsers.add_parser(
         "mirror",
@@ -231,7 +238,8 @@ def serve(args: argparse.Namespace) -> int:
             "-Q", "ingest,analyze,publish", f"--concurrency={args.concurrency}",
             "--loglevel=INFO", "-n", f"bot-serve-{os.getpid()}@%h",
         ]  # fmt: skip
-        procs.append(subprocess.Popen(worker, env=env))
+        if not args.no_worker:
+            procs.append(subprocess.Popen(worker, env=env))
         if not args.no_beat:
             beat = [py, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
                     "-s", str(data / "celerybeat-schedule")]  # fmt: skip

@@ -15,6 +15,8 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:root-series:{scope}:{root}   SET    series keys assembly produced from this thread
     {p}:waiting:{scope}              ZSET   incomplete series key -> first seen (epoch seconds)
     {p}:series-index:{scope}         ZSET   every series key -> first seen
+    {p}:reviewing:{scope}:{key}      STRING a worker is reviewing it (expires: a dead worker's
+                                            claim lapses before its task is redelivered)
     {p}:result:{scope}:{key}         STRING the stored review (JSON), written once
     {p}:reviews:{scope}:{key}        STRING how many reviews were committed (must stay 1)
     {p}:outbox:{id}                  HASH   scope, key, created, status, payload (JSON),
@@ -361,6 +363,15 @@ class State:
     def review_count(self, scope: str, key: str) -> int:
         raw = cast(bytes | None, self.r.get(self.k("reviews", scope, key)))
         return int(raw) if raw else 0
+
+    def claim_review(self, scope: str, key: str, ttl: float) -> bool:
+        """Claim a series for review so a duplicate task skips instead of reviewing it
+        again in parallel; False when another worker holds the claim."""
+        name = self.k("reviewing", scope, key)
+        return bool(self.r.set(name, os.getpid(), nx=True, px=max(int(ttl * 1000), 1)))
+
+    def release_review(self, scope: str, key: str) -> None:
+        self.r.delete(self.k("reviewing", scope, key))
 
     def commit_review(  # noqa: PLR0917 - one caller, which names every argument
         self,

@@ -34,7 +34,7 @@ from bot.errors import BotError, FetchError
 from bot.ingest.mirror import PublicInboxMirror
 from bot.publish.outbox import Policy, deliver
 from workers import faults
-from workers.celery_app import app
+from workers.celery_app import HARD_TIME_LIMIT, VISIBILITY_TIMEOUT, app
 from workers.config import ServiceConfig, load_service_config
 from workers.intake import ingest_mirror
 from workers.logs import log
@@ -65,6 +65,9 @@ _RETRY: dict[str, Any] = {
     "max_retries": 8,
     "acks_late": True,
 }
+# How long a review claim lasts. Shorter than the visibility timeout, so when a worker
+# dies mid-review its claim has lapsed by the time the broker redelivers its task.
+REVIEW_CLAIM_SECONDS = min(HARD_TIME_LIMIT, VISIBILITY_TIMEOUT / 2)
 # How long one worker may hold an outbox entry's send lock before it is presumed dead.
 OUTBOX_LOCK_SECONDS = float(os.environ.get("BOT_OUTBOX_LOCK_SECONDS", "300"))
 # An outbox entry still pending this long after its review was stored is re-queued.
@@ -157,6 +160,16 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
         return "skipped: " + info["state"]
     if st.result(scope, key) is not None:
         return "skipped: already reviewed"
+    if not st.claim_review(scope, key, REVIEW_CLAIM_SECONDS):
+        # a duplicate task (the series was queued twice): the claimant commits it
+        return "skipped: in progress elsewhere"
+    try:
+        return _review_claimed(st, scope, key, info, partial)
+    finally:
+        st.release_review(scope, key)
+
+
+def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], partial: bool) -> str:
     roots = json.loads(info.get("roots") or "[]") or [key]
     got = assemble_roots(st, scope, roots, settings())
     chosen = pick(got.series_set, key)
