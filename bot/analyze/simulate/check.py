@@ -47,7 +47,8 @@ class SimulatorCheck:
 
     name = "simulator"
 
-    def __init__(self) -> None:
+    def __init__(self, *, reduction: bool = True) -> None:
+        self.reduction = reduction  # False: every order (for benchmarks and doubt)
         self.last_notes: tuple[str, ...] = ()
         self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
 
@@ -119,20 +120,32 @@ class SimulatorCheck:
         effects, data = load_data(settings)
         plans: dict[tuple[str, str], ActorPlan] = {}
         role_notes: dict[str, list[str]] = {}
+        callbacks: set[str] = set()
         for src in (post_src, pre_src):
-            callbacks = {b.callback for b in Extractor(src, effects).bindings()}
-            found, why = plan_actors(src, touched, data, settings.call_depth, callbacks)
+            side_callbacks = {b.callback for b in Extractor(src, effects).bindings()}
+            callbacks |= side_callbacks
+            found, why = plan_actors(src, touched, data, settings.call_depth, side_callbacks)
             for p in found:
                 plans.setdefault((p.role, p.entry), p)
             for n in why:
                 role_notes.setdefault(n, []).append(n)
         actors = list(plans.values())
-        if not actors:
+        pending = [n for n in touched if n in callbacks]
+        if not actors and not pending:
             notes.extend(role_notes)
             notes.append("no actor found for the touched functions: nothing simulated")
             return [], notes
         pre = prepare_side(pre_src, actors, settings)
         post = prepare_side(post_src, actors, settings)
+        # a touched callback that no actor queues is pending work of its own
+        queued = {b.callback for side in (pre, post) for b in side.program.works.values()}
+        extra = [
+            ActorPlan("pending", cb, "touched work callback") for cb in pending if cb not in queued
+        ]
+        if extra:
+            actors = actors + extra
+            pre = prepare_side(pre_src, actors, settings)
+            post = prepare_side(post_src, actors, settings)
         # an actor whose entry another actor calls is that actor's path, not a
         # second concurrent one (running both would free the object twice)
         inner = {
@@ -164,9 +177,13 @@ class SimulatorCheck:
             notes.append("nothing the touched functions use is ever freed on the simulated paths")
             return [], notes
         half = max(0.05, (deadline - time.monotonic()) / 2)
-        pre_res = explore_side(pre, tracked, settings, seconds=half)
+        pre_res = explore_side(pre, tracked, settings, seconds=half, reduction=self.reduction)
         post_res = explore_side(
-            post, tracked, settings, seconds=max(0.05, deadline - time.monotonic())
+            post,
+            tracked,
+            settings,
+            seconds=max(0.05, deadline - time.monotonic()),
+            reduction=self.reduction,
         )
         self.last_results[pa.number] = (pre_res, post_res)
         for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):

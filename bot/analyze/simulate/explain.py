@@ -18,6 +18,7 @@ _ROLE_WORDS = {
     "release": "release path",
     "shrink": "shrink/reclaim",
     "entry": "entry point",
+    "pending": "queued work",
     "worker": "work callback",
     "rcu": "RCU callback",
 }

@@ -78,11 +78,14 @@ class Model:
 
 @dataclass(frozen=True)
 class Event:
-    """One visible step of a counterexample."""
+    """One visible step of a counterexample, with what it touched (to find the
+    steps a violation causally depends on) and the lifecycle events it did."""
 
     thread: int
     loc: Loc
     text: str
+    foot: Foot = (frozenset(), frozenset())
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,16 @@ class Explorer:
         self._future: dict[str, list[Foot]] = {}
         self._full: dict[str, Foot] = {}
         self._norm_cache: dict[tuple[Frames, int | None], list[tuple[Frames, int | None]]] = {}
+        self._release_guard = self._release_callbacks()
         for name, fn in model.functions.items():
             self._visible[name] = [self._is_visible(i) for i in fn.code]
-            self._foot[name] = [self._footprint(i) for i in fn.code]
+            guards = self._free_guards(name, fn)
+            self._foot[name] = [
+                _guarded(self._footprint(i), guards[pc]) for pc, i in enumerate(fn.code)
+            ]
+        self._maxdec: dict[str, list[dict[str, int]]] = {}
         self._compute_futures()
+        self._compute_maxdec()
 
     # ------------------------------------------------------------------ static analysis
 
@@ -216,7 +225,8 @@ class Explorer:
         elif tag in ("wr", "put") and v[1] in self.field_index:
             writes.add(("f", str(v[1])))
             if tag == "put":
-                writes.add(("o", key_object(str(v[1]))))
+                # the put frees only when its own counter reaches zero
+                writes.add(("og", key_object(str(v[1])), str(v[1])))
         elif tag == "rmw" and v[2] in self.field_index:
             writes.add(("f", str(v[2])))
         elif tag in ("sched", "cancel", "callrcu") and v[1] in self.work_index:
@@ -254,6 +264,114 @@ class Explorer:
         else:
             self._val_foot(ins.expr, reads, writes)
         return frozenset(reads), frozenset(writes)
+
+    # -- refcount guards: a free that only runs once a counter hits zero cannot
+    # happen while another thread still holds a unit of that counter
+
+    def _release_callbacks(self) -> dict[str, str]:
+        """Functions only ever run as the release callback of a put: name -> counter."""
+        called: set[str] = set()
+        released: dict[str, str] = {}
+        for fn in self.m.functions.values():
+            for ins in fn.code:
+                if ins.kind == Kind.CALL:
+                    called.add(ins.callee)
+                elif ins.expr is not None and ins.expr[0] == "put":
+                    rel = str(ins.expr[2]) or self.m.release_bindings.get(str(ins.expr[1]), "")
+                    if rel:
+                        released[rel] = str(ins.expr[1])
+        return {f: k for f, k in released.items() if f not in called}
+
+    def _free_guards(self, name: str, fn: Function) -> list[str | None]:
+        """Per pc, the counter whose drop to zero guards a free there, if any."""
+        n = len(fn.code)
+        targets = {i.target for i in fn.code if i.kind in (Kind.BRANCH, Kind.JUMP)}
+        whole = self._release_guard.get(name)
+        out: list[str | None] = [whole] * n
+        for pc in range(n):
+            if out[pc] is not None:
+                continue
+            # walk back through straight-line code to `if (dec_and_test(K))`
+            j = pc - 1
+            while j >= 0 and fn.code[j].kind in (Kind.EVAL, Kind.CALL) and (j + 1) not in targets:
+                j -= 1
+            if j >= 0 and (j + 1 == pc or (j + 1) not in targets):
+                br = fn.code[j]
+                e = br.expr
+                if (
+                    br.kind == Kind.BRANCH
+                    and e is not None
+                    and e[0] == "rmw"
+                    and e[1] == "sub_test"
+                ):
+                    out[pc] = str(e[2])
+        return out
+
+    def _compute_maxdec(self) -> None:
+        """Per function and pc: the most decrements of each counter any path
+        from there can still do (callees included; loops are unrolled)."""
+        funcs = self.m.functions
+        full: dict[str, dict[str, int]] = {}
+        busy: set[str] = set()
+
+        def of_function(name: str) -> dict[str, int]:
+            if name in full:
+                return full[name]
+            if name in busy or name not in funcs:
+                return {}  # recursion: bounded by the frame limit anyway
+            busy.add(name)
+            fn = funcs[name]
+            n = len(fn.code)
+            table: list[dict[str, int]] = [{} for _ in range(n + 1)]
+            for pc in range(n - 1, -1, -1):
+                ins = fn.code[pc]
+                own: dict[str, int] = {}
+                if ins.expr is not None:
+                    for k in _decs(ins.expr):
+                        own[k] = own.get(k, 0) + 1
+                    if ins.expr[0] == "put" and ins.expr[2]:
+                        _add(own, of_function(str(ins.expr[2])))
+                if ins.kind == Kind.CALL:
+                    _add(own, of_function(ins.callee))
+                best: dict[str, int] = {}
+                for nxt in self._succs(ins, pc, n):
+                    if nxt > pc:  # unrolled code only goes forward
+                        for k, v in table[nxt].items():
+                            best[k] = max(best.get(k, 0), v)
+                _add(best, own)
+                table[pc] = best
+            busy.discard(name)
+            self._maxdec[name] = table[:n]
+            full[name] = table[0] if n else {}
+            return full[name]
+
+        for name in funcs:
+            of_function(name)
+        self._maxdec_full = full
+
+    def _others_maxdec(self, st: State, tid: int, key: str) -> int:
+        total = 0
+        for u, th in enumerate(st[0]):
+            if u == tid:
+                continue
+            for name, pc in th[0]:
+                total += self._maxdec[name][pc].get(key, 0)
+            spec = self.m.threads[u]
+            if spec.deferred:
+                runs_left = max(0, self.m.worker_runs - th[2])
+                total += runs_left * self._maxdec_full.get(spec.entry, {}).get(key, 0)
+            elif not th[0] and th[2] == 0:
+                total += self._maxdec_full.get(spec.entry, {}).get(key, 0)
+        return total
+
+    def _protected(self, st: State, tid: int, key: str) -> bool:
+        """Thread tid's next step happens before any free guarded by `key`:
+        the others cannot bring the counter to zero on their own."""
+        i = self.field_index.get(key)
+        if i is None:
+            return False
+        val = st[2][i]
+        return val is not None and val - self._others_maxdec(st, tid, key) >= 1
 
     def _compute_futures(self) -> None:
         funcs = self.m.functions
@@ -720,12 +838,12 @@ class Explorer:
                     f"{_short(w)} runs after struct {self.m.tracked[owner]} was freed",
                     f"run {_short(w)}",
                 )
-                return [(st, Event(tid, loc, text), ran)]
+                return [(st, Event(tid, loc, text, self.step_foot(st, tid)), ran)]
             for fr, nrv in self._normalize((((spec.entry, 0),), None)):
                 nth: Thread = (fr, nrv, runs + 1, rcu, acted, 0)
                 new = self._finish(st, tid, nth, (st[1], st[2], tuple(pending), st[4]))
                 if new is not None:
-                    outs.append((new, Event(tid, loc, text), None))
+                    outs.append((new, Event(tid, loc, text, self.step_foot(st, tid)), None))
             return outs
         name, pc = frames[-1]
         fn = self.m.functions[name]
@@ -770,7 +888,8 @@ class Explorer:
                 ann.append(f"{stop.kind}: {stop.detail}")
             if ann:
                 text += "  [" + "; ".join(dict.fromkeys(ann)) + "]"
-            event = Event(tid, ins.loc, text)
+            labels = (*c.events, stop.label) if stop is not None else tuple(c.events)
+            event = Event(tid, ins.loc, text, self.step_foot(st, tid), labels)
             if stop is not None:
                 outs.append((st, event, stop))
                 continue
@@ -894,13 +1013,15 @@ class Explorer:
 
         def record(stop: _Stop, s: State, tid: int | None, ev: Event | None) -> None:
             nonlocal first_t, first_n
-            kind, obj, detail, label = stop.kind, stop.obj, stop.detail, stop.label
-            hist = frozenset(s[4])
-            if tid is not None:
-                hist = hist | {(self.m.threads[tid].role, label)}
+            kind, obj, detail = stop.kind, stop.obj, stop.detail
+            steps = trace(s, ev)
+            # a violation at a step is identified by the steps it causally
+            # depends on (the same in every equivalent order, so the reduced
+            # search and the full one agree); a leak by everything that ran
+            hist = frozenset(s[4]) if tid is None else self._causal_events(steps)
             sig = (kind, obj, hist)
             if sig not in violations:
-                violations[sig] = Violation(kind, obj, detail, sig, trace(s, ev))
+                violations[sig] = Violation(kind, obj, detail, sig, steps)
                 if first_t is None:
                     first_t = time.monotonic() - started
                     first_n = expanded
@@ -983,6 +1104,25 @@ class Explorer:
             first_violation_states=first_n,
         )
 
+    def _causal_events(self, steps: tuple[Event, ...]) -> frozenset[tuple[str, ...]]:
+        """(role, event) of the last step and every step it depends on: same
+        thread earlier, or a conflicting footprint, transitively."""
+        keep = [len(steps) - 1]
+        for i in range(len(steps) - 2, -1, -1):
+            e = steps[i]
+            for j in keep:
+                later = steps[j]
+                if (
+                    later.thread == e.thread
+                    or _conflict(e.foot, later.foot)
+                    or _conflict(later.foot, e.foot)
+                ):
+                    keep.append(i)
+                    break
+        return frozenset(
+            (self.m.threads[steps[i].thread].role, label) for i in keep for label in steps[i].labels
+        )
+
     def _ample(self, s: State, enabled: list[int]) -> list[int]:
         """A single thread whose next step conflicts with nothing any other
         thread may still do (a persistent set), else every enabled thread."""
@@ -995,7 +1135,11 @@ class Explorer:
                 continue
             if futures is None:
                 futures = {u: self.future_foot(s, u) for u in range(len(self.m.threads))}
-            if all(u == t or not _conflict(ft, futures[u]) for u in futures):
+
+            def guard(key: str, t: int = t) -> bool:
+                return self._protected(s, t, key)
+
+            if all(u == t or not _conflict(ft, futures[u], guard) for u in futures):
                 return [t]
         return enabled
 
@@ -1004,10 +1148,54 @@ def _int(x: object) -> int:
     return x if isinstance(x, int) else 0
 
 
-def _conflict(a: Foot, b: Foot) -> bool:
+def _conflict(a: Foot, b: Foot, protected: Callable[[str], bool] | None = None) -> bool:
+    """Whether a step with footprint `a` and one with `b` may not commute. A
+    free guarded by counter K in `b` ("og", obj, K) does not conflict with a
+    use of obj in `a` when `protected(K)`: it cannot happen first."""
     if _STAR in a[1] or _STAR in b[1]:
         return True
-    return bool(a[1] & (b[0] | b[1])) or bool(b[1] & a[0])
+    aw = _plain(a[1])
+    if aw & (b[0] | _plain(b[1])):
+        return True
+    for w in b[1]:
+        if w[0] == "og":
+            if ("o", w[1]) in a[0] and (protected is None or not protected(w[2])):
+                return True
+        elif w in a[0]:
+            return True
+    return False
+
+
+def _plain(ws: frozenset[tuple[str, ...]]) -> frozenset[tuple[str, ...]]:
+    """Writes with guarded frees read as plain frees."""
+    if not any(w[0] == "og" for w in ws):
+        return ws
+    return frozenset(("o", w[1]) if w[0] == "og" else w for w in ws)
+
+
+def _guarded(foot: Foot, guard: str | None) -> Foot:
+    """Mark the frees of a footprint as guarded by counter `guard`."""
+    if guard is None or not any(w[0] == "o" for w in foot[1]):
+        return foot
+    return foot[0], frozenset(("og", w[1], guard) if w[0] == "o" else w for w in foot[1])
+
+
+def _decs(v: Val) -> list[str]:
+    """Counters a value decrements."""
+    out: list[str] = []
+    if v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test"):
+        out.append(str(v[2]))
+    elif v[0] == "put":
+        out.append(str(v[1]))
+    for p in v[1:]:
+        if isinstance(p, tuple):
+            out.extend(_decs(p))
+    return out
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
 
 
 def _compare(op: str, a: int | None, b: int | None) -> int | None:

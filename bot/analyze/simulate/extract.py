@@ -774,7 +774,7 @@ class _FnCompiler:
     def put(self, expr: Node, api: ApiEffect, stmt: Node) -> None:
         args = self._args(expr)
         key = (
-            self.key_of(args[api.counter])
+            self.counter_key(args[api.counter])
             if api.counter is not None and api.counter < len(args)
             else None
         )
@@ -898,6 +898,21 @@ class _FnCompiler:
         if c.cur:
             self.ex.key_types[key] = c.cur
         return key
+
+    def counter_key(self, node: Node) -> Key | None:
+        """The key of a counter argument: `&x->ref` names a field; a plain
+        pointer (`css_put(css)`) names the refcount of the object it points to."""
+        inner = node
+        while inner.type == "parenthesized_expression" and inner.named_children:
+            inner = inner.named_children[0]
+        is_address = (
+            inner.type == "pointer_expression"
+            and _text(inner.child_by_field_name("operator")) == "&"
+        )
+        if is_address:
+            return self.key_of(inner)
+        obj = self.object_of(inner)
+        return f"{obj}:refcnt" if obj else None
 
     def lock_key(self, node: Node) -> Key | None:
         """A lock's key: a field of a struct (one per type), or a global by name."""
@@ -1046,7 +1061,7 @@ class _FnCompiler:
             others = [a for i, a in enumerate(args) if i != api.counter]
             for a in others:
                 self.value(a)
-            key = self.key_of(target) if target is not None else None
+            key = self.counter_key(target) if target is not None else None
             if key is None:
                 return UNKNOWN
             if eff == "read":

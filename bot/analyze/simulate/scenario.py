@@ -426,9 +426,9 @@ def make_model(
     for i, t in enumerate(threads):
         if t.role != "release":
             continue
-        entry = funcs.get(t.entry)
+        entry_fn = funcs.get(t.entry)
         for obj in tracked_t:
-            if entry is not None and obj in entry.params:
+            if entry_fn is not None and obj in entry_fn.params:
                 release_thread.setdefault(obj, i)
     model = Model(
         functions=funcs,
