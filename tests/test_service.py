@@ -191,3 +191,55 @@ def test_serve_runs_everything_with_an_embedded_redis_and_stops_cleanly(tmp_path
             code = proc.wait(timeout=60)
     assert code == 0
     assert not _listening(port) and not _listening(redis_port)
+
+
+def test_service_config_defaults_send_nothing() -> None:
+    from workers.config import parse_config
+
+    cfg = parse_config({}, env={})
+    assert cfg.dry_run is True and cfg.lists == () and cfg.smtp is None and cfg.patchwork is None
+    assert cfg.list("linux-mm").email is False  # an unknown list is muted
+    assert cfg.webhook_max_bytes == 1024 * 1024
+
+
+def test_service_config_takes_secrets_from_the_environment_only() -> None:
+    from workers.config import parse_config
+
+    data = {
+        "publish": {
+            "smtp": {"host": "mx", "password": "in-the-file"},
+            "patchwork": {"url": "https://pw/"},
+        },
+        "lists": {"linux-mm": {"mirror": "https://lore.kernel.org/linux-mm", "email": True}},
+    }
+    cfg = parse_config(data, env={"BOT_SMTP_PASSWORD": "pw", "BOT_PATCHWORK_TOKEN": "tok"})
+    assert cfg.smtp is not None and cfg.smtp.password == "pw"
+    assert (
+        cfg.patchwork is not None
+        and cfg.patchwork.token == "tok"
+        and cfg.patchwork.url == "https://pw"
+    )
+    assert cfg.list("linux-mm").email is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lists: [unclosed", "not valid YAML"),
+        ("- a list\n", "must be a mapping"),
+        ("lists: {mm: {email: 'yes'}}\n", "lists.mm.email must be true or false"),
+        ("repos: {mm: {}}\n", "repos.mm needs a url"),
+        ("lists: {mm: {wait_seconds: soon}}\n", "bad service config"),
+    ],
+)
+def test_a_bad_service_config_is_one_line_input_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    from bot.errors import InputError
+    from workers.config import load_service_config
+
+    path = tmp_path / "service.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        load_service_config(str(path))
+    assert "\n" not in err.value.one_line()
