@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.analyze.simulate import SimResult, format_trace, simulate_source
+from bot.analyze.simulate import SimResult, SimViolation, format_trace, simulate_source
 from bot.config import Settings
 from bot.errors import EXIT_FINDINGS, EXIT_OK, InputError, UsageError
 
@@ -122,11 +122,26 @@ def _text(r: SimResult) -> str:
         + ("" if r.complete else " (incomplete: a bound was reached)"),
     ]
     lines += [f"note: {n}" for n in r.notes]
-    if not r.violations:
+    shown = _distinct(r)
+    if not shown:
         lines.append("no violation found")
-    for i, v in enumerate(r.violations, 1):
+    elif len(shown) < len(r.violations):
+        lines.append(f"{len(r.violations)} routes; {len(shown)} distinct traces shown")
+    for i, v in enumerate(shown, 1):
         lines += ["", f"[{i}] SIM-{v.kind}: {v.detail}", format_trace(v.trace)]
     return "\n".join(lines)
+
+
+def _distinct(r: SimResult) -> list[SimViolation]:
+    """Routes whose shortest traces read the same are printed once."""
+    seen: set[tuple[object, ...]] = set()
+    out: list[SimViolation] = []
+    for v in r.violations:
+        look = (v.kind, tuple((s.actor, s.text, s.line) for s in v.trace.steps))
+        if look not in seen:
+            seen.add(look)
+            out.append(v)
+    return out
 
 
 def _json(r: SimResult) -> str:

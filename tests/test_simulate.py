@@ -118,6 +118,22 @@ def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> Non
     assert "never freed" in t.summary
 
 
+def test_a_lock_both_paths_take_orders_them_so_only_one_frees() -> None:
+    r = sim("locked_release.c", ["table_fail"], teardown=("table_teardown",))
+    assert r.violations == ()
+    assert r.complete
+
+
+def test_dropping_the_lock_before_the_free_lets_both_paths_free() -> None:
+    r = sim("locked_release.c", ["table_fail_unlocked"], teardown=("table_teardown",))
+    assert kinds(r) == {"DOUBLE-FREE"}
+    steps = r.violations[0].trace.steps
+    unlock = next(i for i, st in enumerate(steps) if "mutex_unlock" in st.text)
+    frees = [i for i, st in enumerate(steps) if "kfree(o->table)" in st.text]
+    assert len(frees) == 2 and unlock < frees[0]
+    assert {steps[i].function for i in frees} == {"table_fail_unlocked", "table_teardown"}
+
+
 def test_whoever_drops_the_last_unit_queues_the_destroy_so_nothing_leaks() -> None:
     r = sim("pool_counted.c", ["pool_release_pages"], teardown=("pool_css_offline",))
     assert r.violations == ()
@@ -223,12 +239,15 @@ def test_format_trace_draws_one_column_per_actor() -> None:
 # ------------------------------------------------------------------ differential (pipeline)
 
 
-def _check(patch: str, tree: str) -> list[Finding]:
-    settings = Settings()
+def _check(
+    patch: str, tree: str, check: SimulatorCheck | None = None, settings: Settings | None = None
+) -> list[Finding]:
+    settings = settings or Settings()
+    check = check or SimulatorCheck()
     messages = ingest.load([str(FIX / "statpool" / patch)], settings)
     series, _, _ = assemble.select(assemble.assemble(messages, settings))
     applied = apply_series(series, str(FIX / "statpool" / tree), settings)
-    return list(SimulatorCheck().run(build_analysis(applied, settings), settings))
+    return list(check.run(build_analysis(applied, settings), settings))
 
 
 def test_a_series_that_flushes_before_free_reports_the_race_fixed_and_nothing_introduced() -> None:
@@ -254,6 +273,13 @@ def test_a_series_that_drops_the_flush_introduces_the_race_with_its_trace() -> N
     assert uaf.line is not None and "kfree(sp)" in post[uaf.line - 1]
     assert uaf.question
     assert not [f for f in findings if f.status is Status.FIXED]
+
+
+def test_with_no_time_left_the_patch_is_not_simulated_and_the_note_says_so() -> None:
+    check = SimulatorCheck()
+    findings = _check("regress.patch", "good", check, Settings(sim_max_seconds=0.0))
+    assert findings == []
+    assert any("time bound reached" in n for n in check.last_notes)
 
 
 def test_pre_image_lines_map_to_where_they_are_after_the_patch() -> None:

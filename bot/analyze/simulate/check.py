@@ -211,16 +211,23 @@ class SimulatorCheck:
             for v in res.violations:
                 if v.signature not in other:
                     groups.setdefault((v.kind, v.obj), []).append(v)
-            # one finding per counterexample: a trace that leaks two structs freed
-            # together is one leak to the reader
-            merged: dict[tuple[str, tuple[object, ...]], tuple[list[str], SimViolation, int]] = {}
+            # one finding per kind and place: two structs leaked together, or used
+            # after free at the same line, are one problem to the reader
+            merged: dict[tuple[str, str, int | None], tuple[list[str], SimViolation, int]] = {}
             for (kind, obj), routes in groups.items():
                 best = min(routes, key=lambda v: len(v.trace.steps))
-                same = (kind, tuple((st.actor, st.text) for st in best.trace.steps))
-                if same in merged:
-                    merged[same][0].append(obj)
+                last = best.trace.steps[-1] if best.trace.steps else None
+                where = (kind, last.function if last else "", last.line if last else None)
+                if kind == "LEAK":
+                    where = (kind, "", None)
+                if where in merged:
+                    objs, kept, count = merged[where]
+                    objs.append(obj)
+                    if len(best.trace.steps) < len(kept.trace.steps):
+                        kept = best
+                    merged[where] = (objs, kept, count + len(routes))
                 else:
-                    merged[same] = ([obj], best, len(routes))
+                    merged[where] = ([obj], best, len(routes))
             for objs, best, count in merged.values():
                 name = " and struct ".join(objs)
                 out.append(
