@@ -279,31 +279,8 @@ def serve(args: argparse.Namespace) -> int:
                 p.kill()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m bot.service_cli ...`: the same commands without the rest of the CLI."""
-    from bot.cli import _Parser
-    from bot.config import load_settings
-    from bot.errors import BotError
-
-    parser = _Parser(prog="bot")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    sub.required = True
-    add_service_parsers(sub)
-    try:
-        args = parser.parse_args(argv)
-        return run_service(args, load_settings())
-    except BotError as exc:
-        print(f"bot: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 __all__ = [
     "add_service_parsers",
-    "main",
     "mirror_walk",
     "parse_since",
     "run_service",

@@ -97,7 +97,7 @@ def test_parse_since_accepts_dates_and_refuses_nonsense() -> None:
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.service_cli", *args],
+        [sys.executable, "-m", "bot", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -168,7 +168,7 @@ def test_serve_runs_everything_with_an_embedded_redis_and_stops_cleanly(tmp_path
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.service_cli", "serve", "--port", str(port),
+            [sys.executable, "-m", "bot", "serve", "--port", str(port),
              "--data-dir", str(tmp_path / "data"), "--concurrency", "1"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
