@@ -218,3 +218,45 @@ int f(struct demo_req *req)
 }
 """
     assert [h.key[-1] for h in _run(use_after_release, code)] == ["return"]
+
+
+def test_release_paths_are_recognised_by_name_role_or_registration() -> None:
+    from bot.analyze.rules_match import is_release_path
+
+    code = """
+static void demo_free_rcu(struct rcu_head *head)
+{
+	kfree(container_of(head, struct demo, rcu));
+}
+
+void demo_drop_user(struct demo *d)
+{
+	if (refcount_dec_and_test(&d->users))
+		call_rcu(&d->rcu, demo_free_rcu);
+}
+
+static void demo_tail(struct work_struct *w)
+{
+	finish(w);
+}
+
+void demo_setup(struct demo *d)
+{
+	INIT_WORK(&d->tail_work, demo_tail);
+}
+
+void output_page(struct demo *d)
+{
+	write(d);
+}
+"""
+    view = SourceView({"mm/t.c": code}, None)
+    flows = {f.name: f for f in flows_in_text(code, "mm/t.c")}
+
+    def why(name: str) -> str:
+        return is_release_path(flows[name], Side(flows[name], view, "mm/t.c"), ENV)
+
+    assert why("demo_drop_user") == "its name says so"
+    assert why("demo_tail") == "it is registered as a release callback"
+    assert why("output_page") == ""
+    assert why("demo_setup") == ""

@@ -45,10 +45,22 @@ from bot.analyze.flow_source import (
 )
 
 # A function is a release path by name when one of these words is in it.
-_RELEASE_NAME = re.compile(
-    r"(release|free|put|destroy|exit|teardown|offline|uncharge|unregister|remove|kill|drop|"
-    r"cleanup|shutdown|reap|_workfn$|_work_func$|_work_fn$|_rcu_cb$|_cb$)"
-)
+_RELEASE_WORDS = (
+    "release", "free", "put", "destroy", "exit", "teardown", "offline", "uncharge",
+    "unregister", "remove", "kill", "drop", "cleanup", "shutdown", "reap",
+)  # fmt: skip
+# Deferred callbacks: what they run is usually the tail of a release.
+_CALLBACK_NAME = re.compile(r"(_workfn|_work_func|_work_fn|_rcu_cb|_rcu_free)$")
+
+
+def _named_release(name: str) -> bool:
+    """A word of the name (split at `_`) starts with a release word:
+    `memcg_release_pages`, `kmem_freepages`, `css_offline`; not `output_page`."""
+    if _CALLBACK_NAME.search(name):
+        return True
+    return any(w.startswith(_RELEASE_WORDS) for w in name.lower().split("_"))
+
+
 # Work items whose name says what they are for: scheduling one is scheduling destruction.
 _DESTROY_WORK = re.compile(r"(destroy|release|free|reap|kill|teardown|cleanup|dealloc|offline)")
 # Calls that may store a pointer they are given (so a reference passed in escapes).
@@ -164,7 +176,7 @@ def _callback_names(vocab: Vocabulary, view: SourceView, file: str) -> set[str]:
 def is_release_path(flow: Flow, side: Side, env: Env) -> str:
     """Why `flow` is a release path ("" if it is not): by name, by API role, or by
     being registered as a release callback."""
-    if _RELEASE_NAME.search(flow.name):
+    if _named_release(flow.name):
         return "its name says so"
     for call in flow.calls:
         role = env.vocab.role_of(call.name)
