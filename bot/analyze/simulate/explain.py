@@ -9,6 +9,7 @@ linux-mm.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bot.analyze.simulate.explore import Model, Violation
 from bot.model import Trace, TraceStep
@@ -57,7 +58,10 @@ def column_names(model: Model, violation: Violation) -> dict[int, str]:
 
 def to_trace(model: Model, violation: Violation) -> Trace:
     """The shortest counterexample of `violation` as a Trace."""
-    names = column_names(model, violation)
+    last = len(violation.steps) - 1
+    # steps that only dereference an object stay out of the explanation
+    shown = [ev for i, ev in enumerate(violation.steps) if ev.telling or i == last]
+    names = column_names(model, replace(violation, steps=tuple(shown)))
     steps = tuple(
         TraceStep(
             actor=names[ev.thread],
@@ -66,7 +70,7 @@ def to_trace(model: Model, violation: Violation) -> Trace:
             file=ev.loc.file,
             line=ev.loc.line,
         )
-        for ev in violation.steps
+        for ev in shown
     )
     roles = {
         names[t]: f"{model.threads[t].entry}() ({_role_words(model.threads[t].role)})"

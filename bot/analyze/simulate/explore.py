@@ -86,6 +86,9 @@ class Event:
     text: str
     foot: Foot = (frozenset(), frozenset())
     labels: tuple[str, ...] = ()
+    # False for a step that only dereferences a tracked object: it is an
+    # interleaving point, but says nothing to the reader of the trace
+    telling: bool = True
 
 
 @dataclass(frozen=True)
@@ -596,6 +599,7 @@ class Explorer:
             if i is not None:
                 c.vals[i] = new
                 c.events.append(f"write {_short(str(v[1]))}={_show(new)}")
+                ann.append(f"{_short(str(v[1]))} = {_show(new)}")
             return new
         if tag == "rmw":
             return self._rmw(v, c, ann)
@@ -618,6 +622,8 @@ class Explorer:
                 c.calls.append(f"release:{tid}")
                 ann.append("gives the last unit back through the release path")
                 c.events.append(f"shrink-release {obj}")
+            elif tid is not None:
+                ann.append("no unit given back here")
             return None
         if tag == "rcu":
             c.rcu += _int(v[1])
@@ -628,6 +634,7 @@ class Explorer:
                 return None
             if tag == "unlock":
                 c.vals[li] = 0
+                ann.append("released")
                 return None
             if c.vals[li] in (0, c.tid + 1):
                 c.vals[li] = c.tid + 1
@@ -830,7 +837,7 @@ class Explorer:
             fn = self.m.functions[spec.entry]
             loc = Loc(spec.entry, fn.file, fn.line, f"{spec.entry}()")
             owner = self.work_owner.get(w, -1)
-            text = f"{spec.entry}() runs"
+            text = f"starts: {_short(w)} dequeued"
             if owner >= 0 and not st[1][owner]:
                 ran = _Stop(
                     "WORK-AFTER-FREE",
@@ -877,6 +884,7 @@ class Explorer:
                         li = self.field_index.get(str(e[1]))
                         if li is not None:
                             c.vals[li] = tid + 1
+                            ann.append("taken")
                 elif ins.expr is not None:
                     truth = self._eval(ins.expr, c, rv, ann)
             except _Stop as exc:
@@ -889,7 +897,8 @@ class Explorer:
             if ann:
                 text += "  [" + "; ".join(dict.fromkeys(ann)) + "]"
             labels = (*c.events, stop.label) if stop is not None else tuple(c.events)
-            event = Event(tid, ins.loc, text, self.step_foot(st, tid), labels)
+            telling = bool(ann)
+            event = Event(tid, ins.loc, text, self.step_foot(st, tid), labels, telling)
             if stop is not None:
                 outs.append((st, event, stop))
                 continue
