@@ -64,6 +64,21 @@ def test_fetch_picks_up_new_messages_and_a_new_epoch(tmp_path: Path) -> None:
     assert [m.epoch for m in new] == [0, 0, 1, 1]
 
 
+def test_a_mirror_url_is_cloned_and_its_epochs_probed(tmp_path: Path) -> None:
+    msgs = _msgs(4)
+    write_inbox(tmp_path / "inbox", msgs, per_epoch=2)
+    mirror = PublicInboxMirror((tmp_path / "inbox").as_uri(), tmp_path / "cache")
+    assert mirror.epoch_url(1) == (tmp_path / "inbox").as_uri() + "/git/1.git"
+    assert mirror.sync() == [0, 1]
+    assert [m.raw for m in mirror.walk({})] == msgs
+    assert (tmp_path / "cache" / "git" / "1.git" / "HEAD").is_file()
+
+
+def test_lore_epochs_are_cloned_from_the_inbox_url_and_epoch_number(tmp_path: Path) -> None:
+    mirror = PublicInboxMirror("https://lore.kernel.org/linux-mm/", tmp_path / "cache")
+    assert mirror.epoch_url(0) == "https://lore.kernel.org/linux-mm/0"
+
+
 def test_a_cursor_the_archive_no_longer_has_walks_the_epoch_again(tmp_path: Path) -> None:
     write_inbox(tmp_path / "inbox", _msgs(3))
     mirror = PublicInboxMirror(str(tmp_path / "inbox"), tmp_path / "cache")

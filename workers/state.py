@@ -6,6 +6,7 @@ several deployments, or the tests, can share one Redis. `scope` is a mailing lis
 the cover letter, else of the first patch) or a commit range `A..B`.
 
     {p}:mirror:{scope}:cursor        HASH   epoch -> last commit whose message is queued
+    {p}:polling:{scope}              STRING a worker is polling this list's mirror (expires)
     {p}:seen:{scope}                 SET    Message-IDs already stored (dedupe of deliveries)
     {p}:msg:{scope}                  HASH   Message-ID -> raw message bytes
     {p}:thread:{scope}:{root}        SET    Message-IDs of one thread (root = first Reference)
@@ -363,6 +364,13 @@ class State:
     def review_count(self, scope: str, key: str) -> int:
         raw = cast(bytes | None, self.r.get(self.k("reviews", scope, key)))
         return int(raw) if raw else 0
+
+    def claim_poll(self, scope: str, ttl: float) -> bool:
+        """One poll of a list at a time: two would fetch into the same clone at once."""
+        return bool(self.r.set(self.k("polling", scope), os.getpid(), nx=True, px=int(ttl * 1000)))
+
+    def release_poll(self, scope: str) -> None:
+        self.r.delete(self.k("polling", scope))
 
     def claim_review(self, scope: str, key: str, ttl: float) -> bool:
         """Claim a series for review so a duplicate task skips instead of reviewing it

@@ -121,9 +121,15 @@ def poll_mirror(scope: str) -> dict[str, int]:
     if not lst.mirror:
         log.warning("no mirror configured", extra={"scope": scope})
         return {}
-    mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
-    mirror.sync()
-    stats = ingest_mirror(state(), scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
+    st = state()
+    if not st.claim_poll(scope, HARD_TIME_LIMIT):
+        return {"skipped": 1}  # the poll already running will see the same new mail
+    try:
+        mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
+        mirror.sync()
+        stats = ingest_mirror(st, scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
+    finally:
+        st.release_poll(scope)
     log.info(
         "mirror polled", extra={"scope": scope, "stored": stats.stored, "walked": stats.walked}
     )

@@ -137,6 +137,10 @@ class PublicInboxMirror:
     # ------------------------------------------------------------------ epochs
 
     def epoch_url(self, epoch: int) -> str:
+        """Where epoch N is cloned from: public-inbox-httpd (lore) serves it at
+        `<inbox URL>/N`; a directory (or file://, ssh) holds it at `git/N.git`."""
+        if self.source.lower().startswith(("https://", "http://")):
+            return f"{self.source}/{epoch}"
         return f"{self.source}/git/{epoch}.git"
 
     def local_epochs(self) -> list[int]:
