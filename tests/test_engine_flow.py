@@ -260,3 +260,26 @@ void output_page(struct demo *d)
     assert why("demo_tail") == "it is registered as a release callback"
     assert why("output_page") == ""
     assert why("demo_setup") == ""
+
+
+def test_error_path_jumping_past_the_get_to_the_put_is_a_put_without_get() -> None:
+    from bot.analyze.rules_match import put_without_get
+
+    code = """
+int f(struct mm_struct *mm, bool fast)
+{
+	struct mem_cgroup *memcg;
+	int ret = -EINVAL;
+
+	if (!fast)
+		goto out;
+	memcg = get_mem_cgroup_from_mm(mm);
+	ret = charge(memcg);
+out:
+	mem_cgroup_put(memcg);
+	return ret;
+}
+"""
+    assert [h.key for h in _run(put_without_get, code)] == [("put-without-get", "memcg", "memcg")]
+    null_first = code.replace("struct mem_cgroup *memcg;", "struct mem_cgroup *memcg = NULL;")
+    assert _run(put_without_get, null_first) == []

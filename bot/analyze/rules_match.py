@@ -748,6 +748,97 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
     return list(hits.values())
 
 
+def put_without_get(env: Env, side: Side, other: Side) -> list[Hit]:
+    """A path that drops a reference on a local it never took on that path (an
+    error path jumping to the put before the get), where the function does take
+    that reference on other paths and the pointer is not known to be NULL."""
+    flow = side.flow
+    if flow is None:
+        return []
+    vocab = env.vocab
+
+    def is_local(obj: str) -> bool:
+        return re.fullmatch(r"[A-Za-z_]\w*", obj) is not None and obj not in flow.params
+
+    # Locals this function takes a reference on somewhere: only their puts are judged.
+    gettable: set[str] = set()
+    get_texts: set[str] = set()
+    for c in flow.calls:
+        for role in vocab.roles_of(c.name):
+            if not role.balance or role.kind != "refcount" or role.role not in GET_ROLES:
+                continue
+            if role.returns_object:
+                get_texts.add(c.text)
+            elif (arg := _object_arg(c, role)) is not None:
+                gettable.add(container_of_arg(arg))
+    for node in flow.nodes.values():
+        for ev in node.events:
+            if isinstance(ev, Assign) and any(t in ev.rhs for t in get_texts):
+                gettable.add(ev.lhs)
+    gettable = {g for g in gettable if is_local(g)}
+    if not gettable:
+        return []
+    hits: dict[tuple[str, ...], Hit] = {}
+    State = tuple[frozenset[str], frozenset[str]]  # (got on this path, known NULL)
+
+    def on_event(state: State, ev: Event) -> State:
+        got, nulls = state
+        if isinstance(ev, Assign):
+            lhs = ev.lhs
+            got = got - {lhs}
+            nulls = nulls - {lhs}
+            if "".join(ev.rhs.split()) in ("NULL", "0"):
+                nulls = nulls | {lhs}
+            elif any(t in ev.rhs for t in get_texts) or _alias_source(ev.rhs) in got:
+                got = got | {lhs}
+            return got, nulls
+        if not isinstance(ev, Call):
+            return state
+        for role in vocab.roles_of(ev.name):
+            if not role.balance or role.kind != "refcount":
+                continue
+            arg = _object_arg(ev, role)
+            if arg is None:
+                continue
+            obj = container_of_arg(arg)
+            if role.role in GET_ROLES:
+                got = got | {obj}
+            elif role.role == "put" and not ev.in_condition and obj in gettable:
+                if obj not in got and obj not in nulls:
+                    key = ("put-without-get", role.family, obj)
+                    hits.setdefault(
+                        key,
+                        Hit(
+                            key=key,
+                            line=ev.line,
+                            fields={"function": flow.name, "object": obj, "put": ev.name},
+                            evidence=(
+                                f"{ev.text} at {side.file}:{ev.line} drops a reference on {obj}",
+                                "this path reaches it without taking one; other paths of "
+                                f"{flow.name}() do",
+                            ),
+                            variant="put-without-get",
+                        ),
+                    )
+                got = got - {obj}
+        return got, nulls
+
+    def on_assume(state: State, a: Assume) -> State | None:
+        got, nulls = state
+        c = "".join(a.cond.split())
+        for g in gettable:
+            if (c == g and not a.value) or (c in (f"!{g}", f"{g}==NULL") and a.value):
+                nulls = nulls | {g}
+            elif (c == g and a.value) or (c in (f"!{g}", f"{g}==NULL") and not a.value):
+                nulls = nulls - {g}
+        return got, nulls
+
+    start: State = (frozenset(), frozenset())
+    explore(flow, start, on_event, on_assume=on_assume)
+    del other
+    return list(hits.values())
+
+
 # --------------------------------------------------------------------------- use after put
 
 
@@ -1279,6 +1370,7 @@ MATCHERS: dict[str, Matcher] = {
         ),
         Matcher("get-after-publish", "state", get_after_publish, get_after_publish.__doc__ or ""),
         Matcher("double-put", "state", double_put, double_put.__doc__ or ""),
+        Matcher("put-without-get", "state", put_without_get, put_without_get.__doc__ or ""),
         Matcher("use-after-release", "state", use_after_release, use_after_release.__doc__ or ""),
         Matcher(
             "unguarded-schedule", "change", unguarded_schedule, unguarded_schedule.__doc__ or ""
