@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 import yaml
@@ -149,3 +150,6 @@ def test_a_git_push_through_a_post_receive_hook_is_reviewed_once(
     r = state.r
     wait_until(lambda: all(r.llen(q) == 0 for q in QUEUES) and r.hlen("unacked") == 0, "drain")
     assert state.review_count(scope, key) == 1
+    metrics = httpx.get(url.replace("/hooks/generic", "/metrics"), timeout=10).text
+    assert "bot_series_reviewed_total 1.0" in metrics
+    assert "bot_review_latency_seconds_count 1.0" in metrics

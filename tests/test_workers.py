@@ -255,10 +255,12 @@ def test_public_inbox_series_in_scrambled_order_is_reviewed_once_and_v2_is_linke
             wait_until(lambda: svc.state.outbox_pending() == [], "the outbox to empty")
             ours = {v1.cover_id, *v1.patch_ids, v2.cover_id, *v2.patch_ids}
             assert sink.messages
+            v2_ids = {v2.cover_id, *v2.patch_ids}
             v2_replies = [
-                raw.decode() for _s, _r, raw in sink.messages
-                if message_from_bytes(raw)["In-Reply-To"].strip("<>") in {v2.cover_id, *v2.patch_ids}
-            ]  # fmt: skip
+                raw.decode()
+                for _s, _r, raw in sink.messages
+                if message_from_bytes(raw)["In-Reply-To"].strip("<>") in v2_ids
+            ]
             assert any(
                 "resolved: MMLC002 demo_pool_shrink_all() in mm/demo_pool.c" in r
                 for r in v2_replies
@@ -331,6 +333,21 @@ def test_publishing_worker_killed_between_steps_never_sends_twice(
         assert sent_before_kill == 1 and item["part:0"] == "uncertain"
     else:
         assert sent_before_kill == 0 and item["part:0"] == "sent"
+
+
+@pytest.mark.integration
+def test_mail_that_is_not_mail_is_skipped_and_the_series_still_reviewed(service: Service) -> None:
+    v1 = demo_series(1)
+    garbage = b"\x00\xff\xfe binary junk, no headers at all\n" * 20
+    write_inbox(service.inbox, [garbage, *v1.messages.values()])
+    service.start_worker()
+    service.poll()
+    _wait_reviewed(service, v1.cover_id, "the review despite the junk")
+    wait_until(service.drained, "the queues to drain")
+    assert "Traceback" not in service.log_text()
+    logs = [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+    reviewed = [r for r in logs if r["msg"] == "series reviewed"]
+    assert [(r["scope"], r["series"]) for r in reviewed] == [(LIST, v1.cover_id)]
 
 
 @pytest.mark.integration
