@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -241,6 +242,9 @@ def fetch_repo(cfg: ServiceConfig, name: str) -> Path:
     return path
 
 
+_HEX_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
 def push_key(before: str, after: str) -> str:
     return f"{before}..{after}"
 
@@ -249,15 +253,20 @@ def push_key(before: str, after: str) -> str:
 def review_push(repo: str, before: str, after: str, ref: str = "") -> str:
     """Review the commits a push added to an allow-listed repository, once per range."""
     st = state()
+    if not (_HEX_RE.match(before) and _HEX_RE.match(after)):
+        # the webhook checked this already; a task put on the queue by other means
+        # must not hand git an option or a revision expression either
+        log.error("push refused: commit ids are not hex", extra={"scope": f"push:{repo}"})
+        return "failed: commit ids are not full hex ids"
     scope, key = f"push:{repo}", push_key(before, after)
     if st.result(scope, key) is not None:
         return "skipped: already reviewed"
     cfg = config()
     started = time.time()
     st.update_series(scope, key, {"state": SeriesState.COMPLETE, "ref": ref})
-    path = fetch_repo(cfg, repo)
     rng = f"{after}~1..{after}" if set(before) == {"0"} else key
     try:
+        path = fetch_repo(cfg, repo)
         from bot.pipeline import review_inputs
         from bot.report import render
 
