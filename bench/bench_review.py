@@ -81,10 +81,13 @@ def main(argv: list[str]) -> int:
     cli_cmd = [*bot_command(), "review", *map(str, patches), "--tree", str(tree), "-q"]
     cp_cmd = ["perl", str(checkpatch), "--no-tree", "--color=never", *map(str, patches)]
 
-    def in_process() -> int:
+    def in_process() -> list[str]:
         review = review_inputs([str(p) for p in patches], settings, tree=str(tree))
         render(review, "text", color=False)
-        return len(review.reportable)
+        return [
+            f"{f.rule_id}@{f.function or f.file} (patch {f.patch_number})"
+            for f in review.reportable
+        ]
 
     # The first in-process review pays for imports, tree-sitter and rule loading; it
     # is reported apart, and every subprocess run pays it again by design.
@@ -143,7 +146,7 @@ def main(argv: list[str]) -> int:
             f"   (wall {t.spread})"
         )
     print(f"  {'bot in-process, first run':<30}        {cold:7.3f} s   (imports and setup)")
-    print(f"  introduced findings: {introduced}")
+    print(f"  introduced findings: {len(introduced)}: {', '.join(introduced) or '-'}")
     if base:
         for label, t in (("CLI", cli), ("in-process", inproc)):
             ratio = t.median / base.median
