@@ -101,7 +101,7 @@ def test_throughput_bench_finds_all_96_corpus_patches(
     assert sum("sjp38-mmotm" in str(f) for f in files) == 39
 
 
-def test_eval_on_one_case_prints_table_and_recall() -> None:
+def test_eval_on_one_case_prints_table_and_recall(corpus: Path) -> None:
     if not (EVAL_TREES / f"{SMALL_CASE}.bug.patch").is_file():
         pytest.skip(f"eval trees not prepared in {EVAL_TREES} (scripts/prepare-eval-trees.sh)")
     out = run_bench(
@@ -113,7 +113,9 @@ def test_eval_on_one_case_prints_table_and_recall() -> None:
     assert re.search(r"^false positives: \d/1 fix-direction reviews flagged", out, re.M), out
 
 
-def test_eval_names_the_missing_trees_and_the_script_that_builds_them(tmp_path: Path) -> None:
+def test_eval_names_the_missing_trees_and_the_script_that_builds_them(
+    corpus: Path, tmp_path: Path
+) -> None:
     out = run_bench("eval.py", "--trees", str(tmp_path / "nowhere"))
     assert "skipped: eval trees not found" in out
     assert "prepare-eval-trees.sh" in out
@@ -284,7 +286,7 @@ def test_prepare_eval_trees_refuses_an_out_dir_inside_the_checkout(tmp_path: Pat
     assert not (ROOT / "eval-trees").exists()
 
 
-def test_eval_parse_only_maps_the_fix_hunk_to_its_function() -> None:
+def test_eval_parse_only_maps_the_fix_hunk_to_its_function(corpus: Path) -> None:
     if not (EVAL_TREES / f"{SMALL_CASE}.bug.patch").is_file():
         pytest.skip(f"eval trees not prepared in {EVAL_TREES} (scripts/prepare-eval-trees.sh)")
     out = run_bench("eval.py", "--trees", str(EVAL_TREES), "--case", SMALL_CASE, "--parse-only")
