@@ -283,3 +283,27 @@ out:
     assert [h.key for h in _run(put_without_get, code)] == [("put-without-get", "memcg", "memcg")]
     null_first = code.replace("struct mem_cgroup *memcg;", "struct mem_cgroup *memcg = NULL;")
     assert _run(put_without_get, null_first) == []
+
+
+def test_loop_macros_without_braces_are_loops_that_end_with_a_null_cursor() -> None:
+    code = """
+unsigned long f(struct mem_cgroup *root, struct list_head *head)
+{
+	struct mem_cgroup *mi;
+	struct demo *pos;
+	unsigned long val = 0;
+
+	for_each_mem_cgroup_tree(mi, root)
+		val += demo_stat(mi);
+	list_for_each_entry(pos, head, list)
+		kfree(pos);
+	return val;
+}
+"""
+    (flow,) = flows_in_text(code, "mm/t.c")
+    assert tuple(c.name for c in flow.calls if c.name in ("demo_stat", "kfree")) == (
+        "demo_stat",
+        "kfree",
+    )
+    assert _run(path_reference_leak, code) == []
+    assert _run(use_after_release, code) == []

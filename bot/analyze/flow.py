@@ -123,6 +123,30 @@ def parse(text: str) -> ts.Tree:
 _LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
 
 
+def _loop_macro_call(stmt: ts.Node) -> ts.Node | None:
+    """The call of `stmt` when it is a loop macro by name (`list_for_each_entry`)."""
+    call = stmt.named_children[0] if stmt.named_children else None
+    if call is None or call.type != "call_expression":
+        return None
+    name = _text(call.child_by_field_name("function"))
+    return call if _LOOP_MACRO.search(name) else None
+
+
+def _macro_then_body(stmt: ts.Node) -> tuple[ts.Node, ts.Node] | None:
+    """`macro(...) lhs op= rhs;` (a loop macro glued to its one-line body): the
+    macro call and the rest."""
+    expr = stmt.named_children[0] if stmt.named_children else None
+    if expr is None or expr.type != "assignment_expression":
+        return None
+    left = expr.child_by_field_name("left")
+    if left is None or left.type != "call_expression":
+        return None
+    if not _LOOP_MACRO.search(_text(left.child_by_field_name("function"))):
+        return None
+    right = expr.child_by_field_name("right")
+    return (left, right) if right is not None else None
+
+
 def _is_missing_semicolon(stmt: ts.Node) -> bool:
     last = stmt.children[-1] if stmt.children else None
     return last is not None and last.type == ";" and last.start_byte == last.end_byte
@@ -227,6 +251,12 @@ class _Builder:
         t = s.type
         if t == "compound_statement":
             return self.seq(list(s.named_children), nxt, ctx)
+        if t == "expression_statement" and (split := _macro_then_body(s)) is not None:
+            # `for_each_x(pos, head)\n\tval += f(pos);` parses as one statement
+            # `macro(...) val += ...`: a loop over the statement after the macro
+            macro_call, rest = split
+            head = self.events(macro_call, ctx.guards)
+            return self.macro_loop_events(head, self.events(rest, ctx.guards), nxt, ctx)
         if t in ("expression_statement", "declaration"):
             return self.simple(self.events(s, ctx.guards), nxt)
         if t == "return_statement":
@@ -298,8 +328,8 @@ class _Builder:
             if (
                 s.type == "expression_statement"
                 and follow is not None
-                and follow.type == "compound_statement"
                 and _is_missing_semicolon(s)
+                and (follow.type == "compound_statement" or _loop_macro_call(s) is not None)
             ):
                 items.append((s, follow))
                 i += 2
@@ -311,24 +341,39 @@ class _Builder:
             if body is None:
                 cur = self.stmt(s, cur, ctx)
                 continue
-            head = self.events(s, ctx.guards)
-            call = next((e for e in reversed(head) if isinstance(e, Call)), None)
-            if call is not None:
-                # Every plain name the macro is given may be a cursor it assigns
-                # (`list_for_each_entry(pos, ...)`, `xas_for_each(&xas, entry, max)`);
-                # the first one is the cursor that is NULL once the loop ends.
-                names = [a for a in call.args if re.fullmatch(r"[a-z_]\w*", a)]
-                at = head.index(call)
-                for name in reversed(names):
-                    head.insert(at, Assign(name, call.text, self.line(s)))
+            head = self._with_cursors(self.events(s, ctx.guards))
             cur = self.macro_loop(head, body, cur, ctx)
         return cur
+
+    def macro_loop_events(self, head: list[Event], body: list[Event], nxt: int, ctx: _Ctx) -> int:
+        """A loop macro whose body is a plain expression (no statement node)."""
+        placeholder = self.new()
+        body_id = self.simple(body, placeholder.id)
+        return self._macro_head(placeholder, self._with_cursors(head), body_id, nxt)
+
+    def _with_cursors(self, head: list[Event]) -> list[Event]:
+        call = next((e for e in reversed(head) if isinstance(e, Call)), None)
+        if call is None:
+            return head
+        # Every plain name the macro is given may be a cursor it assigns
+        # (`list_for_each_entry(pos, ...)`, `xas_for_each(&xas, entry, max)`);
+        # the first one is the cursor that is NULL once the loop ends.
+        names = [a for a in call.args if re.fullmatch(r"[a-z_]\w*", a)]
+        at = head.index(call)
+        out = list(head)
+        for name in reversed(names):
+            out.insert(at, Assign(name, call.text, call.line))
+        return out
 
     def macro_loop(self, head: list[Event], body: ts.Node | None, nxt: int, ctx: _Ctx) -> int:
         h = self.new()
         h.events = head
         inner = ctx.loop(brk=nxt, cont=h.id)
         body_id = self.stmt(body, h.id, inner) if body is not None else h.id
+        return self._macro_head(h, head, body_id, nxt)
+
+    def _macro_head(self, h: Node, head: list[Event], body_id: int, nxt: int) -> int:
+        h.events = head
         # The cursor is non-NULL inside the body and NULL once the macro runs out.
         cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
         line = head[-1].line if head else 0
