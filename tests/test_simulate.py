@@ -102,6 +102,29 @@ def test_css_put_after_the_last_use_is_safe() -> None:
     assert r.violations == ()
 
 
+def test_using_an_object_after_call_rcu_outside_a_read_section_is_a_use_after_free() -> None:
+    r = sim("rcu_free.c", ["filter_retire"])
+    uaf = next(v for v in r.violations if v.kind == "UAF")
+    steps = uaf.trace.steps
+    assert [s.actor for s in steps] == ["CPU0", "rcu", "rcu", "CPU0"]
+    assert "call_rcu" in steps[0].text and "kfree(f)" in steps[2].text
+    assert "f->retired = 1" in steps[-1].text
+
+
+def test_an_rcu_read_section_holds_the_grace_period_off() -> None:
+    r = sim("rcu_free.c", ["filter_retire_locked"])
+    assert r.violations == ()
+    assert r.complete
+
+
+def test_a_put_through_a_plain_pointer_drops_the_pointees_reference() -> None:
+    r = sim("css_pointer_put.c", ["grab_release"])
+    assert kinds(r) == {"UAF"}
+    steps = r.violations[0].trace.steps
+    assert "css_put(css)" in steps[0].text and "frees struct cgroup_subsys_state" in steps[0].text
+    assert "css->flags" in steps[-1].text
+
+
 def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> None:
     r = sim("pool_leak.c", ["pool_release_pages"], teardown=("pool_css_offline",))
     assert kinds(r) == {"LEAK"}
@@ -153,6 +176,8 @@ SCENARIOS = [
     ("pool_counted.c", ["pool_release_pages"], ("pool_css_offline",)),
     ("locked_release.c", ["table_fail"], ("table_teardown",)),
     ("locked_release.c", ["table_fail_unlocked"], ("table_teardown",)),
+    ("rcu_free.c", ["filter_retire"], ()),
+    ("rcu_free.c", ["filter_retire_locked"], ()),
 ]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import PurePosixPath
 
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.explain import describe_kind
@@ -357,7 +356,3 @@ def map_pre_line(fd: FileDiff, line: int) -> int:
             return last_target
         shift = (h.target_start + h.target_length) - end
     return max(1, line + shift)
-
-
-def is_c_path(path: str) -> bool:
-    return PurePosixPath(path).suffix in _C_SUFFIXES

@@ -8,13 +8,16 @@ hashable:
     ("k", n)                    constant
     ("u",)                      unknown: a branch on it goes both ways
     ("rd", key)                 read of a field or counter of a tracked object
-    ("rmw", op, key, amount)    counter update; op in RMW_OPS
-    ("put", key, owner)         refcount put that frees `owner` at zero
+    ("rmw", op, key, refcount)  counter update; op in RMW_OPS; refcount: True
+                                when going below zero is an underflow
+    ("put", key, release, refcount)  refcount put: at zero calls `release`
+                                (a function name) or frees the key's object
     ("wr", key, value)          store to a field
     ("pend", work) ("sched", work) ("cancel", work)
     ("free", obj) ("freercu", obj) ("callrcu", work)
     ("release", obj)            may run the object's pending release path here
     ("rcu", +1 | -1)            rcu_read_lock / rcu_read_unlock
+    ("lock", key) ("unlock", key) ("trylock", key)  locks (a WAIT takes one)
     ("not", v) ("and", a, b) ("or", a, b) ("cmp", op, a, b) ("seq", v, ...)
     ("rv",)                     return value of the last call
 
@@ -34,7 +37,8 @@ Val = tuple[object, ...]
 
 UNKNOWN: Val = ("u",)
 
-# Counter updates: name -> (delta sign, what the expression returns).
+# Counter updates: add/sub return the new value, *_ret likewise, sub_test
+# returns whether the counter reached zero.
 RMW_OPS = ("add", "sub", "add_ret", "sub_ret", "sub_test", "add_test", "set")
 
 
@@ -44,8 +48,10 @@ class Kind(enum.Enum):
     JUMP = "jump"
     CALL = "call"  # push a frame of `callee`
     RET = "ret"  # pop a frame; expr (may be None) is the return value
-    WAIT = "wait"  # block until `expr` holds: ("idle", work) ("flushed", work) ("gp",) ("barrier",)
-    STOP = "stop"  # a path the program cannot follow further (bound reached): ends the thread
+    # block until `expr` holds: ("idle", work) ("flushed", work) ("gp",)
+    # ("barrier",); ("lock", key) also takes the lock
+    WAIT = "wait"
+    STOP = "stop"  # a path the program cannot follow further: ends the thread
 
 
 @dataclass(frozen=True)
@@ -83,23 +89,18 @@ class Function:
 
 @dataclass(frozen=True)
 class Binding:
-    """A callback bound to a work/rcu/timer field or an ops slot."""
+    """A callback bound to a work/rcu/timer field, or the release callback of a
+    percpu_ref (INIT_WORK(&x->f, fn), call_rcu(&x->rcu, fn), percpu_ref_init)."""
 
-    kind: str  # "work", "rcu", "timer", "release", "ops"
-    key: Key | None  # the field it is bound to (None for ops slots)
+    kind: str  # "work", "rcu", "release"
+    key: Key | None  # the field it is bound to
     callback: str
     where: Loc
-    slot: str = ""  # ops slot name (".css_offline")
 
 
 def key_object(key: Key) -> str:
     """The struct type a field key belongs to."""
     return key.split(":", 1)[0]
-
-
-def key_field(key: Key) -> str:
-    """The field path of a key, without its struct type."""
-    return key.split(":", 1)[1] if ":" in key else key
 
 
 def walk_val(v: Val) -> Iterator[Val]:
