@@ -83,6 +83,17 @@ def _read(path: str, settings: Settings) -> str:
         raise InputError(f"cannot read: {exc.strerror or exc}", source=path) from exc
 
 
+def _key(path: str, tree: str | None) -> str:
+    """A file inside --tree is known by its path in the tree, so the simulator
+    finds its neighbours and the headers it includes there."""
+    if tree:
+        full = Path(path).resolve()
+        root = Path(tree).resolve()
+        if full.is_relative_to(root):
+            return str(full.relative_to(root))
+    return path
+
+
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Run `bot simulate`; returns the exit code (1 when a violation is found)."""
     changes: dict[str, object] = {}
@@ -100,7 +111,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_(**changes)
     if args.tree and not Path(args.tree).is_dir():
         raise UsageError(f"--tree {args.tree}: not a directory")
-    files = {path: _read(path, settings) for path in args.files}
+    files = {_key(path, args.tree): _read(path, settings) for path in args.files}
     result = simulate_source(
         files,
         args.entry,

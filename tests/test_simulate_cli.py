@@ -110,3 +110,27 @@ def test_hostile_c_text_is_parsed_not_run(
     assert code == EXIT_FINDINGS
     assert out.startswith("actors: entry f()")
     assert "SIM-UAF" in out and "o->y = 1;" in out
+
+
+def test_tree_supplies_the_helper_and_the_callback_binding(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tree = FIX / "tree"
+    code, out = run(
+        [str(tree / "mm" / "bufring_free.c"), "--entry", "bufring_free", "--tree", str(tree)],
+        capsys,
+    )
+    assert code == EXIT_FINDINGS
+    assert "worker bufring_drain_workfn()" in out
+    assert "SIM-WORK-AFTER-FREE" in out
+    assert "include/linux/bufring.h:14" in out  # the header helper's schedule_work()
+
+
+def test_without_the_tree_the_helper_is_unknown_and_nothing_is_found(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = run(
+        [str(FIX / "tree" / "mm" / "bufring_free.c"), "--entry", "bufring_free"], capsys
+    )
+    assert code == EXIT_OK
+    assert "no violation found" in out

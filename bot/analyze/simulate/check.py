@@ -113,7 +113,9 @@ class SimulatorCheck:
                 pre_files[img.path] = img.pre
             if img.post is not None:
                 post_files[img.path] = img.post
-        tree = None if pa.partial else ctx.tree_root
+        # the tree still serves the files this patch does not touch (callers,
+        # ops tables, callbacks) when its own images are rebuilt from the diff
+        tree = ctx.tree_root
         pre_src = SourceSet(pre_files, tree, deadline)
         post_src = SourceSet(post_files, tree, deadline)
         effects, data = load_data(settings)
@@ -131,7 +133,7 @@ class SimulatorCheck:
         actors = list(plans.values())
         pending = [n for n in touched if n in callbacks]
         if not actors and not pending:
-            notes.extend(role_notes)
+            notes.extend(_roleless(list(role_notes)))
             notes.append("no actor found for the touched functions: nothing simulated")
             return [], notes
         pre = prepare_side(pre_src, actors, settings)
@@ -160,7 +162,7 @@ class SimulatorCheck:
                 side.program.actors = kept
         # a touched helper reached from an actor or a queued callback is simulated
         covered = set(pre.program.functions) | set(post.program.functions)
-        notes.extend(n for n in role_notes if n.split("(", 1)[0] not in covered)
+        notes.extend(_roleless([n for n in role_notes if n.split("(", 1)[0] not in covered]))
         touched_set = set(touched)
         focus: set[str] = set()
         freed: set[str] = set()
@@ -189,6 +191,14 @@ class SimulatorCheck:
             notes.extend(f"{side_name}: {n}" for n in res.notes)
         files = {fd.path: fd for fd in pa.images.files}
         findings = self._compare(pa, pre_res, post_res, touched_set, files)
+        both = {v.signature for v in pre_res.violations} & {
+            v.signature for v in post_res.violations
+        }
+        if both:
+            notes.append(
+                f"{len(both)} route(s) found before and after the patch "
+                "(pre-existing, not reported)"
+            )
         return findings, notes
 
     def _compare(
@@ -289,11 +299,14 @@ class SimulatorCheck:
                 else " (a bound was reached: see the check's notes)"
             ),
         )
+        # a bound cut the search short on one side: the other side's route may
+        # have been there too, unseen
+        bounded = not (pre.complete and post.complete)
         return Finding(
             rule_id=f"SIM-{kind}",
             symbol=_SYMBOLS.get(kind, kind.lower()),
             severity=_SEVERITY.get(kind, Severity.ERROR),
-            confidence=Confidence.MEDIUM,
+            confidence=Confidence.LOW if bounded else Confidence.MEDIUM,
             status=status,
             message=message,
             file=file,
@@ -304,6 +317,17 @@ class SimulatorCheck:
             patch_number=pa.number,
             trace=trace,
         )
+
+
+def _roleless(notes: list[str]) -> list[str]:
+    """One note naming the touched functions no actor covers."""
+    names = [n.split("(", 1)[0] for n in notes]
+    if not names:
+        return []
+    shown = ", ".join(f"{n}()" for n in names[:6]) + (
+        f" and {len(names) - 6} more" if len(names) > 6 else ""
+    )
+    return [f"no actor role (release/teardown/shrink path or callback) for {shown}"]
 
 
 def _question(kind: str, obj: str, last_fn: str, status: Status) -> str:
