@@ -70,7 +70,9 @@ def _store(state: State, *raws: bytes) -> list[str]:
     items = []
     for raw in raws:
         k = routing_keys(raw, "x")
-        items.append(StoredMessage(k.message_id, k.root, k.title, k.author, k.is_patch, raw))
+        items.append(
+            StoredMessage(k.message_id, k.root, k.title, k.author, k.is_patch, raw, k.date)
+        )
     state.store_messages(LIST, items)
     return sorted({i.root for i in items})
 
@@ -126,3 +128,31 @@ def test_a_later_version_in_the_same_threads_supersedes_an_unreviewed_one(eager:
 
 def test_a_push_with_non_hex_ids_is_refused_by_the_task_itself(eager: State) -> None:
     assert tasks.review_push.run("mm", "--upload-pack=evil", "b" * 40).startswith("failed")
+
+
+def test_an_unthreaded_series_arriving_out_of_order_is_stitched_and_reviewed_once(
+    eager: State,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fixtures.service.helpers import HERE, mail
+
+    start = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+    patches = {
+        n: mail(
+            msgid=f"loose-{n}@example.org",
+            subject=f"[PATCH {n}/2] mm/demo_pool: part {n}",
+            body=f"Part {n}.\n\nSigned-off-by: Ada Lovelace <ada@example.org>\n"
+            + (HERE / f"v1-{n}.diff").read_text(),
+            date=start + timedelta(seconds=n),
+        )
+        for n in (1, 2)
+    }  # git send-email without --thread: no In-Reply-To, no References
+    assert tasks.assemble_thread.run(LIST, _store(eager, patches[2])) == {
+        "loose-2@example.org": "incomplete"
+    }
+    outcome = tasks.assemble_thread.run(LIST, _store(eager, patches[1]))
+    assert outcome == {"loose-1@example.org": "complete"}
+    assert eager.review_count(LIST, "loose-1@example.org") == 1
+    assert eager.series(LIST, "loose-2@example.org")["state"] == "merged"
+    assert eager.waiting_since(LIST, float("inf")) == []

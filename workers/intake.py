@@ -98,6 +98,7 @@ def ingest_mirror(
                     author=keys.author,
                     is_patch=keys.is_patch,
                     raw=m.raw,
+                    date=keys.date,
                 )
             )
         fresh: list[StoredMessage] = []

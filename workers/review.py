@@ -53,8 +53,9 @@ def assemble_roots(state: State, scope: str, roots: Sequence[str], settings: Set
     from bot.assemble import assemble
 
     all_roots: dict[str, None] = {}
+    window = settings.stitch_window_minutes * 60.0
     for root in roots:
-        for r in state.related_roots(scope, root):
+        for r in state.related_roots(scope, root, window=window):
             all_roots.setdefault(r, None)
     ids: set[str] = set()
     for r in all_roots:

@@ -11,6 +11,7 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:msg:{scope}                  HASH   Message-ID -> raw message bytes
     {p}:thread:{scope}:{root}        SET    Message-IDs of one thread (root = first Reference)
     {p}:title:{scope}:{author}|{t}   SET    thread roots whose patches carry title t (v1 <-> v2)
+    {p}:unthreaded:{scope}:{author}  ZSET   patches sent without threading -> Date (stitching)
     {p}:series:{scope}:{key}         HASH   state, version, total, missing, roots, first_seen,
                                             updated, reviewed_at, superseded_by, name, author
     {p}:root-series:{scope}:{root}   SET    series keys assembly produced from this thread
@@ -80,6 +81,7 @@ class StoredMessage:
     author: str
     is_patch: bool
     raw: bytes
+    date: float | None = None  # Date header, epoch seconds
 
 
 # KEYS: result, reviews, series, outbox item, outbox pending, waiting, metrics
@@ -201,6 +203,10 @@ class State:
             pipe.sadd(self.k("thread", scope, m.root), m.message_id)
             if m.is_patch and m.title:
                 pipe.sadd(self.k("title", scope, f"{m.author}|{m.title}"), m.root)
+            if m.is_patch and m.root == m.message_id and m.date is not None:
+                # git send-email without --thread: every patch is a thread of its own;
+                # assembly stitches them by author and time, so it must see them together
+                pipe.zadd(self.k("unthreaded", scope, m.author), {m.root: m.date})
             pipe.sadd(seen_key, m.message_id)
         pipe.execute()
         return fresh
@@ -213,9 +219,13 @@ class State:
             m.decode() for m in cast(set[bytes], self.r.smembers(self.k("thread", scope, root)))
         }
 
-    def related_roots(self, scope: str, root: str, limit: int = 8) -> list[str]:
-        """Thread roots whose patches share an author and title with `root`'s patches:
-        earlier or later versions of the same series, posted as new threads."""
+    def related_roots(
+        self, scope: str, root: str, limit: int = 64, window: float = 3600.0
+    ) -> list[str]:
+        """Thread roots assembly must see together with `root`: threads whose patches
+        share an author and title with its patches (other versions of the series posted
+        as new threads), and unthreaded patches by the same author sent within
+        `window` seconds of an unthreaded patch here (one series sent without --thread)."""
         ids = sorted(self.thread_ids(scope, root))
         if not ids:
             return [root]
@@ -223,17 +233,22 @@ class State:
         from bot.ingest.mirror import routing_keys
 
         titles: dict[str, None] = {}
+        loose: list[tuple[str, float]] = []
         for mid, raw in zip(ids, raws, strict=True):
             if raw is None:
                 continue
             keys = routing_keys(raw, mid)
             if keys.is_patch and keys.title:
                 titles.setdefault(self.k("title", scope, f"{keys.author}|{keys.title}"), None)
+            if keys.is_patch and keys.root == keys.message_id and keys.date is not None:
+                loose.append((self.k("unthreaded", scope, keys.author), keys.date))
         pipe = self.r.pipeline(transaction=False)
         for tkey in titles:
             pipe.smembers(tkey)
+        for akey, when in loose:
+            pipe.zrangebyscore(akey, when - window, when + window)
         found: dict[str, None] = {root: None}
-        for roots in cast(list[set[bytes]], pipe.execute()):
+        for roots in cast(list[Iterable[bytes]], pipe.execute()):
             for r in sorted(x.decode() for x in roots):
                 found.setdefault(r, None)
                 if len(found) >= limit:

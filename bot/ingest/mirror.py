@@ -20,9 +20,10 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from bot.errors import FetchError, InputError
@@ -57,6 +58,7 @@ class MessageKeys:
     title: str  # subject without Re:/[...] prefixes, lower-cased, whitespace collapsed
     author: str  # From address, lower-cased
     is_patch: bool  # a [PATCH ...]-style tag and not a reply
+    date: float | None = None  # the Date header as epoch seconds, when it parses
 
 
 _ID_RE = re.compile(r"<([^<>\s]+)>")
@@ -100,7 +102,18 @@ def routing_keys(raw: bytes, fallback_id: str) -> MessageKeys:
         title=normalise_title(subject),
         author=author,
         is_patch=is_patch,
+        date=_date(str(headers.get("Date", "") or "")),
     )
+
+
+def _date(value: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _git_env() -> dict[str, str]:
