@@ -49,20 +49,21 @@ def review_inputs(
     series_set = assemble.assemble(messages, settings)
     try:
         series, versions, others = assemble.select(series_set, version=version, key=series_key)
+        return review_series(
+            series,
+            versions,
+            settings,
+            tree=tree,
+            others=others,
+            notes=series_set.notes,
+            progress=progress,
+        )
     except InputError as exc:
-        # name what was read, so a refusal is one line that says which input it was
-        if exc.source is None:
-            exc.source = ", ".join(args) if args else "stdin"
+        # A refusal after ingest (no patch at all, an unsafe diff path) names the
+        # input it came from, so the one line says which file to look at.
+        what = ", ".join(args) if args else "stdin"
+        exc.source = f"{what}: {exc.source}" if exc.source else what
         raise
-    return review_series(
-        series,
-        versions,
-        settings,
-        tree=tree,
-        others=others,
-        notes=series_set.notes,
-        progress=progress,
-    )
 
 
 def review_series(
