@@ -120,6 +120,10 @@ class Result:
     first_violation_states: int | None = None
 
 
+class _Timeout(Exception):
+    """The time bound passed in the middle of a step."""
+
+
 class _Stop(Exception):
     """A violation ends the current step's outcome."""
 
@@ -166,8 +170,12 @@ class Explorer:
         self._full: dict[str, Foot] = {}
         self._norm_cache: dict[tuple[Frames, int | None], list[tuple[Frames, int | None]]] = {}
         self._release_guard = self._release_callbacks()
+        self._deadline: float | None = None
+        self._ticks = 0
         for name, fn in model.functions.items():
             self._visible[name] = [self._is_visible(i) for i in fn.code]
+        self._relevant = self._relevant_functions()
+        for name, fn in model.functions.items():
             guards = self._free_guards(name, fn)
             self._foot[name] = [
                 _guarded(self._footprint(i), guards[pc]) for pc, i in enumerate(fn.code)
@@ -267,6 +275,28 @@ class Explorer:
         else:
             self._val_foot(ins.expr, reads, writes)
         return frozenset(reads), frozenset(writes)
+
+    def _relevant_functions(self) -> set[str]:
+        """Functions that do something visible, themselves or in a callee. A
+        call to any other function is a no-op: following its branches would
+        only multiply paths that all end the same."""
+        funcs = self.m.functions
+        relevant = {n for n in funcs if any(self._visible[n])}
+        changed = True
+        while changed:
+            changed = False
+            for name, fn in funcs.items():
+                if name in relevant:
+                    continue
+                for ins in fn.code:
+                    callee = ins.callee if ins.kind == Kind.CALL else ""
+                    if ins.expr is not None and ins.expr[0] == "put" and ins.expr[2]:
+                        callee = callee or str(ins.expr[2])
+                    if callee in relevant:
+                        relevant.add(name)
+                        changed = True
+                        break
+        return relevant
 
     # -- refcount guards: a free that only runs once a counter hits zero cannot
     # happen while another thread still holds a unit of that counter
@@ -477,6 +507,13 @@ class Explorer:
             if cur in seen:
                 continue
             seen.add(cur)
+            self._ticks += 1
+            if (
+                self._deadline is not None
+                and not self._ticks % 4096
+                and time.monotonic() > self._deadline
+            ):
+                raise _Timeout
             frames, rv = cur
             if not frames:
                 out.append(cur)
@@ -498,7 +535,7 @@ class Explorer:
                 todo.append(((*frames[:-1], (name, ins.target)), rv))
             elif k == Kind.CALL:
                 nxt = (*frames[:-1], (name, pc + 1))
-                if ins.callee in funcs:
+                if ins.callee in self._relevant:
                     todo.append(((*nxt, (ins.callee, 0)), None))
                 else:
                     todo.append((nxt, None))
@@ -994,7 +1031,13 @@ class Explorer:
         sleep_of: dict[State, frozenset[int]] = {}
         depth: dict[State, int] = {}
         queue: deque[State] = deque()
-        for s in self.initial_states():
+        self._deadline = started + self.b.max_seconds
+        timed_out = False
+        try:
+            initial = self.initial_states()
+        except _Timeout:
+            initial, timed_out = [], True
+        for s in initial:
             if s not in parent:
                 parent[s] = (None, None)
                 sleep_of[s] = frozenset()
@@ -1035,69 +1078,82 @@ class Explorer:
                     first_t = time.monotonic() - started
                     first_n = expanded
 
-        while queue:
-            s = queue.popleft()
-            expanded += 1
-            if expanded > self.b.max_states:
-                complete = False
-                notes.append(f"state bound reached ({self.b.max_states} states)")
-                break
-            if expanded % 256 == 0:
-                if time.monotonic() - started > self.b.max_seconds:
+        try:
+            while queue:
+                s = queue.popleft()
+                expanded += 1
+                if expanded > self.b.max_states:
                     complete = False
-                    notes.append(
-                        f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)"
-                    )
+                    notes.append(f"state bound reached ({self.b.max_states} states)")
                     break
-                if on_progress:
-                    on_progress(expanded)
-            d = depth[s]
-            enabled = [t for t in range(n) if self.enabled(s, t)]
-            if not enabled:
-                if any(th[0] for th in s[0]):
-                    deadlocks += 1
-                    continue
-                for oi, obj in enumerate(self.m.tracked):
-                    if s[1][oi] and obj in self.m.leak_checked:
-                        record(
-                            _Stop("LEAK", obj, f"struct {obj} is never freed", ""), s, None, None
+                if expanded % 256 == 0:
+                    if time.monotonic() - started > self.b.max_seconds:
+                        complete = False
+                        notes.append(
+                            f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)"
                         )
-                continue
-            if d >= self.b.max_depth:
-                if complete:
-                    notes.append(f"depth bound reached ({self.b.max_depth} steps on one path)")
-                complete = False
-                continue
-            sleep = sleep_of[s]
-            chosen = enabled
-            if reduce_on:
-                chosen = self._ample(s, enabled)
-            foot = {t: self.step_foot(s, t) for t in set(chosen) | set(sleep)} if reduce_on else {}
-            done: list[int] = []
-            for t in chosen:
-                if t in sleep:
-                    continue
-                for new, ev, stop in self.successors(s, t):
-                    transitions += 1
-                    if stop is not None:
-                        record(stop, s, t, ev)
+                        break
+                    if on_progress:
+                        on_progress(expanded)
+                d = depth[s]
+                enabled = [t for t in range(n) if self.enabled(s, t)]
+                if not enabled:
+                    if any(th[0] for th in s[0]):
+                        deadlocks += 1
                         continue
-                    if reduce_on:
-                        new_sleep = frozenset(
-                            u for u in (*sleep, *done) if u != t and not _conflict(foot[u], foot[t])
-                        )
-                    else:
-                        new_sleep = frozenset()
-                    old = sleep_of.get(new)
-                    if old is None:
-                        parent[new] = (s, ev)
-                        sleep_of[new] = new_sleep
-                        depth[new] = d + 1
-                        queue.append(new)
-                    elif not old <= new_sleep:
-                        sleep_of[new] = old & new_sleep
-                        queue.append(new)
-                done.append(t)
+                    for oi, obj in enumerate(self.m.tracked):
+                        if s[1][oi] and obj in self.m.leak_checked:
+                            record(
+                                _Stop("LEAK", obj, f"struct {obj} is never freed", ""),
+                                s,
+                                None,
+                                None,
+                            )
+                    continue
+                if d >= self.b.max_depth:
+                    if complete:
+                        notes.append(f"depth bound reached ({self.b.max_depth} steps on one path)")
+                    complete = False
+                    continue
+                sleep = sleep_of[s]
+                chosen = enabled
+                if reduce_on:
+                    chosen = self._ample(s, enabled)
+                foot = (
+                    {t: self.step_foot(s, t) for t in set(chosen) | set(sleep)} if reduce_on else {}
+                )
+                done: list[int] = []
+                for t in chosen:
+                    if t in sleep:
+                        continue
+                    for new, ev, stop in self.successors(s, t):
+                        transitions += 1
+                        if stop is not None:
+                            record(stop, s, t, ev)
+                            continue
+                        if reduce_on:
+                            new_sleep = frozenset(
+                                u
+                                for u in (*sleep, *done)
+                                if u != t and not _conflict(foot[u], foot[t])
+                            )
+                        else:
+                            new_sleep = frozenset()
+                        old = sleep_of.get(new)
+                        if old is None:
+                            parent[new] = (s, ev)
+                            sleep_of[new] = new_sleep
+                            depth[new] = d + 1
+                            queue.append(new)
+                        elif not old <= new_sleep:
+                            sleep_of[new] = old & new_sleep
+                            queue.append(new)
+                    done.append(t)
+        except _Timeout:
+            timed_out = True
+        if timed_out:
+            complete = False
+            notes.append(f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)")
         if deadlocks:
             notes.append(
                 f"{deadlocks} end state(s) with an actor blocked forever (not reported as findings)"
