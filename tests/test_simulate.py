@@ -328,3 +328,16 @@ def test_pre_image_lines_map_to_where_they_are_after_the_patch() -> None:
     assert map_pre_line(fd, 11) == 11
     assert map_pre_line(fd, 12) == 13
     assert map_pre_line(fd, 40) == 41
+
+
+def test_a_race_one_patch_introduces_and_a_later_one_removes_is_fixed_in_series() -> None:
+    settings = Settings()
+    messages = ingest.load([str(FIX / "statpool" / "undo-series.mbox")], settings)
+    series, _, _ = assemble.select(assemble.assemble(messages, settings))
+    applied = apply_series(series, str(FIX / "statpool" / "good"), settings)
+    findings = list(SimulatorCheck().run(build_analysis(applied, settings), settings))
+    assert findings
+    assert {f.status for f in findings} == {Status.FIXED_IN_SERIES}
+    assert {f.patch_number for f in findings} == {1}
+    assert {f.fixed_by for f in findings} == {2}
+    assert "SIM-WORK-AFTER-FREE" in {f.rule_id for f in findings}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.explain import describe_kind
@@ -50,6 +51,7 @@ class SimulatorCheck:
         self.reduction = reduction  # False: every order (for benchmarks and doubt)
         self.last_notes: tuple[str, ...] = ()
         self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
+        self._routes: dict[int, frozenset[tuple[object, ...]]] = {}  # id(finding) -> routes
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
         # one time bound for the whole series: reading the tree, translating and
@@ -60,6 +62,7 @@ class SimulatorCheck:
         notes: list[str] = []
         earlier: dict[str, str] = {}  # post-images of earlier patches of the series
         self.last_results = {}
+        self._routes = {}
         for pa in ctx.patches:
             if time.monotonic() >= deadline:
                 notes.append(f"time bound reached ({bound}): patch {pa.number} not simulated")
@@ -76,7 +79,35 @@ class SimulatorCheck:
                 else:
                     earlier.pop(img.path, None)
         self.last_notes = tuple(dict.fromkeys(notes))
-        return findings
+        return self._in_series(findings)
+
+    def _in_series(self, findings: list[Finding]) -> list[Finding]:
+        """A route one patch introduces and a later patch removes is
+        FIXED_IN_SERIES (fixed_by the later patch), and that later FIXED
+        finding is not reported again."""
+        used: set[int] = set()
+        marked: dict[int, Finding] = {}
+        for f in findings:
+            if f.status is not Status.INTRODUCED:
+                continue
+            routes = self._routes.get(id(f), frozenset())
+            later = next(
+                (
+                    g
+                    for g in findings
+                    if g.status is Status.FIXED
+                    and id(g) not in used
+                    and (g.patch_number or 0) > (f.patch_number or 0)
+                    and routes & self._routes.get(id(g), frozenset())
+                ),
+                None,
+            )
+            if later is not None:
+                used.add(id(later))
+                marked[id(f)] = replace(
+                    f, status=Status.FIXED_IN_SERIES, fixed_by=later.patch_number
+                )
+        return [marked.get(id(f), f) for f in findings if id(f) not in used]
 
     # ------------------------------------------------------------------ one patch
 
@@ -223,12 +254,14 @@ class SimulatorCheck:
             # one finding per kind and place: two structs leaked together, or used
             # after free at the same line, are one problem to the reader
             merged: dict[tuple[str, str, int | None], tuple[list[str], SimViolation, int]] = {}
+            sigs: dict[tuple[str, str, int | None], set[tuple[object, ...]]] = {}
             for (kind, obj), routes in groups.items():
                 best = min(routes, key=lambda v: len(v.trace.steps))
                 last = best.trace.steps[-1] if best.trace.steps else None
                 where = (kind, last.function if last else "", last.line if last else None)
                 if kind == "LEAK":
                     where = (kind, "", None)
+                sigs.setdefault(where, set()).update(v.signature for v in routes)
                 if where in merged:
                     objs, kept, count = merged[where]
                     objs.append(obj)
@@ -237,20 +270,20 @@ class SimulatorCheck:
                     merged[where] = (objs, kept, count + len(routes))
                 else:
                     merged[where] = ([obj], best, len(routes))
-            for objs, best, count in merged.values():
+            for where, (objs, best, count) in merged.items():
                 name = " and struct ".join(objs)
-                out.append(
-                    self._finding(
-                        pa,
-                        best,
-                        status=status,
-                        obj=name,
-                        routes=count,
-                        sides=(pre, post),
-                        touched=touched,
-                        files=files,
-                    )
+                finding = self._finding(
+                    pa,
+                    best,
+                    status=status,
+                    obj=name,
+                    routes=count,
+                    sides=(pre, post),
+                    touched=touched,
+                    files=files,
                 )
+                self._routes[id(finding)] = frozenset(sigs[where])
+                out.append(finding)
         return out
 
     def _finding(
