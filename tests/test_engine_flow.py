@@ -133,7 +133,8 @@ void f(struct demo *d, bool last)
 }
 """
     hits = _run(use_after_release, code)
-    assert [h.key for h in hits] == [("use-after-release", "css_put", "d->css", "unpin")]
+    assert [h.key for h in hits] == [("use-after-release", "css_put", "d->css")]
+    assert "unpin(d->css)" in hits[0].evidence[1]
 
 
 def test_pointer_reassigned_after_free_is_not_a_use() -> None:
@@ -217,7 +218,8 @@ int f(struct demo_req *req)
 	return req->status;
 }
 """
-    assert [h.key[-1] for h in _run(use_after_release, code)] == ["return"]
+    hits = _run(use_after_release, code)
+    assert [h.fields["use"] for h in hits] == ["return req->status"]
 
 
 def test_release_paths_are_recognised_by_name_role_or_registration() -> None:
@@ -307,3 +309,26 @@ unsigned long f(struct mem_cgroup *root, struct list_head *head)
     )
     assert _run(path_reference_leak, code) == []
     assert _run(use_after_release, code) == []
+
+
+def test_a_lookup_wrapper_leaves_the_read_section_to_its_caller() -> None:
+    code = """
+struct mem_cgroup *demo_memcg_from_id(unsigned short id)
+{
+	return (struct mem_cgroup *)mem_cgroup_from_id(id);
+}
+"""
+    assert _run(rcu_lookup_unprotected, code) == []
+
+
+def test_printing_a_freed_pointer_is_not_a_use_but_dereferencing_it_is() -> None:
+    code = """
+void f(struct demo *p)
+{
+	kfree(p);
+	pr_err("freed %p\\n", p);
+	pr_err("value %d\\n", p->val);
+}
+"""
+    hits = _run(use_after_release, code)
+    assert [h.fields["use"] for h in hits] == ['pr_err("value %d\\n", p->val)']

@@ -636,11 +636,23 @@ def explore(
             continue
         for succ, assume in node.succ:
             nxt: S | None = state
+            if assume is not None and _constant(assume.cond) not in (None, assume.value):
+                continue  # `while (1)` never exits through its condition
             if assume is not None and on_assume is not None:
                 nxt = on_assume(state, assume)
             if nxt is not None:
                 work.append((succ, nxt))
     return True
+
+
+_TRUE = frozenset({"1", "true"})
+_FALSE = frozenset({"0", "false"})
+
+
+def _constant(cond: str) -> bool | None:
+    """The value of a constant condition (`1`, `true`, `0`, `false`), else None."""
+    c = cond.strip()
+    return True if c in _TRUE else False if c in _FALSE else None
 
 
 _IDENT = re.compile(r"[A-Za-z_]\w*")

@@ -256,6 +256,9 @@ class Reached:
     chain: tuple[tuple[str, Call], ...]  # (function the call is in, call) from the top
     under_lock: bool  # a lock was held on every path to it (in some frame of the chain)
     file: str  # file of the function holding the terminal call
+    # API families the function holding the terminal call also takes references of
+    # (a helper that gets and puts the same family balances itself)
+    holder_gets: frozenset[str] = frozenset()
 
     @property
     def site(self) -> Call:
@@ -314,12 +317,15 @@ def reach(
     defines, up to `depth` levels of helpers."""
     out: list[Reached] = []
     locked = _locked(flow, vocab)
+    gets = frozenset(
+        r.family for c in flow.calls for r in vocab.roles_of(c.name) if r.role in ("get", "tryget")
+    )
     for i, call in enumerate(flow.calls):
         held = _held or i in locked
         roles = vocab.roles_of(call.name)
         if roles:
             for role in roles:
-                out.append(Reached(call, role, (), held, flow.file))
+                out.append(Reached(call, role, (), held, flow.file, gets))
             continue
         if depth <= 0 or call.name in _stack or call.name == flow.name:
             continue
@@ -332,6 +338,7 @@ def reach(
                         ((flow.name, call), *r.chain),
                         r.under_lock or held,
                         r.file,
+                        r.holder_gets,
                     )
                 )
     return out

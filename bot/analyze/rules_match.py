@@ -69,6 +69,11 @@ _STORING_CALL = re.compile(
     r"idr_|rb_|hlist_|rcu_assign|WRITE_ONCE|swap|replace|move)",
     re.IGNORECASE,
 )
+# Logging and tracing: passing a pointer to them prints its value, never uses it.
+_LOGGING = re.compile(
+    r"(printk|pr_\w+|dev_(err|warn|info|dbg|notice)\w*|WARN\w*|BUG\w*|trace_\w+|"
+    r"seq_printf|no_printk|netdev_\w+|pr_cont)$"
+)
 # Calls that mean "the caller holds what protects this" (lockdep and RCU annotations).
 _PROTECTED = re.compile(r"(lockdep_assert|_held$|rcu_dereference_protected|rcu_read_lock_any)")
 
@@ -394,7 +399,13 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         return []
 
     def keep(r: Reached) -> str:
-        return "put" if r.role.role in PUT_ROLES and r.role.balance else ""
+        if r.role.role not in PUT_ROLES or not r.role.balance:
+            return ""
+        # a helper that takes and drops the same kind of reference is balanced on
+        # its own: no longer calling it loses no put of ours
+        if r.chain and r.role.family in r.holder_gets:
+            return ""
+        return "put"
 
     hits: list[Hit] = []
     for key, r, _ in _lost(env, pre, post, keep, lambda r: (r.role.family,)):
@@ -892,17 +903,23 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
                 arg = _object_arg(ev, role)
                 if arg is not None:
                     released_here.add(container_of_arg(arg))
+        logging = _LOGGING.match(ev.name) is not None
         for s in state:
             if s[0] in released_here:
                 continue  # double put: another rule's business
-            if any(uses(a, s[0]) for a in ev.args):
-                _report(s, ev.text, ev.line, ev.name)
+            for a in ev.args:
+                if logging and norm_object(a) == s[0]:
+                    continue  # printing the pointer's value does not touch the object
+                if uses(a, s[0]):
+                    _report(s, ev.text, ev.line, ev.name)
+                    break
         if ev.in_condition:
             return state  # `if (refcount_dec_and_test())`: released only on one branch
         return state | {(o, ev.name, ev.text, ev.line) for o in released_here}
 
     def _report(s: tuple[str, str, str, int], use: str, line: int, user: str) -> None:
-        key = ("use-after-release", s[1], s[0], user)
+        del user  # the key must survive a renamed caller (printk -> pr_err)
+        key = ("use-after-release", s[1], s[0])
         hits.setdefault(
             key,
             Hit(
@@ -1088,6 +1105,12 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
 # --------------------------------------------------------------------------- RCU
 
 
+def _strip_cast(text: str) -> str:
+    """`(struct x *)f(y)` -> `f(y)`; text without spaces."""
+    m = re.fullmatch(r"\([^()]*\)(.+)", text)
+    return m.group(1) if m and re.match(r"\w", m.group(1)) else text
+
+
 def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
     """A lookup whose result only RCU keeps alive, made outside rcu_read_lock() (and
     outside a spinlock, which also holds off a grace period), or its result used
@@ -1095,11 +1118,38 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
     flow = side.flow
     if flow is None:
         return []
-    if flow.name.endswith(("_rcu", "_locked")) or any(
-        _PROTECTED.search(c.name) for c in flow.calls
-    ):
+    if (
+        flow.name.endswith(("_rcu", "_locked"))
+        # an implementation of a vocabulary lookup has the contract of the lookup
+        or "requires_rcu_read_lock" in env.vocab.effects_of(flow.name)
+    ) or any(_PROTECTED.search(c.name) for c in flow.calls):
         return []
     vocab = env.vocab
+
+    # A lookup whose result the function returns (a lookup wrapper) leaves the read
+    # section to its caller, as the API it wraps does.
+    def bare(text: str) -> str:
+        return _strip_cast("".join(text.split()))
+
+    returned = {
+        bare(e.expr)
+        for n in flow.nodes.values()
+        for e in n.events
+        if isinstance(e, Return) and e.expr
+    }
+    # `return mem_cgroup_from_css(css);` hands back what `css = lookup()` found
+    returned |= {src for r in returned if (src := _alias_source(r))}
+    handed_back = {
+        bare(e.rhs)
+        for n in flow.nodes.values()
+        for e in n.events
+        if isinstance(e, Assign) and e.lhs in returned
+    }
+
+    def wrapper_lookup(call: Call) -> bool:
+        text = "".join(call.text.split())
+        return text in returned or text in handed_back
+
     hits: dict[tuple[str, ...], Hit] = {}
     # (rcu depth, spinlocks held, looked-up vars still protected, expired vars)
     State = tuple[int, frozenset[str], frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
@@ -1140,7 +1190,7 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
                 expired = frozenset(x for x in expired if not mentions(arg, x[0]))
         if "requires_rcu_read_lock" in vocab.effects_of(ev.name):
             pending[ev.text] = ev.name
-            if depth == 0 and not locks:
+            if depth == 0 and not locks and not wrapper_lookup(ev):
                 key = ("lookup-outside-rcu", ev.name)
                 hits.setdefault(
                     key,
