@@ -341,3 +341,32 @@ def test_a_race_one_patch_introduces_and_a_later_one_removes_is_fixed_in_series(
     assert {f.patch_number for f in findings} == {1}
     assert {f.fixed_by for f in findings} == {2}
     assert "SIM-WORK-AFTER-FREE" in {f.rule_id for f in findings}
+
+
+def _scenarios_with(tmp_path: Path, role: str, **spec: object) -> Settings:
+    """Settings whose scenario data is ours with one role changed."""
+    import shutil
+
+    import yaml
+
+    src = Settings().rules_dir / "scenarios"
+    dst = tmp_path / "rules" / "scenarios"
+    shutil.copytree(src, dst)
+    doc = yaml.safe_load((dst / "default.yaml").read_text(encoding="utf-8"))
+    doc["roles"][role].update(spec)
+    (dst / "default.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return Settings(rules_dir=tmp_path / "rules")
+
+
+def test_scenario_data_says_how_often_an_actor_runs(tmp_path: Path) -> None:
+    once = sim("missing_cancel.c", ["statpool_release_sync"])
+    assert once.violations == ()
+    # a release path that frees its object cannot run twice: the second run
+    # touches the freed pool to queue its work
+    settings = _scenarios_with(tmp_path, "entry", runs=2)
+    twice = sim("missing_cancel.c", ["statpool_release_sync"], settings=settings)
+    assert kinds(twice) == {"UAF"}
+    steps = twice.violations[0].trace.steps
+    free = next(i for i, st in enumerate(steps) if "kfree(sp)" in st.text)
+    assert "schedule_work" in steps[-1].text and free < len(steps) - 1
+    assert steps[free].actor == steps[-1].actor == "CPU0"

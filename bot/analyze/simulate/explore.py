@@ -53,6 +53,7 @@ class ThreadSpec:
     role: str  # teardown, release, shrink, entry, worker, rcu
     entry: str  # function it runs
     deferred: bool = False  # runs only when its work is queued
+    runs: int = 1  # an actor runs its entry this many times, one after the other
     work: Key | None = None
     must_act: bool = False
 
@@ -393,8 +394,11 @@ class Explorer:
             if spec.deferred:
                 runs_left = max(0, self.m.worker_runs - th[2])
                 total += runs_left * self._maxdec_full.get(spec.entry, {}).get(key, 0)
-            elif not th[0] and th[2] == 0:
-                total += self._maxdec_full.get(spec.entry, {}).get(key, 0)
+            else:
+                # runs still to come after the one the frames show (an actor
+                # that has not stepped yet sits in its first run)
+                extra = spec.runs - max(th[2], 1) if th[0] or th[2] else 0
+                total += max(0, extra) * self._maxdec_full.get(spec.entry, {}).get(key, 0)
         return total
 
     def _protected(self, st: State, tid: int, key: str) -> bool:
@@ -852,7 +856,10 @@ class Explorer:
             fr, fw = self._full[spec.entry]
             reads |= fr | {("o", key_object(str(spec.work))), ("rcu",)}
             writes |= fw | {("w", str(spec.work)), ("run", str(spec.work))}
-        if spec.role == "release" and not th[2] and spec.entry in self._full:
+        if spec.entry in self._full and (
+            (spec.role == "release" and not th[2])
+            or (not spec.deferred and spec.runs > max(th[2], 1))
+        ):
             fr, fw = self._full[spec.entry]
             reads |= fr
             writes |= fw
@@ -975,9 +982,20 @@ class Explorer:
                 for fr, nrv in self._normalize((fr0, rv0)):
                     if new_inl and len(fr) < new_inl:
                         continue  # the inline release returned without giving anything back
-                    nth = (fr, nrv, max(runs, 1), rcu + c.rcu, new_acted, new_inl)
                     base_st: State = (tuple(threads_l), st[1], st[2], st[3], st[4])
                     rest = (tuple(c.alive), tuple(c.vals), tuple(c.pending), hist)
+                    run_no = max(runs, 1)
+                    if not fr and not spec.deferred and run_no < spec.runs:
+                        if spec.must_act and not new_acted:
+                            continue  # this run never acted: another object's run
+                        # the actor's next run starts where the last one ended
+                        for fr2, rv2 in self._normalize((((spec.entry, 0),), None)):
+                            again: Thread = (fr2, rv2, run_no + 1, rcu + c.rcu, 0, 0)
+                            new = self._finish(base_st, tid, again, rest)
+                            if new is not None:
+                                outs.append((new, event, None))
+                        continue
+                    nth = (fr, nrv, run_no, rcu + c.rcu, new_acted, new_inl)
                     new = self._finish(base_st, tid, nth, rest)
                     if new is not None:
                         outs.append((new, event, None))

@@ -394,7 +394,9 @@ def make_model(
     initial: list[int | None] = []
     for key in fields:
         if key in counters and key not in locks:
-            holders = sum(1 for a in actor_plans if key in decs_by_actor[a.entry])
+            holders = sum(
+                max(1, data.role(a.role).runs) for a in actor_plans if key in decs_by_actor[a.entry]
+            )
             initial.append(max(data.counter_min, holders))
         elif key in slots:
             initial.append(1)
@@ -417,7 +419,13 @@ def make_model(
             )
             continue
         threads.append(
-            ThreadSpec(name="CPU", role=a.role, entry=a.entry, must_act=data.role(a.role).must_act)
+            ThreadSpec(
+                name="CPU",
+                role=a.role,
+                entry=a.entry,
+                must_act=data.role(a.role).must_act,
+                runs=max(1, data.role(a.role).runs),
+            )
         )
     threads.extend(deferred[: max(0, max_threads - len(threads))])
     if len(deferred) > max_threads - len([t for t in threads if not t.deferred]):
