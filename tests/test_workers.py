@@ -488,3 +488,28 @@ def test_beat_polls_the_configured_list_without_being_asked(service: Service) ->
             os.killpg(beat.pid, signal.SIGTERM)
             beat.wait(timeout=20)
     assert service.state.review_count(LIST, v1.cover_id) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.corpus
+def test_the_seed_thread_shuffled_into_a_mirror_is_reviewed_once_as_v3(
+    service: Service, corpus: Path
+) -> None:
+    import random
+
+    msgs = [p.read_bytes() for p in sorted((corpus / "seed").glob("*.eml"))]
+    random.Random(5).shuffle(msgs)  # the archive order of a busy list, not the posting order
+    write_inbox(service.inbox, msgs)
+    service.start_worker()
+    service.poll()
+    v3 = "cover.1398235153.git.vdavydov@parallels.com"
+    result = _wait_reviewed(service, v3, "the seed series v3")
+    wait_until(service.drained, "the queues to drain")
+    assert result["version"] == 3 and result["missing"] == []
+    assert [v["version"] for v in result["review"]["versions"]] == [1, 2, 3]
+    # v1 (1/4 and 2/4 never archived) and v2 (3/3 never archived) are superseded, not reviewed
+    reviewed = [k for k in service.state.series_keys(LIST) if service.state.result(LIST, k)]
+    assert reviewed == [v3]
+    assert service.state.review_count(LIST, v3) == 1
+    v1 = service.state.series(LIST, "cover.1397054470.git.vdavydov@parallels.com")
+    assert v1["state"] == "superseded"

@@ -71,7 +71,9 @@ def _store(state: State, *raws: bytes) -> list[str]:
     for raw in raws:
         k = routing_keys(raw, "x")
         items.append(
-            StoredMessage(k.message_id, k.root, k.title, k.author, k.is_patch, raw, k.date)
+            StoredMessage(
+                k.message_id, k.root, k.title, k.author, k.is_patch, raw, k.date, k.quotes_patch
+            )
         )
     state.store_messages(LIST, items)
     return sorted({i.root for i in items})

@@ -99,6 +99,7 @@ def ingest_mirror(
                     is_patch=keys.is_patch,
                     raw=m.raw,
                     date=keys.date,
+                    quotes_patch=keys.quotes_patch,
                 )
             )
         fresh: list[StoredMessage] = []

@@ -11,6 +11,8 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:msg:{scope}                  HASH   Message-ID -> raw message bytes
     {p}:thread:{scope}:{root}        SET    Message-IDs of one thread (root = first Reference)
     {p}:title:{scope}:{author}|{t}   SET    thread roots whose patches carry title t (v1 <-> v2)
+    {p}:quoted:{scope}:{t}           SET    thread roots holding a patch titled t or a reply
+                                            quoting it (finds a v1 whose patch was lost)
     {p}:unthreaded:{scope}:{author}  ZSET   patches sent without threading -> Date (stitching)
     {p}:series:{scope}:{key}         HASH   state, version, total, missing, roots, first_seen,
                                             updated, reviewed_at, superseded_by, name, author
@@ -82,6 +84,7 @@ class StoredMessage:
     is_patch: bool
     raw: bytes
     date: float | None = None  # Date header, epoch seconds
+    quotes_patch: bool = False  # a reply whose subject names a patch's title
 
 
 # KEYS: result, reviews, series, outbox item, outbox pending, waiting, metrics
@@ -203,6 +206,10 @@ class State:
             pipe.sadd(self.k("thread", scope, m.root), m.message_id)
             if m.is_patch and m.title:
                 pipe.sadd(self.k("title", scope, f"{m.author}|{m.title}"), m.root)
+            if (m.is_patch or m.quotes_patch) and m.title:
+                # a reply keeps the title of a patch that never reached us; assembly
+                # uses it to link versions, so the thread must be assembled with them
+                pipe.sadd(self.k("quoted", scope, m.title), m.root)
             if m.is_patch and m.root == m.message_id and m.date is not None:
                 # git send-email without --thread: every patch is a thread of its own;
                 # assembly stitches them by author and time, so it must see them together
@@ -240,6 +247,7 @@ class State:
             keys = routing_keys(raw, mid)
             if keys.is_patch and keys.title:
                 titles.setdefault(self.k("title", scope, f"{keys.author}|{keys.title}"), None)
+                titles.setdefault(self.k("quoted", scope, keys.title), None)
             if keys.is_patch and keys.root == keys.message_id and keys.date is not None:
                 loose.append((self.k("unthreaded", scope, keys.author), keys.date))
         pipe = self.r.pipeline(transaction=False)

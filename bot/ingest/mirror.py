@@ -59,6 +59,7 @@ class MessageKeys:
     author: str  # From address, lower-cased
     is_patch: bool  # a [PATCH ...]-style tag and not a reply
     date: float | None = None  # the Date header as epoch seconds, when it parses
+    quotes_patch: bool = False  # a reply to a patch ("Re: [PATCH 1/4] ..."): names its title
 
 
 _ID_RE = re.compile(r"<([^<>\s]+)>")
@@ -103,6 +104,7 @@ def routing_keys(raw: bytes, fallback_id: str) -> MessageKeys:
         author=author,
         is_patch=is_patch,
         date=_date(str(headers.get("Date", "") or "")),
+        quotes_patch=bool(_PATCH_TAG_RE.search(subject)) and bool(_REPLY_RE.match(subject)),
     )
 
 
