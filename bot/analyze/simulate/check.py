@@ -52,6 +52,7 @@ class SimulatorCheck:
         self.last_notes: tuple[str, ...] = ()
         self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
         self._routes: dict[int, frozenset[tuple[object, ...]]] = {}  # id(finding) -> routes
+        self._reasons: dict[str, str] = {}  # entry -> why it is an actor (for evidence)
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
         # one time bound for the whole series: reading the tree, translating and
@@ -172,7 +173,9 @@ class SimulatorCheck:
         # a touched callback that no actor queues is pending work of its own
         queued = {b.callback for side in (pre, post) for b in side.program.works.values()}
         extra = [
-            ActorPlan("pending", cb, "touched work callback") for cb in pending if cb not in queued
+            ActorPlan("pending", cb, "a touched work callback no simulated actor queues")
+            for cb in pending
+            if cb not in queued
         ]
         if extra:
             actors = actors + extra
@@ -221,6 +224,14 @@ class SimulatorCheck:
         for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
             notes.extend(f"{side_name}: {n}" for n in res.notes)
         files = {fd.path: fd for fd in pa.images.files}
+        self._reasons = {a.entry: f"{a.role} {a.entry}(): {a.reason}" for a in actors}
+        for side in (post, pre):
+            for work, b in side.program.works.items():
+                field = work.split(":", 1)[-1].replace(".", "->")
+                self._reasons.setdefault(
+                    b.callback,
+                    f"{b.kind} {b.callback}(): bound to {field} at {b.where.file}:{b.where.line}",
+                )
         findings = self._compare(pa, pre_res, post_res, touched_set, files)
         both = {v.signature for v in pre_res.violations} & {
             v.signature for v in post_res.violations
@@ -321,8 +332,15 @@ class SimulatorCheck:
                 f"Before this patch the simulator finds a {what} of struct {obj}, "
                 f"which the patch removes: {told}."
             )
+        entries = {s.function for s in trace.steps} | {
+            r.split("()", 1)[0] for r in trace.actor_roles.values()
+        }
+        why = tuple(
+            f"why an actor: {reason}" for entry, reason in self._reasons.items() if entry in entries
+        )
         evidence = (
             f"actors: {actors}",
+            *why,
             f"{routes} route(s) to this {what} {'after' if is_post else 'before'} the patch "
             f"that the {'pre' if is_post else 'post'}-image does not have",
             f"explored {pre.states} states before and {post.states} after the patch"

@@ -49,7 +49,6 @@ _STAR = ("*",)
 class ThreadSpec:
     """One thread of the scenario."""
 
-    name: str  # column name: CPU0, CPU1, worker, rcu
     role: str  # teardown, release, shrink, entry, worker, rcu
     entry: str  # function it runs
     deferred: bool = False  # runs only when its work is queued
@@ -213,7 +212,7 @@ class Explorer:
         return any(isinstance(p, tuple) and self._val_visible(p) for p in v[1:])
 
     def _is_visible(self, ins: Instr) -> bool:
-        if ins.kind in (Kind.JUMP, Kind.CALL, Kind.STOP):
+        if ins.kind in (Kind.JUMP, Kind.CALL):
             return False
         if ins.kind == Kind.WAIT:
             e = ins.expr or ("gp",)
@@ -463,7 +462,7 @@ class Explorer:
 
     @staticmethod
     def _succs(ins: Instr, pc: int, n: int) -> list[int]:
-        if ins.kind in (Kind.RET, Kind.STOP):
+        if ins.kind == Kind.RET:
             return []
         if ins.kind == Kind.JUMP:
             return [ins.target] if 0 <= ins.target < n else []
@@ -545,8 +544,6 @@ class Explorer:
                     todo.append((nxt, None))
             elif k == Kind.RET:
                 todo.append((frames[:-1], self._const(ins.expr)))
-            elif k == Kind.STOP:
-                out.append(((), rv))
             elif k == Kind.BRANCH:
                 truth = self._const(ins.expr, rv)
                 if truth is None or truth:

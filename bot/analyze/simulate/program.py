@@ -51,7 +51,6 @@ class Kind(enum.Enum):
     # block until `expr` holds: ("idle", work) ("flushed", work) ("gp",)
     # ("barrier",); ("lock", key) also takes the lock
     WAIT = "wait"
-    STOP = "stop"  # a path the program cannot follow further: ends the thread
 
 
 @dataclass(frozen=True)

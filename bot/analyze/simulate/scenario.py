@@ -53,7 +53,6 @@ class ScenarioData:
     loop_unroll: int = 2
     worker_runs: int = 3
     counter_max: int = 8
-    sources: tuple[str, ...] = ()
 
     def role(self, name: str) -> RoleSpec:
         return self.roles.get(name, RoleSpec())
@@ -74,7 +73,6 @@ def load_scenarios(directory: Path) -> ScenarioData:
             raise InputError(f"cannot read scenario data: {exc}", source=str(path)) from exc
         if not isinstance(doc, dict):
             raise InputError("scenario data must be a mapping", source=str(path))
-        data.sources += (path.name,)
         if "release_names" in doc:
             data.release_names = tuple(str(x) for x in doc["release_names"])
         if "shrink_names" in doc:
@@ -144,16 +142,18 @@ def plan_actors(
         found = False
         release = next((f for f in chain if _matches(f, data.release_names)), None)
         if release is not None and release not in callback_set:
-            plans.append(ActorPlan("release", release, f"release path: {chain[release]}"))
+            plans.append(
+                ActorPlan("release", release, f"named like a release path; {chain[release]}")
+            )
             found = True
         shrink = next((f for f in chain if _matches(f, data.shrink_names)), None)
         if shrink is not None and shrink not in callback_set and not found:
-            plans.append(ActorPlan("shrink", shrink, f"shrink path: {chain[shrink]}"))
+            plans.append(ActorPlan("shrink", shrink, f"named like a shrink path; {chain[shrink]}"))
             found = True
         for slot, fn, path, line in sources.ops_bindings(chain):
             role = data.ops_slots.get(slot)
             if role:
-                plans.append(ActorPlan(role, fn, f".{slot} = {fn} ({path}:{line}): {chain[fn]}"))
+                plans.append(ActorPlan(role, fn, f".{slot} = {fn} at {path}:{line}; {chain[fn]}"))
                 found = True
         if not found:
             notes.append(
@@ -408,7 +408,7 @@ def make_model(
         if b is None or b.callback not in funcs:
             continue
         role = "rcu" if b.kind == "rcu" else "worker"
-        deferred.append(ThreadSpec(name=role, role=role, entry=b.callback, deferred=True, work=w))
+        deferred.append(ThreadSpec(role=role, entry=b.callback, deferred=True, work=w))
     room = max(1, max_threads - len(deferred))
     for a in actor_plans:
         if a.entry not in funcs:
@@ -420,7 +420,6 @@ def make_model(
             continue
         threads.append(
             ThreadSpec(
-                name="CPU",
                 role=a.role,
                 entry=a.entry,
                 must_act=data.role(a.role).must_act,
