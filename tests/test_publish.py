@@ -96,7 +96,7 @@ def test_reply_is_threaded_to_the_patch_and_addressed_per_list_policy() -> None:
     msg, parent = _reply_to_patch(2)
     assert msg["In-Reply-To"] == f"<{parent.message_id}>"
     assert msg["References"] == f"<{demo_series(1).cover_id}> <{parent.message_id}>"
-    assert msg["To"] == "ada@example.org"
+    assert msg["To"] == "Ada Lovelace <ada@example.org>"
     assert msg["Cc"] == f"{LIST_ADDR}, mm@x.org"
     assert msg["Message-ID"].startswith("<review-")
 
@@ -104,7 +104,7 @@ def test_reply_is_threaded_to_the_patch_and_addressed_per_list_policy() -> None:
 def test_a_list_without_cc_policy_is_not_copied() -> None:
     parent = parse_message(demo_series(1).messages["1"], "t", 0)
     rcpt = reply_recipients(parent, list_address=LIST_ADDR, cc_list=False)
-    assert rcpt.cc == () and rcpt.to == ("ada@example.org",)
+    assert rcpt.cc == () and rcpt.to == ("Ada Lovelace <ada@example.org>",)
 
 
 @pytest.mark.integration

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate, getaddresses, parseaddr
+from email.utils import formataddr, formatdate, getaddresses, parseaddr
 
 from bot.errors import FetchError, InputError
 from bot.model import RawMessage
@@ -52,12 +52,13 @@ def reply_recipients(
     extra_cc: Sequence[str] = (),
 ) -> Recipients:
     """To the author of `parent`; Cc the list (if the policy says so) and `extra_cc`."""
-    to = (parent.from_addr,) if parent.from_addr else ()
+    to = (formataddr((parent.from_name, parent.from_addr)),) if parent.from_addr else ()
     cc: list[str] = []
     if cc_list and list_address:
         cc.append(list_address)
     cc.extend(extra_cc)
-    return Recipients(to=to, cc=tuple(c for c in cc if c and c not in to))
+    author = parent.from_addr.lower()
+    return Recipients(to=to, cc=tuple(c for c in cc if c and parseaddr(c)[1].lower() != author))
 
 
 def thread_reply(
