@@ -101,7 +101,11 @@ def bench_seed(corpus: str | None, max_seconds: float, max_states: int) -> list[
     tree = root / "kernel" / "v3.15.5"
     if not eml.is_file() or not tree.is_dir():
         raise Skip(f"seed or its tree not found under {root}")
-    settings = Settings(sim_max_seconds=max_seconds, sim_max_states=max_states)
+    # the series bound covers reading the tree too: never below the default,
+    # or the seed would be cut before it is explored
+    settings = Settings(
+        sim_max_seconds=max(max_seconds, Settings().sim_max_seconds), sim_max_states=max_states
+    )
     messages = ingest.load([str(eml)], settings)
     series, _, _ = assemble.select(assemble.assemble(messages, settings))
     analysis = build_analysis(apply_series(series, str(tree), settings), settings)
@@ -109,6 +113,8 @@ def bench_seed(corpus: str | None, max_seconds: float, max_states: int) -> list[
     for reduction in (True, False):
         check = SimulatorCheck(reduction=reduction)
         check.run(analysis, settings)
+        if 1 not in check.last_results:
+            raise RuntimeError(f"seed not simulated: {'; '.join(check.last_notes)}")
         pre, post = check.last_results[1]
         rows.append(_row("seed pre-image (UAF)", reduction, pre))
         rows.append(_row("seed post-image (leak)", reduction, post))
