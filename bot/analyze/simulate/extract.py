@@ -1004,18 +1004,15 @@ class _FnCompiler:
         right = node.child_by_field_name("right")
         op = _text(node.child_by_field_name("operator"))
         rval = self.value(right)
+        # a local (`cachep = helper(p)`) keeps its declared type: objects are
+        # types, so the assignment itself changes nothing modelled
         key = self.key_of(left) if left is not None and left.type != "identifier" else None
-        if left is not None and left.type == "identifier" and right is not None:
-            # `p = container_of(...)`, `cachep = helper(p)`: keep the variable's type
-            pass
         if key is None:
-            return rval if rval != UNKNOWN else UNKNOWN
+            return rval
         if op == "=":
-            return (
-                ("wr", key, rval if rval[0] == "k" else UNKNOWN)
-                if rval[0] in ("k", "u")
-                else ("seq", rval, ("wr", key, UNKNOWN))
-            )
+            # the stored value is evaluated first, with its effects (a counter
+            # update, a call's return value)
+            return ("wr", key, rval)
         if op in ("+=", "-="):
             return ("rmw", "add" if op == "+=" else "sub", key, False)
         return ("wr", key, UNKNOWN)
