@@ -172,6 +172,7 @@ class Explorer:
         self._release_guard = self._release_callbacks()
         self._deadline: float | None = None
         self._ticks = 0
+        self._bounds_hit: set[str] = set()  # bounds met inside steps, reported at the end
         for name, fn in model.functions.items():
             self._visible[name] = [self._is_visible(i) for i in fn.code]
         self._relevant = self._relevant_functions()
@@ -693,6 +694,10 @@ class Explorer:
             new: int | None = None
         elif op in ("add", "add_ret", "add_test"):
             new = min(old + 1, self.m.counter_max)
+            if new == old:
+                self._bounds_hit.add(
+                    f"counter bound reached ({self.m.counter_max}): counters saturate"
+                )
         else:
             new = max(old - 1, self.m.counter_min)
         if op == "set":
@@ -1116,6 +1121,16 @@ class Explorer:
                     if any(th[0] for th in s[0]):
                         deadlocks += 1
                         continue
+                    if any(
+                        t.deferred and t.work in self.work_index and s[3][self.work_index[t.work]]
+                        for t in self.m.threads
+                    ):
+                        # queued work its worker may not run again: not drained
+                        self._bounds_hit.add(
+                            f"worker run bound reached ({self.m.worker_runs} runs): "
+                            "queued work left undrained"
+                        )
+                        continue
                     for oi, obj in enumerate(self.m.tracked):
                         if s[1][oi] and obj in self.m.leak_checked:
                             record(
@@ -1169,6 +1184,9 @@ class Explorer:
         if timed_out:
             complete = False
             notes.append(f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)")
+        notes.extend(sorted(self._bounds_hit))
+        if self._bounds_hit and any("worker run" in n for n in self._bounds_hit):
+            complete = False
         if deadlocks:
             notes.append(
                 f"{deadlocks} end state(s) with an actor blocked forever (not reported as findings)"
