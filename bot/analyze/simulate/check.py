@@ -17,7 +17,14 @@ from dataclasses import replace
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.explain import describe_kind
 from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
-from bot.analyze.simulate.run import SimResult, SimViolation, explore_side, load_data, prepare_side
+from bot.analyze.simulate.run import (
+    Side,
+    SimResult,
+    SimViolation,
+    explore_side,
+    load_data,
+    prepare_side,
+)
 from bot.analyze.simulate.scenario import (
     ActorPlan,
     accessed_types,
@@ -150,9 +157,62 @@ class SimulatorCheck:
         tree = ctx.tree_root
         pre_src = SourceSet(pre_files, tree, deadline)
         post_src = SourceSet(post_files, tree, deadline)
+        planned = self._plan(pre_src, post_src, touched, settings)
+        if planned is None:
+            notes.append("no actor found for the touched functions: nothing simulated")
+            return [], notes
+        actors, pre, post, roleless = planned
+        notes.extend(roleless)
+        tracked = _tracked(pre, post, set(touched))
+        if not tracked:
+            notes.append("nothing the touched functions use is ever freed on the simulated paths")
+            return [], notes
+        half = max(0.05, (deadline - time.monotonic()) / 2)
+        pre_res = explore_side(pre, tracked, settings, seconds=half, reduction=self.reduction)
+        post_res = explore_side(
+            post,
+            tracked,
+            settings,
+            seconds=max(0.05, deadline - time.monotonic()),
+            reduction=self.reduction,
+        )
+        self.last_results[pa.number] = (pre_res, post_res)
+        for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
+            notes.extend(f"{side_name}: {n}" for n in res.notes)
+        files = {fd.path: fd for fd in pa.images.files}
+        touched_set = set(touched)
+        self._reasons = {a.entry: f"{a.role} {a.entry}(): {a.reason}" for a in actors}
+        for side in (post, pre):
+            for work, b in side.program.works.items():
+                field = work.split(":", 1)[-1].replace(".", "->")
+                self._reasons.setdefault(
+                    b.callback,
+                    f"{b.kind} {b.callback}(): bound to {field} at {b.where.file}:{b.where.line}",
+                )
+        findings = self._compare(pa, pre_res, post_res, touched_set, files)
+        both = {v.signature for v in pre_res.violations} & {
+            v.signature for v in post_res.violations
+        }
+        if both:
+            notes.append(
+                f"{len(both)} route(s) found before and after the patch "
+                "(pre-existing, not reported)"
+            )
+        return findings, notes
+
+    def _plan(
+        self,
+        pre_src: SourceSet,
+        post_src: SourceSet,
+        touched: list[str],
+        settings: Settings,
+    ) -> tuple[list[ActorPlan], Side, Side, list[str]] | None:
+        """Actors for the touched functions (the same on both sides), both
+        sides translated, and a note naming touched functions no actor covers;
+        None when there is no actor at all."""
         effects, data = load_data(settings)
         plans: dict[tuple[str, str], ActorPlan] = {}
-        role_notes: dict[str, list[str]] = {}
+        roleless: list[str] = []
         callbacks: set[str] = set()
         for src in (post_src, pre_src):
             side_callbacks = {b.callback for b in Extractor(src, effects).bindings()}
@@ -160,14 +220,11 @@ class SimulatorCheck:
             found, why = plan_actors(src, touched, data, settings.call_depth, side_callbacks)
             for p in found:
                 plans.setdefault((p.role, p.entry), p)
-            for n in why:
-                role_notes.setdefault(n, []).append(n)
+            roleless += [n.split("(", 1)[0] for n in why if n.split("(", 1)[0] not in roleless]
         actors = list(plans.values())
         pending = [n for n in touched if n in callbacks]
         if not actors and not pending:
-            notes.extend(_roleless(list(role_notes)))
-            notes.append("no actor found for the touched functions: nothing simulated")
-            return [], notes
+            return None
         pre = prepare_side(pre_src, actors, settings)
         post = prepare_side(post_src, actors, settings)
         # a touched callback that no actor queues is pending work of its own
@@ -191,57 +248,12 @@ class SimulatorCheck:
             if a.entry != b.entry and a.entry in reachable_names(side.program.functions, b.entry)
         }
         if inner and len(inner) < len(actors):
-            kept = [a for a in actors if a.entry not in inner]
+            actors = [a for a in actors if a.entry not in inner]
             for side in (pre, post):
-                side.program.actors = kept
+                side.program.actors = actors
         # a touched helper reached from an actor or a queued callback is simulated
         covered = set(pre.program.functions) | set(post.program.functions)
-        notes.extend(_roleless([n for n in role_notes if n.split("(", 1)[0] not in covered]))
-        touched_set = set(touched)
-        focus: set[str] = set()
-        freed: set[str] = set()
-        for side in (pre, post):
-            funcs = side.program.functions
-            release = {
-                b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key
-            }
-            focus |= accessed_types(f for n, f in funcs.items() if n in touched_set)
-            freed |= freed_types(funcs.values(), release, touched_set)
-        tracked = sorted(focus & freed)
-        if not tracked:
-            notes.append("nothing the touched functions use is ever freed on the simulated paths")
-            return [], notes
-        half = max(0.05, (deadline - time.monotonic()) / 2)
-        pre_res = explore_side(pre, tracked, settings, seconds=half, reduction=self.reduction)
-        post_res = explore_side(
-            post,
-            tracked,
-            settings,
-            seconds=max(0.05, deadline - time.monotonic()),
-            reduction=self.reduction,
-        )
-        self.last_results[pa.number] = (pre_res, post_res)
-        for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
-            notes.extend(f"{side_name}: {n}" for n in res.notes)
-        files = {fd.path: fd for fd in pa.images.files}
-        self._reasons = {a.entry: f"{a.role} {a.entry}(): {a.reason}" for a in actors}
-        for side in (post, pre):
-            for work, b in side.program.works.items():
-                field = work.split(":", 1)[-1].replace(".", "->")
-                self._reasons.setdefault(
-                    b.callback,
-                    f"{b.kind} {b.callback}(): bound to {field} at {b.where.file}:{b.where.line}",
-                )
-        findings = self._compare(pa, pre_res, post_res, touched_set, files)
-        both = {v.signature for v in pre_res.violations} & {
-            v.signature for v in post_res.violations
-        }
-        if both:
-            notes.append(
-                f"{len(both)} route(s) found before and after the patch "
-                "(pre-existing, not reported)"
-            )
-        return findings, notes
+        return actors, pre, post, _roleless([n for n in roleless if n not in covered])
 
     def _compare(
         self,
@@ -370,9 +382,23 @@ class SimulatorCheck:
         )
 
 
-def _roleless(notes: list[str]) -> list[str]:
+def _tracked(pre: Side, post: Side, touched: set[str]) -> list[str]:
+    """Struct types the touched functions use that something on the simulated
+    paths frees (either side: a patch may add or remove the free)."""
+    focus: set[str] = set()
+    freed: set[str] = set()
+    for side in (pre, post):
+        funcs = side.program.functions
+        release = {
+            b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key
+        }
+        focus |= accessed_types(f for n, f in funcs.items() if n in touched)
+        freed |= freed_types(funcs.values(), release, touched)
+    return sorted(focus & freed)
+
+
+def _roleless(names: list[str]) -> list[str]:
     """One note naming the touched functions no actor covers."""
-    names = [n.split("(", 1)[0] for n in notes]
     if not names:
         return []
     shown = ", ".join(f"{n}()" for n in names[:6]) + (
