@@ -57,9 +57,7 @@ def assemble_roots(state: State, scope: str, roots: Sequence[str], settings: Set
     for root in roots:
         for r in state.related_roots(scope, root, window=window):
             all_roots.setdefault(r, None)
-    ids: set[str] = set()
-    for r in all_roots:
-        ids |= state.thread_ids(scope, r)
+    ids = state.threads_ids(scope, all_roots)
     messages, skipped = parse_stored(scope, state.messages(scope, ids))
     messages.sort(key=lambda m: (m.date.timestamp() if m.date else 0.0, m.message_id))
     # index = date order, so assembly sees the thread as it was posted, not as it arrived
@@ -92,11 +90,13 @@ def route_threads(
     """
     got = assemble_roots(state, scope, roots, settings)
     superseded = superseded_keys(got.series_set)
+    states: dict[str, str] = {}
     for s in got.series_set.series:
-        state.update_series(scope, s.key, series_fields(s, got.roots))
+        _new, states[s.key] = state.update_series(scope, s.key, series_fields(s, got.roots))
         if s.key in superseded:
             later = next(x.key for x in got.series_set.series if x.revision_of == s.key)
-            state.mark_superseded(scope, s.key, later)
+            if state.mark_superseded(scope, s.key, later):
+                states[s.key] = SeriesState.SUPERSEDED
     by_root: dict[str, set[str]] = {r: set() for r in got.roots}
     for s in got.series_set.series:
         for root in series_roots(s):
@@ -105,7 +105,7 @@ def route_threads(
         state.mark_merged(scope, stale)
     outcome: dict[str, str] = {}
     for s in got.series_set.series:
-        current = state.series(scope, s.key).get("state", "")
+        current = states[s.key]
         if current == SeriesState.COMPLETE and s.key in superseded:
             current = SeriesState.SUPERSEDED
         outcome[s.key] = current

@@ -109,7 +109,7 @@ return 1
 """
 
 # KEYS: series hash, series index, metrics, waiting. ARGV: key, now, state ('' = keep),
-# then field/value pairs. Returns 1 when the series is new.
+# then field/value pairs. Returns {1 when the series is new, its state after the update}.
 _UPDATE_SERIES = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 local new = 0
@@ -133,7 +133,7 @@ if state ~= '' then
     redis.call('ZREM', KEYS[4], ARGV[1])
   end
 end
-return new
+return {new, redis.call('HGET', KEYS[1], 'state') or ''}
 """
 
 # Claim one part of an outbox item for sending: only a part never tried may be claimed.
@@ -221,6 +221,13 @@ class State:
     def seen_count(self, scope: str) -> int:
         return int(self.r.scard(self.k("seen", scope)))
 
+    def threads_ids(self, scope: str, roots: Iterable[str]) -> set[str]:
+        """Message-IDs of every thread in `roots`, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for root in roots:
+            pipe.smembers(self.k("thread", scope, root))
+        return {m.decode() for ids in cast(list[set[bytes]], pipe.execute()) for m in ids}
+
     def thread_ids(self, scope: str, root: str) -> set[str]:
         return {
             m.decode() for m in cast(set[bytes], self.r.smembers(self.k("thread", scope, root)))
@@ -276,8 +283,10 @@ class State:
         raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("series", scope, key)))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def update_series(self, scope: str, key: str, fields: Mapping[str, str | int | float]) -> bool:
-        """Record what assembly saw of a series; returns True when the series is new.
+    def update_series(
+        self, scope: str, key: str, fields: Mapping[str, str | int | float]
+    ) -> tuple[bool, str]:
+        """Record what assembly saw of a series; returns (is it new, its state now).
 
         A reviewed, superseded or failed series keeps its state: assembly re-running
         after a late reply must not reopen it. One script, so one round trip.
@@ -287,7 +296,7 @@ class State:
         flat: list[str] = []
         for name, value in data.items():
             flat += [name, str(value)]
-        new = self._update(
+        new, now = self._update(
             keys=[
                 self.k("series", scope, key),
                 self.k("series-index", scope),
@@ -296,7 +305,7 @@ class State:
             ],
             args=[key, f"{time.time():.6f}", state, *flat],
         )
-        return bool(new)
+        return bool(new), now.decode() if isinstance(now, bytes) else str(now)
 
     def stale_keys(self, scope: str, current: Mapping[str, Iterable[str]]) -> list[str]:
         """Record the series keys each thread root assembles to now (root -> keys);

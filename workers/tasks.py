@@ -163,7 +163,12 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
     """Review one series exactly once; store the review and its outbox entry together."""
     st = state()
     info = st.series(scope, key)
-    if info.get("state") in {SeriesState.REVIEWED, SeriesState.SUPERSEDED, SeriesState.MERGED}:
+    if info.get("state") in {
+        SeriesState.REVIEWED,
+        SeriesState.SUPERSEDED,
+        SeriesState.MERGED,
+        SeriesState.FAILED,
+    }:
         return "skipped: " + info["state"]
     if st.result(scope, key) is not None:
         return "skipped: already reviewed"
