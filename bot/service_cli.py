@@ -35,7 +35,7 @@ from bot.errors import UsageError
 
 
 def add_service_parsers(subparsers: Any) -> None:
-    """Add `serve` and `mirror` to the CLI's subparsers."""
+    """Add `serve`, `mirror` and `outbox` to the CLI's subparsers."""
     serve = subparsers.add_parser(
         "serve",
         help="run webhook, worker and beat on this machine",
@@ -69,6 +69,23 @@ def add_service_parsers(subparsers: Any) -> None:
     back.add_argument("--mirror", metavar="URL|DIR", help="mirror to read (default: config)")
     back.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    outbox = subparsers.add_parser(
+        "outbox",
+        help="look at stored reviews waiting to be sent, or release an uncertain one",
+        description="The outbox holds every stored review's deliveries (see docs/service.md).",
+    )
+    osub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
+    osub.required = True
+    olist = osub.add_parser(
+        "list", help="entries not delivered cleanly (pending, uncertain, failed)"
+    )
+    olist.add_argument("--all", action="store_true", help="every entry, delivered ones too")
+    retry = osub.add_parser(
+        "retry",
+        help="send the uncertain parts of an entry again (after checking they never arrived)",
+    )
+    retry.add_argument("outbox_id", metavar="ID")
+
 
 def run_service(args: argparse.Namespace, settings: Settings) -> int:
     """Run `serve` or `mirror poll|backfill`; returns the exit code."""
@@ -83,7 +100,37 @@ def run_service(args: argparse.Namespace, settings: Settings) -> int:
             mirror_override=args.mirror,
             quiet=getattr(args, "quiet", False),
         )
+    if args.command == "outbox":
+        return outbox_command(args)
     raise UsageError(f"unknown service command {args.command!r}")
+
+
+def outbox_command(args: argparse.Namespace) -> int:
+    """`bot outbox list` prints one line per entry; `bot outbox retry ID` re-queues it."""
+    from workers.state import State
+
+    state = State.from_url()
+    if args.outbox_command == "list":
+        for outbox_id in state.outbox_ids():
+            item = state.outbox_item(outbox_id)
+            parts = {k: v for k, v in sorted(item.items()) if k.startswith("part:")}
+            settled = item.get("status") == "done"
+            if settled and not args.all:
+                continue
+            shown = " ".join(f"{k[5:]}={v.split(':', 1)[0]}" for k, v in parts.items())
+            status, scope, key = item.get("status", "?"), item.get("scope", ""), item.get("key", "")
+            print(f"{outbox_id} {status} {scope} {key} {shown}")
+        return 0
+    released = state.release_uncertain(args.outbox_id)
+    if released is None:
+        raise UsageError(f"no outbox entry {args.outbox_id!r}")
+    from workers.tasks import publish_outbox
+
+    publish_outbox.apply_async((args.outbox_id,))
+    print(
+        f"{args.outbox_id}: {released} uncertain part(s) released; delivery queued", file=sys.stderr
+    )
+    return 0
 
 
 def parse_since(text: str) -> datetime:

@@ -243,3 +243,32 @@ def test_a_bad_service_config_is_one_line_input_error(
     with pytest.raises(InputError, match=message) as err:
         load_service_config(str(path))
     assert "\n" not in err.value.one_line()
+
+
+@pytest.mark.integration
+def test_outbox_list_shows_an_uncertain_entry_and_retry_releases_it(
+    fresh_redis: RedisServer,
+) -> None:
+    from bot.publish.outbox import email_part
+
+    state = State.from_url(fresh_redis.url())
+    payload = {"parts": [email_part(b"From: bot@x\nTo: a@b\n\nhi\n")]}
+    state.commit_review("linux-mm", "k1", {"review": {}}, "ob1", payload, 1.0)
+    state.commit_review("linux-mm", "k2", {"review": {}}, "ob2", payload, 1.0)
+    state.set_part("ob1", "part:0", "uncertain")  # a worker died between claim and mark
+    state.finish_outbox("ob1", "uncertain")
+    state.set_part("ob2", "part:0", "sent")
+    state.finish_outbox("ob2", "done")
+    env = worker_env(fresh_redis.url())
+    listed = _cli(["outbox", "list"], env)
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines() == ["ob1 uncertain linux-mm k1 0=uncertain"]
+    assert len(_cli(["outbox", "list", "--all"], env).stdout.splitlines()) == 2
+    retried = _cli(["outbox", "retry", "ob1"], env)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 uncertain part(s) released" in retried.stderr
+    assert state.outbox_pending() == ["ob1"] and "part:0" not in state.outbox_item("ob1")
+    assert state.r.llen("publish") == 1  # the delivery is queued for a publish worker
+    missing = _cli(["outbox", "retry", "nope"], env)
+    assert missing.returncode == 2 and "no outbox entry 'nope'" in missing.stderr
+    state.r.close()

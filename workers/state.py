@@ -458,6 +458,36 @@ class State:
             x.decode() for x in cast(list[bytes], self.r.zrange(self.k("outbox", "pending"), 0, -1))
         ]
 
+    def outbox_ids(self) -> list[str]:
+        """Every outbox entry stored, oldest first (by SCAN: no KEYS on a busy Redis)."""
+        found: list[tuple[float, str]] = []
+        prefix = self.k("outbox", "")
+        for name in cast(Iterable[bytes], self.r.scan_iter(match=prefix + "*", count=500)):
+            rest = name.decode()[len(prefix) :]
+            if ":" in rest or rest == "pending":
+                continue
+            created = cast(bytes | None, self.r.hget(name, "created"))
+            found.append((float(created or 0), rest))
+        return [i for _c, i in sorted(found)]
+
+    def release_uncertain(self, outbox_id: str) -> int | None:
+        """Let the parts marked uncertain be sent again (the operator checked they never
+        arrived): clear them and put the entry back to pending. None: no such entry."""
+        name = self.k("outbox", outbox_id)
+        item = self.outbox_item(outbox_id)
+        if not item:
+            return None
+        uncertain = [k for k, v in item.items() if k.startswith("part:") and v == "uncertain"]
+        pipe = self.r.pipeline(transaction=True)
+        if uncertain:
+            pipe.hdel(name, *uncertain)
+        pipe.hset(name, "status", "pending")
+        pipe.zadd(
+            self.k("outbox", "pending"), {outbox_id: float(item.get("created") or time.time())}
+        )
+        pipe.execute()
+        return len(uncertain)
+
     def claim_part(self, outbox_id: str, part: str) -> int:
         """1: claimed for sending; 0: already sending/sent/settled; -1: no such item."""
         return int(self._claim(keys=[self.k("outbox", outbox_id)], args=[part]))
