@@ -71,6 +71,7 @@ class Model:
     release_bindings: dict[Key, str] = field(default_factory=dict)
     release_thread: dict[str, int] = field(default_factory=dict)  # object type -> thread index
     leak_checked: frozenset[str] = frozenset()  # tracked types with an explicit free
+    slots: frozenset[Key] = frozenset()  # pointer fields to tracked objects (1: set, 0: NULL)
     worker_runs: int = 3
     counter_max: int = 8
     counter_min: int = -3
@@ -630,7 +631,10 @@ class Explorer:
             if i is None:
                 return None
             val = c.vals[i]
-            ann.append(f"{_short(str(v[1]))} == {_show(val)}")
+            if v[1] in self.m.slots:
+                ann.append(f"{_short(str(v[1]))} {'set' if val else 'NULL' if val == 0 else '?'}")
+            else:
+                ann.append(f"{_short(str(v[1]))} == {_show(val)}")
             return val
         if tag == "wr":
             i = self.field_index.get(str(v[1]))
@@ -638,7 +642,8 @@ class Explorer:
             if i is not None:
                 c.vals[i] = new
                 c.events.append(f"write {_short(str(v[1]))}={_show(new)}")
-                ann.append(f"{_short(str(v[1]))} = {_show(new)}")
+                shown = ("NULL" if new == 0 else "set") if v[1] in self.m.slots else _show(new)
+                ann.append(f"{_short(str(v[1]))} = {shown}")
             return new
         if tag == "rmw":
             return self._rmw(v, c, ann)

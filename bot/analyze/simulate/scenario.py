@@ -448,6 +448,7 @@ def make_model(
         release_bindings={k: v for k, v in release_bindings.items() if k},
         release_thread=release_thread,
         leak_checked=frozenset(explicitly_freed(funcs.values()) & tset),
+        slots=frozenset(slots),
         worker_runs=data.worker_runs,
         counter_max=data.counter_max,
     )
