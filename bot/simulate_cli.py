@@ -20,6 +20,7 @@ from bot.errors import EXIT_FINDINGS, EXIT_OK, InputError, UsageError
 SIMULATE_EPILOG = """\
 examples:
   bot simulate mm/foo.c --entry foo_release --teardown foo_css_offline
+  bot simulate mm/foo.c      # actors by role: *release*/*free*/*put* names, ops slots
   bot simulate a.c b.h --entry put_path --entry shrink_path --no-reduction
 
 exit codes:
@@ -46,7 +47,8 @@ def add_simulate_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="FN",
-        help="an actor's entry function (repeatable)",
+        help="an actor's entry function (repeatable); without any, actors are found by "
+        "role as in a review (release/shrink names, ops slots)",
     )
     p.add_argument(
         "--teardown",
@@ -119,6 +121,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         teardown=args.teardown,
         reduction=not args.no_reduction,
         tree_root=args.tree,
+        auto=True,
     )
     text = _json(result) if args.format == "json" else _text(result)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")

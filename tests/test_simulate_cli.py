@@ -134,3 +134,22 @@ def test_without_the_tree_the_helper_is_unknown_and_nothing_is_found(
     )
     assert code == EXIT_OK
     assert "no violation found" in out
+
+
+def test_without_entries_the_actors_are_found_by_role(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run([str(FIX / "pool_leak.c")], capsys)
+    assert code == EXIT_FINDINGS
+    first = out.splitlines()[0]
+    assert "release pool_release_pages()" in first  # by its name
+    assert "teardown pool_css_offline()" in first  # by its .css_offline slot
+    assert "worker pool_destroy_workfn()" in first  # by its INIT_WORK binding
+    assert "SIM-LEAK" in out
+
+
+def test_without_entries_and_no_role_it_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "plain.c"
+    src.write_text("int add(int a, int b)\n{\n\treturn a + b;\n}\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="none found by role"):
+        run([str(src)], capsys)

@@ -22,6 +22,8 @@ from bot.analyze.simulate.scenario import (
     freed_types,
     load_scenarios,
     make_model,
+    plan_actors,
+    reachable_names,
 )
 from bot.analyze.simulate.vocab import Effects, load_effects
 from bot.config import Settings
@@ -138,6 +140,28 @@ def explore_side(
     )
 
 
+def derive_actors(sources: SourceSet, settings: Settings) -> list[ActorPlan]:
+    """Actors by role for every function the overlay files define: release and
+    shrink paths by name, teardown by ops slot, nested ones dropped."""
+    effects, data = load_data(settings)
+    names: list[str] = []
+    for path in sources.files:
+        info = sources.parsed(path)
+        if info is not None:
+            names += [n for n in info.functions if n not in names]
+    callbacks = {b.callback for b in Extractor(sources, effects).bindings()}
+    plans, _ = plan_actors(sources, names, data, settings.call_depth, callbacks)
+    ex = Extractor(sources, effects, loop_unroll=data.loop_unroll)
+    ex.compile_reachable([p.entry for p in plans], settings.call_depth)
+    inner = {
+        a.entry
+        for a in plans
+        for b in plans
+        if a.entry != b.entry and a.entry in reachable_names(ex.functions, b.entry)
+    }
+    return [p for p in plans if p.entry not in inner]
+
+
 def simulate_source(
     files: Mapping[str, str],
     entries: Sequence[str],
@@ -146,16 +170,24 @@ def simulate_source(
     teardown: Sequence[str] = (),
     reduction: bool = True,
     tree_root: str | Path | None = None,
+    auto: bool = False,
 ) -> SimResult:
     """Run the given entry functions of `files` (path -> C text) as concurrent
     actors (`teardown` ones with the teardown role) and report every violation.
-    Raises UsageError when there is no actor or an entry is not defined."""
-    if not entries and not teardown:
-        raise UsageError("give at least one --entry or --teardown function")
+    With `auto` and no entry, the actors are derived by role as in a review,
+    every function of the files counting as touched. Raises UsageError when
+    there is no actor or an entry is not defined."""
     started = time.monotonic()
     sources = SourceSet(files, tree_root)
     plans = [ActorPlan("entry", e, "--entry") for e in entries]
     plans += [ActorPlan("teardown", t, "--teardown") for t in teardown]
+    if not plans and auto:
+        plans = derive_actors(sources, settings)
+    if not plans:
+        raise UsageError(
+            "give at least one --entry or --teardown function"
+            + (" (none found by role in the given files)" if auto else "")
+        )
     for p in plans:
         if sources.find_function(p.entry) is None:
             raise UsageError(f"{p.entry}: no definition in the given files")
