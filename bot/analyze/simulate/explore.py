@@ -74,7 +74,7 @@ class Model:
     slots: frozenset[Key] = frozenset()  # pointer fields to tracked objects (1: set, 0: NULL)
     worker_runs: int = 3
     counter_max: int = 8
-    counter_min: int = -3
+    counter_floor: int = -3  # counters below zero saturate here (underflow is reported first)
 
 
 @dataclass(frozen=True)
@@ -704,7 +704,7 @@ class Explorer:
                     f"counter bound reached ({self.m.counter_max}): counters saturate"
                 )
         else:
-            new = max(old - 1, self.m.counter_min)
+            new = max(old - 1, self.m.counter_floor)
         if op == "set":
             new = 1
         c.vals[i] = new
@@ -728,7 +728,7 @@ class Explorer:
             return None
         name = _short(str(key))
         old = c.vals[i]
-        new = None if old is None else max(old - 1, self.m.counter_min)
+        new = None if old is None else max(old - 1, self.m.counter_floor)
         c.vals[i] = new
         c.events.append(f"put {name}")
         ann.append(f"{name} {_show(old)} -> {_show(new)}")
