@@ -406,3 +406,16 @@ void poller_start(struct poller *p)
     # the never-drained work is not mistaken for a leak, and stopping after
     # the last poll frees the poller
     assert r.violations == ()
+
+
+def test_reaching_the_depth_bound_is_reported_not_silent() -> None:
+    r = sim(
+        "pool_leak.c",
+        ["pool_release_pages"],
+        teardown=("pool_css_offline",),
+        settings=Settings(sim_max_steps=1),
+    )
+    assert not r.complete
+    assert any("depth bound reached (1 steps on one path)" in n for n in r.notes)
+    # the leak needs four steps: a one-step search cannot claim it
+    assert "LEAK" not in kinds(r)
