@@ -1317,7 +1317,7 @@ def _compare(op: str, a: int | None, b: int | None) -> int | None:
 
 
 def _short(key: str) -> str:
-    """`kmem_cache:memcg_params.nr_pages` -> `memcg_params->nr_pages`."""
+    """`pool:params.nr_items` -> `params->nr_items`."""
     return key.split(":", 1)[-1].replace(".", "->")
 
 

@@ -938,7 +938,7 @@ class _FnCompiler:
             return None
         if not c.path:
             return c.owner
-        return c.cur  # `kfree(pool->memcg_params)`: only when the member's type is known
+        return c.cur  # `kfree(pool->params)`: only when the member's type is known
 
     def value(self, node: Node | None) -> Val:
         if node is None:

@@ -22,7 +22,8 @@ hashable:
     ("rv",)                     return value of the last call
 
 A `key` is `"type:field.path"`: objects are abstracted by struct type,
-so `s->memcg_params->nr_pages` and `cachep->memcg_params->nr_pages` are one
+so `a->params->nr_items` and `b->params->nr_items` with `a` and `b` of one
+struct type are one
 counter. A `work` is the key of a work_struct/rcu_head/timer field.
 """
 
@@ -32,7 +33,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-Key = str  # "struct type:field.path", e.g. "kmem_cache:memcg_params.nr_pages"
+Key = str  # "struct type:field.path", e.g. "pool:params.nr_items"
 Val = tuple[object, ...]
 
 UNKNOWN: Val = ("u",)
