@@ -21,10 +21,10 @@ hashable:
     ("not", v) ("and", a, b) ("or", a, b) ("cmp", op, a, b) ("seq", v, ...)
     ("rv",)                     return value of the last call
 
-A `key` is `"type:field.path"`: objects are abstracted by struct type,
-so `a->params->nr_items` and `b->params->nr_items` with `a` and `b` of one
-struct type are one
-counter. A `work` is the key of a work_struct/rcu_head/timer field.
+A `key` is `"type:field.path"`: objects are abstracted by struct type, so
+`a->params->nr_items` and `b->params->nr_items`, with `a` and `b` of one
+struct type, are one counter. A `work` is the key of a work_struct, rcu_head
+or timer field.
 """
 
 from __future__ import annotations
