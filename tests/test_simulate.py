@@ -125,6 +125,20 @@ def test_a_put_through_a_plain_pointer_drops_the_pointees_reference() -> None:
     assert "css->flags" in steps[-1].text
 
 
+def test_a_percpu_ref_put_runs_the_release_bound_by_percpu_ref_init() -> None:
+    r = sim("percpu_release.c", ["tbl_kill"])
+    assert kinds(r) == {"UAF"}
+    steps = r.violations[0].trace.steps
+    assert [s.function for s in steps] == ["tbl_kill", "tbl_release", "tbl_kill"]
+    assert "calls tbl_release()" in steps[0].text
+
+
+def test_writing_before_the_last_percpu_ref_put_is_safe() -> None:
+    r = sim("percpu_release.c", ["tbl_kill_safe"])
+    assert r.violations == ()
+    assert r.complete
+
+
 def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> None:
     r = sim("pool_leak.c", ["pool_release_pages"], teardown=("pool_css_offline",))
     assert kinds(r) == {"LEAK"}
@@ -178,6 +192,7 @@ SCENARIOS = [
     ("locked_release.c", ["table_fail_unlocked"], ("table_teardown",)),
     ("rcu_free.c", ["filter_retire"], ()),
     ("rcu_free.c", ["filter_retire_locked"], ()),
+    ("percpu_release.c", ["tbl_kill"], ()),
 ]
 
 

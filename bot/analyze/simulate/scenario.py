@@ -177,6 +177,19 @@ def _scheduled_works(functions: Iterable[Function]) -> set[Key]:
     return out
 
 
+def _implicit_puts(functions: Iterable[Function]) -> set[Key]:
+    """Counters put without a release callback named at the call."""
+    out: set[Key] = set()
+    for fn in functions:
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            for v in walk_val(ins.expr):
+                if v[0] == "put" and not v[2]:
+                    out.add(str(v[1]))
+    return out
+
+
 def bind(bindings: Sequence[Binding], work: Key) -> Binding | None:
     """The binding of a work key: exact key first, else a unique one with the
     same field name (the same work reached through another struct type)."""
@@ -214,8 +227,17 @@ def build_program(extractor: Extractor, actors: Sequence[ActorPlan], depth: int)
     extractor.compile_reachable([a.entry for a in actors], depth)
     bindings = extractor.bindings()
     works: dict[Key, Binding] = {}
+    released: set[str] = set()
     for _ in range(4):  # callbacks queue further work: a few rounds reach a fixpoint
         new = False
+        # a put without a callback of its own runs the release bound to its
+        # counter (percpu_ref_init(&x->ref, release, ...))
+        for key in sorted(_implicit_puts(extractor.functions.values())):
+            rel = next((b for b in bindings if b.kind == "release" and b.key == key), None)
+            if rel is not None and rel.callback not in released:
+                released.add(rel.callback)
+                extractor.compile_reachable([rel.callback], depth)
+                new = True
         for w in sorted(_scheduled_works(extractor.functions.values())):
             if w in works:
                 continue
