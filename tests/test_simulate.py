@@ -139,6 +139,15 @@ def test_writing_before_the_last_percpu_ref_put_is_safe() -> None:
     assert r.complete
 
 
+def test_freeing_with_the_timer_armed_is_reported_and_del_timer_sync_fixes_it() -> None:
+    armed = sim("timer_after_free.c", ["watchdog_retire"])
+    waf = next(v for v in armed.violations if v.kind == "WORK-AFTER-FREE")
+    assert "mod_timer" in waf.trace.steps[0].text and "kfree(wd)" in waf.trace.steps[-1].text
+    fired = next(v for v in armed.violations if v.kind == "UAF")
+    assert fired.trace.steps[-1].function == "watchdog_fire"
+    assert sim("timer_after_free.c", ["watchdog_retire_sync"]).violations == ()
+
+
 def test_a_destroy_work_that_gives_up_while_pages_remain_leaks_the_pool() -> None:
     r = sim("pool_leak.c", ["pool_release_pages"], teardown=("pool_css_offline",))
     assert kinds(r) == {"LEAK"}
@@ -193,6 +202,7 @@ SCENARIOS = [
     ("rcu_free.c", ["filter_retire"], ()),
     ("rcu_free.c", ["filter_retire_locked"], ()),
     ("percpu_release.c", ["tbl_kill"], ()),
+    ("timer_after_free.c", ["watchdog_retire"], ()),
 ]
 
 
