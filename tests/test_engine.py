@@ -156,3 +156,17 @@ def test_function_nested_beyond_the_stack_is_skipped_with_a_note(tmp_path: Path)
     rule_checks = [c for c in review.checks if c.check.startswith("MMLC")]
     assert rule_checks and all(c.ok for c in rule_checks)
     assert any("deep() could not be analysed" in n for c in rule_checks for n in c.notes)
+
+
+def test_a_call_graph_too_large_to_follow_is_cut_and_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.analyze import flow_source
+
+    monkeypatch.setattr(flow_source, "MAX_REACH_WORK", 0)
+    review = review_inputs([str(SETTINGS.rules_dir / "MMLC001" / "bad.patch")], SETTINGS)
+    check = next(c for c in review.checks if c.check == "MMLC001")
+    assert check.ok
+    assert any("call graph too large" in n for n in check.notes)
+    # the helper that scheduled the destroy is no longer followed: no finding
+    assert [f for f in review.reportable if f.rule_id == "MMLC001"] == []

@@ -465,6 +465,13 @@ def run_rule(
                 for k, h in before.items():
                     if k not in after:
                         fixed.append(_Raw(ps.pa.number, ch, h, "pre"))
+    if notes is not None:
+        for ps in prep.patches:
+            if ps.pre.truncated or ps.post.truncated:
+                notes.append(
+                    f"patch {ps.pa.number}: call graph too large to follow completely; "
+                    "some helpers were not followed"
+                )
     diffs = {(ps.pa.number, d.path): d for ps in prep.patches for d in ps.pa.images.files}
     findings: list[Finding] = []
     fixed_left = list(fixed) + undone

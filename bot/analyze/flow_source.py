@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,6 +44,11 @@ _MAX_TREE_FILE = 2 * 1024 * 1024
 # Bytes of a tree directory scanned for a definition before giving up (keeps a
 # review ~1 s even on a directory with hundreds of files).
 _MAX_DIR_BYTES = 16 * 1024 * 1024
+
+# Bound on the work of following calls, per side of a patch: real mm functions
+# stay far below it (the seed series uses a few hundred); an 80x80 call clique
+# would need millions.
+MAX_REACH_WORK = 200_000
 
 _COMMENT_LINE = re.compile(r"^\s*(\*|/\*|\*/|//)")
 _INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
@@ -147,6 +152,13 @@ class SourceView:
     tree_root: str | None
     partial: bool = False
     _cache: dict[tuple[str, str], tuple[Flow, ...]] = field(default_factory=dict, repr=False)
+    _reach: dict[tuple[int, int, bool], tuple[Flow, list[Reached]]] = field(
+        default_factory=dict, repr=False
+    )
+    # Work left for following calls on this side (entries of callees' reach lists
+    # copied); a pathological call graph stops being followed, and says so.
+    reach_budget: int = field(default_factory=lambda: MAX_REACH_WORK)
+    truncated: bool = False
 
     def text(self, path: str) -> str | None:
         if path in self.files:
@@ -314,7 +326,43 @@ def reach(
     _held: bool = False,
 ) -> list[Reached]:
     """Every vocabulary call `flow` makes or reaches through helpers the view
-    defines, up to `depth` levels of helpers."""
+    defines, up to `depth` levels of helpers (memoised per view: a kernel call
+    graph fans out fast, and the same helper is reached from many places)."""
+    key = (id(flow), depth, _held)
+    hit = view._reach.get(key)
+    if hit is not None and hit[0] is flow:
+        return hit[1]
+    out = _dedupe(_reach(flow, view, vocab, depth, _stack, _held))
+    view._reach[key] = (flow, out)
+    return out
+
+
+def _dedupe(found: list[Reached]) -> list[Reached]:
+    """One entry per reached call site and role: the shortest chain to it, locked
+    only if every route to it is (a call graph has exponentially many routes)."""
+    best: dict[tuple[int, str, str], Reached] = {}
+    unlocked: set[tuple[int, str, str]] = set()
+    for r in found:
+        k = (id(r.terminal), r.role.family, r.role.role)
+        if not r.under_lock:
+            unlocked.add(k)
+        cur = best.get(k)
+        if cur is None or len(r.chain) < len(cur.chain):
+            best[k] = r
+    return [
+        replace(r, under_lock=False) if k in unlocked and r.under_lock else r
+        for k, r in best.items()
+    ]
+
+
+def _reach(
+    flow: Flow,
+    view: SourceView,
+    vocab: Vocabulary,
+    depth: int,
+    _stack: tuple[str, ...],
+    _held: bool,
+) -> list[Reached]:
     out: list[Reached] = []
     locked = _locked(flow, vocab)
     gets = frozenset(
@@ -329,8 +377,13 @@ def reach(
             continue
         if depth <= 0 or call.name in _stack or call.name == flow.name:
             continue
+        if view.reach_budget <= 0:
+            view.truncated = True
+            continue
         for callee in view.definitions(call.name, flow.file):
-            for r in reach(callee, view, vocab, depth - 1, _stack=(*_stack, flow.name), _held=held):
+            found = reach(callee, view, vocab, depth - 1, _stack=(*_stack, flow.name), _held=held)
+            view.reach_budget -= len(found) + 1
+            for r in found:
                 out.append(
                     Reached(
                         r.terminal,
