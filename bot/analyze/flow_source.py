@@ -43,7 +43,7 @@ from bot.model import CFunction
 _MAX_TREE_FILE = 2 * 1024 * 1024
 # Bytes of a tree directory scanned for a definition before giving up (keeps a
 # review ~1 s even on a directory with hundreds of files).
-_MAX_DIR_BYTES = 16 * 1024 * 1024
+_MAX_DIR_BYTES = 8 * 1024 * 1024
 
 # Bound on the work of following calls, per side of a patch: real mm functions
 # stay far below it (the seed series uses a few hundred); an 80x80 call clique
@@ -132,16 +132,22 @@ def _dir_listing(path: str) -> tuple[str, ...]:
         return ()
 
 
+# `name(` on a line that could start a definition. One line only ([ \t], never
+# \s): a partial image is mostly blank lines, and a pattern free to span them
+# backtracks for seconds.
+_DEFINITION_LINE = re.compile(r"(?m)^[A-Za-z_][\w \t*]*?\b([A-Za-z_]\w*)[ \t]*\(")
+
+
 @lru_cache(maxsize=4096)
-def _definition_pattern(name: str) -> re.Pattern[str]:
-    # One line only ([ \t], never \s): a partial image is mostly blank lines, and a
-    # pattern free to span them backtracks for seconds.
-    return re.compile(r"(?m)^[\w \t*]*?\b" + re.escape(name) + r"[ \t]*\(")
+def _defined_names(text: str) -> frozenset[str]:
+    """Names that may be defined in `text`: a cheap superset, read once per text,
+    so asking for a name the file does not define costs a set lookup."""
+    return frozenset(_DEFINITION_LINE.findall(text))
 
 
 def _defines(text: str, name: str) -> bool:
     """Cheap test before parsing: `name(` on a line that could start a definition."""
-    return name in text and _definition_pattern(name).search(text) is not None
+    return name in _defined_names(text)
 
 
 @dataclass
@@ -159,6 +165,7 @@ class SourceView:
     # copied); a pathological call graph stops being followed, and says so.
     reach_budget: int = field(default_factory=lambda: MAX_REACH_WORK)
     truncated: bool = False
+    _paths: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def text(self, path: str) -> str | None:
         if path in self.files:
@@ -176,7 +183,13 @@ class SourceView:
         for name in idx.by_name:
             yield from idx.flows_named(name)
 
-    def _candidate_paths(self, near: str) -> Iterator[str]:
+    def _candidate_paths(self, near: str) -> list[str]:
+        cached = self._paths.get(near)
+        if cached is None:
+            cached = self._paths[near] = list(dict.fromkeys(self._candidates(near)))
+        return cached
+
+    def _candidates(self, near: str) -> Iterator[str]:
         yield near
         yield from (p for p in self.files if p != near)
         if self.tree_root is None:
@@ -189,6 +202,8 @@ class SourceView:
             yield str(Path(near_dir) / inc)
         stem = Path(near).stem
         yield f"include/linux/{stem}.h"
+        if not near.endswith(".c"):
+            return  # a header's directory (include/linux) is the whole kernel API
         budget = _MAX_DIR_BYTES
         for full in _dir_listing(str(root / near_dir)):
             if budget <= 0:
@@ -204,11 +219,7 @@ class SourceView:
         if key in self._cache:
             return self._cache[key]
         found: tuple[Flow, ...] = ()
-        seen: set[str] = set()
         for path in self._candidate_paths(near):
-            if path in seen:
-                continue
-            seen.add(path)
             text = self.text(path)
             if not text or not _defines(text, name):
                 continue
