@@ -555,13 +555,10 @@ def build_flow(fn: FunctionNode, file: str, line0: int) -> Flow:
     for lab in _labels(fn.body):
         b.labels[lab] = b.new().id
     entry = b.stmt(fn.body, b.exit, _Ctx())
-    for lab, nid in b.labels.items():
+    for nid in b.labels.values():
         if not b.nodes[nid].succ:
-            b.nodes[nid].succ = [(b.exit, None)]
-        del lab
+            b.nodes[nid].succ = [(b.exit, None)]  # a label whose statement we never saw
     params, types = _params(fn.declarator)
-    if fn.declarator is None:
-        params, types = (), ()
     calls = tuple(sorted(b.calls, key=lambda c: c.line))
     return Flow(
         name=fn.name,

@@ -221,15 +221,12 @@ def _terminal_key(r: Reached) -> tuple[str, str]:
     return (r.terminal.name, member_tail(arg) or norm_object(arg))
 
 
-def _chain_evidence(r: Reached, file: str) -> list[str]:
-    lines: list[str] = []
+def _chain_evidence(r: Reached) -> list[str]:
+    """`helper() -> inner() reached schedule_work(&x->destroy) (mm/x.c:12)`."""
     if not r.chain:
-        return lines
-    hops = [c for _, c in r.chain]
-    via = " -> ".join(f"{c.name}()" for c in hops)
-    lines.append(f"{via} reached {r.terminal.text} ({r.file}:{r.terminal.line})")
-    del file
-    return lines
+        return []
+    via = " -> ".join(f"{c.name}()" for _, c in r.chain)
+    return [f"{via} reached {r.terminal.text} ({r.file}:{r.terminal.line})"]
 
 
 def _callback_evidence(r: Reached, env: Env, view: SourceView) -> list[str]:
@@ -346,7 +343,7 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
         if r.chain and env.series_adds(site.name, besides=pre.flow.name):
             continue
         evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
-        evidence += _chain_evidence(r, pre.file)
+        evidence += _chain_evidence(r)
         evidence += _callback_evidence(r, env, pre.view)
         evidence.append(f"{pre.flow.name}() is a release path: {why}")
         obj = _object_type(pre.flow, site)
@@ -415,7 +412,7 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         if not _removed_here(pre, post, site):
             continue
         evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
-        evidence += _chain_evidence(r, pre.file)
+        evidence += _chain_evidence(r)
         hits.append(
             Hit(
                 key=("lost-put", *key),
