@@ -161,7 +161,7 @@ void f(struct wb *wb)
     assert _run(use_after_release, code) == []
 
 
-def test_rcu_lookup_needs_a_read_section_or_a_spinlock() -> None:
+def test_rcu_lookup_needs_a_read_section_or_a_lock() -> None:
     outside = """
 bool f(struct list_lru *lru, void *item)
 {

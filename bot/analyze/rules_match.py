@@ -1110,7 +1110,7 @@ def _strip_cast(text: str) -> str:
 
 def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
     """A lookup whose result only RCU keeps alive, made outside rcu_read_lock() (and
-    outside a spinlock, which also holds off a grace period), or its result used
+    outside any lock that excludes its updaters), or its result used
     after rcu_read_unlock() without a tryget."""
     flow = side.flow
     if flow is None:
@@ -1148,7 +1148,7 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
         return text in returned or text in handed_back
 
     hits: dict[tuple[str, ...], Hit] = {}
-    # (rcu depth, spinlocks held, looked-up vars still protected, expired vars)
+    # (rcu depth, locks held, looked-up vars still protected, expired vars)
     State = tuple[int, frozenset[str], frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
     pending: dict[str, str] = {}
 
@@ -1177,7 +1177,9 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
                     expired = expired | live
                     live = frozenset()
                 return depth, locks, live, expired
-            if role.kind == "lock" and ev.args and "spin" in role.family:
+            # Any lock counts: a spinlock holds off the grace period, and a mutex
+            # is how updaters of an ID table or xarray exclude each other.
+            if role.kind == "lock" and ev.args:
                 obj = norm_object(ev.args[0])
                 locks = locks | {obj} if role.role == "lock" else locks - {obj}
                 return depth, locks, live, expired
@@ -1198,7 +1200,7 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
                         evidence=(
                             f"{ev.text} at {side.file}:{ev.line} returns an object only RCU "
                             "keeps alive",
-                            "no rcu_read_lock() (or spinlock) is held on this path",
+                            "no rcu_read_lock() (or lock) is held on this path",
                         ),
                         variant="lookup-outside-rcu",
                     ),
