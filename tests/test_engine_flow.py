@@ -332,3 +332,36 @@ void f(struct demo *p)
 """
     hits = _run(use_after_release, code)
     assert [h.fields["use"] for h in hits] == ['pr_err("value %d\\n", p->val)']
+
+
+def test_a_helper_that_returns_a_reference_counts_as_a_get() -> None:
+    code = """
+struct obj *demo_lookup_get(struct table *t, int id)
+{
+	struct obj *o = table_find(t, id);
+
+	if (o)
+		kref_get(&o->ref);
+	return o;
+}
+
+int demo_use(struct table *t, int id)
+{
+	struct obj *o = demo_lookup_get(t, id);
+	int ret;
+
+	if (!o)
+		return -ENOENT;
+	ret = obj_do(o);
+	if (ret == -EAGAIN)
+		return ret;
+	kref_put(&o->ref, obj_release);
+	return ret;
+}
+"""
+    view = SourceView({"mm/t.c": code}, None)
+    flow = next(f for f in flows_in_text(code, "mm/t.c") if f.name == "demo_use")
+    hits = path_reference_leak(ENV, Side(flow, view, "mm/t.c"), Side(None, view, "mm/t.c"))
+    assert [(h.key, h.fields["get"]) for h in hits] == [
+        (("leak", "kref", "o", "ret"), "demo_lookup_get")
+    ]

@@ -112,6 +112,7 @@ class Env:
     # Calls the series adds (post minus pre, per touched function), anywhere.
     added: Sequence[tuple[str, Call]] = ()  # (function, call)
     _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
+    _returns_cache: dict[tuple[int, str], str] = field(default_factory=dict)
 
     def series_adds(self, name: str, tail: str = "", *, besides: str = "") -> bool:
         """True when the series adds a call to `name` in a function other than
@@ -131,6 +132,30 @@ class Env:
             if any(r.role in wanted and r.family == family for r in self.vocab.roles_of(call.name)):
                 return True
         return False
+
+    def helper_returns_ref(self, call: Call, view: SourceView, file: str) -> str:
+        """The API family of the reference a (non-vocabulary) helper returns, by its
+        body (`o = find(); kref_get(&o->ref); return o;`), or ""."""
+        key = (id(view), "returns:" + call.name)
+        if key in self._returns_cache:
+            return self._returns_cache[key]
+        family = ""
+        for callee in view.definitions(call.name, file):
+            returned = {
+                e.expr.strip()
+                for n in callee.nodes.values()
+                for e in n.events
+                if isinstance(e, Return) and e.expr
+            }
+            for c in callee.calls:
+                for role in self.vocab.roles_of(c.name):
+                    if role.role not in GET_ROLES or not role.balance or role.returns_object:
+                        continue
+                    arg = _object_arg(c, role)
+                    if arg is not None and container_of_arg(arg) in returned:
+                        family = role.family
+        self._returns_cache[key] = family
+        return family
 
     def helper_releases(self, call: Call, view: SourceView, file: str) -> frozenset[int]:
         """Argument indexes a (non-vocabulary) helper puts or frees, by its body."""
@@ -567,6 +592,10 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                         continue
                     held = acquire(held, links, obj, role, ev)
             if not roles:
+                # a helper of this tree that returns a reference is a get
+                fam = env.helper_returns_ref(ev, side.view, side.file)
+                if fam:
+                    pending = pending | {(ev.text, fam, ev.name, ev.line)}
                 released = env.helper_releases(ev, side.view, side.file) if held else frozenset()
                 for i in released:
                     if i < len(ev.args):
