@@ -479,6 +479,8 @@ def _cond_polarity(cond: str, call: Call) -> bool | None:
         return False
     if t in c and "||" not in c:
         return not c.startswith("!" + t)
+    # `a || tryget(x)`: the true branch may not have run the tryget at all; not
+    # tracking it can miss a leak but never invents one
     return None
 
 
