@@ -81,17 +81,17 @@ def test_reply_goes_to_the_author_and_copies_everyone_else() -> None:
     assert "bot@localhost" not in cc and "jane@example.org" not in cc
 
 
-def test_prose_is_wrapped_at_78_columns_and_traces_are_not() -> None:
+def test_prose_and_traces_fit_78_columns() -> None:
     body = body_of(render_email_messages(build_review())[0])
-    trace = set(trace_lines(leak_trace(), indent="  "))
-    long_trace = [ln for ln in trace if len(ln) > MAIL_WIDTH]
-    assert long_trace, "the fixture trace should be wider than a prose line"
-    for ln in body.splitlines():
-        if ln.startswith(">") or ln in trace:
-            continue
-        assert len(ln) <= MAIL_WIDTH, ln
-    for ln in long_trace:
+    trace = trace_lines(leak_trace(), indent="  ")
+    for ln in trace:
         assert ln in body.splitlines()
+    for ln in body.splitlines():
+        if ln.startswith(">"):
+            continue
+        # a trace row may only overflow by a token too long to break (an identifier)
+        longest = max((len(tok) for tok in ln.split()), default=0)
+        assert len(ln) <= MAIL_WIDTH or (ln in trace and longest > 20), ln
 
 
 def test_quoted_lines_keep_the_patch_verbatim() -> None:

@@ -59,13 +59,15 @@ def test_trace_columns_line_up_under_their_actor() -> None:
     header = lines[0]
     cols = {a: header.index(a) for a in ("CPU0", "CPU1", "worker")}
     assert cols["CPU0"] == 0 < cols["CPU1"] < cols["worker"]
-    body = lines[1:]
+    assert lines[1].split() == ["----", "----", "------"]
+    body = lines[2:]
     # each actor's entry function starts exactly at its column, its steps two further in
     assert body[0] == " " * cols["CPU1"] + "zblock_pool_offline()"
-    assert body[1] == " " * (cols["CPU1"] + 2) + "pool->dead = true"
+    # and each step ends with its source line, as the simulator recorded it
+    assert body[1] == " " * (cols["CPU1"] + 2) + "pool->dead = true :149"
     assert " " * cols["worker"] + "zblock_destroy_work()" in body
     assert "zblock_release_pages()" in body
-    assert "  atomic_sub(1 << order, &pool->nr_pages) -> 0" in body
+    assert "  atomic_sub(1 << order, &pool->nr_pages) -> 0 :129" in body
     # rows keep the interleaving: CPU1 marks dead before CPU0 drops the last page
     assert body.index("zblock_release_pages()") > 1
 

@@ -40,6 +40,8 @@ MAIL_WIDTH = 78
 TRACE_MIN_COLUMN = 34
 TRACE_MAX_COLUMN = 44
 TRACE_GAP = 4
+# The last column keeps at least this much room before a row wraps.
+TRACE_MIN_ROOM = 40
 
 SEVERITY_RANK = {Severity.ERROR: 2, Severity.WARNING: 1, Severity.INFO: 0}
 
@@ -260,12 +262,15 @@ def wrap(
     return out
 
 
-def trace_lines(trace: Trace, *, indent: str = "  ") -> list[str]:
+def trace_lines(trace: Trace, *, indent: str = "  ", width: int = MAIL_WIDTH) -> list[str]:
     """Lay a counterexample out as kernel changelogs do: one column per actor.
 
     Each actor's column names the function it is in (`fn()`) when that changes and
     the step text indented under it; rows keep the interleaving order top-down.
-    Never wrapped: a trace is read by column.
+    Rows hold one actor's step each, so the columns can sit closer than their
+    longest text; a row that would run past `width` wraps inside its own column
+    (continuation lines indented two more), so the trace stays readable in a
+    78-column mail reader even with three actors.
     """
     actors = list(trace.actors)
     for step in trace.steps:
@@ -287,6 +292,8 @@ def trace_lines(trace: Trace, *, indent: str = "  ") -> list[str]:
             rows.append((col, label))
             if text in (fn, label):
                 continue
+        if step.line and not text.endswith(f":{step.line}"):
+            text = f"{text} :{step.line}"
         rows.append((col, f"  {text}" if current.get(step.actor) else text))
     widths = [len(one_line(a)) for a in actors]
     for col, text in rows:
@@ -294,9 +301,33 @@ def trace_lines(trace: Trace, *, indent: str = "  ") -> list[str]:
     starts = [0]
     for w in widths[:-1]:
         starts.append(starts[-1] + min(max(w + TRACE_GAP, TRACE_MIN_COLUMN), TRACE_MAX_COLUMN))
+    # Squeeze the columns so the last one keeps TRACE_MIN_ROOM characters of room.
+    room = width - len(indent)
+    if len(actors) > 1 and starts[-1] > room - TRACE_MIN_ROOM:
+        step_w = max(
+            len(max(actors, key=len)) + TRACE_GAP, (room - TRACE_MIN_ROOM) // (len(actors) - 1)
+        )
+        starts = [i * step_w for i in range(len(actors))]
     header = ""
+    underline = ""
     for col, actor in enumerate(actors):
         header = header.ljust(starts[col]) + one_line(actor)
-    out = [indent + header.rstrip()]
-    out += [(indent + " " * starts[col] + text).rstrip() for col, text in rows]
+        underline = underline.ljust(starts[col]) + "-" * len(one_line(actor))
+    out = [indent + header.rstrip(), indent + underline.rstrip()]
+    for col, text in rows:
+        pad = " " * starts[col]
+        avail = max(room - starts[col], 12)
+        body = text.lstrip(" ")
+        lead = " " * (len(text) - len(body))
+        pieces = textwrap.wrap(
+            body,
+            width=max(avail - len(lead), 8),
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [""]
+        if len(pieces) > 1 and len(pieces[0]) < 6:
+            # never leave a bare `if` above the condition it starts
+            pieces = [f"{pieces[0]} {pieces[1].lstrip()}", *pieces[2:]]
+        out += [(indent + pad + lead + piece).rstrip() for piece in pieces]
     return out
