@@ -18,7 +18,10 @@ Example (docs/service.md has the full table):
         email: true          # opt in: reviews of this list may be mailed (muted otherwise)
         cc_list: true        # Cc the list on replies
     repos:
-      mm: {url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git}
+      mm:
+        url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git
+        email: true          # opt in: push reviews are mailed to email_to
+        email_to: [mm-reviews@example.org]
     publish:
       dry_run: true          # default: nothing leaves the machine
       from: "mm-lifecycle-bot <bot@example.org>"
@@ -57,6 +60,10 @@ class ListConfig:
 class RepoConfig:
     name: str  # what the push payload names (owner/name, path_with_namespace, or ours)
     url: str  # where we fetch from: never the URL in the payload
+    # Opt in: push reviews of this repository may be mailed to `email_to` (muted
+    # otherwise; the maildir outbox gets a copy either way).
+    email: bool = False
+    email_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,14 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
     for name, spec in (data.get("repos") or {}).items():
         if not isinstance(spec, dict) or not spec.get("url"):
             raise InputError(f"repos.{name} needs a url")
-        repos.append(RepoConfig(name=str(name), url=str(spec["url"])))
+        to = spec.get("email_to") or ()
+        email_to = (str(to),) if isinstance(to, str) else tuple(str(a) for a in to)
+        email = _bool(spec.get("email", False), f"repos.{name}.email")
+        if email and not email_to:
+            raise InputError(f"repos.{name}.email is true but repos.{name}.email_to is empty")
+        repos.append(
+            RepoConfig(name=str(name), url=str(spec["url"]), email=email, email_to=email_to)
+        )
     pub = data.get("publish") or {}
     smtp = None
     if pub.get("smtp"):

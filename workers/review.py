@@ -15,9 +15,9 @@ from bot.config import Settings
 from bot.errors import InputError
 from bot.model import RawMessage, Review, Series, SeriesSet
 from bot.publish.compare import compare_reviews
-from bot.publish.email import reply_recipients, thread_reply
+from bot.publish.email import reply_recipients, stable_message_id, thread_reply
 from bot.publish.outbox import email_part, maildir_part, patchwork_part
-from workers.config import ListConfig, ServiceConfig
+from workers.config import ListConfig, RepoConfig, ServiceConfig
 from workers.logs import log
 from workers.state import SeriesState, State
 
@@ -182,6 +182,36 @@ def build_result(state: State, scope: str, review: Review, *, partial: bool) -> 
     return result
 
 
+def supersede_partial(
+    result: dict[str, Any],
+    partial: dict[str, Any],
+    review: Review,
+    *,
+    reviewed_at: str | None = None,
+) -> None:
+    """Mark `result` (a complete series' review) as superseding the stored partial review:
+    say so, name what was missing then, and sort the partial review's findings into
+    resolved, still present and new (`bot.publish.compare`)."""
+    cmp = compare_reviews(partial.get("review") or {}, review)
+    missing = [int(n) for n in partial.get("missing") or ()]
+    total = review.series.total
+    named = ", ".join(f"{n}/{total}" for n in missing) or "some patches"
+    verb = "was" if len(missing) == 1 else "were"
+    note = (
+        f"This review of the complete series supersedes the partial review sent "
+        f"while patch {named} {verb} missing."
+    )
+    heading = "Compared with the partial review:"
+    result["supersedes"] = {
+        "partial": True,
+        "missing": missing,
+        "reviewed_at": float(reviewed_at) if reviewed_at else None,
+        "comparison": cmp.as_dict(),
+    }
+    result["supersedes_text"] = f"{note}\n{cmp.summary(heading=heading)}"
+    result["text"] = f"{result['supersedes_text']}\n\n{result['text']}"
+
+
 def build_outbox(
     review: Review, result: dict[str, Any], lst: ListConfig, cfg: ServiceConfig
 ) -> dict[str, Any]:
@@ -196,18 +226,29 @@ def build_outbox(
     fallback = series.cover or (series.patches[0].message if series.patches else None)
     parts: list[dict[str, Any]] = []
     comparison = result.get("comparison_text")
+    supersedes = result.get("supersedes_text")
     for i, msg in enumerate(render_email_messages(review, from_addr=cfg.from_addr)):
         irt = str(msg.get("In-Reply-To", "")).strip().strip("<>")
         parent = by_id.get(irt) or fallback
         if parent is None:
             continue
-        if comparison and i == 0:
-            body = msg.get_content()
-            msg.set_content(f"{body.rstrip()}\n\n{comparison}\n", charset="utf-8")
+        if (comparison or supersedes) and i == 0:
+            body = msg.get_content().rstrip()
+            if supersedes:
+                body = f"{supersedes}\n\n{body}"
+            if comparison:
+                body = f"{body}\n\n{comparison}"
+            msg.set_content(body + "\n", charset="utf-8")
         rcpt = reply_recipients(
             parent, list_address=lst.address, cc_list=lst.cc_list, extra_cc=lst.cc
         )
-        thread_reply(msg, parent, from_addr=cfg.from_addr, recipients=rcpt)
+        # The renderer derives a reply's Message-ID from its text, and the complete
+        # review may repeat a reply of the partial one word for word: archives would
+        # drop it as a duplicate, so the superseding round gets Message-IDs of its own.
+        own_id = (
+            stable_message_id(str(msg["Message-ID"]), "supersedes-partial") if supersedes else None
+        )
+        thread_reply(msg, parent, from_addr=cfg.from_addr, recipients=rcpt, message_id=own_id)
         raw = msg.as_bytes()
         parts.append(email_part(raw))
         parts.append(maildir_part(raw))
@@ -218,14 +259,50 @@ def build_outbox(
     return {"scope": result["scope"], "key": series.key, "parts": parts}
 
 
+def build_push_outbox(
+    result: dict[str, Any], repo: RepoConfig | None, cfg: ServiceConfig
+) -> dict[str, Any]:
+    """The deliveries of a push review: a maildir copy, and an email to the repository's
+    configured addresses (the publisher skips it unless the repository opted in)."""
+    from email.message import EmailMessage
+    from email.utils import formatdate
+
+    scope, key = str(result["scope"]), str(result["key"])
+    before, _sep, after = key.partition("..")
+    ref = str(result.get("ref") or "")
+    name = scope.removeprefix("push:")
+    findings = [
+        f
+        for f in (result.get("review") or {}).get("findings") or ()
+        if isinstance(f, dict) and f.get("status", "introduced") == "introduced"
+    ]
+    msg = EmailMessage()
+    msg["From"] = cfg.from_addr
+    if repo is not None and repo.email_to:
+        msg["To"] = ", ".join(repo.email_to)
+    where = f" {ref}" if ref else ""
+    msg["Subject"] = (
+        f"[review] push to {name}{where} {before[:12]}..{after[:12]}: "
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
+    )
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    # one Message-ID per pushed range: a resend is recognisably the same mail
+    msg["Message-ID"] = f"<{stable_message_id(scope, key)}>"
+    msg.set_content(str(result.get("text") or ""), charset="utf-8")
+    raw = msg.as_bytes()
+    return {"scope": scope, "key": key, "parts": [maildir_part(raw), email_part(raw)]}
+
+
 __all__ = [
     "Assembled",
     "assemble_roots",
     "build_outbox",
+    "build_push_outbox",
     "build_result",
     "parse_stored",
     "pick",
     "route_threads",
     "series_fields",
+    "supersede_partial",
     "superseded_keys",
 ]

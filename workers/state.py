@@ -15,27 +15,42 @@ the cover letter, else of the first patch) or a commit range `A..B`.
                                             quoting it (finds a v1 whose patch was lost)
     {p}:unthreaded:{scope}:{author}  ZSET   patches sent without threading -> Date (stitching)
     {p}:series:{scope}:{key}         HASH   state, version, total, missing, roots, first_seen,
-                                            updated, reviewed_at, superseded_by, name, author
+                                            updated, reviewed_at, superseded_by, name, author,
+                                            partial (1: the stored review was made with
+                                            patches missing; the complete one is still owed)
     {p}:root-series:{scope}:{root}   SET    series keys assembly produced from this thread
     {p}:waiting:{scope}              ZSET   incomplete series key -> first seen (epoch seconds)
     {p}:series-index:{scope}         ZSET   every series key -> first seen
     {p}:reviewing:{scope}:{key}      STRING a worker is reviewing it (expires: a dead worker's
                                             claim lapses before its task is redelivered)
-    {p}:result:{scope}:{key}         STRING the stored review (JSON), written once
-    {p}:reviews:{scope}:{key}        STRING how many reviews were committed (must stay 1)
+    {p}:result:{scope}:{key}         STRING the stored review (JSON): written once, or twice
+                                            when a partial review is superseded by the
+                                            review of the complete series
+    {p}:partial:{scope}:{key}        STRING the partial review a complete one superseded (JSON)
+    {p}:reviews:{scope}:{key}        STRING how many reviews were committed (1; 2 after a
+                                            partial review and its complete successor)
     {p}:outbox:{id}                  HASH   scope, key, created, status, payload (JSON),
                                             part:{n} = sending | sent | uncertain | skipped:<why>
+    {p}:outbox:{id}:lock             STRING a worker is delivering this entry (expires)
     {p}:outbox:pending               ZSET   outbox id -> created
     {p}:delivery:{id}                STRING webhook delivery ID seen (expires after a week)
+    {p}:push:{scope}:{key}           STRING the webhook queued a review of this push range
+                                            (the same range pushed twice is queued once;
+                                            expires after a week)
     {p}:metrics                      HASH   counters: series_seen, series_reviewed,
                                             series_failed, latency_sum, latency_count,
                                             latency_le_{bucket}
     {p}:fault:{point}                STRING set when a fault-injection pause was reached
 
 Series states: incomplete -> complete -> reviewed; incomplete or complete -> superseded
-when a later version arrives first. `reviewed` is final: a review is committed exactly
-once, by a Lua script that checks and writes the result, the outbox entry and the state
-together, so a worker killed at any point either committed everything or nothing.
+when a later version arrives first. A review is committed by a Lua script that checks
+and writes the result, the outbox entry and the state together, so a worker killed at
+any point either committed everything or nothing. `reviewed` is final, with one
+exception: a series reviewed after its wait ran out with patches missing is stored with
+`partial` = 1, and when assembly later finds it complete it goes back to `complete`;
+its complete review is committed by the same script only while `partial` is 1, and the
+commit sets it to 0, so the complete review happens exactly once (the partial review is
+kept under `{p}:partial:...`).
 """
 
 from __future__ import annotations
@@ -87,14 +102,24 @@ class StoredMessage:
     quotes_patch: bool = False  # a reply whose subject names a patch's title
 
 
-# KEYS: result, reviews, series, outbox item, outbox pending, waiting, metrics
+# KEYS: result, reviews, series, outbox item, outbox pending, waiting, metrics, partial
 # ARGV: result json, outbox id ('' = none), outbox payload, now, series key, scope, latency,
-#       then the latency bucket field names the latency falls into
+#       mode, then the latency bucket field names the latency falls into.
+# mode: 'first' (no review stored yet), 'partial' (the same, and the series owes a
+# complete review), 'complete' (supersede the stored partial review: only while owed).
 _COMMIT_REVIEW = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local mode = ARGV[8]
+if mode == 'complete' then
+  if redis.call('HGET', KEYS[3], 'partial') ~= '1' then return 0 end
+  local old = redis.call('GET', KEYS[1])
+  if old then redis.call('SET', KEYS[8], old) end
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[3], 'state', 'reviewed', 'reviewed_at', ARGV[4], 'updated', ARGV[4])
+redis.call('HSET', KEYS[3], 'state', 'reviewed', 'reviewed_at', ARGV[4], 'updated', ARGV[4],
+           'partial', mode == 'partial' and '1' or '0')
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[4], 'scope', ARGV[6], 'key', ARGV[5], 'created', ARGV[4],
              'status', 'pending', 'payload', ARGV[3])
@@ -104,7 +129,7 @@ redis.call('ZREM', KEYS[6], ARGV[5])
 redis.call('HINCRBY', KEYS[7], 'series_reviewed', 1)
 redis.call('HINCRBYFLOAT', KEYS[7], 'latency_sum', ARGV[7])
 redis.call('HINCRBY', KEYS[7], 'latency_count', 1)
-for i = 8, #ARGV do redis.call('HINCRBY', KEYS[7], ARGV[i], 1) end
+for i = 9, #ARGV do redis.call('HINCRBY', KEYS[7], ARGV[i], 1) end
 return 1
 """
 
@@ -120,7 +145,12 @@ if not cur then
   redis.call('HINCRBY', KEYS[3], 'series_seen', 1)
 end
 local state = ARGV[3]
-if cur == 'reviewed' or cur == 'superseded' or cur == 'failed' then state = '' end
+if cur == 'reviewed' and state == 'complete' and redis.call('HGET', KEYS[1], 'partial') == '1' then
+  -- reviewed with patches missing, and now complete: it owes its complete review
+  state = 'complete'
+elseif cur == 'reviewed' or cur == 'superseded' or cur == 'failed' then
+  state = ''
+end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
 if state ~= '' then
@@ -289,7 +319,9 @@ class State:
         """Record what assembly saw of a series; returns (is it new, its state now).
 
         A reviewed, superseded or failed series keeps its state: assembly re-running
-        after a late reply must not reopen it. One script, so one round trip.
+        after a late reply must not reopen it. The one exception is a series reviewed
+        with patches missing (`partial` 1) that is now complete: it goes back to
+        complete, to be reviewed again as a whole. One script, so one round trip.
         """
         data = dict(fields)
         state = str(data.pop("state", ""))
@@ -393,6 +425,11 @@ class State:
         raw = cast(bytes | None, self.r.get(self.k("result", scope, key)))
         return cast(dict[str, Any], json.loads(raw)) if raw else None
 
+    def partial_result(self, scope: str, key: str) -> dict[str, Any] | None:
+        """The partial review a complete review superseded, if one did."""
+        raw = cast(bytes | None, self.r.get(self.k("partial", scope, key)))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
     def review_count(self, scope: str, key: str) -> int:
         raw = cast(bytes | None, self.r.get(self.k("reviews", scope, key)))
         return int(raw) if raw else 0
@@ -421,8 +458,17 @@ class State:
         outbox_id: str | None,
         outbox_payload: Mapping[str, Any] | None,
         latency: float,
+        *,
+        mode: str = "first",
     ) -> bool:
-        """Store a review and its outbox entry atomically; False if one was already stored."""
+        """Store a review and its outbox entry atomically; False if it was already stored.
+
+        `mode` "first" and "partial" store the series' first review (a partial one owes a
+        complete review later); "complete" replaces a stored partial review, once, keeping
+        the partial one under `{p}:partial:...`.
+        """
+        if mode not in {"first", "partial", "complete"}:
+            raise ValueError(f"unknown commit mode {mode!r}")
         buckets = [f"latency_le_{b:g}" for b in LATENCY_BUCKETS if latency <= b]
         done = self._commit(
             keys=[
@@ -433,6 +479,7 @@ class State:
                 self.k("outbox", "pending"),
                 self.k("waiting", scope),
                 self.k("metrics"),
+                self.k("partial", scope, key),
             ],
             args=[
                 json.dumps(result, sort_keys=True),
@@ -442,6 +489,7 @@ class State:
                 key,
                 scope,
                 f"{max(latency, 0.0):.6f}",
+                mode,
                 *buckets,
             ],
         )

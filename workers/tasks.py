@@ -42,9 +42,11 @@ from workers.logs import log
 from workers.review import (
     assemble_roots,
     build_outbox,
+    build_push_outbox,
     build_result,
     pick,
     route_threads,
+    supersede_partial,
 )
 from workers.state import SeriesState, State
 
@@ -170,7 +172,9 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
         SeriesState.FAILED,
     }:
         return "skipped: " + info["state"]
-    if st.result(scope, key) is not None:
+    # a stored review blocks another one, unless it was partial and the complete
+    # review is still owed (the commit script re-checks that atomically)
+    if st.result(scope, key) is not None and info.get("partial") != "1":
         return "skipped: already reviewed"
     if not st.claim_review(scope, key, REVIEW_CLAIM_SECONDS):
         # a duplicate task (the series was queued twice): the claimant commits it
@@ -189,8 +193,10 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
         st.mark_failed(scope, key, "series no longer assembles from the stored messages")
         return "failed: not found"
     series, versions, others = chosen
-    if not series.complete and not partial:
+    owed = info.get("partial") == "1"  # a partial review is stored; this one completes it
+    if not series.complete and (owed or not partial):
         return "waiting: incomplete"
+    partial = not series.complete  # the sweep may find it complete by now
     cfg = config()
     lst = cfg.list(scope)
     started = float(info.get("complete_at") or info.get("first_seen") or time.time())
@@ -199,6 +205,9 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
 
         review = pipeline_review(series, versions, settings(), tree=lst.tree, others=others)
         result = build_result(st, scope, review, partial=partial)
+        if owed:
+            old = st.result(scope, key) or {}
+            supersede_partial(result, old, review, reviewed_at=info.get("reviewed_at"))
         outbox = build_outbox(review, result, lst, cfg)
     except TRANSIENT:
         raise
@@ -207,13 +216,21 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
         log.error("review failed", extra={"scope": scope, "series": key, "error": exc.one_line()})
         return "failed: " + exc.one_line()
     faults.pause(st, "review:before-commit")
-    outbox_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/{key}").hex
-    committed = st.commit_review(scope, key, result, outbox_id, outbox, time.time() - started)
+    # the complete review after a partial one is a second delivery: its own outbox entry
+    round_ = "/complete" if owed else ""
+    outbox_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/{key}{round_}").hex
+    mode = "complete" if owed else ("partial" if partial else "first")
+    committed = st.commit_review(
+        scope, key, result, outbox_id, outbox, time.time() - started, mode=mode
+    )
     if not committed:
         return "skipped: another worker committed first"
-    log.info("series reviewed", extra={"scope": scope, "series": key, "partial": partial})
+    log.info(
+        "series reviewed",
+        extra={"scope": scope, "series": key, "partial": partial, "supersedes_partial": owed},
+    )
     publish_outbox.apply_async((outbox_id,))
-    return "reviewed"
+    return "reviewed" + (" (supersedes the partial review)" if owed else "")
 
 
 def _repo_cache(cfg: ServiceConfig, name: str) -> Path:
@@ -283,15 +300,18 @@ def review_push(repo: str, before: str, after: str, ref: str = "") -> str:
             "review": json.loads(render(review, "json")),
             "text": render(review, "text"),
         }
+        outbox = build_push_outbox(result, cfg.repo(repo), cfg)
     except TRANSIENT:
         raise
     except BotError as exc:
         st.mark_failed(scope, key, exc.one_line())
         return "failed: " + exc.one_line()
     faults.pause(st, "review:before-commit")
-    if not st.commit_review(scope, key, result, None, None, time.time() - started):
+    outbox_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/{key}").hex
+    if not st.commit_review(scope, key, result, outbox_id, outbox, time.time() - started):
         return "skipped: another worker committed first"
     log.info("push reviewed", extra={"scope": scope, "series": key})
+    publish_outbox.apply_async((outbox_id,))
     return "reviewed"
 
 
@@ -334,10 +354,16 @@ class _RealSenders:
 
 
 def policy_for(cfg: ServiceConfig, scope: str) -> Policy:
-    lst = cfg.list(scope)
+    """What may be sent for a review in `scope`: a list's policy, or for `push:<repo>`
+    the repository's (mail only when it opted in and names where to)."""
+    if scope.startswith("push:"):
+        repo = cfg.repo(scope.removeprefix("push:"))
+        opted_in = repo is not None and repo.email and bool(repo.email_to)
+    else:
+        opted_in = cfg.list(scope).email
     return Policy(
         dry_run=cfg.dry_run,
-        email_opt_in=lst.email,
+        email_opt_in=opted_in,
         smtp=cfg.smtp is not None,
         maildir=cfg.maildir is not None,
         patchwork=cfg.patchwork is not None and bool(cfg.patchwork.url),

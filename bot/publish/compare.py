@@ -39,9 +39,11 @@ class Comparison:
             "new": rows(self.new),
         }
 
-    def summary(self) -> str:
-        """A few lines for the review text: which findings of the old version remain."""
-        lines = [f"Compared with the review of v{self.old_version}:"]
+    def summary(self, heading: str | None = None) -> str:
+        """A few lines for the review text: which findings of the old review remain.
+
+        `heading` replaces the first line (by default it names the old version)."""
+        lines = [heading or f"Compared with the review of v{self.old_version}:"]
         for label, keys in (
             ("resolved", self.resolved),
             ("still present", self.still_present),
