@@ -385,3 +385,32 @@ def test_patchwork_check_with_an_unknown_state_is_refused_before_sending() -> No
 def test_email_part_round_trips_the_exact_bytes() -> None:
     raw = "Subject: \u00e9\n\nbody\n".encode()
     assert base64.b64decode(email_part(raw)["raw"]) == raw
+
+
+def test_push_scopes_follow_the_repository_policy_and_lists_their_own() -> None:
+    from workers.config import parse_config
+    from workers.tasks import policy_for
+
+    data: dict[str, Any] = {
+        "lists": {"linux-mm": {"email": True}},
+        "repos": {
+            "loud": {"url": "/srv/loud.git", "email": True, "email_to": "mm@example.org"},
+            "quiet": {"url": "/srv/quiet.git"},
+        },
+        "publish": {"dry_run": False, "smtp": {"host": "127.0.0.1"}, "maildir": "/tmp/x"},
+    }
+    cfg = parse_config(data, env={})
+    assert policy_for(cfg, "push:loud").skip_reason("email") == ""
+    assert policy_for(cfg, "push:quiet").skip_reason("email") == "muted"
+    assert policy_for(cfg, "push:unknown").skip_reason("email") == "muted"
+    assert policy_for(cfg, "push:quiet").skip_reason("maildir") == ""
+    assert policy_for(cfg, "linux-mm").skip_reason("email") == ""
+    dry = parse_config({**data, "publish": {**data["publish"], "dry_run": True}}, env={})
+    assert policy_for(dry, "push:loud").skip_reason("email") == "dry-run"
+
+
+def test_a_repository_opting_in_to_mail_without_an_address_is_refused() -> None:
+    from workers.config import parse_config
+
+    with pytest.raises(InputError, match=r"repos.mm.email is true but repos.mm.email_to"):
+        parse_config({"repos": {"mm": {"url": "/srv/mm.git", "email": True}}}, env={})

@@ -153,3 +153,110 @@ def test_a_git_push_through_a_post_receive_hook_is_reviewed_once(
     metrics = httpx.get(url.replace("/hooks/generic", "/metrics"), timeout=10).text
     assert "bot_series_reviewed_total 1.0" in metrics
     assert "bot_review_latency_seconds_count 1.0" in metrics
+
+
+def _pushed_repo(tmp: Path, name: str) -> tuple[Path, str, str]:
+    """A bare repository holding a base commit and the two demo patches on top:
+    (its path, the base, the tip)."""
+    bare, work = tmp / f"{name}.git", tmp / f"{name}-work"
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp)
+    git("init", "-q", "-b", "main", str(work), cwd=tmp)
+    (work / "mm").mkdir()
+    (work / "mm" / "Makefile").write_text("obj-y += demo_pool.o\n")
+    git("add", ".", cwd=work)
+    git("commit", "-q", "-m", "mm: base", cwd=work)
+    before = git("rev-parse", "HEAD", cwd=work).strip()
+    for n in (1, 2):
+        git("apply", str(HERE / f"v1-{n}.diff"), cwd=work)
+        git("add", ".", cwd=work)
+        git("commit", "-q", "-m", f"mm/demo_pool: part {n}", cwd=work)
+    after = git("rev-parse", "HEAD", cwd=work).strip()
+    git("push", "-q", str(bare), "main", cwd=work)
+    return bare, before, after
+
+
+def test_push_reviews_go_to_the_maildir_and_mail_only_where_the_repository_opted_in(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    import mailbox
+    from email import message_from_bytes
+
+    from tests.fixtures.service.helpers import smtp_sink
+
+    loud, loud_before, loud_after = _pushed_repo(tmp_path, "loud")
+    quiet, quiet_before, quiet_after = _pushed_repo(tmp_path, "quiet")
+    outbox_dir = tmp_path / "outbox"
+    state = State.from_url(fresh_redis.url())
+    client = make_app(fresh_redis.url())
+    with smtp_sink() as sink:
+        config = tmp_path / "service.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": str(tmp_path / "data"),
+                    "repos": {
+                        "loud": {
+                            "url": str(loud),
+                            "email": True,
+                            "email_to": ["mm-reviews@example.org"],
+                        },
+                        "quiet": {"url": str(quiet)},
+                    },
+                    "publish": {
+                        "dry_run": False,
+                        "from": "mm-bot <bot@example.net>",
+                        "smtp": {"host": sink.host, "port": sink.port},
+                        "maildir": str(outbox_dir),
+                    },
+                }
+            )
+        )
+        env = worker_env(fresh_redis.url(), {"BOT_SERVICE_CONFIG": str(config)})
+        worker = Worker(env, log=tmp_path / "w1.log")
+        try:
+            pushes = [
+                ("loud", loud_before, loud_after, "refs/heads/main"),
+                ("quiet", quiet_before, quiet_after, "refs/heads/main"),
+            ]
+            for push in pushes:
+                client.send_task("workers.tasks.review_push", args=list(push))
+
+            def settled() -> bool:
+                r = state.r
+                done = all(state.result(f"push:{p[0]}", f"{p[1]}..{p[2]}") for p in pushes)
+                idle = all(r.llen(q) == 0 for q in QUEUES) and r.hlen("unacked") == 0
+                return done and idle and state.outbox_pending() == []
+
+            wait_until(settled, "both pushes reviewed and published", timeout=120, every=0.2)
+            # the same range queued again, and its delivery re-queued: nothing sent twice
+            client.send_task("workers.tasks.review_push", args=list(pushes[0]))
+            for outbox_id in state.outbox_ids():
+                client.send_task("workers.tasks.publish_outbox", args=[outbox_id])
+            wait_until(settled, "the repeated tasks to run")
+
+            assert len(sink.messages) == 1
+            sender, rcpts, raw = sink.messages[0]
+            mail = message_from_bytes(raw)
+            assert sender == "bot@example.net" and rcpts == ["mm-reviews@example.org"]
+            subject = " ".join(str(mail["Subject"]).split())  # unfolded
+            assert subject == f"[review] loud main {loud_before[:12]}..{loud_after[:12]}: 1 finding"
+            assert "mm/demo_pool: part 2" in raw.decode()
+            box = mailbox.Maildir(outbox_dir, create=False)
+            subjects = sorted(" ".join(str(m["Subject"]).split()) for m in box)
+            assert len(subjects) == 2
+            assert subjects[0] == subject
+            assert subjects[1].startswith(f"[review] quiet main {quiet_before[:12]}..")
+            statuses = {
+                state.outbox_item(i)["scope"]: {
+                    k: v for k, v in state.outbox_item(i).items() if k.startswith("part:")
+                }
+                for i in state.outbox_ids()
+            }
+            assert statuses == {
+                "push:loud": {"part:0": "sent", "part:1": "sent"},
+                "push:quiet": {"part:0": "sent", "part:1": "skipped:muted"},
+            }
+            assert state.review_count("push:loud", f"{loud_before}..{loud_after}") == 1
+        finally:
+            worker.stop()
+            state.r.close()

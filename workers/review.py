@@ -280,9 +280,10 @@ def build_push_outbox(
     msg["From"] = cfg.from_addr
     if repo is not None and repo.email_to:
         msg["To"] = ", ".join(repo.email_to)
-    where = f" {ref}" if ref else ""
+    branch = ref.removeprefix("refs/heads/")
+    where = f" {branch}" if branch else ""
     msg["Subject"] = (
-        f"[review] push to {name}{where} {before[:12]}..{after[:12]}: "
+        f"[review] {name}{where} {before[:12]}..{after[:12]}: "
         f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
     )
     msg["Date"] = formatdate(localtime=False, usegmt=True)
