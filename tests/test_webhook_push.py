@@ -21,6 +21,8 @@ from tests.fixtures.service.helpers import (
     free_port,
     fresh_redis,
     own_redis,
+    pushed_repo,
+    undocumented_keys,
     wait_until,
     worker_env,
 )
@@ -155,26 +157,6 @@ def test_a_git_push_through_a_post_receive_hook_is_reviewed_once(
     assert "bot_review_latency_seconds_count 1.0" in metrics
 
 
-def _pushed_repo(tmp: Path, name: str) -> tuple[Path, str, str]:
-    """A bare repository holding a base commit and the two demo patches on top:
-    (its path, the base, the tip)."""
-    bare, work = tmp / f"{name}.git", tmp / f"{name}-work"
-    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp)
-    git("init", "-q", "-b", "main", str(work), cwd=tmp)
-    (work / "mm").mkdir()
-    (work / "mm" / "Makefile").write_text("obj-y += demo_pool.o\n")
-    git("add", ".", cwd=work)
-    git("commit", "-q", "-m", "mm: base", cwd=work)
-    before = git("rev-parse", "HEAD", cwd=work).strip()
-    for n in (1, 2):
-        git("apply", str(HERE / f"v1-{n}.diff"), cwd=work)
-        git("add", ".", cwd=work)
-        git("commit", "-q", "-m", f"mm/demo_pool: part {n}", cwd=work)
-    after = git("rev-parse", "HEAD", cwd=work).strip()
-    git("push", "-q", str(bare), "main", cwd=work)
-    return bare, before, after
-
-
 def test_push_reviews_go_to_the_maildir_and_mail_only_where_the_repository_opted_in(
     tmp_path: Path, fresh_redis: RedisServer
 ) -> None:
@@ -183,8 +165,8 @@ def test_push_reviews_go_to_the_maildir_and_mail_only_where_the_repository_opted
 
     from tests.fixtures.service.helpers import smtp_sink
 
-    loud, loud_before, loud_after = _pushed_repo(tmp_path, "loud")
-    quiet, quiet_before, quiet_after = _pushed_repo(tmp_path, "quiet")
+    loud, loud_before, loud_after = pushed_repo(tmp_path, "loud")
+    quiet, quiet_before, quiet_after = pushed_repo(tmp_path, "quiet")
     outbox_dir = tmp_path / "outbox"
     state = State.from_url(fresh_redis.url())
     client = make_app(fresh_redis.url())
@@ -257,6 +239,7 @@ def test_push_reviews_go_to_the_maildir_and_mail_only_where_the_repository_opted
                 "push:quiet": {"part:0": "sent", "part:1": "skipped:muted"},
             }
             assert state.review_count("push:loud", f"{loud_before}..{loud_after}") == 1
+            assert undocumented_keys(state.r) == []
         finally:
             worker.stop()
             state.r.close()

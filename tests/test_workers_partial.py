@@ -21,6 +21,7 @@ from tests.fixtures.service.helpers import (
     fresh_redis,
     own_redis,
     smtp_sink,
+    undocumented_keys,
     wait_until,
     write_inbox,
 )
@@ -142,6 +143,7 @@ def test_missing_patch_arriving_after_a_partial_review_gets_one_superseding_revi
                 if part["kind"] == "email"
             )
             assert len(sink.messages) == outbox_emails == partial_mails + len(later)
+            assert undocumented_keys(svc.state.r) == []
         finally:
             svc.stop()
 
