@@ -99,6 +99,13 @@ _IDENT_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*$")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _CLOSER = re.compile(r"^\}\s*(?:/[*/].*)?$")
 _LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
+# Where _mask has to look again: outside directives, and inside one.
+_MASK_STOP = re.compile(r"[\n/\"']")
+_DIRECTIVE_STOP = re.compile(r"[\n\\/]")
+_NOT_NEWLINE = re.compile(r"[^\n]")
+_PARENS = re.compile(r"[()]")
+_BRACES = re.compile(r"[{}]")
+_NEWLINE = re.compile(r"\n")
 
 
 def _parser() -> tree_sitter.Parser:
@@ -111,6 +118,11 @@ def _parser() -> tree_sitter.Parser:
 
 
 # --------------------------------------------------------------------------- masking
+
+
+def _blank(text: str) -> str:
+    """`text` with every character but newlines turned into a space."""
+    return _NOT_NEWLINE.sub(" ", text)
 
 
 def _mask(text: str) -> str:
@@ -140,27 +152,27 @@ def _mask(text: str) -> str:
                 if text.startswith("/*", i):
                     end = text.find("*/", i + 2)
                     end = n if end < 0 else end + 2
-                    for k in range(i, end):
-                        if text[k] != "\n":
-                            out[k] = " "
+                    out[i:end] = _blank(text[i:end])
                     i = end
                     continue
-                out[i] = " "
-                i += 1
+                # Plain directive text up to the next character that matters here.
+                m = _DIRECTIVE_STOP.search(text, i + 1)
+                end = m.start() if m else n
+                out[i:end] = " " * (end - i)
+                i = end
             continue
         line_start = False
-        if text.startswith("/*", i):
+        if c == "/" and text.startswith("/*", i):
             end = text.find("*/", i + 2)
             end = n if end < 0 else end + 2
-            for k in range(i, end):
-                if text[k] != "\n":
-                    out[k] = " "
+            out[i:end] = _blank(text[i:end])
             i = end
             continue
-        if text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                out[i] = " "
-                i += 1
+        if c == "/" and text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out[i:end] = " " * (end - i)
+            i = end
             continue
         if c in "\"'":
             quote = c
@@ -168,12 +180,14 @@ def _mask(text: str) -> str:
             while j < n and text[j] != quote and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
             end = min(j + 1, n)
-            for k in range(i + 1, end - 1 if end - 1 > i else end):
-                if text[k] != "\n":
-                    out[k] = " "
+            lo, hi = i + 1, (end - 1 if end - 1 > i else end)
+            if hi > lo:
+                out[lo:hi] = _blank(text[lo:hi])
             i = end
             continue
-        i += 1
+        # Ordinary code: nothing changes until the next newline, slash or quote.
+        m = _MASK_STOP.search(text, i + 1)
+        i = m.start() if m else n
     return "".join(out)
 
 
@@ -300,10 +314,11 @@ def _paren_partners(masked: str) -> dict[int, int]:
     """Offset of each `)` -> offset of its `(`, in one pass (unmatched ones absent)."""
     partners: dict[int, int] = {}
     stack: list[int] = []
-    for i, ch in enumerate(masked):
-        if ch == "(":
+    for m in _PARENS.finditer(masked):
+        i = m.start()
+        if masked[i] == "(":
             stack.append(i)
-        elif ch == ")" and stack:
+        elif stack:
             partners[i] = stack.pop()
     return partners
 
@@ -313,12 +328,15 @@ def _scan_functions(masked: str) -> list[_Found]:
     declaration starts at column 0 is a function body."""
     found: list[_Found] = []
     partners = _paren_partners(masked)
+    newlines = [m.start() for m in _NEWLINE.finditer(masked)]
     depth = 0
-    i = 0
     n = len(masked)
-    while i < n:
-        c = masked[i]
-        if c == "{":
+    skip_to = 0  # braces before this offset lie inside a function already found
+    for m in _BRACES.finditer(masked):
+        i = m.start()
+        if i < skip_to:
+            continue
+        if masked[i] == "{":
             if depth == 0:
                 head = _function_head(masked, i, partners)
                 if head is not None:
@@ -327,33 +345,32 @@ def _scan_functions(masked: str) -> list[_Found]:
                     found.append(
                         _Found(
                             name=name,
-                            start=masked.count("\n", 0, start_offset),
-                            end=masked.count("\n", 0, end),
+                            # Lines before an offset = newlines before it.
+                            start=bisect.bisect_left(newlines, start_offset),
+                            end=bisect.bisect_left(newlines, end),
                             body_offset=i,
                             end_offset=min(end + 1, n),
                         )
                     )
-                    i = end + 1
+                    skip_to = end + 1
                     continue
             depth += 1
-        elif c == "}":
+        else:
             # Partial images start mid-function: never go below file scope.
             depth = max(0, depth - 1)
-        i += 1
     return found
 
 
 def _matching_brace(masked: str, open_at: int) -> int:
     """Offset of the `}` closing the `{` at `open_at` (end of text if none)."""
     depth = 0
-    for j in range(open_at, len(masked)):
-        ch = masked[j]
-        if ch == "{":
+    for m in _BRACES.finditer(masked, open_at):
+        if masked[m.start()] == "{":
             depth += 1
-        elif ch == "}":
+        else:
             depth -= 1
             if depth == 0:
-                return j
+                return m.start()
     return len(masked) - 1
 
 
@@ -437,7 +454,10 @@ def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
 
 # Checks look up the same pre/post images again and again (find_function for each
 # callee); parsing a 7000-line file takes a tenth of a second, hashing it microseconds.
-@functools.lru_cache(maxsize=64)
+# One review of a three-patch series asks for ~70 distinct texts (pre/post images and
+# per-hunk segments of partial ones) in a cycle: a cache smaller than that misses on
+# every call of the next pass.
+@functools.lru_cache(maxsize=256)
 def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
     """parse_functions without the cache: tree-sitter, then the lexical scan."""
     data = text.encode("utf-8", "replace")
@@ -537,9 +557,9 @@ def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
 def _hunk_segment(text: str, start: int, length: int) -> str:
     """One hunk alone: `text` cut after the hunk's last line, with every line before
     it blanked, so a function the hunk leaves open ends with the hunk."""
-    lines = text.split("\n")
-    lo, hi = start - 1, start - 1 + length
-    return "\n".join(ln if lo <= i else "" for i, ln in enumerate(lines[:hi]))
+    head = text.split("\n")[: start - 1 + length]
+    keep_from = min(max(start - 1, 0), len(head))
+    return "\n".join([""] * keep_from + head[keep_from:])
 
 
 def _is_comment_line(line: str) -> bool:
