@@ -30,6 +30,9 @@ from bot.analyze.simulate.scenario import (
     accessed_types,
     freed_types,
     plan_actors,
+    program_shape,
+    queued_works,
+    quiesced_works,
     reachable_names,
 )
 from bot.config import Settings
@@ -60,6 +63,7 @@ class SimulatorCheck:
         self.last_results: dict[int, tuple[SimResult, SimResult]] = {}
         self._routes: dict[int, frozenset[tuple[object, ...]]] = {}  # id(finding) -> routes
         self._reasons: dict[str, str] = {}  # entry -> why it is an actor (for evidence)
+        self._settings = Settings()
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
         # one time bound for the whole series: reading the tree, translating and
@@ -211,6 +215,7 @@ class SimulatorCheck:
         sides translated, and a note naming touched functions no actor covers;
         None when there is no actor at all."""
         effects, data = load_data(settings)
+        self._settings = settings
         plans: dict[tuple[str, str], ActorPlan] = {}
         roleless: list[str] = []
         callbacks: set[str] = set()
@@ -238,6 +243,26 @@ class SimulatorCheck:
             actors = actors + extra
             pre = prepare_side(pre_src, actors, settings)
             post = prepare_side(post_src, actors, settings)
+        # a teardown by name is the scenario only where no release path or ops
+        # teardown gives one: those say how the object really goes away
+        owned = any(a.role in ("release", "teardown") for a in actors)
+        shutdowns = {} if owned else _quiescing(actors, pre, post)
+        if any(a.role == "shutdown" for a in actors):
+            # a shutdown by name that quiesces no work of its object is no shutdown
+            actors = [a for a in actors if a.role != "shutdown" or a.entry in shutdowns]
+            if shutdowns:
+                queuers = self._queuers(
+                    actors=actors,
+                    shutdowns=shutdowns,
+                    pre_src=pre_src,
+                    post_src=post_src,
+                    touched=touched,
+                    callbacks=callbacks,
+                )
+                actors = actors + queuers
+                roleless = [n for n in roleless if n not in {q.entry for q in queuers}]
+            pre = prepare_side(pre_src, actors, settings)
+            post = prepare_side(post_src, actors, settings)
         # an actor whose entry another actor calls is that actor's path, not a
         # second concurrent one (running both would free the object twice)
         inner = {
@@ -254,6 +279,42 @@ class SimulatorCheck:
         # a touched helper reached from an actor or a queued callback is simulated
         covered = set(pre.program.functions) | set(post.program.functions)
         return actors, pre, post, _roleless([n for n in roleless if n not in covered])
+
+    def _queuers(
+        self,
+        *,
+        actors: list[ActorPlan],
+        shutdowns: dict[str, set[str]],
+        pre_src: SourceSet,
+        post_src: SourceSet,
+        touched: list[str],
+        callbacks: set[str],
+    ) -> list[ActorPlan]:
+        """Touched paths that queue a work a shutdown quiesces, those the patch
+        changes first (the thread bound keeps the first ones)."""
+        taken = {a.entry for a in actors}
+        candidates = [
+            ActorPlan("queue", n, "queues a work the shutdown cancels or flushes")
+            for n in touched
+            if n not in taken and n not in callbacks
+        ]
+        if not candidates:
+            return []
+        settings = self._settings
+        pre = prepare_side(pre_src, candidates, settings)
+        post = prepare_side(post_src, candidates, settings)
+        quiet = set().union(*shutdowns.values())
+        kept: list[tuple[bool, ActorPlan]] = []
+        for c in candidates:
+            works = queued_works(pre.program.functions, c.entry) | queued_works(
+                post.program.functions, c.entry
+            )
+            if works & quiet:
+                same = program_shape(pre.program.functions, c.entry) == program_shape(
+                    post.program.functions, c.entry
+                )
+                kept.append((same, c))
+        return [c for _, c in sorted(kept, key=lambda x: x[0])]
 
     def _compare(
         self,
@@ -380,6 +441,27 @@ class SimulatorCheck:
             patch_number=pa.number,
             trace=trace,
         )
+
+
+def _quiescing(actors: Sequence[ActorPlan], pre: Side, post: Side) -> dict[str, set[str]]:
+    """Shutdown actor entry -> the works of the object it takes (its first
+    struct pointer parameter) that it cancels or flushes on either side."""
+    out: dict[str, set[str]] = {}
+    for a in actors:
+        if a.role != "shutdown":
+            continue
+        works: set[str] = set()
+        for side in (pre, post):
+            funcs = side.program.functions
+            fn = funcs.get(a.entry)
+            if fn is None or not fn.params:
+                continue
+            works |= {
+                w for w in quiesced_works(funcs, a.entry) if w.split(":", 1)[0] == fn.params[0]
+            }
+        if works:
+            out[a.entry] = works
+    return out
 
 
 def _tracked(pre: Side, post: Side, touched: set[str]) -> list[str]:

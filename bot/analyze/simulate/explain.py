@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bot.analyze.simulate.explore import Model, Violation
+from bot.analyze.simulate.scenario import entry_name
 from bot.model import Trace, TraceStep
 
 _ROLE_WORDS = {
     "teardown": "owner teardown",
+    "shutdown": "owner shutdown, then free",
+    "queue": "queues work",
     "release": "release path",
     "shrink": "shrink/reclaim",
     "entry": "entry point",
@@ -73,7 +76,7 @@ def to_trace(model: Model, violation: Violation) -> Trace:
         for ev in shown
     )
     roles = {
-        names[t]: f"{model.threads[t].entry}() ({_role_words(model.threads[t].role)})"
+        names[t]: f"{entry_name(model.threads[t].entry)}() ({_role_words(model.threads[t].role)})"
         for t in names
     }
     # CPUs first, in order of appearance, then workers: the changelog layout
@@ -89,7 +92,7 @@ def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
     what = _KIND_WORDS.get(violation.kind, violation.kind.lower())
     obj = f"struct {violation.obj}"
     if violation.kind == "LEAK":
-        ran = [f"{names[t]} {model.threads[t].entry}()" for t in names]
+        ran = [f"{names[t]} {entry_name(model.threads[t].entry)}()" for t in names]
         done = " and ".join([", ".join(ran[:-1]), ran[-1]] if len(ran) > 1 else ran)
         verb = "have all run" if len(ran) > 1 else "has run"
         return f"{what}: {obj} is never freed after {done} {verb} and queued work has drained"

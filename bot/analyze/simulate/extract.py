@@ -1067,6 +1067,8 @@ class _FnCompiler:
                 return ("wr", key, ("k", api.value))
             op = {"inc": "add", "get": "add", "dec": "sub"}.get(eff, eff)
             return ("rmw", op, key, api.refcount)
+        if eff.startswith("bit_"):
+            return self.bit_op(eff, arg(api.bit), arg(api.counter))
         if eff in ("free", "free_rcu"):
             target = arg(api.obj)
             for i, a in enumerate(args):
@@ -1109,6 +1111,24 @@ class _FnCompiler:
         for a in args:
             self.value(a)
         return UNKNOWN
+
+    def bit_op(self, eff: str, bit: Node | None, word: Node | None) -> Val:
+        """A bit of a flags word as a flag of its own: `test_bit(F, &o->state)`
+        reads `o:state.F`; test_and_{set,clear}_bit return the old value."""
+        base = self.counter_key(word) if word is not None else None
+        name = _text(bit).strip() if bit is not None else ""
+        if base is None or not name.isidentifier():
+            return UNKNOWN  # a computed bit number: which flag is unknown
+        key = f"{base}.{name}"
+        if eff == "bit_read":
+            return ("rd", key)
+        if eff in ("bit_set", "bit_clear"):
+            return ("wr", key, ("k", int(eff == "bit_set")))
+        if eff == "bit_test_clear":
+            # old value, then clear: when it was clear nothing changes
+            return ("and", ("rd", key), ("not", ("wr", key, ("k", 0))))
+        # bit_test_set: when it was set nothing changes
+        return ("or", ("rd", key), ("not", ("wr", key, ("k", 1))))
 
 
 class Extractor:

@@ -90,7 +90,7 @@ def prepare_side(
     """Translate what the actors reach in one image."""
     effects, data = load_data(settings)
     extractor = Extractor(sources, effects, loop_unroll=data.loop_unroll)
-    program = build_program(extractor, actors, settings.call_depth)
+    program = build_program(extractor, actors, settings.call_depth, data)
     return Side(program=program, notes=list(program.notes))
 
 

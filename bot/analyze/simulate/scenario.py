@@ -24,7 +24,17 @@ import yaml
 
 from bot.analyze.simulate.explore import Model, ThreadSpec
 from bot.analyze.simulate.extract import Extractor, SourceSet
-from bot.analyze.simulate.program import Binding, Function, Key, Kind, Val, key_object, walk_val
+from bot.analyze.simulate.program import (
+    Binding,
+    Function,
+    Instr,
+    Key,
+    Kind,
+    Loc,
+    Val,
+    key_object,
+    walk_val,
+)
 from bot.errors import InputError
 
 # The scenario folder sits next to the rule folders.
@@ -39,6 +49,13 @@ class RoleSpec:
     runs: int = 1
     must_act: bool = False
     order: int = 9
+    # the object the actor's entry takes (its first struct pointer parameter)
+    # is freed once a run ends: a shutdown is followed by the free of what it
+    # shut down
+    frees_object: bool = False
+    # a flag this actor clears (`registered`) starts set: a teardown clears
+    # what setup set
+    cleared_start_set: bool = False
 
 
 @dataclass
@@ -47,6 +64,9 @@ class ScenarioData:
 
     release_names: tuple[str, ...] = ("*release*", "*free*", "*put*", "*uncharge*")
     shrink_names: tuple[str, ...] = ("*shrink*",)
+    # the shutdown role by name: kept only when it cancels or flushes a work
+    # of the object it takes
+    teardown_names: tuple[str, ...] = ()
     roles: dict[str, RoleSpec] = field(default_factory=dict)
     ops_slots: dict[str, str] = field(default_factory=dict)
     counter_min: int = 1
@@ -77,12 +97,16 @@ def load_scenarios(directory: Path) -> ScenarioData:
             data.release_names = tuple(str(x) for x in doc["release_names"])
         if "shrink_names" in doc:
             data.shrink_names = tuple(str(x) for x in doc["shrink_names"])
+        if "teardown_names" in doc:
+            data.teardown_names = tuple(str(x) for x in doc["teardown_names"])
         for role, given in (doc.get("roles") or {}).items():
             spec = given or {}
             data.roles[str(role)] = RoleSpec(
                 runs=int(spec.get("runs", 1)),
                 must_act=bool(spec.get("must_act", False)),
                 order=int(spec.get("order", 9)),
+                frees_object=bool(spec.get("frees_object", False)),
+                cleared_start_set=bool(spec.get("cleared_start_set", False)),
             )
         for slot, role in (doc.get("ops_slots") or {}).items():
             data.ops_slots[str(slot)] = str(role)
@@ -149,6 +173,12 @@ def plan_actors(
         shrink = next((f for f in chain if _matches(f, data.shrink_names)), None)
         if shrink is not None and shrink not in callback_set and not found:
             plans.append(ActorPlan("shrink", shrink, f"named like a shrink path; {chain[shrink]}"))
+            found = True
+        shutdown = next((f for f in chain if _matches(f, data.teardown_names)), None)
+        if shutdown is not None and shutdown not in callback_set and not found:
+            plans.append(
+                ActorPlan("shutdown", shutdown, f"named like a teardown; {chain[shutdown]}")
+            )
             found = True
         for slot, fn, path, line in sources.ops_bindings(chain):
             role = data.ops_slots.get(slot)
@@ -222,9 +252,56 @@ class Program:
         return self.extractor.functions
 
 
-def build_program(extractor: Extractor, actors: Sequence[ActorPlan], depth: int) -> Program:
+# Suffix of the function a `frees_object` actor runs: its entry, then the
+# free of the object the entry takes (scenario data, not code of the tree).
+THEN_FREE = "+free"
+# Marks that implied free: the leak invariant is not checked on it.
+IMPLIED = "implied"
+
+
+def entry_name(name: str) -> str:
+    """The C function an actor's thread runs (its `+free` wrapper removed)."""
+    return name[: -len(THEN_FREE)] if name.endswith(THEN_FREE) else name
+
+
+def _add_free_after(functions: dict[str, Function], entry: str) -> None:
+    """Add `entry+free`: a run of `entry`, then the free of the struct its
+    first pointer parameter points to."""
+    fn = functions.get(entry)
+    if fn is None or not fn.params:
+        return
+    obj = fn.params[0]
+    start = Loc(entry, fn.file, fn.line, f"{entry}()")
+    freed = Loc(
+        entry,
+        fn.file,
+        fn.line,
+        f"struct {obj} freed once {entry}() has shut it down (scenario: frees_object)",
+    )
+    functions[entry + THEN_FREE] = Function(
+        name=entry + THEN_FREE,
+        file=fn.file,
+        line=fn.line,
+        code=[
+            Instr(Kind.CALL, start, callee=entry),
+            Instr(Kind.EVAL, freed, ("free", obj, IMPLIED)),
+            Instr(Kind.RET, freed),
+        ],
+        params=fn.params,
+    )
+
+
+def build_program(
+    extractor: Extractor,
+    actors: Sequence[ActorPlan],
+    depth: int,
+    data: ScenarioData | None = None,
+) -> Program:
     """Translate the actors' entry points and every bound callback they queue."""
     extractor.compile_reachable([a.entry for a in actors], depth)
+    for a in actors:
+        if data is not None and data.role(a.role).frees_object:
+            _add_free_after(extractor.functions, a.entry)
     bindings = extractor.bindings()
     works: dict[Key, Binding] = {}
     released: set[str] = set()
@@ -305,14 +382,15 @@ def freed_types(
 
 def explicitly_freed(functions: Iterable[Function]) -> set[str]:
     """Struct types with an explicit free in the program: the leak invariant
-    applies to these (an object freed by its last put has holders we do not see)."""
+    applies to these (an object freed by its last put has holders we do not see,
+    and the free a scenario implies after a shutdown is no code of the tree)."""
     out: set[str] = set()
     for fn in functions:
         for ins in fn.code:
             if ins.expr is None:
                 continue
             for v in walk_val(ins.expr):
-                if v[0] in ("free", "freercu"):
+                if v[0] in ("free", "freercu") and IMPLIED not in v[2:]:
                     out.add(str(v[1]))
     return out
 
@@ -339,6 +417,36 @@ def _reachable(functions: dict[str, Function], entry: str) -> list[Function]:
 def reachable_names(functions: dict[str, Function], entry: str) -> set[str]:
     """Names of the translated functions `entry` reaches, itself excluded."""
     return {fn.name for fn in _reachable(functions, entry)} - {entry}
+
+
+def quiesced_works(functions: dict[str, Function], entry: str) -> set[Key]:
+    """Works `entry` cancels or waits for (cancel, cancel_sync, flush)."""
+    out: set[Key] = set()
+    for fn in _reachable(functions, entry):
+        for ins in fn.code:
+            if ins.expr is None:
+                continue
+            if ins.kind == Kind.WAIT and ins.expr[0] in ("idle", "flushed"):
+                out.add(str(ins.expr[1]))
+            out |= {str(v[1]) for v in walk_val(ins.expr) if v[0] == "cancel"}
+    return out
+
+
+def queued_works(functions: dict[str, Function], entry: str) -> set[Key]:
+    """Works `entry` queues."""
+    return _scheduled_works(_reachable(functions, entry))
+
+
+def program_shape(functions: dict[str, Function], entry: str) -> tuple[object, ...]:
+    """What `entry` and its callees do, without source positions: two images
+    of a function with the same shape run the same way."""
+    return tuple(
+        (
+            fn.name,
+            tuple((i.kind.value, i.expr, i.target, i.callee, i.negate) for i in fn.code),
+        )
+        for fn in sorted(_reachable(functions, entry), key=lambda f: f.name)
+    )
 
 
 def _decremented(functions: Iterable[Function]) -> set[Key]:
@@ -413,6 +521,18 @@ def make_model(
     threads: list[ThreadSpec] = []
     actor_plans = sorted(program.actors, key=lambda a: data.role(a.role).order)
     decs_by_actor = {a.entry: _decremented(_reachable(funcs, a.entry)) for a in actor_plans}
+    # a flag a teardown-like actor clears was set by setup the scenario does not run
+    cleared: set[Key] = set()
+    for a in actor_plans:
+        if data.role(a.role).cleared_start_set:
+            for fn in _reachable(funcs, a.entry):
+                for ins in fn.code:
+                    if ins.expr is not None:
+                        cleared |= {
+                            str(v[1])
+                            for v in walk_val(ins.expr)
+                            if v[0] == "wr" and v[2] == ("k", 0)
+                        }
     initial: list[int | None] = []
     for key in fields:
         if key in counters and key not in locks:
@@ -420,7 +540,7 @@ def make_model(
                 max(1, data.role(a.role).runs) for a in actor_plans if key in decs_by_actor[a.entry]
             )
             initial.append(max(data.counter_min, holders))
-        elif key in slots:
+        elif key in slots or key in cleared:
             initial.append(1)
         else:
             initial.append(0)  # flags clear, locks free
@@ -440,10 +560,11 @@ def make_model(
                 f"thread bound reached ({max_threads}): {a.role} actor {a.entry}() not run"
             )
             continue
+        wrapped = a.entry + THEN_FREE
         threads.append(
             ThreadSpec(
                 role=a.role,
-                entry=a.entry,
+                entry=wrapped if data.role(a.role).frees_object and wrapped in funcs else a.entry,
                 must_act=data.role(a.role).must_act,
                 runs=max(1, data.role(a.role).runs),
             )

@@ -24,7 +24,8 @@ _EFFECTS = {
     "inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "read", "set", "get", "put",
     "free", "free_rcu", "schedule", "cancel", "cancel_sync", "flush", "pending", "bind",
     "bind_release", "call_rcu", "rcu_lock", "rcu_unlock", "synchronize_rcu", "rcu_barrier",
-    "may_release", "lock", "unlock", "trylock",
+    "may_release", "lock", "unlock", "trylock", "bit_read", "bit_set", "bit_clear",
+    "bit_test_set", "bit_test_clear",
 }  # fmt: skip
 
 
@@ -42,6 +43,7 @@ class ApiEffect:
     lock: int | None = None
     value: int = 1
     refcount: bool = False
+    bit: int | None = None  # bit_*: the argument naming the bit (a flag of its own)
 
 
 class Effects(Mapping[str, ApiEffect]):
@@ -155,6 +157,7 @@ def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
             lock=spec.get("lock"),
             value=int(spec.get("value", 1)),
             refcount=bool(spec.get("refcount", False)),
+            bit=spec.get("bit"),
         )
     vocab = None
     if rules_dir is not None:
