@@ -11,11 +11,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.analyze.simulate import SimResult, SimViolation, format_trace, simulate_source
 from bot.config import Settings
 from bot.errors import EXIT_FINDINGS, EXIT_OK, InputError, UsageError
+
+if TYPE_CHECKING:
+    from bot.analyze.simulate import SimResult, SimViolation
 
 SIMULATE_EPILOG = """\
 examples:
@@ -113,6 +115,10 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.with_(**changes)
     if args.tree and not Path(args.tree).is_dir():
         raise UsageError(f"--tree {args.tree}: not a directory")
+    # Imported here: `bot --help` and `bot review` build this parser, and the
+    # simulator's modules cost tens of milliseconds to import.
+    from bot.analyze.simulate import simulate_source
+
     files = {_key(path, args.tree): _read(path, settings) for path in args.files}
     result = simulate_source(
         files,
@@ -129,6 +135,8 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _text(r: SimResult) -> str:
+    from bot.analyze.simulate import format_trace
+
     lines = [
         f"actors: {', '.join(r.actors) or 'none'}",
         f"tracked: {', '.join('struct ' + t for t in r.tracked) or 'nothing'}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import re
 import threading
 from collections.abc import Sequence
@@ -471,10 +472,8 @@ def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
         for f in found
         if f.start < len(lines) and lines[f.start][:1] not in (" ", "\t") and f.name != ""
     ]
-    line_starts = [0]
-    for line in lines[:-1]:
-        line_starts.append(line_starts[-1] + len(line) + 1)
-    closers = [i for i, line in enumerate(lines) if _CLOSER.match(line)]
+    line_starts = [0, *itertools.accumulate(len(line) + 1 for line in lines[:-1])]
+    closers = [i for i, line in enumerate(lines) if line[:1] == "}" and _CLOSER.match(line)]
     found = [_clip(f, closers, line_starts) for f in found]
     spans = [(f.body_offset, f.end_offset) for f in found]
     for extra in _scan_functions(masked):

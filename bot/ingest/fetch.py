@@ -14,8 +14,6 @@ import re
 import zlib
 from urllib.parse import quote, unquote, urlsplit
 
-import requests
-
 from bot.config import Settings
 from bot.errors import FetchError, InputError, TooLargeError
 
@@ -102,6 +100,9 @@ def fetch_thread(msgid: str, settings: Settings, *, source: str | None = None) -
     url = f"{base}/{quote(msgid, safe='@!$=~+-._')}/t.mbox.gz"
     label = source or url
     limit = settings.max_input_bytes
+    # Imported here: requests costs ~35 ms, and most reviews read local files.
+    import requests
+
     try:
         with requests.get(url, timeout=settings.fetch_timeout, stream=True) as resp:
             if resp.status_code == 404:
