@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -209,10 +209,11 @@ def test_public_inbox_series_in_scrambled_order_is_reviewed_once_and_v2_is_linke
                 before = svc.state.series(LIST, v1.cover_id).get("updated")
                 svc.poll()
                 if i >= 1:  # from the cover on, the series is known under its key
-                    wait_until(
-                        lambda b=before: svc.state.series(LIST, v1.cover_id).get("updated") != b,
-                        "assembly of the new message",
-                    )
+
+                    def moved(b: str | None = before) -> bool:
+                        return svc.state.series(LIST, v1.cover_id).get("updated") != b
+
+                    wait_until(moved, "assembly of the new message")
                     assert svc.state.series(LIST, v1.cover_id)["state"] == "incomplete"
                     assert svc.state.series(LIST, v1.cover_id)["missing"] == "1"
             assert svc.state.result(LIST, v1.cover_id) is None
@@ -299,7 +300,7 @@ def test_worker_killed_mid_review_reviews_the_series_exactly_once_after_restart(
 
 def _outbox_ids(svc: Service) -> list[str]:
     """Every outbox entry ever stored (pending or settled)."""
-    names = [k.decode() for k in svc.state.r.keys(svc.state.k("outbox", "*"))]
+    names = [k.decode() for k in cast(list[bytes], svc.state.r.keys(svc.state.k("outbox", "*")))]
     return [n.split(":")[2] for n in names if n.count(":") == 2 and not n.endswith(":pending")]
 
 

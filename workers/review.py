@@ -7,6 +7,7 @@ through the same `bot.pipeline.review_series` / `review_inputs` the CLI uses.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -197,9 +198,10 @@ def supersede_partial(
     total = review.series.total
     named = ", ".join(f"{n}/{total}" for n in missing) or "some patches"
     verb = "was" if len(missing) == 1 else "were"
-    note = (
+    note = textwrap.fill(
         f"This review of the complete series supersedes the partial review sent "
-        f"while patch {named} {verb} missing."
+        f"while patch {named} {verb} missing.",
+        width=72,
     )
     heading = "Compared with the partial review:"
     result["supersedes"] = {
@@ -245,9 +247,11 @@ def build_outbox(
         # The renderer derives a reply's Message-ID from its text, and the complete
         # review may repeat a reply of the partial one word for word: archives would
         # drop it as a duplicate, so the superseding round gets Message-IDs of its own.
-        own_id = (
-            stable_message_id(str(msg["Message-ID"]), "supersedes-partial") if supersedes else None
-        )
+        own_id = None
+        if supersedes:
+            first_id = str(msg["Message-ID"]).strip().strip("<>")
+            domain = first_id.rpartition("@")[2] or "mmlc-bot"
+            own_id = stable_message_id(first_id, "supersedes-partial", domain=domain)
         thread_reply(msg, parent, from_addr=cfg.from_addr, recipients=rcpt, message_id=own_id)
         raw = msg.as_bytes()
         parts.append(email_part(raw))

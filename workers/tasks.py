@@ -4,7 +4,10 @@
     poll_mirror(scope)                  ingest: fetch the mirror, store new mail, queue threads
     assemble_thread(scope, roots)       ingest: assemble; queue a review of each complete series
     review_series(scope, key, partial)  analyze: review one series once; store it + outbox entry
-    review_push(repo, before, after)    analyze: fetch an allow-listed repo, review the range
+                                        (a partial review is followed, once, by the review
+                                        of the complete series when its patches arrive)
+    review_push(repo, before, after)    analyze: fetch an allow-listed repo, review the range;
+                                        store it + outbox entry (maildir, opt-in mail)
     publish_outbox(outbox_id)           publish: deliver one outbox entry (see bot.publish.outbox)
     sweep()                             beat: review series whose wait ran out; re-queue
                                         outbox entries nobody delivered
