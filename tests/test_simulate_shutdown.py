@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot import assemble, ingest
-from bot.analyze.simulate import SimulatorCheck
+from bot.analyze.simulate import SimResult, SimulatorCheck, simulate_source
 from bot.apply import apply_series
 from bot.config import Settings
 from bot.model import Finding, Status
@@ -44,3 +44,59 @@ def test_the_registered_test_under_the_shutdown_lock_introduces_nothing() -> Non
     findings = _review("fix.patch", "bad")
     assert [f for f in findings if f.status is Status.INTRODUCED] == []
     assert "SIM-WORK-AFTER-FREE" in {f.rule_id for f in findings if f.status is Status.FIXED}
+
+
+def _auto(tree: str) -> SimResult:
+    path = FIX / tree / "drivers" / "statlink.c"
+    return simulate_source({str(path): path.read_text(encoding="utf-8")}, [], Settings(), auto=True)
+
+
+def test_by_role_a_shutdown_by_name_and_a_queue_path_race_on_the_unguarded_work() -> None:
+    result = _auto("bad")
+    assert "shutdown statlink_shutdown()" in result.actors
+    assert "queue statlink_io_done()" in result.actors
+    # queued after the flush: freed while queued, or run on the freed object
+    assert "WORK-AFTER-FREE" in {v.kind for v in result.violations}
+
+
+def test_by_role_the_registered_bit_under_the_lock_keeps_the_work_from_outliving_the_free() -> None:
+    result = _auto("good")
+    assert result.complete
+    assert result.violations == ()
+
+
+def test_a_flush_of_a_work_whose_callback_is_not_simulated_leaves_nothing_queued() -> None:
+    src = """
+struct ring { struct work_struct kick; int users; };
+
+void ring_teardown(struct ring *r)
+{
+	schedule_work(&r->kick);
+	flush_work(&r->kick);
+	kfree(r);
+}
+"""
+    result = simulate_source({"ring.c": src}, ["ring_teardown"], Settings())
+    assert result.violations == ()
+
+
+def test_a_bit_of_a_flags_word_is_a_flag_of_its_own() -> None:
+    src = """
+enum { R_LIVE, R_DEAD };
+struct ring { unsigned long flags; struct work_struct kick; };
+
+void ring_kick(struct ring *r)
+{
+	clear_bit(R_LIVE, &r->flags);
+	set_bit(R_DEAD, &r->flags);
+	if (test_bit(R_LIVE, &r->flags))
+		schedule_work(&r->kick);
+	kfree(r);
+}
+"""
+    # R_LIVE is cleared and only R_DEAD is set: the work is never queued
+    result = simulate_source({"ring.c": src}, ["ring_kick"], Settings())
+    assert result.violations == ()
+    unguarded = src.replace("if (test_bit(R_LIVE", "if (test_bit(R_DEAD")
+    result = simulate_source({"ring.c": unguarded}, ["ring_kick"], Settings())
+    assert {v.kind for v in result.violations} == {"WORK-AFTER-FREE"}

@@ -47,6 +47,7 @@ _SYMBOLS = {
 }
 _SEVERITY = {"LEAK": Severity.WARNING}
 _C_SUFFIXES = (".c", ".h")
+IMPLIED_FREE = "(scenario: frees_object)"  # the text of the free after a shutdown
 
 
 class SimulatorCheck:
@@ -254,8 +255,8 @@ class SimulatorCheck:
                 queuers = self._queuers(
                     actors=actors,
                     shutdowns=shutdowns,
-                    pre_src=pre_src,
-                    post_src=post_src,
+                    pre=pre,
+                    post=post,
                     touched=touched,
                     callbacks=callbacks,
                 )
@@ -285,8 +286,8 @@ class SimulatorCheck:
         *,
         actors: list[ActorPlan],
         shutdowns: dict[str, set[str]],
-        pre_src: SourceSet,
-        post_src: SourceSet,
+        pre: Side,
+        post: Side,
         touched: list[str],
         callbacks: set[str],
     ) -> list[ActorPlan]:
@@ -300,9 +301,9 @@ class SimulatorCheck:
         ]
         if not candidates:
             return []
-        settings = self._settings
-        pre = prepare_side(pre_src, candidates, settings)
-        post = prepare_side(post_src, candidates, settings)
+        depth = self._settings.call_depth
+        for side in (pre, post):
+            side.program.extractor.compile_reachable([c.entry for c in candidates], depth)
         quiet = set().union(*shutdowns.values())
         kept: list[tuple[bool, ActorPlan]] = []
         for c in candidates:
@@ -388,6 +389,13 @@ class SimulatorCheck:
         is_post = status is Status.INTRODUCED
         trace = v.trace
         anchor = next((s for s in reversed(trace.steps) if s.function in touched), None)
+        if trace.steps and IMPLIED_FREE in trace.steps[-1].text:
+            # the free a scenario implies is no line of the patch: the queueing
+            # that outlives it is
+            anchor = next(
+                (s for s in reversed(trace.steps) if s.function in touched and "[queued" in s.text),
+                anchor,
+            )
         if anchor is None and trace.steps:
             anchor = trace.steps[-1]
         file = anchor.file if anchor else ""

@@ -43,6 +43,7 @@ Foot = tuple[frozenset[tuple[str, ...]], frozenset[tuple[str, ...]]]  # (reads, 
 
 _EMPTY: frozenset[tuple[str, ...]] = frozenset()
 _STAR = ("*",)
+_HELD = ("run", "holders")  # written by every step of a `holds` thread
 
 
 @dataclass
@@ -55,6 +56,9 @@ class ThreadSpec:
     runs: int = 1  # an actor runs its entry this many times, one after the other
     work: Key | None = None
     must_act: bool = False
+    # the object stays alive while this actor runs: a ("quiet",) wait (the
+    # free a scenario implies after a shutdown) waits until it has finished
+    holds: bool = False
 
 
 @dataclass
@@ -222,6 +226,8 @@ class Explorer:
                 return self.has_rcu
             if e[0] == "lock":
                 return e[1] in self.field_index
+            if e[0] == "quiet":
+                return True
             return e[1] in self.work_index
         if any(u in self.obj_index for u in ins.uses):
             return True
@@ -271,9 +277,13 @@ class Explorer:
             elif e[0] == "lock":
                 if e[1] in self.field_index:
                     writes.add(("f", str(e[1])))
+            elif e[0] == "quiet":
+                reads.add(_HELD)
             else:
                 reads.add(("run", str(e[1])))
                 reads.add(("w", str(e[1])))
+                if str(e[1]) not in self.work_thread:
+                    writes.add(("w", str(e[1])))  # no callback thread: the wait runs it
         else:
             self._val_foot(ins.expr, reads, writes)
         return frozenset(reads), frozenset(writes)
@@ -820,6 +830,10 @@ class Explorer:
             return li is None or st[2][li] in (0, tid + 1)
         if e[0] == "gp":
             return all(t[3] == 0 for j, t in enumerate(st[0]) if j != tid)
+        if e[0] == "quiet":
+            return not any(
+                st[0][j][0] for j, t in enumerate(self.m.threads) if t.holds and j != tid
+            )
         if e[0] == "barrier":
             return not any(
                 st[3][self.work_index[t.work]] or st[0][j][0]
@@ -847,6 +861,8 @@ class Explorer:
         r, w = self._foot[name][pc]
         if spec.deferred:
             w = w | {("run", str(spec.work))}
+        if spec.holds:
+            w = w | {_HELD}
         return r, w
 
     def future_foot(self, st: State, tid: int) -> Foot:
@@ -858,6 +874,8 @@ class Explorer:
             fr, fw = self._future[name][pc]
             reads |= fr
             writes |= fw
+        if spec.holds and th[0]:
+            writes.add(_HELD)
         if spec.deferred and spec.entry in self._full:
             # a worker can be queued again by anyone: all it may ever do
             fr, fw = self._full[spec.entry]
@@ -936,6 +954,14 @@ class Explorer:
                         if li is not None:
                             c.vals[li] = tid + 1
                             ann.append("taken")
+                    elif e[0] in ("idle", "flushed") and str(e[1]) not in self.work_thread:
+                        # a work whose callback is not simulated has run once
+                        # the wait returns: nothing of it stays queued
+                        fw = self.work_index.get(str(e[1]))
+                        if fw is not None and c.pending[fw]:
+                            c.pending[fw] = 0
+                            c.events.append(f"flush {_short(str(e[1]))}")
+                            ann.append("ran (callback not simulated)")
                 elif ins.expr is not None:
                     truth = self._eval(ins.expr, c, rv, ann)
             except _Stop as exc:

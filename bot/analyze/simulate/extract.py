@@ -1188,7 +1188,22 @@ class Extractor:
                 self.notes.append(note)
 
     def bindings(self) -> list[Binding]:
-        """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files."""
+        """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files
+        (kept on the SourceSet: every side's extractor asks for the same ones)."""
+        cache: dict[int, tuple[list[Binding], dict[Key, str]]] = self.sources.__dict__.setdefault(
+            "_bindings_cache", {}
+        )
+        hit = cache.get(id(self.effects))
+        if hit is not None:
+            self.key_types.update(hit[1])
+            return list(hit[0])
+        before = dict(self.key_types)
+        found = self._find_bindings()
+        learned = {k: v for k, v in self.key_types.items() if before.get(k) != v}
+        cache[id(self.effects)] = (found, learned)
+        return list(found)
+
+    def _find_bindings(self) -> list[Binding]:
         names = [n for n, e in self.effects.items() if e.effect in _BINDING_EFFECTS]
         out: list[Binding] = []
         for path in self.sources.candidates():

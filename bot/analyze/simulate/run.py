@@ -19,10 +19,13 @@ from bot.analyze.simulate.scenario import (
     ScenarioData,
     accessed_types,
     build_program,
+    entry_name,
     freed_types,
     load_scenarios,
     make_model,
     plan_actors,
+    queued_works,
+    quiesced_works,
     reachable_names,
 )
 from bot.analyze.simulate.vocab import Effects, load_effects
@@ -133,7 +136,7 @@ def explore_side(
         transitions=result.transitions,
         seconds=result.seconds,
         complete=result.complete,
-        actors=tuple(f"{t.role} {t.entry}()" for t in model.threads),
+        actors=tuple(f"{t.role} {entry_name(t.entry)}()" for t in model.threads),
         tracked=model.tracked,
         first_violation_seconds=result.first_violation_seconds,
         first_violation_states=result.first_violation_states,
@@ -153,6 +156,8 @@ def derive_actors(sources: SourceSet, settings: Settings) -> list[ActorPlan]:
     plans, _ = plan_actors(sources, names, data, settings.call_depth, callbacks)
     ex = Extractor(sources, effects, loop_unroll=data.loop_unroll)
     ex.compile_reachable([p.entry for p in plans], settings.call_depth)
+    if any(p.role == "shutdown" for p in plans):
+        plans = _shutdown_plans(plans, names, callbacks, ex, settings.call_depth)
     inner = {
         a.entry
         for a in plans
@@ -160,6 +165,43 @@ def derive_actors(sources: SourceSet, settings: Settings) -> list[ActorPlan]:
         if a.entry != b.entry and a.entry in reachable_names(ex.functions, b.entry)
     }
     return [p for p in plans if p.entry not in inner]
+
+
+def _shutdown_plans(
+    plans: list[ActorPlan],
+    names: Sequence[str],
+    callbacks: set[str],
+    ex: Extractor,
+    depth: int,
+) -> list[ActorPlan]:
+    """As in a review: a shutdown by name only where no release path or ops
+    teardown gives the scenario, and only one that quiesces a work of its
+    object; then every other function that queues such a work is a queue actor."""
+    rest = [p for p in plans if p.role != "shutdown"]
+    if any(p.role in ("release", "teardown") for p in rest):
+        return rest
+    quiet: set[str] = set()
+    kept: list[ActorPlan] = []
+    for p in plans:
+        if p.role != "shutdown":
+            continue
+        fn = ex.functions.get(p.entry)
+        own = fn.params[0] if fn is not None and fn.params else None
+        works = {w for w in quiesced_works(ex.functions, p.entry) if w.split(":", 1)[0] == own}
+        if works:
+            kept.append(p)
+            quiet |= works
+    if not kept:
+        return rest
+    taken = {p.entry for p in plans}
+    others = [n for n in names if n not in taken and n not in callbacks]
+    ex.compile_reachable(others, depth)
+    queue = [
+        ActorPlan("queue", n, "queues a work the shutdown cancels or flushes")
+        for n in others
+        if queued_works(ex.functions, n) & quiet
+    ]
+    return rest + kept + queue
 
 
 def simulate_source(
