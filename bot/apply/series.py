@@ -14,6 +14,7 @@ PatchApplication; only a hostile diff (UnsafePatchError) or an unusable tree
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from bot.model import (
     FileDiff,
     FileImage,
     HunkResult,
+    LineKind,
     Patch,
     PatchApplication,
     PatchImages,
@@ -72,6 +74,9 @@ class _Scratch:
     root: Path  # the scratch work tree
     base_commit: str | None
     notes: list[str] = field(default_factory=list)
+    # Git blob ids of every file version committed in a scratch made from a plain
+    # directory (None for a clone, whose history holds blobs we cannot list cheaply).
+    blobs: set[str] | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -236,7 +241,11 @@ def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
         shutil.copymode(src, target)
     git(["add", "--all"], dest, check=True)
     git(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", "base"], dest, check=True)
-    return _Scratch(dest, None, ["tree is a plain directory: applied in a scratch repository"])
+    scratch = _Scratch(
+        dest, None, ["tree is a plain directory: applied in a scratch repository"], set()
+    )
+    _remember_blobs(scratch, paths)
+    return scratch
 
 
 @contextmanager
@@ -296,6 +305,72 @@ def _split(text: str) -> tuple[list[str], bool]:
 def _head(root: Path) -> str:
     """The scratch repository's current commit."""
     return git(["rev-parse", "HEAD"], root, check=True).text().strip()
+
+
+def _blob_id(data: bytes) -> str:
+    """The id git gives a blob with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _remember_blobs(scratch: _Scratch, paths: Sequence[str]) -> None:
+    """Add the current content of `paths` in the scratch tree to its known blobs."""
+    if scratch.blobs is None:
+        return
+    for path in paths:
+        target = _inside(scratch.root, path)
+        if target is not None and target.is_file() and not target.is_symlink():
+            scratch.blobs.add(_blob_id(target.read_bytes()))
+
+
+_DIFF_GIT = re.compile(r"^diff --git ", re.M)
+_INDEX_OLD = re.compile(r"^index ([0-9a-f]+)\.\.", re.M)
+_NEW_FILE = re.compile(r"^new file mode ", re.M)
+
+
+def _three_way_impossible(parsed: _Parsed, blobs: set[str] | None) -> bool:
+    """Whether `git am -3` surely has no 3-way fallback: a file the patch changes
+    names no pre-image blob, or one the scratch repository has never held (git's
+    build-fake-ancestor then fails). Unknown (a clone's history): False."""
+    if blobs is None:
+        return False
+    sections = _DIFF_GIT.split(parsed.patch.diff)[1:]
+    if not sections:
+        return True  # not a git diff: no blob ids at all
+    for section in sections:
+        header = section.split("\n@@", 1)[0]
+        if _NEW_FILE.search(header):
+            continue
+        m = _INDEX_OLD.search(header)
+        if m is None:
+            return True
+        prefix = m.group(1)
+        if not any(b.startswith(prefix) for b in blobs):
+            return True
+    return False
+
+
+def _exact_apply_impossible(root: Path, parsed: _Parsed) -> bool:
+    """Whether a hunk's pre-image (context and removed lines) appears nowhere in its
+    file in the scratch tree, so `git apply` (which needs it exactly) must fail."""
+    for diff in parsed.files:
+        if diff.is_binary or diff.old_path is None:
+            continue
+        text = _read(root, diff.old_path)
+        if text is None or "\ufffd" in text or "\r" in text:
+            # Missing (git says why), or bytes a str comparison could misjudge.
+            continue
+        lines, _ = _split(text)
+        for hunk in diff.hunks:
+            old = [ln.text for ln in hunk.lines if ln.kind is not LineKind.ADDED]
+            if old and not _contains(lines, old):
+                return True
+    return False
+
+
+def _contains(lines: Sequence[str], block: Sequence[str]) -> bool:
+    """Whether `block` occurs as consecutive lines of `lines`."""
+    first, size, want = block[0], len(block), list(block)
+    return any(line == first and list(lines[i : i + size]) == want for i, line in enumerate(lines))
 
 
 def _try_git_am(root: Path, parsed: _Parsed) -> bool:
@@ -599,9 +674,13 @@ def _apply_one(
     before = _head(root)
     method: ApplyMethod | None = None
     notes: list[str] = []
-    if _try_git_am(root, parsed):
+    # A hunk whose pre-image is nowhere in its file makes `git apply` fail, and
+    # `git am -3` too when there is no blob to merge from: skip the subprocesses.
+    exact_impossible = _exact_apply_impossible(root, parsed)
+    try_am = not (exact_impossible and _three_way_impossible(parsed, scratch.blobs))
+    if try_am and _try_git_am(root, parsed):
         method = ApplyMethod.GIT_AM
-    elif _try_git_apply(root, parsed, work / f"patch-{number}.diff"):
+    elif not exact_impossible and _try_git_apply(root, parsed, work / f"patch-{number}.diff"):
         method = ApplyMethod.GIT_APPLY
     if method is not None:
         hunks = _placements_after_git(pre, parsed, method)
@@ -703,6 +782,7 @@ def apply_series(
         work = scratch.root.parent
         for p in parsed:
             app, imgs, patch_notes = _apply_one(scratch, p, work)
+            _remember_blobs(scratch, [x for f in p.files for x in (f.old_path, f.new_path) if x])
             apps.append(app)
             images.append(imgs)
             notes += patch_notes
