@@ -100,3 +100,24 @@ void ring_kick(struct ring *r)
     unguarded = src.replace("if (test_bit(R_LIVE", "if (test_bit(R_DEAD")
     result = simulate_source({"ring.c": unguarded}, ["ring_kick"], Settings())
     assert {v.kind for v in result.violations} == {"WORK-AFTER-FREE"}
+
+
+# ------------------------------------------------------------------ generic types
+
+
+def _css_pair(entry: str) -> SimResult:
+    path = FIX.parent / "css_pair_release.c"
+    return simulate_source({str(path): path.read_text(encoding="utf-8")}, [entry], Settings())
+
+
+def test_passing_a_css_on_after_its_last_put_is_a_use_after_free_of_that_css() -> None:
+    result = _css_pair("link_release_workfn")
+    assert {(v.kind, v.obj) for v in result.violations} == {("UAF", "cgroup_subsys_state@io_css")}
+
+
+def test_two_css_pointers_of_one_owner_are_two_objects() -> None:
+    # the mem css's last put frees the mem css only: the io css is still held
+    result = _css_pair("link_release_ordered_workfn")
+    assert result.complete
+    assert result.violations == ()
+    assert set(result.tracked) >= {"cgroup_subsys_state@io_css", "cgroup_subsys_state@mem_css"}

@@ -152,6 +152,9 @@ def _collect_struct(node: Node, out: dict[str, dict[str, str]]) -> None:
 
     def scan(lst: Node) -> None:
         for fd in lst.named_children:
+            if fd.type in ("preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif"):
+                scan(fd)  # members under #ifdef CONFIG_...: the configured layout
+                continue
             if fd.type != "field_declaration":
                 continue
             ftype = fd.child_by_field_name("type")
@@ -244,6 +247,22 @@ def _parse_cached(path: str, text: str) -> FileInfo:
     return info
 
 
+# Headers that, by kernel convention, only define types (`backing-dev-defs.h`,
+# `mm_types.h`): an included header's own includes of these are read too, so
+# struct layouts one include away are known.
+_TYPE_HEADER = re.compile(r"^\s*#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>", re.M)
+
+
+def _type_headers(root: Path, rel: str) -> list[str]:
+    """The type-definition headers `rel` includes that exist under `root`."""
+    try:
+        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found = [f"include/{m.group(1)}" for m in _TYPE_HEADER.finditer(text)]
+    return [f for f in found if ".." not in f and (root / f).is_file()]
+
+
 class SimTimeout(Exception):
     """The time bound passed while reading or translating sources."""
 
@@ -318,6 +337,8 @@ class SourceSet:
                 if rel not in seen and ".." not in rel and (root / rel).is_file():
                     out.append(rel)
                     seen.add(rel)
+                    out += [d for d in _type_headers(root, rel) if d not in seen]
+                    seen.update(out)
             for d in dirs:
                 folder = (root / d).resolve()
                 if not folder.is_relative_to(root) or not folder.is_dir():
@@ -877,7 +898,8 @@ class _FnCompiler:
             owner, path = inner.owner, list(inner.path)
             if op == "->":
                 if path and inner.cur:
-                    owner, path = inner.cur, []  # a pointer to another struct: a new object
+                    # a pointer to another struct: a new object
+                    owner, path = self.ex.object_name(inner.cur, path[-1]), []
                 self.uses.add(owner)
             fields = self.ex.sources.struct_fields(inner.cur) if inner.cur else None
             cur = fields.get(fname) if fields else None
@@ -938,7 +960,10 @@ class _FnCompiler:
             return None
         if not c.path:
             return c.owner
-        return c.cur  # `kfree(pool->params)`: only when the member's type is known
+        if c.cur is None:
+            return None
+        # `kfree(pool->params)`: only when the member's type is known
+        return self.ex.object_name(c.cur, c.path[-1])
 
     def value(self, node: Node | None) -> Val:
         if node is None:
@@ -1024,6 +1049,10 @@ class _FnCompiler:
         if api is None:
             for a in args:
                 self.value(a)
+                # passing `o->css` of a generic type hands that object on: a use
+                passed = self.object_of(a) if a.type == "field_expression" else None
+                if passed is not None and "@" in passed:
+                    self.uses.add(passed)
             if name is None:
                 return UNKNOWN
             if self.ex.is_user_function(name):
@@ -1143,6 +1172,10 @@ class Extractor:
         # field key -> struct type it holds or points to, when the layout is known
         self.key_types: dict[Key, str] = {}
         self.notes: list[str] = []
+        # struct types shared by many owners (a css): an object of such a type
+        # is named by the member it is reached through, so `wb->a_css` and
+        # `wb->b_css` are two objects (scenario data `generic_types`)
+        self.generic_types: frozenset[str] = frozenset()
 
     def is_user_function(self, name: str) -> bool:
         return self.sources.find_function(name) is not None
@@ -1186,6 +1219,10 @@ class Extractor:
             note = f"call depth bound reached ({depth}): {shown} not followed"
             if note not in self.notes:
                 self.notes.append(note)
+
+    def object_name(self, struct: str, member: str) -> str:
+        """The abstract object a pointer member of type `struct` points to."""
+        return f"{struct}@{member}" if struct in self.generic_types else struct
 
     def bindings(self) -> list[Binding]:
         """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files

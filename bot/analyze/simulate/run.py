@@ -93,6 +93,7 @@ def prepare_side(
     """Translate what the actors reach in one image."""
     effects, data = load_data(settings)
     extractor = Extractor(sources, effects, loop_unroll=data.loop_unroll)
+    extractor.generic_types = frozenset(data.generic_types)
     program = build_program(extractor, actors, settings.call_depth, data)
     return Side(program=program, notes=list(program.notes))
 

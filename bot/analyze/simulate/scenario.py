@@ -70,6 +70,8 @@ class ScenarioData:
     # the shutdown role by name: kept only when it cancels or flushes a work
     # of the object it takes
     teardown_names: tuple[str, ...] = ()
+    # struct types named by the member they are reached through (see Extractor)
+    generic_types: tuple[str, ...] = ()
     roles: dict[str, RoleSpec] = field(default_factory=dict)
     ops_slots: dict[str, str] = field(default_factory=dict)
     counter_min: int = 1
@@ -100,6 +102,8 @@ def load_scenarios(directory: Path) -> ScenarioData:
             data.release_names = tuple(str(x) for x in doc["release_names"])
         if "shrink_names" in doc:
             data.shrink_names = tuple(str(x) for x in doc["shrink_names"])
+        if "generic_types" in doc:
+            data.generic_types = tuple(str(x) for x in doc["generic_types"])
         if "teardown_names" in doc:
             data.teardown_names = tuple(str(x) for x in doc["teardown_names"])
         for role, given in (doc.get("roles") or {}).items():
