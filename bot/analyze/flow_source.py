@@ -14,6 +14,7 @@ and whether a lock was held on every path to it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,7 +52,9 @@ _MAX_DIR_BYTES = 8 * 1024 * 1024
 MAX_REACH_WORK = 200_000
 
 _COMMENT_LINE = re.compile(r"^\s*(\*|/\*|\*/|//)")
-_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
+# Spaces within one line only: `^\s*` would rescan every run of blank lines (a
+# partial image is mostly blank lines) once per line, quadratically.
+_INCLUDE = re.compile(r'^[^\S\n]*#[^\S\n]*include[^\S\n]*[<"]([^>"]+)[>"]', re.MULTILINE)
 
 
 @dataclass
@@ -172,7 +175,8 @@ class SourceView:
             return self.files[path]
         if self.tree_root is None:
             return None
-        return _read(str(Path(self.tree_root) / path))
+        # os.path.join, not pathlib: this runs thousands of times per review.
+        return _read(os.path.join(self.tree_root, path))
 
     def flows_in(self, path: str) -> Iterator[Flow]:
         """Every function of `path` on this side."""
