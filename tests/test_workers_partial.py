@@ -16,6 +16,7 @@ import yaml
 
 from tests.fixtures.service.helpers import (
     RedisServer,
+    Worker,
     append_epoch,
     demo_series,
     fresh_redis,
@@ -26,6 +27,7 @@ from tests.fixtures.service.helpers import (
     write_inbox,
 )
 from tests.test_workers import LIST, Service
+from workers.state import State
 
 __all__ = ["fresh_redis", "own_redis"]
 
@@ -171,3 +173,89 @@ def test_a_series_complete_from_the_start_is_never_reopened(
             assert svc.state.partial_result(LIST, v1.cover_id) is None
         finally:
             svc.stop()
+
+
+def test_a_patch_arriving_while_the_partial_review_is_written_still_gets_the_complete_one(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    v1 = demo_series(1, tag="race")
+    with smtp_sink() as sink:
+        svc = Service(tmp_path, fresh_redis, sink, tmp_path / "inbox")
+        cfg = yaml.safe_load(svc.config.read_text())
+        cfg["lists"][LIST]["wait_seconds"] = 0
+        svc.config.write_text(yaml.safe_dump(cfg))
+        point = "review:before-commit"
+        try:
+            write_inbox(svc.inbox, [v1.messages["cover"], v1.messages["1"]])
+            svc.workers.append(
+                Worker(svc.env(), queues="ingest,publish", name="wi", log=tmp_path / "wi.log")
+            )
+            svc.workers.append(
+                Worker(
+                    svc.env(BOT_FAULT_PAUSE=point),
+                    queues="analyze",
+                    name="wa",
+                    log=tmp_path / "wa.log",
+                )
+            )
+            svc.poll()
+            wait_until(
+                lambda: svc.state.series(LIST, v1.cover_id).get("state") == "incomplete",
+                "assembly of the incomplete series",
+            )
+            svc.send("sweep").get(timeout=60)
+            wait_until(lambda: svc.state.fault_hit(point), "the partial review to pause")
+            # 2/2 arrives and is assembled while the partial review is still being written
+            append_epoch(svc.inbox, 0, [v1.messages["2"]], datetime(2024, 1, 2, tzinfo=UTC))
+            svc.poll()
+            wait_until(
+                lambda: svc.state.series(LIST, v1.cover_id).get("state") == "complete",
+                "assembly to find the series complete",
+            )
+            svc.state.release_fault(point)
+            wait_until(
+                lambda: (svc.state.result(LIST, v1.cover_id) or {}).get("partial") is False,
+                "the complete review",
+                timeout=120,
+                every=0.2,
+            )
+            wait_until(lambda: _settled(svc), "the queues and the outbox to settle")
+            assert svc.state.review_count(LIST, v1.cover_id) == 2
+            kept = svc.state.partial_result(LIST, v1.cover_id)
+            assert kept is not None and kept["missing"] == [2]
+            assert _result(svc, v1.cover_id)["supersedes"]["missing"] == [2]
+        finally:
+            svc.stop()
+
+
+def test_the_commit_script_completes_a_partial_review_once(fresh_redis: RedisServer) -> None:
+    state = State.from_url(fresh_redis.url())
+    try:
+        state.update_series(LIST, "s1", {"state": "incomplete"})
+        assert state.commit_review(LIST, "s1", {"n": 1}, None, None, 1.0, mode="partial")
+        assert state.series(LIST, "s1")["state"] == "reviewed"
+        # nothing owed yet: a "complete" commit needs the series to be owed one
+        state.r.hset(state.k("series", LIST, "s1"), "partial", "0")
+        assert not state.commit_review(LIST, "s1", {"n": 2}, None, None, 1.0, mode="complete")
+        state.r.hset(state.k("series", LIST, "s1"), "partial", "1")
+        # a late reply (still incomplete) does not reopen it; the missing patch does
+        assert state.update_series(LIST, "s1", {"state": "incomplete"}) == (False, "reviewed")
+        assert state.update_series(LIST, "s1", {"state": "complete"}) == (False, "complete")
+        assert not state.commit_review(LIST, "s1", {"n": 2}, None, None, 1.0, mode="first")
+        assert state.commit_review(LIST, "s1", {"n": 2}, "ob", {"parts": []}, 1.0, mode="complete")
+        assert not state.commit_review(LIST, "s1", {"n": 3}, None, None, 1.0, mode="complete")
+        assert state.result(LIST, "s1") == {"n": 2}
+        assert state.partial_result(LIST, "s1") == {"n": 1}
+        assert state.review_count(LIST, "s1") == 2
+        assert state.series(LIST, "s1")["partial"] == "0"
+        assert state.update_series(LIST, "s1", {"state": "complete"}) == (False, "reviewed")
+        # a partial review committed after assembly saw the series complete stays owed
+        state.update_series(LIST, "s2", {"state": "incomplete"})
+        state.update_series(LIST, "s2", {"state": "complete"})
+        assert state.commit_review(LIST, "s2", {"n": 1}, None, None, 1.0, mode="partial")
+        assert state.series(LIST, "s2")["state"] == "complete"
+        assert state.series(LIST, "s2")["partial"] == "1"
+        with pytest.raises(ValueError, match="unknown commit mode"):
+            state.commit_review(LIST, "s3", {}, None, None, 1.0, mode="twice")
+    finally:
+        state.r.close()

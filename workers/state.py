@@ -41,6 +41,7 @@ the cover letter, else of the first patch) or a commit range `A..B`.
                                             series_failed, latency_sum, latency_count,
                                             latency_le_{bucket}
     {p}:fault:{point}                STRING set when a fault-injection pause was reached
+    {p}:fault:{point}:release        STRING set by a test: paused workers go on (tests only)
 
 Series states: incomplete -> complete -> reviewed; incomplete or complete -> superseded
 when a later version arrives first. A review is committed by a Lua script that checks
@@ -107,6 +108,8 @@ class StoredMessage:
 #       mode, then the latency bucket field names the latency falls into.
 # mode: 'first' (no review stored yet), 'partial' (the same, and the series owes a
 # complete review), 'complete' (supersede the stored partial review: only while owed).
+# A partial review committed after assembly found the series complete (the missing
+# patch arrived while it was being written) leaves the series `complete`, still owed.
 _COMMIT_REVIEW = """
 local mode = ARGV[8]
 if mode == 'complete' then
@@ -116,9 +119,13 @@ if mode == 'complete' then
 elseif redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
+local after = 'reviewed'
+if mode == 'partial' and redis.call('HGET', KEYS[3], 'state') == 'complete' then
+  after = 'complete'
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[3], 'state', 'reviewed', 'reviewed_at', ARGV[4], 'updated', ARGV[4],
+redis.call('HSET', KEYS[3], 'state', after, 'reviewed_at', ARGV[4], 'updated', ARGV[4],
            'partial', mode == 'partial' and '1' or '0')
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[4], 'scope', ARGV[6], 'key', ARGV[5], 'created', ARGV[4],
@@ -586,6 +593,13 @@ class State:
     def fault_hit(self, point: str) -> int | None:
         raw = cast(bytes | None, self.r.get(self.k("fault", point)))
         return int(raw) if raw else None
+
+    def release_fault(self, point: str) -> None:
+        """Let workers paused at `point` go on (and not stop there again)."""
+        self.r.set(self.k("fault", point, "release"), "1")
+
+    def fault_released(self, point: str) -> bool:
+        return bool(self.r.exists(self.k("fault", point, "release")))
 
 
 __all__ = [

@@ -233,6 +233,12 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
         extra={"scope": scope, "series": key, "partial": partial, "supersedes_partial": owed},
     )
     publish_outbox.apply_async((outbox_id,))
+    if partial and st.series(scope, key).get("state") == SeriesState.COMPLETE:
+        # the missing patches arrived while this partial review was being written, and
+        # the review assembly queued then skipped (this claim) or will find it reviewed:
+        # queue the complete review now, without the claim in its way
+        st.release_review(scope, key)
+        review_series.apply_async((scope, key, False))
     return "reviewed" + (" (supersedes the partial review)" if owed else "")
 
 
