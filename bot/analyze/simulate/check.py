@@ -389,7 +389,7 @@ class SimulatorCheck:
         is_post = status is Status.INTRODUCED
         trace = v.trace
         anchor = next((s for s in reversed(trace.steps) if s.function in touched), None)
-        if trace.steps and IMPLIED_FREE in trace.steps[-1].text:
+        if any(IMPLIED_FREE in s.text for s in trace.steps):
             # the free a scenario implies is no line of the patch: the queueing
             # that outlives it is
             anchor = next(
