@@ -22,7 +22,7 @@ import itertools
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import tree_sitter
 import tree_sitter_c
@@ -553,12 +553,18 @@ def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
     return None
 
 
-def _hunk_segment(text: str, start: int, length: int) -> str:
-    """One hunk alone: `text` cut after the hunk's last line, with every line before
-    it blanked, so a function the hunk leaves open ends with the hunk."""
+def _hunk_lines(text: str, start: int, length: int) -> tuple[list[str], int]:
+    """Lines of `text` up to the hunk's last line, and the 0-based index of the first
+    one kept: the hunk's own first line (or the end of a shorter text)."""
     head = text.split("\n")[: start - 1 + length]
-    keep_from = min(max(start - 1, 0), len(head))
-    return "\n".join([""] * keep_from + head[keep_from:])
+    return head, min(max(start - 1, 0), len(head))
+
+
+def _shifted(funcs: Sequence[CFunction], lines: int) -> list[CFunction]:
+    """`funcs` with their line numbers moved down by `lines`."""
+    if not lines:
+        return list(funcs)
+    return [replace(f, start_line=f.start_line + lines, end_line=f.end_line + lines) for f in funcs]
 
 
 def _is_comment_line(line: str) -> bool:
@@ -591,9 +597,12 @@ def _partial_functions(
     length = hunk.source_length if pre_side else hunk.target_length
     if length == 0 or not changed:
         return []
-    segment = _hunk_segment(image_text, start, length)
-    funcs = parse_functions(segment, path)
-    seg_lines = segment.split("\n")[start - 1 : start - 1 + length]
+    # One hunk alone, cut after its last line so a function it leaves open ends
+    # with it; parsed without the lines above (line numbers shifted back after), so
+    # the parse is as small as the hunk and the same hunk text parses once.
+    head, keep_from = _hunk_lines(image_text, start, length)
+    funcs = _shifted(parse_functions("\n".join(head[keep_from:]), path), keep_from)
+    seg_lines = head[start - 1 : start - 1 + length]
     out: list[tuple[CFunction, int, bool]] = []
     header_name = function_name_from_section(hunk.section)
     for line in changed:
