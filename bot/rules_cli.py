@@ -15,14 +15,16 @@ import argparse
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from bot.analyze.api import load_vocabulary, validate_api_dir
-from bot.analyze.engine import Rule, load_rules, validate_rules
-from bot.analyze.rules_match import MATCHERS
 from bot.config import Settings
 from bot.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from bot.model import Status
+
+# The engine (and jsonschema, yaml) is imported by the functions that use it:
+# `bot --help` and `bot review` build this parser, and should not pay for it.
+if TYPE_CHECKING:
+    from bot.analyze.engine import Rule
 
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
@@ -99,6 +101,8 @@ def run_example(rule: Rule, path: Path, settings: Settings) -> ExampleResult:
 
 def run_examples(settings: Settings, ids: tuple[str, ...] = ()) -> list[ExampleResult]:
     """Every example of the selected rules (all when `ids` is empty)."""
+    from bot.analyze.engine import load_rules
+
     rules = _select(load_rules(settings.rules_dir), ids)
     results: list[ExampleResult] = []
     for rule in rules:
@@ -119,6 +123,8 @@ def _select(rules: list[Rule], ids: tuple[str, ...]) -> list[Rule]:
 
 
 def _list(settings: Settings) -> int:
+    from bot.analyze.engine import load_rules
+
     rules = load_rules(settings.rules_dir)
     width = max((len(r.symbol) for r in rules), default=10)
     for r in rules:
@@ -133,6 +139,9 @@ def _wrap(text: str, indent: str = "  ") -> str:
 
 
 def _explain(settings: Settings, rule_id: str) -> int:
+    from bot.analyze.engine import load_rules
+    from bot.analyze.rules_match import MATCHERS
+
     rule = _select(load_rules(settings.rules_dir), (rule_id,))[0]
     out = [
         f"{rule.id} {rule.symbol}: {rule.name}",
@@ -156,6 +165,9 @@ def _explain(settings: Settings, rule_id: str) -> int:
 
 
 def _validate(settings: Settings) -> int:
+    from bot.analyze.api import load_vocabulary, validate_api_dir
+    from bot.analyze.engine import load_rules, validate_rules
+
     problems = validate_api_dir(settings.rules_dir / "api") + validate_rules(settings.rules_dir)
     if problems:
         for p in problems:
