@@ -121,3 +121,21 @@ def test_two_css_pointers_of_one_owner_are_two_objects() -> None:
     assert result.complete
     assert result.violations == ()
     assert set(result.tracked) >= {"cgroup_subsys_state@io_css", "cgroup_subsys_state@mem_css"}
+
+
+def test_a_patch_touching_only_the_queueing_path_races_with_the_teardown_found_by_its_work() -> (
+    None
+):
+    findings = _review("queue-only.patch", "good")
+    waf = next(
+        f for f in findings if f.rule_id == "SIM-WORK-AFTER-FREE" and f.status is Status.INTRODUCED
+    )
+    assert waf.function == "statlink_io_done"  # the queueing, not the implied free
+    assert waf.trace is not None
+    assert "statlink_shutdown() (owner shutdown, then free)" in waf.trace.actor_roles.values()
+
+
+def test_a_patch_guarding_only_the_queueing_path_introduces_nothing() -> None:
+    findings = _review("queue-fix.patch", "queue-bad")
+    assert [f for f in findings if f.status is Status.INTRODUCED] == []
+    assert "SIM-WORK-AFTER-FREE" in {f.rule_id for f in findings if f.status is Status.FIXED}

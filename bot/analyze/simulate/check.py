@@ -27,14 +27,17 @@ from bot.analyze.simulate.run import (
 )
 from bot.analyze.simulate.scenario import (
     ActorPlan,
+    ScenarioData,
     accessed_types,
     freed_types,
+    matches,
     plan_actors,
     program_shape,
     queued_works,
     quiesced_works,
     reachable_names,
 )
+from bot.analyze.simulate.vocab import Effects
 from bot.config import Settings
 from bot.model import Confidence, FileDiff, Finding, LineKind, Severity, Status
 
@@ -228,6 +231,8 @@ class SimulatorCheck:
                 plans.setdefault((p.role, p.entry), p)
             roleless += [n.split("(", 1)[0] for n in why if n.split("(", 1)[0] not in roleless]
         actors = list(plans.values())
+        if roleless and not any(a.role in ("release", "teardown", "shutdown") for a in actors):
+            actors += _shutdowns_of_queued(post_src, effects, data, roleless, settings.call_depth)
         pending = [n for n in touched if n in callbacks]
         if not actors and not pending:
             return None
@@ -449,6 +454,33 @@ class SimulatorCheck:
             patch_number=pa.number,
             trace=trace,
         )
+
+
+def _shutdowns_of_queued(
+    src: SourceSet, effects: Effects, data: ScenarioData, names: list[str], depth: int
+) -> list[ActorPlan]:
+    """Teardowns by name, anywhere the tree is read, that cancel or flush a work
+    the touched functions `names` queue: a patch that only changes the queueing
+    path still races with the teardown of the object it queues on."""
+    if not data.teardown_names:
+        return []
+    ex = Extractor(src, effects)
+    ex.compile_reachable(names, depth)
+    works = set().union(*(queued_works(ex.functions, n) for n in names if n in ex.functions))
+    if not works:
+        return []
+    quiesce = [n for n, e in effects.items() if e.effect in ("cancel", "cancel_sync", "flush")]
+    found: list[ActorPlan] = []
+    for api in quiesce:
+        for fn in src.callers(api):
+            if not matches(fn, data.teardown_names) or fn in {p.entry for p in found}:
+                continue
+            ex.compile_reachable([fn], depth)
+            theirs = quiesced_works(ex.functions, fn) & works
+            if theirs:
+                what = sorted(theirs)[0].split(":", 1)[-1]
+                found.append(ActorPlan("shutdown", fn, f"named like a teardown; waits for {what}"))
+    return found
 
 
 def _quiescing(actors: Sequence[ActorPlan], pre: Side, post: Side) -> dict[str, set[str]]:

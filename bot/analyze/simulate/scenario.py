@@ -136,7 +136,7 @@ class ActorPlan:
     reason: str
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -172,17 +172,17 @@ def plan_actors(
             if not level:
                 break
         found = False
-        release = next((f for f in chain if _matches(f, data.release_names)), None)
+        release = next((f for f in chain if matches(f, data.release_names)), None)
         if release is not None and release not in callback_set:
             plans.append(
                 ActorPlan("release", release, f"named like a release path; {chain[release]}")
             )
             found = True
-        shrink = next((f for f in chain if _matches(f, data.shrink_names)), None)
+        shrink = next((f for f in chain if matches(f, data.shrink_names)), None)
         if shrink is not None and shrink not in callback_set and not found:
             plans.append(ActorPlan("shrink", shrink, f"named like a shrink path; {chain[shrink]}"))
             found = True
-        shutdown = next((f for f in chain if _matches(f, data.teardown_names)), None)
+        shutdown = next((f for f in chain if matches(f, data.teardown_names)), None)
         if shutdown is not None and shutdown not in callback_set and not found:
             plans.append(
                 ActorPlan("shutdown", shutdown, f"named like a teardown; {chain[shutdown]}")
