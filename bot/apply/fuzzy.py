@@ -14,7 +14,7 @@ exactly. A hunk that does not fit is recorded and the rest still apply.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.model import Hunk, LineKind
@@ -60,19 +60,6 @@ def _new(hunk: Hunk) -> list[str]:
     return [ln.text for ln in hunk.lines if ln.kind is not LineKind.REMOVED]
 
 
-def _positions(guess: int, low: int, high: int) -> list[int]:
-    """guess, guess+1, guess-1, guess+2, ... kept within [low, high] (GNU order)."""
-    out: list[int] = []
-    step = 0
-    while guess + step <= high or guess - step >= low:
-        if low <= guess + step <= high:
-            out.append(guess + step)
-        if step and low <= guess - step <= high:
-            out.append(guess - step)
-        step += 1
-    return out
-
-
 def _find(
     lines: Sequence[str],
     old: list[str],
@@ -83,8 +70,10 @@ def _find(
     guess: int,
     frozen: int,
     fuzz: int,
+    at_line: Mapping[str, Sequence[int]],
 ) -> tuple[int, int, int] | None:
-    """Start (0-based, untrimmed) and the trims at which `old` matches with `fuzz`."""
+    """Start (0-based, untrimmed) and the trims at which `old` matches with `fuzz`;
+    `at_line` maps each line of `lines` to its (0-based) positions."""
     n = len(lines)
     context = max(prefix, suffix)
     pfuzz = fuzz + prefix - context
@@ -101,7 +90,11 @@ def _find(
         # Less trailing context: the hunk sits at the end of the file.
         starts = [n - len(old) + strim]
     else:
-        starts = _positions(guess, frozen - ptrim, n - len(old) + strim)
+        # GNU order (guess, guess+1, guess-1, guess+2, ...) within [low, high], but
+        # only where the pattern's first line occurs: no walk over the whole file.
+        low, high = frozen - ptrim, n - len(old) + strim
+        starts = [p - ptrim for p in at_line.get(pattern[0], ()) if low <= p - ptrim <= high]
+        starts.sort(key=lambda s: (abs(s - guess), s < guess))
     first = pattern[0]
     for start in starts:
         pos = start + ptrim
@@ -127,6 +120,9 @@ def locate_hunks(
     last_offset = 0
     frozen = 0  # first input line a later hunk may touch
     n = len(lines)
+    at_line: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        at_line.setdefault(line, []).append(i)
     for index, hunk in enumerate(hunks):
         old = _old(hunk)
         stated = max(hunk.source_start - 1, 0) if old else hunk.source_start
@@ -150,6 +146,7 @@ def locate_hunks(
                 guess=stated + last_offset,
                 frozen=frozen,
                 fuzz=fuzz,
+                at_line=at_line,
             )
             if hit is None and index == 0 and forward_only:
                 back = _find(
@@ -161,6 +158,7 @@ def locate_hunks(
                     guess=stated,
                     frozen=frozen,
                     fuzz=fuzz,
+                    at_line=at_line,
                 )
                 if back is not None:
                     reason = f"{ALREADY} (hunk 1 matches reversed); file skipped"
