@@ -65,6 +65,21 @@ class _FileIndex:
     tree: ts.Tree  # keeps the nodes below alive
     by_name: dict[str, list[FunctionNode]]
     flows: dict[str, tuple[Flow, ...]] = field(default_factory=dict)
+    _mentioning: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
+
+    def names_mentioning(self, words: frozenset[str]) -> tuple[str, ...]:
+        """Defined names (file order) whose body text contains one of `words`: a
+        call can only be to a name its body spells out."""
+        hit = self._mentioning.get(words)
+        if hit is None:
+            needles = [w.encode() for w in words]
+            hit = tuple(
+                name
+                for name, fns in self.by_name.items()
+                if any(n in (fn.body.text or b"") for fn in fns for n in needles)
+            )
+            self._mentioning[words] = hit
+        return hit
 
     def flows_named(self, name: str) -> tuple[Flow, ...]:
         if name not in self.flows:
@@ -239,8 +254,20 @@ class SourceView:
         and friends) in `near` or the series files: `destroy` -> [(fn, call)]."""
         out: dict[str, list[tuple[str, Call]]] = {}
         paths = [near, *[p for p in self.files if p != near]]
+        # Only functions that spell an init call can bind a callback: the others'
+        # flows are neither built nor walked (a big file has hundreds).
+        inits = frozenset(
+            n
+            for n in vocab.names
+            if any(r.role == "init" and r.callback_arg is not None for r in vocab.roles_of(n))
+        )
         for path in paths:
-            for flow in self.flows_in(path):
+            text = self.text(path)
+            if not text:
+                continue
+            idx = _index(text, path)
+            flows = [f for name in idx.names_mentioning(inits) for f in idx.flows_named(name)]
+            for flow in flows:
                 for call in flow.calls:
                     for role in vocab.roles_of(call.name):
                         if role.role != "init" or role.callback_arg is None:
