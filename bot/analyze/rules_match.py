@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
 from bot.analyze.flow import (
@@ -537,6 +538,49 @@ def _alias_source(rhs: str) -> str:
     return ""
 
 
+_S = TypeVar("_S", bound=Hashable)
+
+
+class _PathHits:
+    """The hits of one path-walking matcher, the first one per key: the walk meets
+    the same call on many paths, and the first path found is the one reported."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self._by_key: dict[tuple[str, ...], Hit] = {}
+
+    def add(
+        self,
+        key: tuple[str, ...],
+        line: int,
+        fields: Mapping[str, str],
+        evidence: tuple[str, ...],
+        *,
+        variant: str | None = None,
+    ) -> None:
+        """Record a hit on `key` (the function's name first among its fields) unless
+        one is already there; its variant is the key's first part unless given."""
+        if key not in self._by_key:
+            self._by_key[key] = Hit(
+                key=key,
+                line=line,
+                fields={"function": self._flow.name, **fields},
+                evidence=evidence,
+                variant=key[0] if variant is None else variant,
+            )
+
+    def walk(
+        self,
+        start: _S,
+        on_event: Callable[[_S, Event], _S],
+        *,
+        on_assume: Callable[[_S, Assume], _S | None] | None = None,
+    ) -> list[Hit]:
+        """Walk every path of the flow from `start`, then return the hits recorded."""
+        explore(self._flow, start, on_event, on_assume=on_assume)
+        return list(self._by_key.values())
+
+
 def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     """A reference taken into a local (get, successful tryget, iterator) that some
     path returns without dropping, storing or returning (an iterator left by `break`
@@ -545,7 +589,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     if flow is None:
         return []
     vocab = env.vocab
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     Links = frozenset[tuple[str, str]]  # `a = b` between locals, still in force
     State = tuple[frozenset[_Held], frozenset[tuple[str, str, str, int]], Links]
 
@@ -641,26 +685,21 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     continue
                 ret = " ".join((ev.expr or "").split())
                 key = ("leak", h.family, h.obj, ret)
-                hits.setdefault(
+                hits.add(
                     key,
-                    Hit(
-                        key=key,
-                        line=ev.line,
-                        fields={
-                            "function": flow.name,
-                            "object": h.obj,
-                            "get": h.api,
-                            "get_line": str(h.line),
-                            "exit": f"return {ret}".strip(),
-                            "family": h.family,
-                            "drop": _drop_call(vocab, h.family),
-                        },
-                        evidence=(
-                            f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
-                            f"the path returning at {side.file}:{ev.line} "
-                            f"({'return ' + ret if ret else 'return'}) does not drop it",
-                        ),
-                        variant="leak",
+                    ev.line,
+                    {
+                        "object": h.obj,
+                        "get": h.api,
+                        "get_line": str(h.line),
+                        "exit": f"return {ret}".strip(),
+                        "family": h.family,
+                        "drop": _drop_call(vocab, h.family),
+                    },
+                    (
+                        f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
+                        f"the path returning at {side.file}:{ev.line} "
+                        f"({'return ' + ret if ret else 'return'}) does not drop it",
                     ),
                 )
             return frozenset(), frozenset(), links
@@ -687,9 +726,8 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         return held, pending, links
 
     start: State = (frozenset(), frozenset(), frozenset())
-    explore(flow, start, on_event, on_assume=on_assume)
     del other
-    return list(hits.values())
+    return hits.walk(start, on_event, on_assume=on_assume)
 
 
 def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
@@ -699,7 +737,7 @@ def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
     flow = side.flow
     if flow is None:
         return []
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     State = frozenset[tuple[str, str, int]]
 
     def on_event(state: State, ev: Event) -> State:
@@ -712,31 +750,21 @@ def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
                 arg = _object_arg(ev, role) or ""
                 for pub, pub_text, pub_line in state:
                     key = ("get-after-publish", ev.name, norm_object(arg), pub)
-                    hits.setdefault(
+                    hits.add(
                         key,
-                        Hit(
-                            key=key,
-                            line=ev.line,
-                            fields={
-                                "function": flow.name,
-                                "get": ev.text,
-                                "publish": pub_text,
-                                "object": norm_object(arg),
-                            },
-                            evidence=(
-                                f"{pub_text} at {side.file}:{pub_line} makes the object "
-                                "visible to other tasks",
-                                f"{ev.text} at {side.file}:{ev.line} only runs after that",
-                            ),
-                            variant="get-after-publish",
+                        ev.line,
+                        {"get": ev.text, "publish": pub_text, "object": norm_object(arg)},
+                        (
+                            f"{pub_text} at {side.file}:{pub_line} makes the object "
+                            "visible to other tasks",
+                            f"{ev.text} at {side.file}:{ev.line} only runs after that",
                         ),
                     )
         return state
 
     empty: State = frozenset()
-    explore(flow, empty, on_event)
     del other
-    return list(hits.values())
+    return hits.walk(empty, on_event)
 
 
 def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
@@ -744,7 +772,7 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
     flow = side.flow
     if flow is None:
         return []
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     State = frozenset[tuple[str, str, int]]
 
     def on_event(state: State, ev: Event) -> State:
@@ -765,26 +793,21 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
                 prev = next((s for s in state if s[0] == obj and s[1] == role.family), None)
                 if prev is not None:
                     key = ("double-put", role.family, obj)
-                    hits.setdefault(
+                    hits.add(
                         key,
-                        Hit(
-                            key=key,
-                            line=ev.line,
-                            fields={"function": flow.name, "object": obj, "put": ev.name},
-                            evidence=(
-                                f"first put at {side.file}:{prev[2]}",
-                                f"second {ev.text} at {side.file}:{ev.line}",
-                            ),
-                            variant="double-put",
+                        ev.line,
+                        {"object": obj, "put": ev.name},
+                        (
+                            f"first put at {side.file}:{prev[2]}",
+                            f"second {ev.text} at {side.file}:{ev.line}",
                         ),
                     )
                 return state | {(obj, role.family, ev.line)}
         return state
 
     empty: State = frozenset()
-    explore(flow, empty, on_event)
     del other
-    return list(hits.values())
+    return hits.walk(empty, on_event)
 
 
 def put_without_get(env: Env, side: Side, other: Side) -> list[Hit]:
@@ -817,7 +840,7 @@ def put_without_get(env: Env, side: Side, other: Side) -> list[Hit]:
     gettable = {g for g in gettable if is_local(g)}
     if not gettable:
         return []
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     State = tuple[frozenset[str], frozenset[str]]  # (got on this path, known NULL)
 
     def on_event(state: State, ev: Event) -> State:
@@ -845,18 +868,14 @@ def put_without_get(env: Env, side: Side, other: Side) -> list[Hit]:
             elif role.role == "put" and not ev.in_condition and obj in gettable:
                 if obj not in got and obj not in nulls:
                     key = ("put-without-get", role.family, obj)
-                    hits.setdefault(
+                    hits.add(
                         key,
-                        Hit(
-                            key=key,
-                            line=ev.line,
-                            fields={"function": flow.name, "object": obj, "put": ev.name},
-                            evidence=(
-                                f"{ev.text} at {side.file}:{ev.line} drops a reference on {obj}",
-                                "this path reaches it without taking one; other paths of "
-                                f"{flow.name}() do",
-                            ),
-                            variant="put-without-get",
+                        ev.line,
+                        {"object": obj, "put": ev.name},
+                        (
+                            f"{ev.text} at {side.file}:{ev.line} drops a reference on {obj}",
+                            "this path reaches it without taking one; other paths of "
+                            f"{flow.name}() do",
                         ),
                     )
                 got = got - {obj}
@@ -873,9 +892,8 @@ def put_without_get(env: Env, side: Side, other: Side) -> list[Hit]:
         return got, nulls
 
     start: State = (frozenset(), frozenset())
-    explore(flow, start, on_event, on_assume=on_assume)
     del other
-    return list(hits.values())
+    return hits.walk(start, on_event, on_assume=on_assume)
 
 
 # --------------------------------------------------------------------------- use after put
@@ -887,7 +905,7 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
     flow = side.flow
     if flow is None:
         return []
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     State = frozenset[tuple[str, str, str, int]]  # (object, api, call text, line)
 
     def uses(text: str, obj: str) -> bool:
@@ -948,28 +966,20 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
     def _report(s: tuple[str, str, str, int], use: str, line: int, user: str) -> None:
         del user  # the key must survive a renamed caller (printk -> pr_err)
         key = ("use-after-release", s[1], s[0])
-        hits.setdefault(
+        hits.add(
             key,
-            Hit(
-                key=key,
-                line=line,
-                fields={
-                    "function": flow.name,
-                    "object": s[0],
-                    "release": s[2],
-                    "use": use,
-                },
-                evidence=(
-                    f"{s[2]} at {side.file}:{s[3]} drops the object",
-                    f"then {use} at {side.file}:{line} still uses {s[0]}",
-                ),
+            line,
+            {"object": s[0], "release": s[2], "use": use},
+            (
+                f"{s[2]} at {side.file}:{s[3]} drops the object",
+                f"then {use} at {side.file}:{line} still uses {s[0]}",
             ),
+            variant="",
         )
 
     empty: State = frozenset()
-    explore(flow, empty, on_event)
     del other
-    return list(hits.values())
+    return hits.walk(empty, on_event)
 
 
 # --------------------------------------------------------------------------- deferred work
@@ -1053,21 +1063,9 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
                 arg = _object_arg(c, role)
                 if arg is not None and container_of_arg(arg) != norm_object(arg):
                     needs_cancel.add(norm_object(arg))
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     # (scheduled works, cancelled works, freed objects)
     State = tuple[frozenset[str], frozenset[str], frozenset[str]]
-
-    def add(key: tuple[str, ...], line: int, fields: dict[str, str], ev: tuple[str, ...]) -> None:
-        hits.setdefault(
-            key,
-            Hit(
-                key=key,
-                line=line,
-                fields={"function": flow.name, **fields},
-                evidence=ev,
-                variant=key[0],
-            ),
-        )
 
     def on_event(state: State, ev: Event) -> State:
         sched, cancelled, freed = state
@@ -1084,7 +1082,7 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
                 work = norm_object(arg)
                 owner = container_of_arg(arg)
                 if work in cancelled:
-                    add(
+                    hits.add(
                         ("schedule-after-cancel", work),
                         ev.line,
                         {"work": work, "schedule": ev.text},
@@ -1094,7 +1092,7 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
                         ),
                     )
                 if owner in freed:
-                    add(
+                    hits.add(
                         ("schedule-after-free", work),
                         ev.line,
                         {"work": work, "schedule": ev.text, "object": owner},
@@ -1112,7 +1110,7 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
                 for work in sorted(sched | needs_cancel):
                     if container_of_arg("&" + work) != obj or work in cancelled:
                         continue
-                    add(
+                    hits.add(
                         ("free-pending-work", obj, work),
                         ev.line,
                         {"object": obj, "work": work, "free": ev.text},
@@ -1126,8 +1124,7 @@ def pending_work_at_free(env: Env, side: Side, other: Side) -> list[Hit]:
         return state
 
     start: State = (frozenset(), frozenset(), frozenset())
-    explore(flow, start, on_event)
-    return list(hits.values())
+    return hits.walk(start, on_event)
 
 
 # --------------------------------------------------------------------------- RCU
@@ -1178,7 +1175,7 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
         text = "".join(call.text.split())
         return text in returned or text in handed_back
 
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     # (rcu depth, locks held, looked-up vars still protected, expired vars)
     State = tuple[int, frozenset[str], frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
     pending: dict[str, str] = {}
@@ -1222,42 +1219,33 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
             pending[ev.text] = ev.name
             if depth == 0 and not locks and not wrapper_lookup(ev):
                 key = ("lookup-outside-rcu", ev.name)
-                hits.setdefault(
+                hits.add(
                     key,
-                    Hit(
-                        key=key,
-                        line=ev.line,
-                        fields={"function": flow.name, "lookup": ev.text, "lookup_name": ev.name},
-                        evidence=(
-                            f"{ev.text} at {side.file}:{ev.line} returns an object only RCU "
-                            "keeps alive",
-                            "no rcu_read_lock() (or lock) is held on this path",
-                        ),
-                        variant="lookup-outside-rcu",
+                    ev.line,
+                    {"lookup": ev.text, "lookup_name": ev.name},
+                    (
+                        f"{ev.text} at {side.file}:{ev.line} returns an object only RCU "
+                        "keeps alive",
+                        "no rcu_read_lock() (or lock) is held on this path",
                     ),
                 )
         return depth, locks, live, expired
 
     def _use(var: str, api: str, text: str, line: int) -> None:
         key = ("rcu-use-after-unlock", api, var)
-        hits.setdefault(
+        hits.add(
             key,
-            Hit(
-                key=key,
-                line=line,
-                fields={"function": flow.name, "lookup": api, "object": var, "use": text},
-                evidence=(
-                    f"{var} came from {api}() inside an RCU read section",
-                    f"{text} at {side.file}:{line} uses it after rcu_read_unlock() with no tryget",
-                ),
-                variant="rcu-use-after-unlock",
+            line,
+            {"lookup": api, "object": var, "use": text},
+            (
+                f"{var} came from {api}() inside an RCU read section",
+                f"{text} at {side.file}:{line} uses it after rcu_read_unlock() with no tryget",
             ),
         )
 
     start: State = (0, frozenset(), frozenset(), frozenset())
-    explore(flow, start, on_event)
     del other
-    return list(hits.values())
+    return hits.walk(start, on_event)
 
 
 def free_without_grace_period(env: Env, side: Side, other: Side) -> list[Hit]:
@@ -1266,7 +1254,7 @@ def free_without_grace_period(env: Env, side: Side, other: Side) -> list[Hit]:
     flow = side.flow
     if flow is None:
         return []
-    hits: dict[tuple[str, ...], Hit] = {}
+    hits = _PathHits(flow)
     State = frozenset[tuple[str, str, int]]
 
     def on_event(state: State, ev: Event) -> State:
@@ -1285,32 +1273,22 @@ def free_without_grace_period(env: Env, side: Side, other: Side) -> list[Hit]:
                 for o, text, line in state:
                     if o == obj or base_name(o) == obj:
                         key = ("free-without-grace-period", ev.name, obj)
-                        hits.setdefault(
+                        hits.add(
                             key,
-                            Hit(
-                                key=key,
-                                line=ev.line,
-                                fields={
-                                    "function": flow.name,
-                                    "object": obj,
-                                    "free": ev.text,
-                                    "unpublish": text,
-                                },
-                                evidence=(
-                                    f"{text} at {side.file}:{line} unpublishes {obj}; RCU "
-                                    "readers may still hold it",
-                                    f"{ev.text} at {side.file}:{ev.line} frees it with no "
-                                    "grace period in between",
-                                ),
-                                variant="free-without-grace-period",
+                            ev.line,
+                            {"object": obj, "free": ev.text, "unpublish": text},
+                            (
+                                f"{text} at {side.file}:{line} unpublishes {obj}; RCU "
+                                "readers may still hold it",
+                                f"{ev.text} at {side.file}:{ev.line} frees it with no "
+                                "grace period in between",
                             ),
                         )
         return state
 
     empty: State = frozenset()
-    explore(flow, empty, on_event)
     del other
-    return list(hits.values())
+    return hits.walk(empty, on_event)
 
 
 def rcu_free_downgraded(env: Env, pre: Side, post: Side) -> list[Hit]:
