@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from bot.errors import InputError
+from bot.yamlio import load_yaml
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def load_service_config(path: str | None = None) -> ServiceConfig:
     if not path:
         return parse_config({})
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise InputError(f"cannot read service config: {exc.strerror}", source=path) from exc
     except yaml.YAMLError as exc:

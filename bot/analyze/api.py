@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from bot.errors import InputError
+from bot.yamlio import load_yaml
 
 ROLES = (
     "get",
@@ -51,7 +52,6 @@ ROLES = (
 )
 
 # libyaml's safe loader when present (the pure-Python one is ~10x slower).
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Roles whose calls take no object (a grace period is global); every other role
 # defaults to "argument 0 is the object" when the family does not say otherwise.
@@ -153,7 +153,7 @@ def validate_api_dir(api_dir: Path) -> list[str]:
         problems.append(f"{api_dir}: no vocabulary files (*.yaml)")
     for path in files:
         try:
-            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             problems.append(f"{path}: cannot parse: {' '.join(str(exc).split())}")
             continue
@@ -243,8 +243,7 @@ def _load_cached(api_dir: Path, stamp: tuple[tuple[str, int], ...]) -> Vocabular
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise InputError(f"invalid lifecycle vocabulary: {problems[0]}{more}", source=str(api_dir))
     docs = [
-        (p.name, yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader))
-        for p in sorted(api_dir.glob("*.yaml"))
+        (p.name, load_yaml(p.read_text(encoding="utf-8"))) for p in sorted(api_dir.glob("*.yaml"))
     ]
     return build_vocabulary(docs)
 

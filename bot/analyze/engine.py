@@ -41,14 +41,14 @@ from bot.model import (
     Severity,
     Status,
 )
+from bot.yamlio import load_yaml
 
 RULE_FILE = "rule.yaml"
 # libyaml's loader when present: the pure-Python one costs ~0.5 s per review.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # both loaders are safe loaders
+    return load_yaml(text)
 
 
 SCHEMA_FILE = "rule.schema.json"

@@ -36,6 +36,7 @@ from bot.analyze.simulate.program import (
     walk_val,
 )
 from bot.errors import InputError
+from bot.yamlio import load_yaml
 
 # The scenario folder sits next to the rule folders.
 SCENARIO_DIRNAME = "scenarios"
@@ -93,7 +94,7 @@ def load_scenarios(directory: Path) -> ScenarioData:
         if path.name == "api-effects.yaml":
             continue
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            doc = load_yaml(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"cannot read scenario data: {exc}", source=str(path)) from exc
         if not isinstance(doc, dict):

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from bot.errors import InputError
+from bot.yamlio import load_yaml
 
 # libyaml when present: the table is read on every process start
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _EFFECTS = {
     "inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "read", "set", "get", "put",
@@ -139,7 +139,7 @@ def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
     malformed table."""
     path = scenario_dir / "api-effects.yaml"
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
+        doc = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read simulator API effects: {exc}", source=str(path)) from exc
     table: dict[str, ApiEffect] = {}
