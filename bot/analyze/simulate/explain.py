@@ -109,25 +109,19 @@ def summary(model: Model, violation: Violation, names: dict[int, str]) -> str:
 
 
 def format_trace(trace: Trace, width: int = 78) -> str:
-    """Draw a trace with one column per actor, changelog style."""
-    ncol = max(1, len(trace.actors))
-    colw = max(18, min(38, width // ncol))
-    col = {a: i for i, a in enumerate(trace.actors)}
-    lines: list[str] = []
-    header = "".join(f"{a:<{colw}}" for a in trace.actors).rstrip()
-    rule = "".join(f"{'-' * len(a):<{colw}}" for a in trace.actors).rstrip()
-    lines += [header, rule]
-    current: dict[str, str] = {}
-    for s in trace.steps:
-        indent = " " * (col[s.actor] * colw)
-        if current.get(s.actor) != s.function:
-            current[s.actor] = s.function
-            lines.append(f"{indent}{s.function}()")
-        where = f"  ({s.file}:{s.line})" if s.file and s.line else ""
-        lines.append(f"{indent}  {s.text}{where}")
-    for a in trace.actors:
-        if a in trace.actor_roles:
-            lines.append(f"{a}: {trace.actor_roles[a]}")
+    """Draw a trace with one column per actor, changelog style: the columns as the
+    reports lay them out (`bot.report.common.trace_lines`), each step with its
+    file and line, then what each actor is and the one-line summary."""
+    from bot.report.common import trace_lines
+
+    # The reports show only the line; here the file goes with it, since one
+    # simulation may span several files.
+    located = tuple(
+        replace(s, text=f"{s.text}  ({s.file}:{s.line})", line=0) if s.file and s.line else s
+        for s in trace.steps
+    )
+    lines = trace_lines(replace(trace, steps=located), indent="", width=width)
+    lines += [f"{a}: {trace.actor_roles[a]}" for a in trace.actors if a in trace.actor_roles]
     if trace.summary:
         lines.append(trace.summary)
     return "\n".join(lines)
