@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.errors import InputError
 from bot.model import FileDiff, Finding, Hunk, HunkLine, LineKind, Patch
 
 # Lines of unchanged context kept on each side of the change a finding sits in.
@@ -32,50 +33,15 @@ class Anchor:
 def parse_diff(patch: Patch) -> tuple[FileDiff, ...]:
     """The patch's own diff as FileDiffs, for when the apply stage left no images.
 
-    Quoting needs only paths, hunk headers and lines; a diff unidiff cannot read
-    quotes nothing rather than failing the whole reply.
+    It is the apply stage's parser, so a quote reads the same with images or
+    without; a diff it refuses quotes nothing rather than failing the whole reply.
     """
-    from unidiff.errors import UnidiffParseError
-    from unidiff.patch import PatchSet
+    from bot.analyze.diff import parse_diff as parse_unified
 
     try:
-        patch_set = PatchSet(patch.diff)
-    except (UnidiffParseError, ValueError, TypeError):
+        return parse_unified(patch.diff, f"patch {patch.number}")
+    except InputError:
         return ()
-    files: list[FileDiff] = []
-    for pf in patch_set:
-        hunks = []
-        for h in pf:
-            lines = tuple(
-                HunkLine(
-                    kind=LineKind(line.line_type)
-                    if line.line_type in ("+", "-", " ")
-                    else LineKind.CONTEXT,
-                    text=line.value.rstrip("\n"),
-                    source_line=line.source_line_no,
-                    target_line=line.target_line_no,
-                )
-                for line in h
-                if line.line_type in ("+", "-", " ")
-            )
-            hunks.append(
-                Hunk(
-                    source_start=h.source_start,
-                    source_length=h.source_length,
-                    target_start=h.target_start,
-                    target_length=h.target_length,
-                    section=h.section_header or "",
-                    lines=lines,
-                )
-            )
-        old = None if pf.is_added_file else _strip_prefix(pf.source_file)
-        new = None if pf.is_removed_file else _strip_prefix(pf.target_file)
-        files.append(FileDiff(old_path=old, new_path=new, hunks=tuple(hunks)))
-    return tuple(files)
-
-
-def _strip_prefix(path: str) -> str:
-    return path[2:] if path.startswith(("a/", "b/")) else path
 
 
 def _changed(line: HunkLine) -> bool:
