@@ -15,7 +15,7 @@ import fnmatch
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -381,15 +381,9 @@ class SourceSet:
         if name in self._defs:
             return self._defs[name]
         found: tuple[FileInfo, Node] | None = None
-        for path in self.candidates():
-            lex = self.lexicon(path)
-            if lex is None or name not in lex.defines:
-                continue
-            info = self.parsed(path)
-            if info is not None and name in info.functions:
-                node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
-                found = (info, node)
-                break
+        info = self._first_file(name, lambda lex: lex.defines, lambda i: i.functions)
+        if info is not None:
+            found = (info, max(info.functions[name], key=lambda n: n.end_byte - n.start_byte))
         self._defs[name] = found
         return found
 
@@ -397,17 +391,27 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        result: dict[str, str] | None = None
-        for path in self.candidates():
-            lex = self.lexicon(path)
-            if lex is None or struct not in lex.structs:
-                continue
-            info = self.parsed(path)
-            if info is not None and struct in info.structs:
-                result = info.structs[struct]
-                break
+        info = self._first_file(struct, lambda lex: lex.structs, lambda i: i.structs)
+        result = None if info is None else info.structs[struct]
         self._structs[struct] = result
         return result
+
+    def _first_file(
+        self,
+        name: str,
+        listed: Callable[[Lexicon], Container[str]],
+        parsed: Callable[[FileInfo], Container[str]],
+    ) -> FileInfo | None:
+        """The first candidate file whose lexicon lists `name` (a scan without a
+        parse) and whose parse then confirms it, or None."""
+        for path in self.candidates():
+            lex = self.lexicon(path)
+            if lex is None or name not in listed(lex):
+                continue
+            info = self.parsed(path)
+            if info is not None and name in parsed(info):
+                return info
+        return None
 
     def ops_bindings(self, functions: Iterable[str]) -> list[tuple[str, str, str, int]]:
         """(slot, function, file, line) for `.slot = function` initialisers naming

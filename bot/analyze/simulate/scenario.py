@@ -16,7 +16,7 @@ name of a particular kernel function:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,29 +204,21 @@ def plan_actors(
     return list(unique.values()), notes
 
 
-def _scheduled_works(functions: Iterable[Function]) -> set[Key]:
-    out: set[Key] = set()
+def _values(functions: Iterable[Function]) -> Iterator[Val]:
+    """Every value (and sub-value) of every instruction's expression in `functions`."""
     for fn in functions:
         for ins in fn.code:
-            if ins.expr is None:
-                continue
-            for v in walk_val(ins.expr):
-                if v[0] in ("sched", "callrcu"):
-                    out.add(str(v[1]))
-    return out
+            if ins.expr is not None:
+                yield from walk_val(ins.expr)
+
+
+def _scheduled_works(functions: Iterable[Function]) -> set[Key]:
+    return {str(v[1]) for v in _values(functions) if v[0] in ("sched", "callrcu")}
 
 
 def _implicit_puts(functions: Iterable[Function]) -> set[Key]:
     """Counters put without a release callback named at the call."""
-    out: set[Key] = set()
-    for fn in functions:
-        for ins in fn.code:
-            if ins.expr is None:
-                continue
-            for v in walk_val(ins.expr):
-                if v[0] == "put" and not v[2]:
-                    out.add(str(v[1]))
-    return out
+    return {str(v[1]) for v in _values(functions) if v[0] == "put" and not v[2]}
 
 
 def bind(bindings: Sequence[Binding], work: Key) -> Binding | None:
@@ -375,19 +367,16 @@ def freed_types(
     only = None if putters is None else set(putters)
     out: set[str] = set()
     for fn in functions:
-        for ins in fn.code:
-            if ins.expr is None:
-                continue
-            for v in walk_val(ins.expr):
-                if v[0] in ("free", "freercu"):
-                    out.add(str(v[1]))
-                elif (
-                    v[0] == "put"
-                    and not v[2]
-                    and str(v[1]) not in release_bindings
-                    and (only is None or fn.name in only)
-                ):
-                    out.add(key_object(str(v[1])))
+        for v in _values((fn,)):
+            if v[0] in ("free", "freercu"):
+                out.add(str(v[1]))
+            elif (
+                v[0] == "put"
+                and not v[2]
+                and str(v[1]) not in release_bindings
+                and (only is None or fn.name in only)
+            ):
+                out.add(key_object(str(v[1])))
     return out
 
 
@@ -395,15 +384,11 @@ def explicitly_freed(functions: Iterable[Function]) -> set[str]:
     """Struct types with an explicit free in the program: the leak invariant
     applies to these (an object freed by its last put has holders we do not see,
     and the free a scenario implies after a shutdown is no code of the tree)."""
-    out: set[str] = set()
-    for fn in functions:
-        for ins in fn.code:
-            if ins.expr is None:
-                continue
-            for v in walk_val(ins.expr):
-                if v[0] in ("free", "freercu") and IMPLIED not in v[2:]:
-                    out.add(str(v[1]))
-    return out
+    return {
+        str(v[1])
+        for v in _values(functions)
+        if v[0] in ("free", "freercu") and IMPLIED not in v[2:]
+    }
 
 
 def _reachable(functions: dict[str, Function], entry: str) -> list[Function]:
@@ -461,15 +446,11 @@ def program_shape(functions: dict[str, Function], entry: str) -> tuple[object, .
 
 
 def _decremented(functions: Iterable[Function]) -> set[Key]:
-    out: set[Key] = set()
-    for fn in functions:
-        for ins in fn.code:
-            if ins.expr is None:
-                continue
-            for v in walk_val(ins.expr):
-                if (v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test")) or v[0] == "put":
-                    out.add(str(v[2] if v[0] == "rmw" else v[1]))
-    return out
+    return {
+        str(v[2] if v[0] == "rmw" else v[1])
+        for v in _values(functions)
+        if (v[0] == "rmw" and v[1] in ("sub", "sub_ret", "sub_test")) or v[0] == "put"
+    }
 
 
 def make_model(
@@ -519,13 +500,9 @@ def make_model(
     lock_users: dict[Key, set[str]] = {}
     entries = [a.entry for a in program.actors] + [b.callback for b in program.works.values()]
     for entry in entries:
-        for fn in _reachable(funcs, entry):
-            for ins in fn.code:
-                if ins.expr is None:
-                    continue
-                for v in walk_val(ins.expr):
-                    if v[0] in ("lock", "unlock", "trylock"):
-                        lock_users.setdefault(str(v[1]), set()).add(entry)
+        for v in _values(_reachable(funcs, entry)):
+            if v[0] in ("lock", "unlock", "trylock"):
+                lock_users.setdefault(str(v[1]), set()).add(entry)
     locks = {k for k, users in lock_users.items() if len(users) >= 2}
     # rmw values are ("rmw", op, key, refcount): normalise to the key position
     fields = tuple(sorted(written | locks | slots))
@@ -536,14 +513,11 @@ def make_model(
     cleared: set[Key] = set()
     for a in actor_plans:
         if data.role(a.role).cleared_start_set:
-            for fn in _reachable(funcs, a.entry):
-                for ins in fn.code:
-                    if ins.expr is not None:
-                        cleared |= {
-                            str(v[1])
-                            for v in walk_val(ins.expr)
-                            if v[0] == "wr" and v[2] == ("k", 0)
-                        }
+            cleared |= {
+                str(v[1])
+                for v in _values(_reachable(funcs, a.entry))
+                if v[0] == "wr" and v[2] == ("k", 0)
+            }
     initial: list[int | None] = []
     for key in fields:
         if key in counters and key not in locks:
