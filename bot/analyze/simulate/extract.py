@@ -591,6 +591,10 @@ class _FnCompiler:
         if args is not None:
             for a in args.named_children:
                 self.value(a)
+        self.single_pass(body)
+
+    def single_pass(self, body: Node) -> None:
+        """A loop body run once: `break` and `continue` both leave it."""
         breaks: list[int] = []
         conts: list[int] = []
         self.loops.append((breaks, conts))
@@ -652,14 +656,7 @@ class _FnCompiler:
             # `for_each_x(i) { ... }` parses as a nested definition: its body is the loop
             body = node.child_by_field_name("body")
             if body is not None:
-                breaks: list[int] = []
-                conts: list[int] = []
-                self.loops.append((breaks, conts))
-                self.stmt(body)
-                self.loops.pop()
-                end = self.here()
-                for j in breaks + conts:
-                    self.patch(j, end)
+                self.single_pass(body)
         elif t in (
             "comment",
             "preproc_call",
