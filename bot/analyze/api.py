@@ -130,13 +130,18 @@ class Vocabulary:
         return frozenset(self._by_name)
 
 
-def _schema(api_dir: Path) -> dict[str, Any]:
-    path = api_dir / "schema.json"
+def load_schema(path: Path, what: str) -> dict[str, Any]:
+    """The JSON schema at `path`; InputError naming the `what` schema when it
+    cannot be read or is not JSON."""
     try:
         schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the vocabulary schema: {exc}", source=str(path)) from exc
+        raise InputError(f"cannot read the {what} schema: {exc}", source=str(path)) from exc
     return schema
+
+
+def _schema(api_dir: Path) -> dict[str, Any]:
+    return load_schema(api_dir / "schema.json", "vocabulary")
 
 
 def validate_api_dir(api_dir: Path) -> list[str]:

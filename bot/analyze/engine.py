@@ -13,7 +13,6 @@ after patch j is FIXED_IN_SERIES with fixed_by=j. Matchers find; rule.yaml words
 
 from __future__ import annotations
 
-import json
 import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from bot.analyze.api import load_vocabulary
+from bot.analyze.api import load_schema, load_vocabulary
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
 from bot.analyze.flow import Call
 from bot.analyze.flow_source import SourceView, flow_of
@@ -88,12 +87,7 @@ class Rule:
 
 
 def _rule_schema(rules_dir: Path) -> dict[str, Any]:
-    path = rules_dir / SCHEMA_FILE
-    try:
-        schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the rule schema: {exc}", source=str(path)) from exc
-    return schema
+    return load_schema(rules_dir / SCHEMA_FILE, "rule")
 
 
 def rule_folders(rules_dir: Path) -> list[Path]:
