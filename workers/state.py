@@ -371,39 +371,35 @@ class State:
 
     def mark_merged(self, scope: str, key: str) -> None:
         skey = self.k("series", scope, key)
-        with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(skey)  # type: ignore[no-untyped-call]
-                    cur = cast(bytes | None, pipe.hget(skey, "state"))
-                    pipe.multi()
-                    if cur in {None, b"incomplete", b"complete"}:
-                        pipe.hset(skey, "state", SeriesState.MERGED)
-                    pipe.zrem(self.k("waiting", scope), key)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
+
+        def update(pipe: redis.client.Pipeline) -> None:
+            cur = cast(bytes | None, pipe.hget(skey, "state"))
+            pipe.multi()
+            if cur in {None, b"incomplete", b"complete"}:
+                pipe.hset(skey, "state", SeriesState.MERGED)
+            pipe.zrem(self.k("waiting", scope), key)
+
+        # redis-py's WATCH/MULTI/EXEC loop: `update` runs again when skey changed
+        self.r.transaction(update, skey)
 
     def mark_superseded(self, scope: str, key: str, by: str) -> bool:
         """Mark a not-yet-reviewed series superseded by a later version; True if it was."""
         skey = self.k("series", scope, key)
-        with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(skey)  # type: ignore[no-untyped-call]
-                    cur = cast(bytes | None, pipe.hget(skey, "state"))
-                    state = cur.decode() if cur else None
-                    pipe.multi()
-                    pipe.hset(skey, "superseded_by", by)
-                    changed = state in {None, SeriesState.INCOMPLETE, SeriesState.COMPLETE}
-                    if changed:
-                        pipe.hset(skey, "state", SeriesState.SUPERSEDED)
-                        pipe.zrem(self.k("waiting", scope), key)
-                    pipe.execute()
-                    return changed
-                except redis.WatchError:
-                    continue
+        changed = False
+
+        def update(pipe: redis.client.Pipeline) -> None:
+            nonlocal changed
+            cur = cast(bytes | None, pipe.hget(skey, "state"))
+            state = cur.decode() if cur else None
+            pipe.multi()
+            pipe.hset(skey, "superseded_by", by)
+            changed = state in {None, SeriesState.INCOMPLETE, SeriesState.COMPLETE}
+            if changed:
+                pipe.hset(skey, "state", SeriesState.SUPERSEDED)
+                pipe.zrem(self.k("waiting", scope), key)
+
+        self.r.transaction(update, skey)
+        return changed
 
     def waiting_since(self, scope: str, older_than: float) -> list[str]:
         """Incomplete series first seen before `older_than` (epoch seconds)."""
