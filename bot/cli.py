@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +47,11 @@ inputs (one or more):
 """
     + EXIT_CODES_HELP
 )
+
+
+# Seconds of work before the progress line appears on a terminal: a fast review
+# prints nothing but its result.
+PROGRESS_DELAY = 0.3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,29 +145,39 @@ def build_parser() -> argparse.ArgumentParser:
 @contextmanager
 def _progress(enabled: bool) -> Iterator[object]:
     """A transient status line on stderr, only on a terminal, and only once work
-    has taken long enough to be worth showing (no flicker on a fast review)."""
+    has taken long enough to be worth showing (no flicker on a fast review): a
+    timer starts it after PROGRESS_DELAY seconds, whatever stage is running."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
 
     console = Console(stderr=True)
-    status = console.status("")
-    started = time.monotonic()
-    shown = False
+    status = console.status("reading input")
+    lock = threading.Lock()
+    state = {"shown": False, "done": False}
+
+    def show() -> None:
+        with lock:
+            if not state["done"]:
+                status.start()
+                state["shown"] = True
+
+    timer = threading.Timer(PROGRESS_DELAY, show)
+    timer.daemon = True
+    timer.start()
 
     def update(text: str) -> None:
-        nonlocal shown
-        if not shown and time.monotonic() - started > 0.3:
-            status.start()
-            shown = True
         status.update(text)
 
     try:
         yield update
     finally:
-        if shown:
-            status.stop()
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["shown"]:
+                status.stop()
 
 
 def _settings_for_review(args: argparse.Namespace, settings: Settings) -> Settings:
