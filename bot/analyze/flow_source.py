@@ -284,7 +284,7 @@ class SourceView:
 
 
 def member_tail(expr: str) -> str:
-    """The last member of an object expression: `&c->memcg_params->destroy` -> `destroy`."""
+    """The last member of an object expression: `&p->params->destroy` -> `destroy`."""
     e = norm_object(expr)
     parts = re.split(r"->|\.", e)
     return parts[-1] if len(parts) > 1 else ""

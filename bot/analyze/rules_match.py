@@ -56,7 +56,7 @@ _CALLBACK_NAME = re.compile(r"(_workfn|_work_func|_work_fn|_rcu_cb|_rcu_free)$")
 
 def _named_release(name: str) -> bool:
     """A word of the name (split at `_`) starts with a release word:
-    `memcg_release_pages`, `kmem_freepages`, `css_offline`; not `output_page`."""
+    `pool_release_pages`, `kmem_freepages`, `css_offline`; not `output_page`."""
     if _CALLBACK_NAME.search(name):
         return True
     return any(w.startswith(_RELEASE_WORDS) for w in name.lower().split("_"))
