@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--color", choices=["auto", "always", "never"], default="auto", help="colour in text output"
     )
     review.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    review.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the on-disk cache of loaded rules (see docs/configuration.md)",
+    )
 
     from bot.rules_cli import add_rules_parser
     from bot.service_cli import add_service_parsers
@@ -188,6 +193,8 @@ def _settings_for_review(args: argparse.Namespace, settings: Settings) -> Settin
         changes["disabled_rules"] = tuple(args.disable_rule)
     if args.no_simulate:
         changes["simulate"] = False
+    if args.no_cache:
+        changes["cache_dir"] = None
     if args.lore_base:
         changes["lore_base_url"] = args.lore_base.rstrip("/")
     if args.max_input_size is not None:

@@ -43,6 +43,9 @@ class Settings:
     disabled_rules: tuple[str, ...] = ()
     # Run the lifecycle simulator in the analysis stage.
     simulate: bool = True
+    # Private on-disk cache of the loaded rules, vocabulary and simulator data
+    # (bot.cache); None: none. load_settings() uses $XDG_CACHE_HOME/mmlc-bot.
+    cache_dir: Path | None = None
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -58,4 +61,12 @@ def load_settings() -> Settings:
         s = replace(s, corpus_dir=Path(env["BOT_CORPUS_DIR"]))
     if "BOT_SCRATCH_DIR" in env:
         s = replace(s, scratch_dir=Path(env["BOT_SCRATCH_DIR"]))
+    # BOT_CACHE_DIR set but empty: no disk cache.
+    cache = env.get("BOT_CACHE_DIR")
+    if cache is None:
+        from bot.cache import default_dir
+
+        s = replace(s, cache_dir=default_dir())
+    elif cache:
+        s = replace(s, cache_dir=Path(cache))
     return s

@@ -78,8 +78,10 @@ def review_series(
 ) -> Review:
     """Apply one series to `tree` (or use the diff alone), analyse it, and collect
     every finding and check outcome into a Review."""
+    from bot import cache
     from bot.apply import apply_series
 
+    cache.configure(settings.cache_dir)
     if progress:
         where = f"onto {tree}" if tree else "diff-only"
         progress(f"applying {len(series.patches)} patch(es) {where}")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML is imported on first use: a review whose rules come from bot.cache
+# reads no YAML at all.
 
 
 def load_yaml(text: str) -> Any:
     """Parse one YAML document with a safe loader."""
-    return yaml.load(text, Loader=_LOADER)
+    import yaml
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)

@@ -3,11 +3,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from bot.config import load_settings
+
+# Reviews in tests never share bot.cache entries with the user's own cache (or with
+# an earlier test run): one private directory for this pytest process, inherited by
+# the CLI and worker subprocesses tests start. Tests of the cache set their own.
+if "BOT_CACHE_DIR" not in os.environ:
+    os.environ["BOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmlc-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BOT_CACHE_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -21,9 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
+from bot import cache
 from bot.analyze.api import load_schema, load_vocabulary
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
 from bot.analyze.flow import Call
@@ -100,6 +98,9 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
 
     With `examples` (what `bot rules validate` does) a rule must also ship a
     README.md and at least one bad and one good example patch."""
+    import jsonschema  # only when rules are (re)validated: it costs ~0.06 s to import
+    import yaml
+
     problems: list[str] = []
     try:
         validator = jsonschema.Draft202012Validator(_rule_schema(rules_dir))
@@ -150,10 +151,10 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
 
 def load_rules(rules_dir: Path) -> list[Rule]:
     """Every rule, validated; raises InputError (one line) on a broken rule file.
-    Cached until a rule file changes."""
+    Cached until a rule file changes, in the process and in bot.cache."""
     rules_dir = Path(rules_dir).resolve()
     stamp = tuple(
-        (str(p), p.stat().st_mtime_ns)
+        (str(p), p.stat().st_mtime_ns, p.stat().st_size)
         for p in sorted([*rules_dir.glob(f"*/{RULE_FILE}"), rules_dir / SCHEMA_FILE])
         if p.is_file()
     )
@@ -161,8 +162,13 @@ def load_rules(rules_dir: Path) -> list[Rule]:
 
 
 @lru_cache(maxsize=8)
-def _load_rules_cached(rules_dir: Path, stamp: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
-    del stamp  # cache key only
+def _load_rules_cached(
+    rules_dir: Path, stamp: tuple[tuple[str, int, int], ...]
+) -> tuple[Rule, ...]:
+    return cache.cached("rules", repr(stamp), lambda: _read_rules(rules_dir))
+
+
+def _read_rules(rules_dir: Path) -> tuple[Rule, ...]:
     problems = validate_rules(rules_dir, examples=False)
     if problems:
         more = (
