@@ -1,42 +1,65 @@
-"""A private on-disk cache for data the bot derives from files it trusts.
+"""A private on-disk cache of what the bot derives from text it has read before.
 
-What goes in: the loaded and validated rules, API vocabulary and simulator
-data (derived from rules/), keyed by a stamp of the files they come from and by
-the bot's own code. Nothing derived from patch text is stored here: a patch is
-hostile input and a cache entry is unpickled.
+What goes in, each keyed by what it is computed from:
+
+* the loaded and validated rules, API vocabulary and simulator data, keyed by a
+  stamp (path, size, mtime) of the rule files;
+* the functions tree-sitter finds in a file's text and the control-flow graph of a
+  function's text, keyed by a hash of the text itself.
+
+A kernel tree changes slowly and a series is reviewed again after each edit, so
+most texts of a review were seen by an earlier one: the parse is the same, and
+reading it back is a hundred times cheaper than parsing again.
 
     configure(settings.cache_dir)      once per process (pipeline, CLI, worker)
-    cached("rules", stamp, compute)    compute() on a miss, stored for next time
+    cached("rules", key, compute)      compute() on a miss, stored at flush()
+    flush()                            write what this process computed
 
-An entry's name is a hash of its namespace, its key and the code fingerprint (the
-size and mtime of every bot/*.py file), so an edited rule file or an upgraded bot
-never reads a stale entry. A directory that is not the user's own, or that others
-may write to, is not used (pickles from it could run code). A corrupt or
-unreadable entry is a miss. Writes go to a temporary file renamed into place, so
-concurrent processes (Celery workers) never read half an entry.
+Every key is hashed together with the code fingerprint (size and mtime of every
+bot/*.py file), so an upgraded or edited bot never reads an entry an older one
+wrote. Entries live in one SQLite file, `cache.sqlite3`, in the directory; values
+are pickles of the bot's own dataclasses. Pickles can run code when loaded, so
+the directory must be private: it is created with mode 0700, and a directory or
+database file not owned by the user, or writable by group or others, is not used
+at all. Anything that goes wrong (a locked, corrupt or full database) is a miss or
+a skipped write, never an error: the cache can only make a review faster.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import pickle
 import stat
-import tempfile
+import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
+
+if TYPE_CHECKING:
+    import sqlite3
 
 T = TypeVar("T")
 
-_FORMAT = b"mmlc-cache-1\n"
+DB_NAME = "cache.sqlite3"
 _PACKAGE = Path(__file__).resolve().parent
-# Entries beyond this many are pruned, oldest first, when a new one is written.
-MAX_ENTRIES = 256
+# The database is trimmed to this many bytes of values (oldest entries first).
+MAX_BYTES = 256 * 1024 * 1024
 
-# The directory configure() chose for this process: one slot, so no `global`.
-_ACTIVE: list[Path | None] = [None]
+
+class _State:
+    """The process's cache: where it is, its connection, writes not yet flushed."""
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.db: sqlite3.Connection | None = None
+        self.broken = False
+        self.pending: dict[str, bytes] = {}
+
+
+_STATE = _State()
 
 
 def default_dir() -> Path:
@@ -47,12 +70,19 @@ def default_dir() -> Path:
 
 def configure(directory: Path | None) -> None:
     """Use `directory` for this process from now on (None: no disk cache)."""
-    _ACTIVE[0] = directory
+    if directory == _STATE.directory:
+        return
+    flush()
+    if _STATE.db is not None:
+        _STATE.db.close()
+    _STATE.directory = directory
+    _STATE.db = None
+    _STATE.broken = False
 
 
 def active() -> Path | None:
     """The directory configure() chose, or None."""
-    return _ACTIVE[0]
+    return _STATE.directory
 
 
 @lru_cache(maxsize=1)
@@ -78,102 +108,164 @@ def stamp_files(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
-def _private_dir(directory: Path) -> bool:
-    """Create `directory` (mode 0700) if needed; True when it is a directory of
-    this user that no one else may write to."""
+def text_key(*parts: str) -> str:
+    """A key for data computed from texts (a file's content, its path)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _owned_private(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _connect() -> sqlite3.Connection | None:
+    """The database of the configured directory, opened once; None when there is
+    no usable one (not configured, not private, not openable)."""
+    if _STATE.db is not None or _STATE.broken or _STATE.directory is None:
+        return _STATE.db
+    import sqlite3
+
+    directory = _STATE.directory
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = directory.lstat()
-    except OSError:
-        return False
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        return False
-    return not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _entry(directory: Path, namespace: str, key: str) -> Path:
-    digest = hashlib.sha256(f"{namespace}\0{key}\0{code_fingerprint()}".encode()).hexdigest()
-    return directory / f"{namespace}-{digest[:40]}.pickle"
-
-
-def load(directory: Path, namespace: str, key: str) -> object | None:
-    """The stored value, or None on a miss (absent, corrupt, or not ours)."""
-    path = _entry(directory, namespace, key)
-    try:
-        st = path.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        path = directory / DB_NAME
+        usable = stat.S_ISDIR(st.st_mode) and _owned_private(st)
+        if usable and path.exists():
+            fst = path.lstat()
+            usable = stat.S_ISREG(fst.st_mode) and _owned_private(fst)
+        if not usable:
+            _STATE.broken = True
             return None
-        data = path.read_bytes()
-    except OSError:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, timeout=2.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS entries "
+            "(key TEXT PRIMARY KEY, value BLOB NOT NULL, stored REAL NOT NULL)"
+        )
+    except (OSError, sqlite3.Error):
+        _STATE.broken = True
         return None
-    if not data.startswith(_FORMAT):
-        return None
+    _STATE.db = db
+    return db
+
+
+def _full_key(namespace: str, key: str) -> str:
+    digest = hashlib.sha256(f"{namespace}\0{key}\0{code_fingerprint()}".encode()).hexdigest()
+    return f"{namespace}:{digest[:40]}"
+
+
+def get(namespace: str, key: str) -> tuple[object] | None:
+    """The stored value in a 1-tuple (a stored None is a hit), or None on a miss
+    (absent, corrupt, or no usable cache)."""
+    full = _full_key(namespace, key)
+    data = _STATE.pending.get(full)
+    if data is None:
+        db = _connect()
+        if db is None:
+            return None
+        import sqlite3
+
+        try:
+            row = db.execute("SELECT value FROM entries WHERE key = ?", (full,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        data = row[0]
     try:
-        value: object = pickle.loads(data[len(_FORMAT) :])
+        value: object = pickle.loads(data)
     except Exception:  # a truncated or foreign entry is a miss, never an error
         return None
-    return value
+    if not (isinstance(value, tuple) and len(value) == 1):
+        return None
+    return cast(tuple[object], value)
 
 
-def store(directory: Path, namespace: str, key: str, value: object) -> bool:
-    """Write `value`; False when the directory is unusable or the write fails."""
-    if not _private_dir(directory):
-        return False
-    path = _entry(directory, namespace, key)
+def put(namespace: str, key: str, value: object) -> None:
+    """Keep `value` for flush(); values that cannot be pickled are skipped."""
+    if _STATE.directory is None or _STATE.broken:
+        return
     try:
-        data = _FORMAT + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except (OSError, pickle.PicklingError, TypeError, AttributeError):
-        return False
-    _prune(directory)
-    return True
+        _STATE.pending[_full_key(namespace, key)] = pickle.dumps(
+            (value,), protocol=pickle.HIGHEST_PROTOCOL
+        )
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return
 
 
-def _prune(directory: Path) -> None:
-    """Keep the newest MAX_ENTRIES entries."""
+def flush() -> None:
+    """Write what this process computed since the last flush, in one transaction,
+    and trim the database to MAX_BYTES."""
+    if not _STATE.pending:
+        return
+    pending, _STATE.pending = _STATE.pending, {}
+    db = _connect()
+    if db is None:
+        return
+    import sqlite3
+
+    now = time.time()
     try:
-        entries = [p for p in directory.glob("*.pickle") if p.is_file()]
-        if len(entries) <= MAX_ENTRIES:
-            return
-        entries.sort(key=lambda p: p.stat().st_mtime_ns)
-        for old in entries[: len(entries) - MAX_ENTRIES]:
-            old.unlink(missing_ok=True)
-    except OSError:
-        pass
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT OR REPLACE INTO entries (key, value, stored) VALUES (?, ?, ?)",
+                [(k, v, now) for k, v in pending.items()],
+            )
+            (total,) = db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries").fetchone()
+            if total > MAX_BYTES:
+                _trim(db, total - MAX_BYTES)
+    except sqlite3.Error:
+        return
+
+
+def _trim(db: sqlite3.Connection, excess: int) -> None:
+    """Delete the oldest entries until `excess` bytes are gone."""
+    doomed: list[tuple[str]] = []
+    freed = 0
+    for key, size in db.execute("SELECT key, LENGTH(value) FROM entries ORDER BY stored, key"):
+        if freed >= excess:
+            break
+        doomed.append((key,))
+        freed += size
+    db.executemany("DELETE FROM entries WHERE key = ?", doomed)
 
 
 def cached(namespace: str, key: str, compute: Callable[[], T]) -> T:
-    """compute(), through the configured directory when there is one.
+    """compute(), or what an earlier compute() for the same key stored.
 
     Only a value compute() returned is stored: an exception (a broken rule file,
     say) propagates and nothing is written."""
-    directory = _ACTIVE[0]
-    if directory is None:
+    if _STATE.directory is None:
         return compute()
-    if _private_dir(directory):
-        hit = load(directory, namespace, key)
-        if hit is not None:
-            return cast(T, hit)
+    hit = get(namespace, key)
+    if hit is not None:
+        return cast(T, hit[0])
     value = compute()
-    store(directory, namespace, key, value)
+    put(namespace, key, value)
     return value
 
 
+atexit.register(flush)
+
 __all__ = [
-    "MAX_ENTRIES",
+    "DB_NAME",
+    "MAX_BYTES",
     "active",
     "cached",
     "code_fingerprint",
     "configure",
     "default_dir",
-    "load",
+    "flush",
+    "get",
+    "put",
     "stamp_files",
-    "store",
+    "text_key",
 ]

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument(
         "--no-cache",
         action="store_true",
-        help="neither read nor write the on-disk cache of loaded rules (see docs/configuration.md)",
+        help="neither read nor write the on-disk cache of rules and parses (docs/configuration.md)",
     )
 
     from bot.rules_cli import add_rules_parser

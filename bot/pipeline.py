@@ -90,6 +90,7 @@ def review_series(
         progress("analysing touched functions")
     analysis = build_analysis(applied, settings)
     findings, checks = run_checks(analysis, settings, load_checks(settings))
+    cache.flush()  # what this review parsed serves the next one
     # MISSING slots are shown by the renderers from the Series itself.
     review_notes = list(notes) + list(applied.notes)
     return Review(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot import cache
-from bot.analyze import api, engine
+from bot.analyze import api, cfunc, engine
 from bot.errors import InputError
 
 from .conftest import ROOT
@@ -26,6 +28,7 @@ def cache_dir(tmp_path: Path) -> Iterator[Path]:
     engine._load_rules_cached.cache_clear()
     api._load_cached.cache_clear()
     yield directory
+    cache.flush()
     cache.configure(before)
     engine._load_rules_cached.cache_clear()
     api._load_cached.cache_clear()
@@ -38,8 +41,23 @@ def rules_copy(tmp_path: Path) -> Path:
     return dest
 
 
-def _entries(directory: Path, namespace: str) -> list[Path]:
-    return sorted(directory.glob(f"{namespace}-*.pickle"))
+def _entries(directory: Path, namespace: str) -> list[str]:
+    """Keys stored (flushed) in the cache database under `namespace`."""
+    cache.flush()
+    db_path = directory / cache.DB_NAME
+    if not db_path.exists():
+        return []
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT key FROM entries WHERE key LIKE ?", (f"{namespace}:%",))
+        return sorted(r[0] for r in rows)
+
+
+def _forget_process() -> None:
+    """Write pending entries and reopen, as a new process would."""
+    cache.flush()
+    directory = cache.active()
+    cache.configure(None)
+    cache.configure(directory)
 
 
 def test_cached_computes_once_then_reads_the_disk(cache_dir: Path) -> None:
@@ -52,10 +70,22 @@ def test_cached_computes_once_then_reads_the_disk(cache_dir: Path) -> None:
     assert cache.cached("demo", "k1", compute) == {"answer": 42}
     assert cache.cached("demo", "k1", compute) == {"answer": 42}
     assert len(calls) == 1
+    _forget_process()
+    assert cache.cached("demo", "k1", compute) == {"answer": 42}
+    assert len(calls) == 1
     assert cache.cached("demo", "k2", compute) == {"answer": 42}
     assert len(calls) == 2
     assert len(_entries(cache_dir, "demo")) == 2
     assert (cache_dir.stat().st_mode & 0o777) == 0o700
+    assert ((cache_dir / cache.DB_NAME).stat().st_mode & 0o777) == 0o600
+
+
+def test_a_stored_none_is_a_hit(cache_dir: Path) -> None:
+    calls: list[int] = []
+    for _ in range(2):
+        _forget_process()
+        assert cache.cached("demo", "none", lambda: calls.append(1)) is None
+    assert len(calls) == 1
 
 
 def test_rules_come_back_from_disk_and_an_edit_is_seen(cache_dir: Path, rules_copy: Path) -> None:
@@ -96,11 +126,13 @@ def test_a_broken_rule_is_an_error_and_nothing_is_stored(cache_dir: Path, rules_
 
 def test_a_corrupt_entry_is_a_miss(cache_dir: Path) -> None:
     cache.cached("demo", "k", lambda: [1, 2, 3])
-    (entry,) = _entries(cache_dir, "demo")
-    entry.write_bytes(b"mmlc-cache-1\n\x80\x05garbage")
-    assert cache.cached("demo", "k", lambda: [4]) == [4]
-    entry.write_bytes(b"not ours at all")
-    assert cache.cached("demo", "k", lambda: [5]) == [5]
+    (key,) = _entries(cache_dir, "demo")
+    for junk in (b"\x80\x05garbage", b"not a pickle", pickle.dumps([1, 2, 3])):
+        with sqlite3.connect(cache_dir / cache.DB_NAME) as db:
+            db.execute("UPDATE entries SET value = ? WHERE key = ?", (junk, key))
+        _forget_process()
+        assert cache.cached("demo", "k", lambda: [4]) == [4]
+        cache.flush()
 
 
 def test_a_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
@@ -113,17 +145,53 @@ def test_a_directory_others_may_write_is_not_used(tmp_path: Path) -> None:
         calls: list[int] = []
         for _ in range(2):
             cache.cached("demo", "k", lambda: calls.append(1) or "v")
+            cache.flush()
         assert len(calls) == 2
         assert list(shared.iterdir()) == []
     finally:
         cache.configure(before)
 
 
-def test_entries_are_pruned(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache, "MAX_ENTRIES", 3)
+def test_a_database_others_may_write_is_not_used(cache_dir: Path) -> None:
+    cache.cached("demo", "k", lambda: "v")
+    cache.flush()
+    (cache_dir / cache.DB_NAME).chmod(0o666)
+    _forget_process()
+    calls: list[int] = []
+    assert cache.cached("demo", "k", lambda: calls.append(1) or "w") == "w"
+    assert calls == [1]
+
+
+def test_the_oldest_entries_are_trimmed(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "MAX_BYTES", 3000)
     for i in range(6):
-        cache.cached("demo", f"k{i}", lambda i=i: i)
-    assert len(_entries(cache_dir, "demo")) == 3
+        cache.cached("demo", f"k{i}", lambda i=i: "x" * 1000 + str(i))
+        cache.flush()
+    kept = _entries(cache_dir, "demo")
+    assert 1 <= len(kept) <= 3
+    _forget_process()
+    calls: list[int] = []
+    assert cache.cached("demo", "k5", lambda: calls.append(1) or "") == "x" * 1000 + "5"
+    assert calls == []
+
+
+def test_parsed_functions_come_back_without_a_parse(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "static int obj_get(struct obj *o)\n{\n\treturn kref_get(&o->ref);\n}\n"
+    first = cfunc.parse_functions(text, "mm/obj.c")
+    _forget_process()
+    cfunc._parse_cached.cache_clear()
+
+    def no_parse(*args: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(cfunc, "_ts_functions", no_parse)
+    assert cfunc.parse_functions(text, "mm/obj.c") == first
+    with pytest.raises(AssertionError, match="parsed again"):
+        cfunc.parse_functions(text.replace("obj_get", "obj_hold"), "mm/obj.c")
+    with pytest.raises(AssertionError, match="parsed again"):
+        cfunc.parse_functions(text, "mm/other.c")
 
 
 def test_the_cli_fills_the_cache_and_no_cache_leaves_it_alone(tmp_path: Path) -> None:
@@ -134,7 +202,8 @@ def test_the_cli_fills_the_cache_and_no_cache_leaves_it_alone(tmp_path: Path) ->
     cmd += ["--tree", str(example / "tree"), "-q", "--format", "json"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert first.returncode == 1, first.stderr
-    assert _entries(tmp_path / "c1", "rules") and _entries(tmp_path / "c1", "vocabulary")
+    for namespace in ("rules", "vocabulary", "cfunc", "flow"):
+        assert _entries(tmp_path / "c1", namespace), namespace
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert second.returncode == 1 and second.stdout == first.stdout
 

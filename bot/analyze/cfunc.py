@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import tree_sitter
 import tree_sitter_c
 
+from bot import cache
 from bot.model import (
     CFunction,
     ChangeKind,
@@ -460,7 +461,13 @@ def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
 # every call of the next pass.
 @functools.lru_cache(maxsize=256)
 def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
-    """parse_functions without the cache: tree-sitter, then the lexical scan."""
+    """parse_functions through bot.cache: a text parsed by an earlier review (a tree
+    file, an unchanged image) is read back instead of parsed again."""
+    return cache.cached("cfunc", cache.text_key(path, text), lambda: _parse(text, path))
+
+
+def _parse(text: str, path: str) -> tuple[CFunction, ...]:
+    """parse_functions without the caches: tree-sitter, then the lexical scan."""
     data = text.encode("utf-8", "replace")
     masked = _mask(text)
     found = _ts_functions(text, data)

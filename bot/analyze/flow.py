@@ -24,6 +24,8 @@ from typing import TypeVar
 import tree_sitter as ts
 import tree_sitter_c as tsc
 
+from bot import cache
+
 _LANGUAGE = ts.Language(tsc.language())
 
 # Bound on (node, state) pairs explored per function and matcher: reaching it
@@ -589,7 +591,13 @@ def flows_in_text(text: str, file: str) -> tuple[Flow, ...]:
 
 @lru_cache(maxsize=1024)
 def flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
-    """The flow of the single function definition `text` starting at `start_line`."""
+    """The flow of the single function definition `text` starting at `start_line`
+    (through bot.cache: the same text gives the same flow in a later review)."""
+    key = cache.text_key(file, str(start_line), text)
+    return cache.cached("flow", key, lambda: _flow_of_definition(text, file, start_line))
+
+
+def _flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
     tree = parse(text)
     fns = list(find_definitions(tree.root_node))
     if not fns:
