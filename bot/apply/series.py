@@ -5,10 +5,11 @@
 The user's tree is only ever read. A git tree is cloned with `--shared
 --no-checkout` (objects borrowed through alternates, nothing copied) and only
 the paths the series touches are checked out (sparse); a plain directory gets a
-fresh scratch repository holding copies of just those files. Each patch then
-tries, in order: `git am -3` on the original mail, `git apply --index`, and our
-own GNU-patch-style fuzzy apply (bot.apply.fuzzy). Whatever happens is a
-PatchApplication; only a hostile diff (UnsafePatchError) or an unusable tree
+scratch directory holding copies of just those files, made a git repository only
+when git is first going to run. Each patch then tries, in order: `git am -3` on
+the original mail, `git apply --index`, and our own GNU-patch-style fuzzy apply
+(bot.apply.fuzzy); the git steps only when they could succeed. Whatever happens is
+a PatchApplication; only a hostile diff (UnsafePatchError) or an unusable tree
 (InputError) raises.
 """
 
@@ -19,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -69,14 +71,24 @@ class _Parsed:
 
 @dataclass
 class _Scratch:
-    """The scratch repository a series is applied in."""
+    """The scratch repository a series is applied in.
+
+    A plain directory's scratch is not a repository until git is first going to
+    run (_git_ready); a fuzzy-applied patch is committed only then too. Until that
+    moment `unsaved` keeps every file version a commit would have stored, so the
+    repository made late holds the same blobs as one made up front."""
 
     root: Path  # the scratch work tree
     base_commit: str | None
     notes: list[str] = field(default_factory=list)
-    # Git blob ids of every file version committed in a scratch made from a plain
+    # Git blob ids of every file version held in a scratch made from a plain
     # directory (None for a clone, whose history holds blobs we cannot list cheaply).
     blobs: set[str] | None = None
+    has_repo: bool = True
+    # The message of the commit the work tree is owed (fuzzy apply wrote files).
+    owed: str | None = None
+    # id -> bytes of each file version no commit holds yet (see _remember).
+    unsaved: dict[str, bytes] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -227,25 +239,61 @@ def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str])
 
 
 def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
-    """New repository holding copies of the touched files of a plain directory."""
+    """Scratch directory holding copies of the touched files of a plain directory;
+    its repository (one base commit of these files) is made when git first runs."""
     _refuse_symlinks_on_disk(tree, paths)
     dest.mkdir()
-    git(["init", "--quiet", str(dest)], dest.parent, check=True)
+    scratch = _Scratch(
+        dest,
+        None,
+        ["tree is a plain directory: applied in a scratch repository"],
+        set(),
+        has_repo=False,
+    )
     for path in paths:
         src = tree / path
         if not src.is_file():
             continue
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        data = src.read_bytes()
+        target.write_bytes(data)
         shutil.copymode(src, target)
-    git(["add", "--all"], dest, check=True)
-    git(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", "base"], dest, check=True)
-    scratch = _Scratch(
-        dest, None, ["tree is a plain directory: applied in a scratch repository"], set()
-    )
-    _remember_blobs(scratch, paths)
+        _remember(scratch, data)
     return scratch
+
+
+def _write_blob(git_dir: Path, data: bytes) -> None:
+    """Store `data` as a loose blob object in `git_dir`, as `git hash-object -w` would."""
+    oid = _blob_id(data)
+    folder = git_dir / "objects" / oid[:2]
+    target = folder / oid[2:]
+    if target.exists():
+        return
+    folder.mkdir(exist_ok=True)
+    temp = folder / f"tmp_obj_{oid[2:]}"
+    temp.write_bytes(zlib.compress(b"blob %d\0" % len(data) + data))
+    temp.chmod(0o444)
+    temp.replace(target)
+
+
+def _git_ready(scratch: _Scratch) -> None:
+    """Make the scratch what a repository made up front, with a commit after every
+    patch, would be by now: `git init` a plain directory's scratch (with the blobs
+    of file versions it no longer holds), and commit what fuzzy apply wrote."""
+    root = scratch.root
+    if not scratch.has_repo:
+        git(["init", "--quiet", str(root)], root.parent, check=True)
+        scratch.has_repo = True
+        scratch.owed = "base"
+    if scratch.owed is None:
+        return
+    for data in scratch.unsaved.values():
+        _write_blob(root / ".git", data)
+    scratch.unsaved.clear()
+    git(["add", "--all", "--", "."], root, check=True)
+    git(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", scratch.owed], root, check=True)
+    scratch.owed = None
 
 
 @contextmanager
@@ -302,8 +350,22 @@ def _split(text: str) -> tuple[list[str], bool]:
     return text.split("\n")[:-1] if ends else text.split("\n"), ends
 
 
+_OID = re.compile(r"[0-9a-f]{40}")
+
+
 def _head(root: Path) -> str:
-    """The scratch repository's current commit."""
+    """The scratch repository's current commit: read from `.git/HEAD` (and the loose
+    ref it names) when that is plain, else asked of `git rev-parse`."""
+    git_dir = root / ".git"
+    try:
+        head = (git_dir / "HEAD").read_text(encoding="ascii").strip()
+        ref = head.removeprefix("ref: ")
+        if ref != head and ref.startswith("refs/") and ".." not in ref.split("/"):
+            head = (git_dir / ref).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        head = ""
+    if _OID.fullmatch(head):
+        return head
     return git(["rev-parse", "HEAD"], root, check=True).text().strip()
 
 
@@ -312,14 +374,30 @@ def _blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _uncommitted(scratch: _Scratch) -> bool:
+    """Whether the scratch's files may hold versions no commit has stored yet."""
+    return not scratch.has_repo or scratch.owed is not None
+
+
+def _remember(scratch: _Scratch, data: bytes) -> None:
+    """Add one file version to the scratch's known blobs and, while no commit holds
+    it, keep its bytes: _git_ready stores them before it commits, so a version a
+    later patch replaced before git ran is still there for `git am -3`."""
+    oid = _blob_id(data)
+    if scratch.blobs is not None:
+        scratch.blobs.add(oid)
+    if _uncommitted(scratch):
+        scratch.unsaved[oid] = data
+
+
 def _remember_blobs(scratch: _Scratch, paths: Sequence[str]) -> None:
     """Add the current content of `paths` in the scratch tree to its known blobs."""
-    if scratch.blobs is None:
+    if scratch.blobs is None and not _uncommitted(scratch):
         return
     for path in paths:
         target = _inside(scratch.root, path)
         if target is not None and target.is_file() and not target.is_symlink():
-            scratch.blobs.add(_blob_id(target.read_bytes()))
+            _remember(scratch, target.read_bytes())
 
 
 _DIFF_GIT = re.compile(r"^diff --git ", re.M)
@@ -370,7 +448,14 @@ def _exact_apply_impossible(root: Path, parsed: _Parsed) -> bool:
 def _contains(lines: Sequence[str], block: Sequence[str]) -> bool:
     """Whether `block` occurs as consecutive lines of `lines`."""
     first, size, want = block[0], len(block), list(block)
-    return any(line == first and list(lines[i : i + size]) == want for i, line in enumerate(lines))
+    i = -1
+    while True:
+        try:
+            i = lines.index(first, i + 1)
+        except ValueError:
+            return False
+        if list(lines[i : i + size]) == want:
+            return True
 
 
 def _try_git_am(root: Path, parsed: _Parsed) -> bool:
@@ -469,29 +554,19 @@ def _hunk_result(diff: FileDiff, p: Placement) -> HunkResult:
     )
 
 
-def _try_fuzzy(root: Path, parsed: _Parsed) -> tuple[list[HunkResult], list[str]]:
-    """Apply what fits with GNU patch rules, file by file, and commit the result."""
+def _try_fuzzy(scratch: _Scratch, parsed: _Parsed) -> tuple[list[HunkResult], list[str]]:
+    """Apply what fits with GNU patch rules, file by file. The commit of the result
+    is owed until git next runs (_git_ready): nothing reads it before then."""
     results: list[HunkResult] = []
     notes: list[str] = []
     for index, diff in enumerate(parsed.files):
         if diff.is_binary:
             continue
-        r, n = _fuzzy_file(root, diff, index, parsed)
+        r, n = _fuzzy_file(scratch.root, diff, index, parsed)
         results += r
         notes += n
-    git(["add", "--all", "--", "."], root, check=True)
-    git(
-        [
-            "commit",
-            "--quiet",
-            "--allow-empty",
-            "--no-verify",
-            "-m",
-            f"patch {parsed.patch.number} (fuzzy)",
-        ],
-        root,
-        check=True,
-    )
+    if scratch.has_repo:
+        scratch.owed = f"patch {parsed.patch.number} (fuzzy)"
     return results, notes
 
 
@@ -641,7 +716,7 @@ def _tree_files(
     the change re-read from the scratch commits."""
     if all(r.applied and not r.reason for r in results):
         return _shifted(parsed.files, results)
-    files = _regenerated(root, before, _head(root), f"patch {parsed.patch.number}")
+    files = _regenerated(root, before, "HEAD", f"patch {parsed.patch.number}")
     seen = {f.path for f in files}
     # A file git left unchanged (an empty new file, a mode change) keeps its diff.
     return files + tuple(f for f in parsed.files if f.path not in seen and not f.is_binary)
@@ -671,17 +746,23 @@ def _apply_one(
         )
         return app, PatchImages(number, (), ()), []
     pre = {f.path: _read(root, f.old_path) for f in parsed.files if not f.is_binary}
-    before = _head(root)
     method: ApplyMethod | None = None
     notes: list[str] = []
     # A hunk whose pre-image is nowhere in its file makes `git apply` fail, and
-    # `git am -3` too when there is no blob to merge from: skip the subprocesses.
+    # `git am -3` too when there is no blob to merge from: skip the subprocesses
+    # (and, in a plain directory's scratch, the repository they would need).
     exact_impossible = _exact_apply_impossible(root, parsed)
-    try_am = not (exact_impossible and _three_way_impossible(parsed, scratch.blobs))
-    if try_am and _try_git_am(root, parsed):
-        method = ApplyMethod.GIT_AM
-    elif not exact_impossible and _try_git_apply(root, parsed, work / f"patch-{number}.diff"):
-        method = ApplyMethod.GIT_APPLY
+    try_am = bool(patch.message.raw) and not (
+        exact_impossible and _three_way_impossible(parsed, scratch.blobs)
+    )
+    before = ""
+    if try_am or not exact_impossible:
+        _git_ready(scratch)
+        before = _head(root)
+        if try_am and _try_git_am(root, parsed):
+            method = ApplyMethod.GIT_AM
+        elif not exact_impossible and _try_git_apply(root, parsed, work / f"patch-{number}.diff"):
+            method = ApplyMethod.GIT_APPLY
     if method is not None:
         hunks = _placements_after_git(pre, parsed, method)
         files = _tree_files(root, before, parsed, hunks)
@@ -689,11 +770,13 @@ def _apply_one(
             number, method, True, tuple(hunks), _message(method, hunks), parsed.skipped
         )
         return app, PatchImages(number, files, tuple(_images(root, files, pre))), notes
-    hunks, fuzzy_notes = _try_fuzzy(root, parsed)
+    hunks, fuzzy_notes = _try_fuzzy(scratch, parsed)
     notes += [f"patch {number}: {n}" for n in fuzzy_notes]
     applied = sum(1 for h in hunks if h.applied)
     if hunks and applied == len(hunks):
-        files = _tree_files(root, before, parsed, hunks)
+        # Every hunk placed by our own search (no reason set): the patch's own
+        # hunks shifted by their offsets; no scratch commit is read.
+        files = _shifted(parsed.files, hunks)
         app = PatchApplication(
             number,
             ApplyMethod.FUZZY,
