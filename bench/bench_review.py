@@ -1,14 +1,25 @@
 """Bench: reviewing the seed v3 series against checkpatch.pl on the same patches.
 
 Times, in the same run and interleaved round by round (so machine drift hits all
-three alike):
+of them alike):
 
   * checkpatch.pl --no-tree on the three v3 patches (the baseline a maintainer
     already runs on every patch; one perl process for the three files),
   * `bot review <the three patches> --tree kernel/v3.15.5` as a subprocess (what a
-    user pays, interpreter start-up included),
+    user pays, interpreter start-up included), three ways, by what the on-disk
+    cache (bot/cache.py, docs/configuration.md) holds when the run starts:
+      - no cache (`--no-cache`): every parse from scratch;
+      - after v2: the cache as reviewing the seed's v2 (two patches on the same
+        tree) left it, restored before every run: the tree's files and the
+        functions the respin did not change are known, the new texts are not;
+      - same series again: the cache after an earlier review of these patches;
   * bot.pipeline.review_inputs + bot.report.render in this process (the cost the
     Celery worker pays per series, start-up excluded).
+
+The bot's modules are byte-compiled first (`compileall`): this machine sets
+PYTHONDONTWRITEBYTECODE=1, so without it every run would compile ~50 modules,
+which no installed Python package pays. The caches live in a temporary directory,
+never the user's.
 
 It prints the median wall time of each and the ratio bot/checkpatch (target <= 1.0).
 
@@ -19,10 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from common import (
+    ROOT,
     Skip,
     Timed,
     bot_command,
@@ -40,6 +56,7 @@ SEED_PATCHES = (
     "v3-0002-patch-2of3.eml",
     "v3-0003-patch-3of3.eml",
 )
+RESPIN_PATCHES = ("v2-0001-patch-1of3.eml", "v2-0002-patch-2of3.eml")
 TARGET_RATIO = 1.0
 # checkpatch exits 1 when it found style problems; the v3 patches have a few.
 CHECKPATCH_OK = (0, 1)
@@ -73,13 +90,41 @@ def main(argv: list[str]) -> int:
         checkpatch = None
         print(f"{NAME}: baseline skipped: {exc}")
 
+    from bot import cache
+
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "bot"), str(ROOT / "workers")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="bench-review-"))
+    try:
+        return _bench(args, patches, tree, checkpatch, scratch=scratch, corpus=corpus)
+    finally:
+        cache.configure(None)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _bench(
+    args: argparse.Namespace,
+    patches: list[Path],
+    tree: Path,
+    checkpatch: Path | None,
+    *,
+    scratch: Path,
+    corpus: Path,
+) -> int:
+    from bot.cache import DB_NAME
     from bot.config import load_settings
     from bot.pipeline import review_inputs
     from bot.report import render
 
-    settings = load_settings()
+    settings = load_settings().with_(cache_dir=scratch / "inprocess")
     cli_cmd = [*bot_command(), "review", *map(str, patches), "--tree", str(tree), "-q"]
     cp_cmd = ["perl", str(checkpatch), "--no-tree", "--color=never", *map(str, patches)]
+    respin = [str(corpus / "seed" / name) for name in RESPIN_PATCHES]
+    caches = {name: scratch / name for name in ("after-v2", "same")}
+    envs = {name: {"BOT_CACHE_DIR": str(path)} for name, path in caches.items()}
 
     def in_process() -> list[str]:
         review = review_inputs([str(p) for p in patches], settings, tree=str(tree))
@@ -94,24 +139,48 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     introduced = in_process()
     cold = time.perf_counter() - start
-    # One untimed run of each subprocess so a cold page cache does not land in run 1.
-    run_quiet(cli_cmd, BOT_OK)
+    # The v2 respin's cache, kept as a snapshot and restored before each timed run.
+    run_quiet(
+        [*bot_command(), "review", *respin, "--tree", str(tree), "-q"], BOT_OK, env=envs["after-v2"]
+    )
+    snapshot = scratch / "after-v2.sqlite3"
+    shutil.copyfile(caches["after-v2"] / DB_NAME, snapshot)
+
+    def restore() -> None:
+        for extra in ("-wal", "-shm"):
+            (caches["after-v2"] / (DB_NAME + extra)).unlink(missing_ok=True)
+        shutil.copyfile(snapshot, caches["after-v2"] / DB_NAME)
+
+    # One untimed run of each subprocess so a cold page cache does not land in run 1;
+    # it also fills the "same series" cache.
+    run_quiet([*cli_cmd, "--no-cache"], BOT_OK)
+    run_quiet(cli_cmd, BOT_OK, env=envs["same"])
     if checkpatch:
         run_quiet(cp_cmd, CHECKPATCH_OK)
 
     load_before = machine_note()
-    times: dict[str, list[tuple[float, float]]] = {"checkpatch": [], "cli": [], "inproc": []}
+    keys = ("checkpatch", "cli_nocache", "cli_after_v2", "cli_same", "inproc")
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
     for _ in range(args.runs):
         if checkpatch:
             times["checkpatch"].append(timed(lambda: run_quiet(cp_cmd, CHECKPATCH_OK)))
-        times["cli"].append(timed(lambda: run_quiet(cli_cmd, BOT_OK)))
+        times["cli_nocache"].append(timed(lambda: run_quiet([*cli_cmd, "--no-cache"], BOT_OK)))
+        restore()
+        times["cli_after_v2"].append(
+            timed(lambda: run_quiet(cli_cmd, BOT_OK, env=envs["after-v2"]))
+        )
+        times["cli_same"].append(timed(lambda: run_quiet(cli_cmd, BOT_OK, env=envs["same"])))
         times["inproc"].append(timed(in_process))
 
     def series(label: str, key: str) -> Timed:
         return Timed(label, tuple(w for w, _ in times[key]), tuple(c for _, c in times[key]))
 
-    cli = series("bot review (CLI subprocess)", "cli")
-    inproc = series("bot review (in-process)", "inproc")
+    bots = [
+        ("cli_nocache", series("bot review, no cache", "cli_nocache")),
+        ("cli_after_v2", series("bot review, cache after v2", "cli_after_v2")),
+        ("cli_same", series("bot review, same series again", "cli_same")),
+        ("inprocess", series("bot review (in-process)", "inproc")),
+    ]
     base = series("checkpatch.pl --no-tree", "checkpatch") if checkpatch else None
 
     result: dict[str, object] = {
@@ -121,39 +190,38 @@ def main(argv: list[str]) -> int:
         "introduced_findings": introduced,
         "machine_before": load_before,
         "machine_after": machine_note(),
-        "bot_cli_cpu_median_s": round(cli.cpu_median, 4),
-        "bot_inprocess_cpu_median_s": round(inproc.cpu_median, 4),
-        "checkpatch_cpu_median_s": round(base.cpu_median, 4) if base else None,
-        "ratio_cli_cpu": round(cli.cpu_median / base.cpu_median, 3) if base else None,
-        "bot_cli_median_s": round(cli.median, 4),
-        "bot_inprocess_median_s": round(inproc.median, 4),
-        "bot_inprocess_cold_s": round(cold, 4),
         "checkpatch_median_s": round(base.median, 4) if base else None,
-        "ratio_cli": round(cli.median / base.median, 3) if base else None,
-        "ratio_inprocess": round(inproc.median / base.median, 3) if base else None,
+        "checkpatch_cpu_median_s": round(base.cpu_median, 4) if base else None,
+        "bot_inprocess_cold_s": round(cold, 4),
         "target_ratio": TARGET_RATIO,
     }
+    for key, t in bots:
+        result[f"bot_{key}_median_s"] = round(t.median, 4)
+        result[f"bot_{key}_cpu_median_s"] = round(t.cpu_median, 4)
+        result[f"ratio_{key}"] = round(t.median / base.median, 3) if base else None
+        result[f"ratio_{key}_cpu"] = round(t.cpu_median / base.cpu_median, 3) if base else None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
 
     print(f"{NAME}: seed v3 series (3 patches) on {tree}, {args.runs} run(s) each, interleaved")
     print(f"  machine: before {load_before}; after {machine_note()}")
-    rows = [t for t in (base, cli, inproc) if t is not None]
+    print("  bytecode: compiled by the bench (compileall) before the runs")
+    rows = ([base] if base else []) + [t for _, t in bots]
     for t in rows:
         print(
-            f"  {t.label:<30} median {t.median:7.3f} s wall, {t.cpu_median:7.3f} s CPU"
+            f"  {t.label:<32} median {t.median:7.3f} s wall, {t.cpu_median:7.3f} s CPU"
             f"   (wall {t.spread})"
         )
-    print(f"  {'bot in-process, first run':<30}        {cold:7.3f} s   (imports and setup)")
+    print(f"  {'bot in-process, first run':<32}        {cold:7.3f} s   (imports and setup)")
     print(f"  introduced findings: {len(introduced)}: {', '.join(introduced) or '-'}")
     if base:
-        for label, t in (("CLI", cli), ("in-process", inproc)):
+        for _, t in bots:
             ratio = t.median / base.median
             verdict = "meets" if ratio <= TARGET_RATIO else "misses"
             print(
-                f"  ratio bot/checkpatch ({label}): {ratio:.2f} wall, "
-                f"{t.cpu_median / base.cpu_median:.2f} CPU"
+                f"  ratio {t.label + ':':<33} {ratio:5.2f} wall, "
+                f"{t.cpu_median / base.cpu_median:5.2f} CPU"
                 f"  ({verdict} target <= {TARGET_RATIO:.1f} on wall time)"
             )
     return 0

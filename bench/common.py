@@ -120,15 +120,22 @@ def machine_note() -> str:
     return f"{os.cpu_count()} CPU(s), load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
-def run_quiet(cmd: Sequence[str], ok_codes: Sequence[int], *, timeout: float = 600) -> str:
+def run_quiet(
+    cmd: Sequence[str],
+    ok_codes: Sequence[int],
+    *,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run `cmd` with output captured; return stdout. An exit code outside
-    `ok_codes` raises RuntimeError with the command's last stderr line."""
+    `ok_codes` raises RuntimeError with the command's last stderr line. `env`
+    adds to child_env()."""
     proc = subprocess.run(
         list(cmd),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env={**child_env(), **(env or {})},
         check=False,
         stdin=subprocess.DEVNULL,
     )
