@@ -14,8 +14,8 @@ exactly. A hunk that does not fit is recorded and the rest still apply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from bot.model import Hunk, LineKind
 
@@ -39,6 +39,29 @@ class Placement:
     prefix_trim: int = 0  # leading context lines ignored by fuzz
     suffix_trim: int = 0  # trailing context lines ignored by fuzz
     reason: str = ""
+
+
+@dataclass
+class _Positions:
+    """Where each line occurs in `lines` (0-based, ascending), found on first ask:
+    a hunk search asks about a handful of lines, not every line of the file."""
+
+    lines: Sequence[str]
+    _seen: dict[str, list[int]] = field(default_factory=dict)
+
+    def of(self, line: str) -> list[int]:
+        found = self._seen.get(line)
+        if found is None:
+            found = []
+            i = -1
+            try:
+                while True:
+                    i = self.lines.index(line, i + 1)
+                    found.append(i)
+            except ValueError:
+                pass
+            self._seen[line] = found
+        return found
 
 
 def _context_run(hunk: Hunk, from_end: bool) -> int:
@@ -70,10 +93,10 @@ def _find(
     guess: int,
     frozen: int,
     fuzz: int,
-    at_line: Mapping[str, Sequence[int]],
+    at_line: _Positions,
 ) -> tuple[int, int, int] | None:
     """Start (0-based, untrimmed) and the trims at which `old` matches with `fuzz`;
-    `at_line` maps each line of `lines` to its (0-based) positions."""
+    `at_line` gives the (0-based) positions of a line in `lines`."""
     n = len(lines)
     context = max(prefix, suffix)
     pfuzz = fuzz + prefix - context
@@ -93,7 +116,7 @@ def _find(
         # GNU order (guess, guess+1, guess-1, guess+2, ...) within [low, high], but
         # only where the pattern's first line occurs: no walk over the whole file.
         low, high = frozen - ptrim, n - len(old) + strim
-        starts = [p - ptrim for p in at_line.get(pattern[0], ()) if low <= p - ptrim <= high]
+        starts = [p - ptrim for p in at_line.of(pattern[0]) if low <= p - ptrim <= high]
         starts.sort(key=lambda s: (abs(s - guess), s < guess))
     first = pattern[0]
     for start in starts:
@@ -120,9 +143,7 @@ def locate_hunks(
     last_offset = 0
     frozen = 0  # first input line a later hunk may touch
     n = len(lines)
-    at_line: dict[str, list[int]] = {}
-    for i, line in enumerate(lines):
-        at_line.setdefault(line, []).append(i)
+    at_line = _Positions(lines)
     for index, hunk in enumerate(hunks):
         old = _old(hunk)
         stated = max(hunk.source_start - 1, 0) if old else hunk.source_start
