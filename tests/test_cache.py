@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot import cache
-from bot.analyze import api, cfunc, engine
+from bot.analyze import api, cfunc, engine, flow_source
 from bot.errors import InputError
 
 from .conftest import ROOT
@@ -211,3 +211,27 @@ def test_the_cli_fills_the_cache_and_no_cache_leaves_it_alone(tmp_path: Path) ->
     off = subprocess.run([*cmd, "--no-cache"], env=env, capture_output=True, text=True, check=False)
     assert off.returncode == 1 and off.stdout == first.stdout
     assert not (tmp_path / "c2").exists()
+
+
+def test_tree_file_definitions_and_flows_come_back_without_a_parse(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        "static void obj_release(struct kref *ref)\n{\n\tkfree(ref);\n}\n\n"
+        "void obj_put(struct obj *o)\n{\n\tif (o)\n\t\tkref_put(&o->ref, obj_release);\n}\n"
+    )
+    view = flow_source.SourceView({"mm/obj.c": text}, None)
+    first = view.definitions("obj_put", "mm/obj.c")
+    assert [f.name for f in first] == ["obj_put"]
+    _forget_process()
+    flow_source._index.cache_clear()
+
+    def no_parse(*args: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(flow_source, "parse", no_parse)
+    again = flow_source.SourceView({"mm/obj.c": text}, None).definitions("obj_put", "mm/obj.c")
+    assert again == first
+    # a flow no earlier review built needs the parse
+    with pytest.raises(AssertionError, match="parsed again"):
+        flow_source.SourceView({"mm/obj.c": text}, None).definitions("obj_release", "mm/obj.c")

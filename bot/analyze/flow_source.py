@@ -23,6 +23,7 @@ from pathlib import Path
 
 import tree_sitter as ts
 
+from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
 from bot.analyze.flow import (
     Assume,
@@ -59,13 +60,20 @@ _INCLUDE = re.compile(r'^[^\S\n]*#[^\S\n]*include[^\S\n]*[<"]([^>"]+)[>"]', re.M
 
 @dataclass
 class _FileIndex:
-    """A file's definitions by name; flows are built only for names asked for."""
+    """A file's definitions by name; flows are built only for names asked for.
+
+    What a file defines (names and body texts) and the flows built for it go
+    through bot.cache, keyed by the file's text: a tree file seen by an earlier
+    review is not parsed again unless a flow not built then is asked for."""
 
     path: str
-    tree: ts.Tree  # keeps the nodes below alive
-    by_name: dict[str, list[FunctionNode]]
+    key: str  # bot.cache.text_key(path, text)
+    text: str
+    by_name: dict[str, tuple[bytes, ...]]  # name -> body texts, in file order
     flows: dict[str, tuple[Flow, ...]] = field(default_factory=dict)
     _mentioning: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
+    _nodes: dict[str, list[FunctionNode]] | None = None
+    _tree: ts.Tree | None = None  # keeps the nodes alive
 
     def names_mentioning(self, words: frozenset[str]) -> tuple[str, ...]:
         """Defined names (file order) whose body text contains one of `words`: a
@@ -75,33 +83,54 @@ class _FileIndex:
             needles = [w.encode() for w in words]
             hit = tuple(
                 name
-                for name, fns in self.by_name.items()
-                if any(n in (fn.body.text or b"") for fn in fns for n in needles)
+                for name, bodies in self.by_name.items()
+                if any(n in body for body in bodies for n in needles)
             )
             self._mentioning[words] = hit
         return hit
 
     def flows_named(self, name: str) -> tuple[Flow, ...]:
         if name not in self.flows:
-            flows: list[Flow] = []
-            for fn in self.by_name.get(name, ()):
-                try:
-                    flows.append(build_flow(fn, self.path, 1))
-                except RecursionError:
-                    continue  # too deeply nested to follow: treat as unknown
-            self.flows[name] = tuple(flows)
+            if name not in self.by_name:
+                self.flows[name] = ()
+            else:
+                self.flows[name] = cache.cached(
+                    "flows-named", f"{self.key}\0{name}", lambda: self._build(name)
+                )
         return self.flows[name]
+
+    def _build(self, name: str) -> tuple[Flow, ...]:
+        if self._nodes is None:
+            self._tree, self._nodes = _definitions(self.text)
+        flows: list[Flow] = []
+        for fn in self._nodes.get(name, ()):
+            try:
+                flows.append(build_flow(fn, self.path, 1))
+            except RecursionError:
+                continue  # too deeply nested to follow: treat as unknown
+        return tuple(flows)
+
+
+def _definitions(text: str) -> tuple[ts.Tree, dict[str, list[FunctionNode]]]:
+    # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
+    # definition tree-sitter cannot see is one we do not follow calls into.
+    tree = parse(text)
+    nodes: dict[str, list[FunctionNode]] = {}
+    for fn in find_definitions(tree.root_node):
+        nodes.setdefault(fn.name, []).append(fn)
+    return tree, nodes
 
 
 @lru_cache(maxsize=256)
 def _index(text: str, path: str) -> _FileIndex:
-    # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
-    # definition tree-sitter cannot see is one we do not follow calls into.
-    tree = parse(text)
-    by_name: dict[str, list[FunctionNode]] = {}
-    for fn in find_definitions(tree.root_node):
-        by_name.setdefault(fn.name, []).append(fn)
-    return _FileIndex(path, tree, by_name)
+    key = cache.text_key(path, text)
+    hit = cache.get("definitions", key)
+    if hit is not None and isinstance(hit[0], dict):
+        return _FileIndex(path, key, text, hit[0])
+    tree, nodes = _definitions(text)
+    bodies = {name: tuple(fn.body.text or b"" for fn in fns) for name, fns in nodes.items()}
+    cache.put("definitions", key, bodies)
+    return _FileIndex(path, key, text, bodies, _nodes=nodes, _tree=tree)
 
 
 @lru_cache(maxsize=4096)
