@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -224,9 +225,64 @@ _PARSE_CACHE: dict[tuple[str, int, int], FileInfo] = {}
 _PARSE_CACHE_MAX = 256
 _LEX_CACHE_MAX = 8192
 
+TextKey = tuple[str, int, int]
+
+
+def _text_key(path: str, text: str) -> TextKey:
+    """A file's cache key: its path and its text (length and hash), so an edit
+    of the file is a new key."""
+    return (path, len(text), hash(text))
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]', re.M)
+# `.slot = fn` (or `= &fn`) in an initialiser: ops tables
+_INITIALISER = re.compile(r"\.\s*(\w+)\s*=\s*&?\s*(\w+)\s*[,}\n]")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """Lexical facts of one file text that every SourceSet asks for, found in
+    one pass per text and shared across SourceSets and reviews (see
+    `file_index`): its #include lines, the names it calls, its `.slot = fn`
+    initialisers."""
+
+    includes: tuple[tuple[str, str], ...]  # ("<" or '"', included path) in order
+    # every identifier followed by `(` (calls, macro uses, definitions,
+    # prototypes): `name(` occurs in the text exactly when name is in it
+    called: frozenset[str]
+    initialisers: tuple[tuple[str, str, int], ...]  # (slot, function, line) in order
+
+
+def _file_index(text: str) -> FileIndex:
+    includes = tuple((m.group(1), m.group(2)) for m in _INCLUDE.finditer(text))
+    inits: list[tuple[str, str, int]] = []
+    line, pos = 1, 0
+    for m in _INITIALISER.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        inits.append((m.group(1), m.group(2), line))
+    return FileIndex(includes, frozenset(_CALL.findall(text)), tuple(inits))
+
+
+_INDEX_CACHE: dict[TextKey, FileIndex] = {}
+_INDEX_CACHE_MAX = 8192
+
+
+def file_index(path: str, text: str) -> FileIndex:
+    """The FileIndex of `text` (the content of `path`), computed once per text."""
+    key = _text_key(path, text)
+    index = _INDEX_CACHE.get(key)
+    if index is None:
+        if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        index = _file_index(text)
+        _INDEX_CACHE[key] = index
+    return index
+
 
 def _lexicon_cached(path: str, text: str) -> Lexicon:
-    key = (path, len(text), hash(text))
+    key = _text_key(path, text)
     lex = _LEX_CACHE.get(key)
     if lex is None:
         if len(_LEX_CACHE) >= _LEX_CACHE_MAX:
@@ -237,7 +293,7 @@ def _lexicon_cached(path: str, text: str) -> Lexicon:
 
 
 def _parse_cached(path: str, text: str) -> FileInfo:
-    key = (path, len(text), hash(text))
+    key = _text_key(path, text)
     info = _PARSE_CACHE.get(key)
     if info is None:
         if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
@@ -253,13 +309,22 @@ def _parse_cached(path: str, text: str) -> FileInfo:
 _TYPE_HEADER = re.compile(r"^\s*#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>", re.M)
 
 
+_TYPE_HEADER_CACHE: dict[TextKey, tuple[str, ...]] = {}
+
+
 def _type_headers(root: Path, rel: str) -> list[str]:
     """The type-definition headers `rel` includes that exist under `root`."""
     try:
         text = (root / rel).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    found = [f"include/{m.group(1)}" for m in _TYPE_HEADER.finditer(text)]
+    key = _text_key(rel, text)
+    found = _TYPE_HEADER_CACHE.get(key)
+    if found is None:
+        if len(_TYPE_HEADER_CACHE) >= _INDEX_CACHE_MAX:
+            _TYPE_HEADER_CACHE.pop(next(iter(_TYPE_HEADER_CACHE)))
+        found = tuple(f"include/{m.group(1)}" for m in _TYPE_HEADER.finditer(text))
+        _TYPE_HEADER_CACHE[key] = found
     return [f for f in found if ".." not in f and (root / f).is_file()]
 
 
@@ -329,9 +394,8 @@ class SourceSet:
                     dirs.append(parent)
             includes: list[str] = []
             for path, text in self.files.items():
-                for m in re.finditer(r'^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]', text, re.M):
-                    inc = m.group(2)
-                    rel = f"include/{inc}" if m.group(1) == "<" else str(Path(path).parent / inc)
+                for delim, inc in file_index(path, text).includes:
+                    rel = f"include/{inc}" if delim == "<" else str(Path(path).parent / inc)
                     includes.append(rel)
             for rel in includes:
                 if rel not in seen and ".." not in rel and (root / rel).is_file():
@@ -420,21 +484,30 @@ class SourceSet:
         out: list[tuple[str, str, str, int]] = []
         for path in self.candidates():
             text = self.text(path)
-            if text is None or not any(n in text for n in names):
+            if text is None:
                 continue
-            for m in re.finditer(r"\.\s*(\w+)\s*=\s*&?\s*(\w+)\s*[,}\n]", text):
-                if m.group(2) in names:
-                    line = text.count("\n", 0, m.start()) + 1
-                    out.append((m.group(1), m.group(2), path, line))
+            out += [
+                (slot, fn, path, line)
+                for slot, fn, line in file_index(path, text).initialisers
+                if fn in names
+            ]
         return out
 
     def callers(self, name: str) -> list[str]:
-        """Functions in the candidate files whose bodies call `name`."""
+        """Functions in the candidate files whose bodies call `name` (only files
+        whose index lists `name(` are parsed)."""
         out: list[str] = []
-        call = re.compile(r"\b" + re.escape(name) + r"\s*\(")
+        # `\bname\s*\(` occurs in a text exactly when the index lists an
+        # identifier `name`; any other name is searched for in the text
+        call = None if _IDENTIFIER.fullmatch(name) else re.compile(rf"\b{re.escape(name)}\s*\(")
         for path in self.candidates():
             text = self.text(path)
-            if text is None or name not in text or not call.search(text):
+            if text is None:
+                continue
+            if call is None:
+                if name not in file_index(path, text).called:
+                    continue
+            elif name not in text or not call.search(text):
                 continue
             info = self.parsed(path)
             if info is None:
@@ -902,7 +975,7 @@ class _FnCompiler:
                     # a pointer to another struct: a new object
                     owner, path = self.ex.object_name(inner.cur, path[-1]), []
                 self.uses.add(owner)
-            fields = self.ex.sources.struct_fields(inner.cur) if inner.cur else None
+            fields = self.ex.struct_fields(inner.cur) if inner.cur else None
             cur = fields.get(fname) if fields else None
             return _Chain(owner, [*path, fname], cur)
         if t == "call_expression":
@@ -919,7 +992,7 @@ class _FnCompiler:
             path = path[:-1]  # &dwork->work and &dwork name one delayed work
         key = f"{c.owner}:{'.'.join(path)}"
         if c.cur:
-            self.ex.key_types[key] = c.cur
+            self.ex.learn_key_type(key, c.cur)
         return key
 
     def counter_key(self, node: Node) -> Key | None:
@@ -1161,6 +1234,39 @@ class _FnCompiler:
         return ("or", ("rd", key), ("not", ("wr", key, ("k", 1))))
 
 
+@dataclass
+class _FileBindings:
+    """The bindings found in one file text, and what finding them depended on
+    outside that text: the effects table and `generic_types` (in the memo's
+    key), and the struct layouts looked up in the sources (`consulted`, in
+    order). A reuse looks the same structs up in its own sources, in the same
+    order, and stops at the first that differs: up to there it made the very
+    lookups a new search would make. `key_types` are the field types the
+    search learned, in order, replayed on a reuse."""
+
+    effects: weakref.ref[Effects]
+    bindings: list[Binding] = field(default_factory=list)
+    consulted: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
+    key_types: list[tuple[Key, str]] = field(default_factory=list)
+
+    def valid_for(self, ex: Extractor) -> bool:
+        if self.effects() is not ex.effects:
+            return False  # keyed by id(): another table that reuses a freed one's id
+        return all(ex.sources.struct_fields(s) == fields for s, fields in self.consulted)
+
+
+# file bindings kept across reviews, keyed by path, text, effects table and generic types
+_BINDINGS_CACHE: dict[tuple[str, int, int, int, frozenset[str]], _FileBindings] = {}
+_BINDINGS_CACHE_MAX = 1024
+
+
+def clear_caches() -> None:
+    """Forget every file fact kept across SourceSets and reviews (parses,
+    lexicons, indexes, bindings): the next lookups compute them afresh."""
+    for cache in (_PARSE_CACHE, _LEX_CACHE, _INDEX_CACHE, _TYPE_HEADER_CACHE, _BINDINGS_CACHE):
+        cache.clear()
+
+
 class Extractor:
     """Translates functions on demand and remembers which ones were wanted."""
 
@@ -1177,6 +1283,21 @@ class Extractor:
         # is named by the member it is reached through, so `wb->a_css` and
         # `wb->b_css` are two objects (scenario data `generic_types`)
         self.generic_types: frozenset[str] = frozenset()
+        # while one file's bindings are found: what they consulted (see _FileBindings)
+        self._recording: _FileBindings | None = None
+
+    def struct_fields(self, struct: str) -> dict[str, str] | None:
+        """The sources' struct_fields, recorded while a file's bindings are found."""
+        fields = self.sources.struct_fields(struct)
+        if self._recording is not None:
+            self._recording.consulted.append((struct, fields))
+        return fields
+
+    def learn_key_type(self, key: Key, struct: str) -> None:
+        """Remember the struct type a field key holds (recorded likewise)."""
+        self.key_types[key] = struct
+        if self._recording is not None:
+            self._recording.key_types.append((key, struct))
 
     def is_user_function(self, name: str) -> bool:
         return self.sources.find_function(name) is not None
@@ -1246,18 +1367,40 @@ class Extractor:
         out: list[Binding] = []
         for path in self.sources.candidates():
             text = self.sources.text(path)
-            if text is None or not any(n in text for n in names):
+            if text is None:
                 continue
-            info = self.sources.parsed(path)
-            if info is None:
-                continue
-            for fname, nodes in info.functions.items():
-                for node in nodes:
-                    body = _text(node)
-                    if not any(n in body for n in names):
-                        continue
-                    out.extend(self._bindings_in(info, node, fname))
+            out.extend(self._file_bindings(path, text, names))
         return out
+
+    def _file_bindings(self, path: str, text: str, names: list[str]) -> list[Binding]:
+        """The bindings of one candidate file, memoised across SourceSets and
+        reviews (see _FileBindings): replayed when the struct layouts they
+        consulted are the same in these sources, found again otherwise."""
+        key = (*_text_key(path, text), id(self.effects), self.generic_types)
+        memo = _BINDINGS_CACHE.get(key)
+        if memo is not None and memo.valid_for(self):
+            for k, v in memo.key_types:
+                self.key_types[k] = v
+            return list(memo.bindings)
+        memo = _FileBindings(weakref.ref(self.effects))
+        if any(n in text for n in names):
+            info = self.sources.parsed(path)
+            if info is not None:
+                needles = [n.encode("utf-8") for n in names]
+                self._recording = memo
+                try:
+                    for fname, nodes in info.functions.items():
+                        for node in nodes:
+                            # the body's bytes (valid UTF-8) hold a name where its text does
+                            body = info.source[node.start_byte : node.end_byte]
+                            if any(n in body for n in needles):
+                                memo.bindings += self._bindings_in(info, node, fname)
+                finally:
+                    self._recording = None
+        if len(_BINDINGS_CACHE) >= _BINDINGS_CACHE_MAX:
+            _BINDINGS_CACHE.pop(next(iter(_BINDINGS_CACHE)))
+        _BINDINGS_CACHE[key] = memo
+        return list(memo.bindings)
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
         comp = _FnCompiler(self, info, node, fname)
