@@ -924,6 +924,18 @@ class Explorer:
         name, pc = frames[-1]
         fn = self.m.functions[name]
         ins = fn.code[pc]
+        text = ins.loc.text
+        if ins.kind == Kind.BRANCH:
+            text = f"if ({_strip_if(text)})"
+        used = self._freed_uses(st, ins)
+        if used:
+            # the step dereferences freed objects before it does anything: one
+            # violation per object (it is the same whichever variant runs)
+            foot = self.step_foot(st, tid)
+            for why in used:
+                shown = f"{text}  [{why.kind}: {why.detail}]"
+                outs.append((st, Event(tid, ins.loc, shown, foot, (why.label,), True), why))
+            return outs
         variants = [False]
         if ins.expr is not None and self._has_release(ins.expr) and self._release_available(st):
             variants.append(True)
@@ -933,19 +945,6 @@ class Explorer:
             stop: _Stop | None = None
             truth: int | None = None
             try:
-                for u in ins.uses:
-                    oi = self.obj_index.get(u)
-                    if oi is not None and not c.alive[oi]:
-                        if ins.expr is not None and self._drops_ref(ins.expr, u):
-                            # a put on an object its last put already freed: the
-                            # reference was dropped once too often
-                            raise _Stop(
-                                "UNDERFLOW",
-                                u,
-                                f"a reference to struct {u} is dropped after the last one freed it",
-                                f"put {u}",
-                            )
-                        raise _Stop("UAF", u, f"struct {u} used after it was freed", f"use {u}")
                 if ins.kind == Kind.WAIT:
                     truth = 1
                     e = ins.expr or ("gp",)
@@ -966,16 +965,12 @@ class Explorer:
                     truth = self._eval(ins.expr, c, rv, ann)
             except _Stop as exc:
                 stop = exc
-            text = ins.loc.text
-            if ins.kind == Kind.BRANCH:
-                text = f"if ({_strip_if(text)})"
             if stop is not None:
                 ann.append(f"{stop.kind}: {stop.detail}")
-            if ann:
-                text += "  [" + "; ".join(dict.fromkeys(ann)) + "]"
+            shown = text + ("  [" + "; ".join(dict.fromkeys(ann)) + "]" if ann else "")
             labels = (*c.events, stop.label) if stop is not None else tuple(c.events)
             telling = bool(ann)
-            event = Event(tid, ins.loc, text, self.step_foot(st, tid), labels, telling)
+            event = Event(tid, ins.loc, shown, self.step_foot(st, tid), labels, telling)
             if stop is not None:
                 outs.append((st, event, stop))
                 continue
@@ -1052,6 +1047,31 @@ class Explorer:
         threads = list(st[0])
         threads[tid] = th
         return (tuple(threads), alive, vals, pending, hist)
+
+    def _freed_uses(self, st: State, ins: Instr) -> list[_Stop]:
+        """A violation for every freed object instruction `ins` dereferences, in
+        the order of the tracked types: each is a route of its own (an object
+        picked from the set of uses would depend on string hashing)."""
+        out: list[_Stop] = []
+        if not ins.uses:
+            return out
+        for oi, u in enumerate(self.m.tracked):
+            if st[1][oi] or u not in ins.uses:
+                continue
+            if ins.expr is not None and self._drops_ref(ins.expr, u):
+                # a put on an object its last put already freed: the
+                # reference was dropped once too often
+                out.append(
+                    _Stop(
+                        "UNDERFLOW",
+                        u,
+                        f"a reference to struct {u} is dropped after the last one freed it",
+                        f"put {u}",
+                    )
+                )
+            else:
+                out.append(_Stop("UAF", u, f"struct {u} used after it was freed", f"use {u}"))
+        return out
 
     def _drops_ref(self, v: Val, obj: str) -> bool:
         if v[0] == "put" and key_object(str(v[1])) == obj:
