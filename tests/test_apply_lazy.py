@@ -382,3 +382,44 @@ def _reference_locate(lines: Sequence[str], hunk: Hunk) -> list[Placement]:
             if fits and list(lines[pos : pos + len(pattern)]) == pattern:
                 return [Placement(0, True, s, s - stated, fuzz, ptrim, strim)]
     return [Placement(0, False, reason=f"context not found within fuzz {MAX_FUZZ}")]
+
+
+# --------------------------------------------------------------------------- made up front
+
+
+def _scenario(name: str, tmp_path: Path, corpus_dir: Path) -> tuple[Path, list[Path]]:
+    """A tree and mails for one of the lazy-repository scenarios above."""
+    if name == "seed":
+        return corpus_dir / "kernel" / "v3.15.5", [corpus_dir / "seed" / n for n in SEED]
+    tree = plain_tree(tmp_path)
+    if name == "three-way":
+        subprocess.run(["git", "apply", str(APPLY / P1)], cwd=tree, check=True)
+        return tree, [_mark_init_mail(tmp_path), APPLY / P2]
+    _needs_fuzz(tree)
+    if name == "fuzzy-then-git":
+        return tree, [APPLY / P1, APPLY / P2, APPLY / P1]
+    return tree, [APPLY / P1, _mark_init_mail(tmp_path)]
+
+
+@pytest.mark.parametrize("name", ["seed", "fully-fuzzy", "fuzzy-then-git", "three-way"])
+def test_results_equal_a_repository_made_up_front(
+    name: str,
+    tmp_path: Path,
+    settings: Settings,
+    git_calls: list[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    corpus_dir: Path = request.getfixturevalue("corpus") if name == "seed" else tmp_path
+    tree, mails = _scenario(name, tmp_path, corpus_dir)
+    lazy = apply_series(series_of(mails), str(tree), settings)
+    lazy_calls = list(git_calls)
+    # No room for uncommitted versions: the repository is made right after the
+    # copies and every fuzzy result is committed at once, as before lazy git.
+    git_calls.clear()
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(series_mod, "UNSAVED_LIMIT", -1)
+        eager = apply_series(series_of(mails), str(tree), settings)
+    assert git_calls[:3] == ["init", "add", "commit"]
+    assert len(git_calls) > len(lazy_calls)
+    assert eager == lazy
+    assert list((tmp_path / "scratch").iterdir()) == []

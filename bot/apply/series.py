@@ -49,6 +49,10 @@ __all__ = ["apply_series"]
 
 Progress = Callable[[str], None]
 
+# Bytes of uncommitted file versions a scratch may hold in memory (_Scratch.unsaved)
+# before it is made a repository and committed anyway (a long series of big files).
+UNSAVED_LIMIT = 64 << 20
+
 
 @dataclass
 class _Parsed:
@@ -260,6 +264,7 @@ def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
         target.write_bytes(data)
         shutil.copymode(src, target)
         _remember(scratch, data)
+    _limit_unsaved(scratch)
     return scratch
 
 
@@ -294,6 +299,13 @@ def _git_ready(scratch: _Scratch) -> None:
     git(["add", "--all", "--", "."], root, check=True)
     git(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", scratch.owed], root, check=True)
     scratch.owed = None
+
+
+def _limit_unsaved(scratch: _Scratch) -> None:
+    """Commit now (what git would see later is the same) rather than hold more than
+    UNSAVED_LIMIT bytes of file versions in memory."""
+    if sum(len(data) for data in scratch.unsaved.values()) > UNSAVED_LIMIT:
+        _git_ready(scratch)
 
 
 @contextmanager
@@ -866,6 +878,7 @@ def apply_series(
         for p in parsed:
             app, imgs, patch_notes = _apply_one(scratch, p, work)
             _remember_blobs(scratch, [x for f in p.files for x in (f.old_path, f.new_path) if x])
+            _limit_unsaved(scratch)
             apps.append(app)
             images.append(imgs)
             notes += patch_notes
