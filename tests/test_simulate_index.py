@@ -6,15 +6,24 @@ result with the caches cleared."""
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bot import assemble, ingest
 from bot.analyze.context import SeriesAnalysis
 from bot.analyze.simulate import SimulatorCheck
 from bot.analyze.simulate.extract import (
+    _INCLUDE,
+    _TYPE_HEADER,
     Extractor,
     SourceSet,
+    _called_names,
+    _def_starts,
+    _directives,
+    _struct_bodies,
     clear_caches,
     file_index,
 )
@@ -192,3 +201,57 @@ def test_an_unknown_name_is_still_looked_up_in_the_text() -> None:
     sources = SourceSet({"mm/a.c": "void g(void)\n{\n\tfoo(1);\n}\n"})
     assert sources.callers("fo-o") == []
     assert sources.callers("foo") == ["g"]
+
+
+# The regexes the lexical scans replace: the scans must give exactly their matches.
+REGEX_DEF = re.compile(r"^(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(", re.M)
+REGEX_STRUCT = re.compile(r"\bstruct\s+([A-Za-z_]\w*)\s*\{")
+REGEX_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+REGEX_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]', re.M)
+REGEX_TYPE_HEADER = re.compile(r"^\s*#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>", re.M)
+
+TRICKY = [
+    "",
+    "#include <a.h>",
+    '  #include <a.h>\n#include "b.h"',
+    "x #include <a.h>",
+    "\n\n  \n\t# include <x-defs.h>\n",
+    "#include <a.h> #include <b.h>\n#include <c_types.h>",
+    "#\ninclude <a.h>",
+    "\f#include <a.h>\n\u2028#include <b.h>\r#include <c.h>",
+    "/* #include <a.h> */\n#include <a.h\n#include <b.h>",
+    '##include <a.h>\n#include#include <a.h>\n#include <a.h"',
+    "  \n#include\n<a-defs.h>",
+    "static int\nfoo(void)\n{\n}\nstatic struct x *\nbar (int a,\n\tint b);\n1f(x)\n_f(y)\n",
+    "mystruct a { struct b{ struct\nc\n{ xstruct d {} struct_e f { struct 1g {",
+    "f(g(h (i\n(j /* */ (1k( é(xé( _(",
+]
+ATOMS = ["struct", " ", "\n", "\t", "(", ")", "{", "}", ";", "=", "*", "foo", "_bar", "1x", "é"]
+ATOMS += ["x1", "mystruct", "\u2028", "\r", "#", "include", "<a.h>", "<b-defs.h>", '"', ",", "."]
+
+
+def _texts(corpus: Path) -> list[str]:
+    rng = random.Random(7)
+    fuzz = ["".join(rng.choice(ATOMS) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    tree = [
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted((corpus / "kernel").rglob("*"))
+        if p.suffix in (".c", ".h") and p.is_file()
+    ]
+    return TRICKY + fuzz + tree
+
+
+def _found(matches: Iterable[re.Match[str]]) -> list[tuple[tuple[int, int], tuple[str | Any, ...]]]:
+    return [(m.span(), m.groups()) for m in matches]
+
+
+def test_the_lexical_scans_give_exactly_what_the_regexes_give(corpus: Path) -> None:
+    for text in _texts(corpus):
+        assert _found(_def_starts(text)) == _found(REGEX_DEF.finditer(text)), text
+        assert _struct_bodies(text) == REGEX_STRUCT.findall(text), text
+        assert _called_names(text) == set(REGEX_CALL.findall(text)), text
+        # an include's match starts at the `#`, the regex's at the line start: same end
+        inc = [(m.end(), m.groups()) for m in _directives(text, _INCLUDE)]
+        assert inc == [(m.end(), m.groups()) for m in REGEX_INCLUDE.finditer(text)], text
+        th = [(m.end(), m.groups()) for m in _directives(text, _TYPE_HEADER)]
+        assert th == [(m.end(), m.groups()) for m in REGEX_TYPE_HEADER.finditer(text)], text

@@ -16,7 +16,7 @@ import re
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -194,8 +194,54 @@ def parse_file(path: str, source: bytes) -> FileInfo:
     return info
 
 
-_DEF_START = re.compile(r"^(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(", re.M)
-_STRUCT_BODY = re.compile(r"\bstruct\s+([A-Za-z_]\w*)\s*\{")
+# The lexical scans below give exactly what these regexes give, faster: the
+# regex engine tries a pattern that starts with `^`, `\b` or a class at every
+# position of a 200 KB file, a literal first character it finds by a fast scan.
+#   definitions  re.finditer(r"^(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(", text, re.M)
+#   struct bodies re.findall(r"\bstruct\s+([A-Za-z_]\w*)\s*\{", text)
+#   called names  set(re.findall(r"\b([A-Za-z_]\w*)\s*\(", text))
+_DEF_START = re.compile(r"(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(")
+_LINE_START = re.compile(r"\n[A-Za-z_]")
+_STRUCT_BODY = re.compile(r"struct\s+([A-Za-z_]\w*)\s*\{")
+_WORD_CHAR = re.compile(r"\w")
+_CALL_REVERSED = re.compile(r"\(\s*(\w+)")  # `name (` read backwards
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+
+
+def _def_starts(text: str) -> Iterator[re.Match[str]]:
+    """Possible definition heads at column 0: the matches of the `^...` regex
+    above. A match starts at a line start with a letter or `_`, past the end of
+    the previous match (a head may run onto the next line)."""
+    end = 0
+    starts = (h.start() + 1 for h in _LINE_START.finditer(text))
+    for pos in (0, *starts) if text[:1] in _NAME_START else starts:
+        if pos < end:
+            continue
+        m = _DEF_START.match(text, pos)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
+def _struct_bodies(text: str) -> list[str]:
+    """Names of `struct name {` at a word start, in order (the regex above)."""
+    out: list[str] = []
+    pos = 0
+    while (m := _STRUCT_BODY.search(text, pos)) is not None:
+        start = m.start()
+        if start > 0 and _WORD_CHAR.match(text, start - 1):
+            pos = start + 1  # inside a word (`mystruct x {`): no match starts here
+            continue
+        out.append(m.group(1))
+        pos = m.end()
+    return out
+
+
+def _called_names(text: str) -> frozenset[str]:
+    """Every identifier followed by `(` (the regex above). Read backwards from
+    each `(`: the whole word before it (maximal, so at a word boundary), when
+    that word starts with a letter or `_`."""
+    return frozenset(w[::-1] for w in _CALL_REVERSED.findall(text[::-1]) if w[-1] in _NAME_START)
 
 
 @dataclass(frozen=True)
@@ -209,13 +255,13 @@ class Lexicon:
 
 def _lexicon(text: str) -> Lexicon:
     defines: set[str] = set()
-    for m in _DEF_START.finditer(text):
+    for m in _def_starts(text):
         # a definition reaches its body before any `;` (a prototype or a call does not)
         brace = text.find("{", m.end())
         semi = text.find(";", m.end())
         if brace != -1 and (semi == -1 or brace < semi):
             defines.add(m.group(1))
-    return Lexicon(frozenset(defines), frozenset(_STRUCT_BODY.findall(text)))
+    return Lexicon(frozenset(defines), frozenset(_struct_bodies(text)))
 
 
 _LEX_CACHE: dict[tuple[str, int, int], Lexicon] = {}
@@ -234,7 +280,28 @@ def _text_key(path: str, text: str) -> TextKey:
     return (path, len(text), hash(text))
 
 
-_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]', re.M)
+# `^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]` (re.M), matched from the `#` on (see _directives)
+_INCLUDE = re.compile(r'#\s*include\s*([<"])([\w/.\-]+)[>"]')
+_HASH_INCLUDE = re.compile(r"#\s*include")
+
+
+def _directives(text: str, tail: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """The matches `re.finditer("^\\s*" + tail.pattern, text, re.M)` would give
+    (`tail` starting with `#`), without trying the pattern at every line start:
+    only a `#` that is the first non-space of its line (or of the text) can
+    start one, and only past the end of the previous match."""
+    end = 0
+    for hit in _HASH_INCLUDE.finditer(text):
+        pos = hit.start()
+        line = text.rfind("\n", 0, pos) + 1
+        if line < end or (line < pos and not text[line:pos].isspace()):
+            continue
+        m = tail.match(text, pos)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
 # `.slot = fn` (or `= &fn`) in an initialiser: ops tables
 _INITIALISER = re.compile(r"\.\s*(\w+)\s*=\s*&?\s*(\w+)\s*[,}\n]")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -255,14 +322,14 @@ class FileIndex:
 
 
 def _file_index(text: str) -> FileIndex:
-    includes = tuple((m.group(1), m.group(2)) for m in _INCLUDE.finditer(text))
+    includes = tuple((m.group(1), m.group(2)) for m in _directives(text, _INCLUDE))
     inits: list[tuple[str, str, int]] = []
     line, pos = 1, 0
     for m in _INITIALISER.finditer(text):
         line += text.count("\n", pos, m.start())
         pos = m.start()
         inits.append((m.group(1), m.group(2), line))
-    return FileIndex(includes, frozenset(_CALL.findall(text)), tuple(inits))
+    return FileIndex(includes, _called_names(text), tuple(inits))
 
 
 _INDEX_CACHE: dict[TextKey, FileIndex] = {}
@@ -306,7 +373,8 @@ def _parse_cached(path: str, text: str) -> FileInfo:
 # Headers that, by kernel convention, only define types (`backing-dev-defs.h`,
 # `mm_types.h`): an included header's own includes of these are read too, so
 # struct layouts one include away are known.
-_TYPE_HEADER = re.compile(r"^\s*#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>", re.M)
+# `^\s*#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>` (re.M), from the `#` on
+_TYPE_HEADER = re.compile(r"#\s*include\s*<([\w/.\-]+(?:-defs|_types)\.h)>")
 
 
 _TYPE_HEADER_CACHE: dict[TextKey, tuple[str, ...]] = {}
@@ -323,7 +391,7 @@ def _type_headers(root: Path, rel: str) -> list[str]:
     if found is None:
         if len(_TYPE_HEADER_CACHE) >= _INDEX_CACHE_MAX:
             _TYPE_HEADER_CACHE.pop(next(iter(_TYPE_HEADER_CACHE)))
-        found = tuple(f"include/{m.group(1)}" for m in _TYPE_HEADER.finditer(text))
+        found = tuple(f"include/{m.group(1)}" for m in _directives(text, _TYPE_HEADER))
         _TYPE_HEADER_CACHE[key] = found
     return [f for f in found if ".." not in f and (root / f).is_file()]
 
