@@ -255,3 +255,29 @@ def test_the_lexical_scans_give_exactly_what_the_regexes_give(corpus: Path) -> N
         assert inc == [(m.end(), m.groups()) for m in REGEX_INCLUDE.finditer(text)], text
         th = [(m.end(), m.groups()) for m in _directives(text, _TYPE_HEADER)]
         assert th == [(m.end(), m.groups()) for m in REGEX_TYPE_HEADER.finditer(text)], text
+
+
+def test_a_tree_file_edited_on_disk_gets_new_facts_in_the_next_review(tmp_path: Path) -> None:
+    (tmp_path / "mm").mkdir()
+    helper = tmp_path / "mm" / "helper.c"
+    helper.write_text("void g(void)\n{\n\thelper(1);\n}\n")
+    overlay = {"mm/a.c": "void helper(int x)\n{\n}\n"}
+    assert SourceSet(overlay, tmp_path).callers("helper") == ["g"]
+    helper.write_text("void h(void)\n{\n\thelper(1);\n}\n")
+    assert SourceSet(overlay, tmp_path).callers("helper") == ["h"]
+
+
+def test_the_sources_of_one_review_share_the_tree_files_they_read(tmp_path: Path) -> None:
+    (tmp_path / "mm").mkdir()
+    helper = tmp_path / "mm" / "helper.c"
+    helper.write_text("void g(void)\n{\n\thelper(1);\n}\n")
+    shared: dict[str, str | None] = {}
+    pre = SourceSet({"mm/a.c": "int a;\n"}, tmp_path, tree_texts=shared)
+    assert pre.callers("helper") == ["g"]
+    assert shared["mm/helper.c"] == helper.read_text()
+    # the other side reads the same tree: the text is not read again (the tree
+    # does not change during a review; here it does, to show it)
+    helper.write_text("void h(void)\n{\n\thelper(1);\n}\n")
+    post = SourceSet({"mm/a.c": "int b;\n"}, tmp_path, tree_texts=shared)
+    assert post.callers("helper") == ["g"]
+    assert SourceSet({"mm/a.c": "int b;\n"}, tmp_path).callers("helper") == ["h"]

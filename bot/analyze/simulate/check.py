@@ -68,6 +68,7 @@ class SimulatorCheck:
         self._routes: dict[int, frozenset[tuple[object, ...]]] = {}  # id(finding) -> routes
         self._reasons: dict[str, str] = {}  # entry -> why it is an actor (for evidence)
         self._settings = Settings()
+        self._tree_texts: dict[str, str | None] = {}
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
         # one time bound for the whole series: reading the tree, translating and
@@ -77,6 +78,7 @@ class SimulatorCheck:
         findings: list[Finding] = []
         notes: list[str] = []
         earlier: dict[str, str] = {}  # post-images of earlier patches of the series
+        self._tree_texts = {}  # tree files read, shared by every side of every patch
         self.last_results = {}
         self._routes = {}
         for pa in ctx.patches:
@@ -94,6 +96,7 @@ class SimulatorCheck:
                     earlier[img.path] = img.post
                 else:
                     earlier.pop(img.path, None)
+        self._tree_texts = {}
         self.last_notes = tuple(dict.fromkeys(notes))
         return self._in_series(findings)
 
@@ -163,8 +166,8 @@ class SimulatorCheck:
         # the tree still serves the files this patch does not touch (callers,
         # ops tables, callbacks) when its own images are rebuilt from the diff
         tree = ctx.tree_root
-        pre_src = SourceSet(pre_files, tree, deadline)
-        post_src = SourceSet(post_files, tree, deadline)
+        pre_src = SourceSet(pre_files, tree, deadline, tree_texts=self._tree_texts)
+        post_src = SourceSet(post_files, tree, deadline, tree_texts=self._tree_texts)
         planned = self._plan(pre_src, post_src, touched, settings)
         if planned is None:
             notes.append("no actor found for the touched functions: nothing simulated")

@@ -45,7 +45,6 @@ _ITERATOR_NAMES = ("*for_each*",)
 # Files bigger than this are not parsed to follow calls (generated tables).
 _MAX_FILE_BYTES = 2_000_000
 _BINDING_EFFECTS = ("bind", "call_rcu", "bind_release")
-_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +114,7 @@ class FileInfo:
                 body = b"".join(self.source[n.start_byte : n.end_byte] for n in nodes).decode(
                     "utf-8", "replace"
                 )
-                for callee in set(_CALL.findall(body)):
+                for callee in _called_names(body):
                     index.setdefault(callee, []).append(fname)
             self._callers = index
         return self._callers
@@ -412,11 +411,16 @@ class SourceSet:
         files: Mapping[str, str],
         tree_root: str | Path | None = None,
         deadline: float | None = None,
+        *,
+        tree_texts: dict[str, str | None] | None = None,
     ) -> None:
         self.deadline = deadline
         self.files = dict(files)
         self.tree_root = Path(tree_root) if tree_root else None
-        self._texts: dict[str, str | None] = {}
+        # tree files read so far (None: not there). `tree_texts` shares them
+        # between the SourceSets of one review, which read one tree that does
+        # not change meanwhile: each file is read once, not once per side and patch.
+        self._texts: dict[str, str | None] = {} if tree_texts is None else tree_texts
         self._parsed: dict[str, FileInfo] = {}
         self._lex: dict[str, Lexicon | None] = {}
         self._candidates: list[str] | None = None
