@@ -170,6 +170,12 @@ def _read(path: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=1024)
+def _includes(text: str) -> tuple[str, ...]:
+    """The `#include` targets of a text, in order (scanned once per text)."""
+    return tuple(_INCLUDE.findall(text))
+
+
 @lru_cache(maxsize=256)
 def _dir_listing(path: str) -> tuple[str, ...]:
     p = Path(path)
@@ -245,7 +251,7 @@ class SourceView:
         root = Path(self.tree_root)
         text = self.text(near) or ""
         near_dir = str(Path(near).parent)
-        for inc in _INCLUDE.findall(text):
+        for inc in _includes(text):
             yield f"include/{inc}"
             yield str(Path(near_dir) / inc)
         stem = Path(near).stem
