@@ -282,6 +282,29 @@ def test_git_tree_commits_a_fuzzy_result_only_when_git_runs_next(
     assert "/* gone */" in widget.post and "void widget_flush(struct widget *w)" in widget.post
 
 
+def test_a_bare_diff_file_is_not_offered_to_git_am(
+    tmp_path: Path, settings: Settings, git_calls: list[str]
+) -> None:
+    # A file holding only a diff (no mbox line, no headers) fails git am's format
+    # detection whatever the tree: git apply is tried first, with the same result.
+    tree = plain_tree(tmp_path)
+    run_git(tree, "init", "-q", "-b", "master")
+    run_git(tree, "add", "-A")
+    run_git(tree, "commit", "-q", "-m", "base")
+    text = (APPLY / P1).read_text()
+    bare = tmp_path / "widget.diff"
+    bare.write_text(text[text.index("diff --git") : text.index("-- \n")])
+    from bot import assemble, ingest
+
+    messages = ingest.load([str(bare)], settings)
+    assert messages[0].raw.startswith(b"diff --git")
+    series, _, _ = assemble.select(assemble.assemble(messages, settings))
+    applied = apply_series(series, str(tree), settings)
+    assert _summary(applied) == [(ApplyMethod.GIT_APPLY, True, "applied cleanly by git apply")]
+    assert "am" not in git_calls
+    assert_hunks_match_images(applied.images[0])
+
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -470,10 +470,16 @@ def _contains(lines: Sequence[str], block: Sequence[str]) -> bool:
             return True
 
 
+# What git mailinfo accepts as the start of a mail: an mbox separator or a header.
+_MAIL_START = re.compile(rb"From |[!-9;-~]+:")
+
+
 def _try_git_am(root: Path, parsed: _Parsed) -> bool:
     """Apply the original mail with `git am -3`; undo and return False on failure."""
     raw = parsed.patch.message.raw
-    if not raw:
+    if not raw or not _MAIL_START.match(raw):
+        # git am's format detection wants a mbox "From " line or a header first;
+        # a bare diff or quilt patch fails it (after git has read the index).
         return False
     excludes = [f"--exclude={f.path}" for f in parsed.binaries]
     res = git(["am", "-3", "--quiet", "--no-gpg-sign", *excludes], root, stdin=raw)
