@@ -12,6 +12,8 @@ child process so that its peak RSS (VmHWM) is its own:
 It prints patches per second (target >= 50) and peak RSS (target <= 300 MB) for
 each. The clock starts after `import bot.pipeline` and stops after the last
 review; the child's total wall time, interpreter start-up included, is printed too.
+Each child gets a new, empty on-disk cache (bot/cache.py) in a temporary directory:
+every patch is seen for the first time, and the user's cache is never touched.
 
     .venv/bin/python bench/bench_throughput.py [--limit N] [--corpus DIR] [--json]
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TypedDict
@@ -134,17 +137,18 @@ def run_child(mode: str, args: argparse.Namespace) -> ModeResult:
         cmd += ["--limit", str(args.limit)]
     if args.corpus:
         cmd += ["--corpus", args.corpus]
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        check=False,
-        timeout=1800,
-        stdin=subprocess.DEVNULL,
-    )
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as cache_dir:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**child_env(), "BOT_CACHE_DIR": cache_dir},
+            check=False,
+            timeout=1800,
+            stdin=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - start
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no stderr"])[-1]
         raise RuntimeError(f"{mode} child exited {proc.returncode}: {last}")

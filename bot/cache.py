@@ -28,6 +28,7 @@ a skipped write, never an error: the cache can only make a review faster.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import pickle
@@ -219,11 +220,27 @@ def flush() -> None:
                 "INSERT OR REPLACE INTO entries (key, value, stored) VALUES (?, ?, ?)",
                 [(k, v, now) for k, v in pending.items()],
             )
-            (total,) = db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries").fetchone()
-            if total > MAX_BYTES:
-                _trim(db, total - MAX_BYTES)
+            if _db_bytes() > MAX_BYTES:
+                # the file is over: count the values (a full scan) only now
+                (total,) = db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries"
+                ).fetchone()
+                if total > MAX_BYTES:
+                    _trim(db, total - MAX_BYTES)
     except sqlite3.Error:
         return
+
+
+def _db_bytes() -> int:
+    """Size on disk of the database and its write-ahead log."""
+    directory = _STATE.directory
+    if directory is None:
+        return 0
+    total = 0
+    for name in (DB_NAME, DB_NAME + "-wal"):
+        with contextlib.suppress(OSError):
+            total += (directory / name).stat().st_size
+    return total
 
 
 def _trim(db: sqlite3.Connection, excess: int) -> None:
