@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from bot import cache
 from bot.analyze.simulate.explain import to_trace
 from bot.analyze.simulate.explore import Bounds, Explorer, Model, Result
 from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
@@ -32,6 +33,8 @@ from bot.analyze.simulate.vocab import Effects, load_effects
 from bot.config import Settings
 from bot.errors import UsageError
 from bot.model import Trace
+
+_DATA_NAMESPACE = "simulator-data"
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,42 @@ class Side:
     notes: list[str] = field(default_factory=list)
 
 
+def data_files(rules_dir: Path) -> list[Path]:
+    """Every file load_data reads: the scenario data (api-effects.yaml and the
+    other *.yaml) and the shared vocabulary folder (rules/api/)."""
+    scen = rules_dir / SCENARIO_DIRNAME
+    files = {scen / "api-effects.yaml", *scen.glob("*.yaml")}
+    files.update(p for p in (rules_dir / "api").glob("*") if p.is_file())
+    return sorted(files)
+
+
+def _read_data(rules_dir: Path) -> tuple[Effects, ScenarioData]:
+    scen = rules_dir / SCENARIO_DIRNAME
+    effects = load_effects(scen, rules_dir)
+    _ = effects.fingerprint  # computed once, kept with the cached table
+    return effects, load_scenarios(scen)
+
+
 @lru_cache(maxsize=8)
 def _load(rules_dir: Path) -> tuple[Effects, ScenarioData]:
-    scen = rules_dir / SCENARIO_DIRNAME
-    return load_effects(scen, rules_dir), load_scenarios(scen)
+    # bot.cache, keyed by a stamp of the files read: a review with a warm cache
+    # parses no YAML (and imports no PyYAML) for the simulator
+    key = f"{rules_dir}\0{cache.stamp_files(data_files(rules_dir))}"
+    hit = cache.get(_DATA_NAMESPACE, key)
+    if hit is not None and isinstance(hit[0], tuple) and len(hit[0]) == 2:
+        effects, data = hit[0]
+        if isinstance(effects, Effects) and isinstance(data, ScenarioData):
+            return effects, data
+    effects, data = _read_data(rules_dir)
+    if effects.vocabulary is not None or not (rules_dir / "api").is_dir():
+        # a vocabulary that could not be loaded is not kept: the next process tries again
+        cache.put(_DATA_NAMESPACE, key, (effects, data))
+    return effects, data
 
 
 def load_data(settings: Settings) -> tuple[Effects, ScenarioData]:
-    """API effects and scenario data from settings.rules_dir (cached)."""
+    """API effects and scenario data from settings.rules_dir (read once per
+    process, and kept in bot.cache until one of data_files() changes)."""
     return _load(Path(settings.rules_dir).resolve())
 
 
@@ -150,9 +181,9 @@ def derive_actors(sources: SourceSet, settings: Settings) -> list[ActorPlan]:
     effects, data = load_data(settings)
     names: list[str] = []
     for path in sources.files:
-        info = sources.parsed(path)
-        if info is not None:
-            names += [n for n in info.functions if n not in names]
+        facts = sources.facts(path)
+        if facts is not None:
+            names += [n for n in facts.functions if n not in names]
     callbacks = {b.callback for b in Extractor(sources, effects).bindings()}
     plans, _ = plan_actors(sources, names, data, settings.call_depth, callbacks)
     ex = Extractor(sources, effects, loop_unroll=data.loop_unroll)

@@ -20,8 +20,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from bot.analyze.simulate.explore import Model, ThreadSpec
 from bot.analyze.simulate.extract import Extractor, SourceSet
 from bot.analyze.simulate.program import (
@@ -87,6 +85,8 @@ class ScenarioData:
 def load_scenarios(directory: Path) -> ScenarioData:
     """Merge every *.yaml scenario file of `directory` (api-effects.yaml aside).
     Raises InputError for a file that is not a mapping."""
+    import yaml  # only when the data is read: see run.load_data
+
     data = ScenarioData()
     if not directory.is_dir():
         return data

@@ -8,17 +8,18 @@ vocabulary is enough for the common roles.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.errors import InputError
 from bot.yamlio import load_yaml
 
-# libyaml when present: the table is read on every process start
+# PyYAML is imported only when the table is read (bot.yamlio): a review whose
+# simulator data comes from bot.cache (run.load_data) reads no YAML at all.
 
 _EFFECTS = {
     "inc", "dec", "add", "sub", "add_ret", "sub_ret", "sub_test", "read", "set", "get", "put",
@@ -53,6 +54,35 @@ class Effects(Mapping[str, ApiEffect]):
         self._table = table
         self._vocab = vocabulary
         self._cache: dict[str, ApiEffect | None] = {}
+        self._fingerprint: str | None = None
+
+    @property
+    def vocabulary(self) -> Any:
+        """The shared vocabulary consulted for names the table lacks (or None)."""
+        return self._vocab
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything `lookup` can answer: the table's entries and, for
+        every name the vocabulary knows, its role. Two tables with the same
+        fingerprint give every name the same effect, in any process, so facts
+        derived with one (extract's bindings memo) hold for the other. A
+        vocabulary that does not list its names gets a fingerprint of its own
+        that nothing else shares."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name in sorted(self._table):
+                h.update(f"{self._table[name]!r}\n".encode())
+            h.update(b"\0vocabulary\0")
+            vocab = self._vocab
+            names = getattr(vocab, "names", None) if vocab is not None else frozenset()
+            if isinstance(names, (set, frozenset)) and callable(getattr(vocab, "role_of", None)):
+                for name in sorted(names):
+                    h.update(f"{name}\0{vocab.role_of(name)!r}\n".encode())
+            else:
+                h.update(f"unknown {uuid.uuid4()}".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def __getitem__(self, name: str) -> ApiEffect:
         found = self.lookup(name)
@@ -137,6 +167,8 @@ def load_effects(scenario_dir: Path, rules_dir: Path | None = None) -> Effects:
     """Read api-effects.yaml from `scenario_dir`; add the shared vocabulary from
     `rules_dir` when bot.analyze.api is available. Raises InputError for a
     malformed table."""
+    import yaml
+
     path = scenario_dir / "api-effects.yaml"
     try:
         doc = load_yaml(path.read_text(encoding="utf-8")) or {}
