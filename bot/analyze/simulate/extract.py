@@ -14,7 +14,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import tree_sitter
 import tree_sitter_c
 
+from bot import cache
 from bot.analyze.simulate.program import (
     UNKNOWN,
     Binding,
@@ -333,6 +333,53 @@ def _file_index(text: str) -> FileIndex:
 
 _INDEX_CACHE: dict[TextKey, FileIndex] = {}
 _INDEX_CACHE_MAX = 8192
+# a text's Lexicon and FileIndex go to bot.cache together: a file read for
+# either is, in practice, read for both (every candidate's index for ops
+# tables and callers, its lexicon for every name not found before it)
+_SCAN_NAMESPACE = "sim-scan"
+_DISK_KEYS: dict[TextKey, str] = {}
+
+
+def _disk_key(path: str, text: str) -> str | None:
+    """bot.cache.text_key(path, text), hashed once per text; None when no disk
+    cache is configured (nothing to look up, nothing to hash)."""
+    if cache.active() is None:
+        return None
+    key = _text_key(path, text)
+    found = _DISK_KEYS.get(key)
+    if found is None:
+        if len(_DISK_KEYS) >= _INDEX_CACHE_MAX:
+            _DISK_KEYS.pop(next(iter(_DISK_KEYS)))
+        found = cache.text_key(path, text)
+        _DISK_KEYS[key] = found
+    return found
+
+
+def _scan(path: str, text: str) -> None:
+    """Fill the lexicon and index memos for `text`: from bot.cache, else by scanning."""
+    key = _text_key(path, text)
+    disk = _disk_key(path, text)
+    hit = cache.get(_SCAN_NAMESPACE, disk) if disk is not None else None
+    if (
+        hit is not None
+        and isinstance(hit[0], tuple)
+        and len(hit[0]) == 2
+        and isinstance(hit[0][0], Lexicon)
+        and isinstance(hit[0][1], FileIndex)
+    ):
+        lex, index = hit[0]
+    else:
+        lex = _LEX_CACHE.get(key) or _lexicon(text)
+        index = _INDEX_CACHE.get(key) or _file_index(text)
+        if disk is not None:
+            cache.put(_SCAN_NAMESPACE, disk, (lex, index))
+    for memo, value, most in (
+        (_LEX_CACHE, lex, _LEX_CACHE_MAX),
+        (_INDEX_CACHE, index, _INDEX_CACHE_MAX),
+    ):
+        if key not in memo and len(memo) >= most:
+            memo.pop(next(iter(memo)))
+        memo[key] = value
 
 
 def file_index(path: str, text: str) -> FileIndex:
@@ -340,10 +387,8 @@ def file_index(path: str, text: str) -> FileIndex:
     key = _text_key(path, text)
     index = _INDEX_CACHE.get(key)
     if index is None:
-        if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
-            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
-        index = _file_index(text)
-        _INDEX_CACHE[key] = index
+        _scan(path, text)
+        index = _INDEX_CACHE[key]
     return index
 
 
@@ -351,10 +396,8 @@ def _lexicon_cached(path: str, text: str) -> Lexicon:
     key = _text_key(path, text)
     lex = _LEX_CACHE.get(key)
     if lex is None:
-        if len(_LEX_CACHE) >= _LEX_CACHE_MAX:
-            _LEX_CACHE.pop(next(iter(_LEX_CACHE)))
-        lex = _lexicon(text)
-        _LEX_CACHE[key] = lex
+        _scan(path, text)
+        lex = _LEX_CACHE[key]
     return lex
 
 
@@ -367,6 +410,55 @@ def _parse_cached(path: str, text: str) -> FileInfo:
         info = parse_file(path, text.encode("utf-8"))
         _PARSE_CACHE[key] = info
     return info
+
+
+@dataclass
+class FileFacts:
+    """What the lookups need of one file's parse besides its syntax trees: the
+    functions it defines (in the parse's order, and as a set), its struct
+    layouts and, once asked for, its callers index (FileInfo.callers). Kept per
+    text in the process and in bot.cache, so a file whose facts are known is
+    parsed only when one of its functions is translated or its bindings are
+    searched, never to confirm a definition, read a layout or find callers."""
+
+    functions: tuple[str, ...]
+    defined: frozenset[str]
+    structs: dict[str, dict[str, str]]
+    callers: dict[str, list[str]] | None = None
+
+    @classmethod
+    def of(cls, info: FileInfo) -> FileFacts:
+        return cls(tuple(info.functions), frozenset(info.functions), info.structs)
+
+
+_FACTS_CACHE: dict[TextKey, FileFacts] = {}
+_FACTS_CACHE_MAX = 4096
+_FACTS_NAMESPACE = "sim-facts"
+
+
+def _facts_cached(path: str, text: str, *, callers: bool = False) -> FileFacts:
+    """The FileFacts of `text` (the content of `path`): from the process's
+    memo, else bot.cache, else a parse; with `callers` its callers index too."""
+    key = _text_key(path, text)
+    facts = _FACTS_CACHE.get(key)
+    changed = False
+    disk = _disk_key(path, text)
+    if facts is None:
+        hit = cache.get(_FACTS_NAMESPACE, disk) if disk is not None else None
+        if hit is not None and isinstance(hit[0], FileFacts):
+            facts = hit[0]
+        else:
+            facts = FileFacts.of(_parse_cached(path, text))
+            changed = True
+        if len(_FACTS_CACHE) >= _FACTS_CACHE_MAX:
+            _FACTS_CACHE.pop(next(iter(_FACTS_CACHE)))
+        _FACTS_CACHE[key] = facts
+    if callers and facts.callers is None:
+        facts.callers = _parse_cached(path, text).callers()
+        changed = True
+    if changed and disk is not None:
+        cache.put(_FACTS_NAMESPACE, disk, facts)
+    return facts
 
 
 # Headers that, by kernel convention, only define types (`backing-dev-defs.h`,
@@ -424,6 +516,8 @@ class SourceSet:
         self._parsed: dict[str, FileInfo] = {}
         self._lex: dict[str, Lexicon | None] = {}
         self._candidates: list[str] | None = None
+        self._facts: dict[str, FileFacts | None] = {}
+        self._def_paths: dict[str, str | None] = {}  # function -> the file defining it
         self._defs: dict[str, tuple[FileInfo, Node] | None] = {}
         self._structs: dict[str, dict[str, str] | None] = {}
 
@@ -501,6 +595,7 @@ class SourceSet:
         return self._lex[path]
 
     def parsed(self, path: str) -> FileInfo | None:
+        """The parse of `path` (syntax trees: for translating and bindings)."""
         if path not in self._parsed:
             self.tick()
             text = self.text(path)
@@ -509,7 +604,35 @@ class SourceSet:
             self._parsed[path] = _parse_cached(path, text)
         return self._parsed[path]
 
+    def facts(self, path: str) -> FileFacts | None:
+        """What `path` defines (see FileFacts), without a parse when known."""
+        if path not in self._facts:
+            self.tick()
+            text = self.text(path)
+            self._facts[path] = None if text is None else _facts_cached(path, text)
+        return self._facts[path]
+
+    def _callers_index(self, path: str) -> dict[str, list[str]]:
+        facts = self.facts(path)
+        if facts is None:
+            return {}
+        if facts.callers is None:
+            text = self.text(path)
+            if text is not None:
+                facts = _facts_cached(path, text, callers=True)
+        return facts.callers or {}
+
     # -- lookups
+
+    def defines(self, name: str) -> bool:
+        """Whether some file defines `name` (find_function is not None)."""
+        if name in self._defs:
+            return self._defs[name] is not None
+        if name not in self._def_paths:
+            self._def_paths[name] = self._first_file(
+                name, lambda lex: lex.defines, lambda f: f.defined
+            )
+        return self._def_paths[name] is not None
 
     def find_function(self, name: str) -> tuple[FileInfo, Node] | None:
         """The definition of `name`; among #ifdef variants the longest body
@@ -517,9 +640,11 @@ class SourceSet:
         if name in self._defs:
             return self._defs[name]
         found: tuple[FileInfo, Node] | None = None
-        info = self._first_file(name, lambda lex: lex.defines, lambda i: i.functions)
-        if info is not None:
-            found = (info, max(info.functions[name], key=lambda n: n.end_byte - n.start_byte))
+        if self.defines(name):
+            path = self._def_paths[name]
+            info = self.parsed(path) if path is not None else None
+            if info is not None:
+                found = (info, max(info.functions[name], key=lambda n: n.end_byte - n.start_byte))
         self._defs[name] = found
         return found
 
@@ -527,8 +652,9 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        info = self._first_file(struct, lambda lex: lex.structs, lambda i: i.structs)
-        result = None if info is None else info.structs[struct]
+        path = self._first_file(struct, lambda lex: lex.structs, lambda f: f.structs)
+        facts = self.facts(path) if path is not None else None
+        result = None if facts is None else facts.structs[struct]
         self._structs[struct] = result
         return result
 
@@ -536,17 +662,17 @@ class SourceSet:
         self,
         name: str,
         listed: Callable[[Lexicon], Container[str]],
-        parsed: Callable[[FileInfo], Container[str]],
-    ) -> FileInfo | None:
+        known: Callable[[FileFacts], Container[str]],
+    ) -> str | None:
         """The first candidate file whose lexicon lists `name` (a scan without a
-        parse) and whose parse then confirms it, or None."""
+        parse) and whose facts (its parse) then confirm it, or None."""
         for path in self.candidates():
             lex = self.lexicon(path)
             if lex is None or name not in listed(lex):
                 continue
-            info = self.parsed(path)
-            if info is not None and name in parsed(info):
-                return info
+            facts = self.facts(path)
+            if facts is not None and name in known(facts):
+                return path
         return None
 
     def ops_bindings(self, functions: Iterable[str]) -> list[tuple[str, str, str, int]]:
@@ -581,10 +707,7 @@ class SourceSet:
                     continue
             elif name not in text or not call.search(text):
                 continue
-            info = self.parsed(path)
-            if info is None:
-                continue
-            out.extend(f for f in info.callers().get(name, ()) if f != name)
+            out.extend(f for f in self._callers_index(path).get(name, ()) if f != name)
         return out
 
 
@@ -1310,33 +1433,51 @@ class _FnCompiler:
 class _FileBindings:
     """The bindings found in one file text, and what finding them depended on
     outside that text: the effects table and `generic_types` (in the memo's
-    key), and the struct layouts looked up in the sources (`consulted`, in
-    order). A reuse looks the same structs up in its own sources, in the same
-    order, and stops at the first that differs: up to there it made the very
-    lookups a new search would make. `key_types` are the field types the
-    search learned, in order, replayed on a reuse."""
+    key, the table by its content fingerprint), and the struct layouts looked
+    up in the sources (`consulted`, in order). A reuse looks the same structs
+    up in its own sources, in the same order, and stops at the first that
+    differs: up to there it made the very lookups a new search would make.
+    `key_types` are the field types the search learned, in order, replayed on
+    a reuse. Kept in the process and in bot.cache (a pickle of plain data)."""
 
-    effects: weakref.ref[Effects]
     bindings: list[Binding] = field(default_factory=list)
     consulted: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
     key_types: list[tuple[Key, str]] = field(default_factory=list)
 
     def valid_for(self, ex: Extractor) -> bool:
-        if self.effects() is not ex.effects:
-            return False  # keyed by id(): another table that reuses a freed one's id
         return all(ex.sources.struct_fields(s) == fields for s, fields in self.consulted)
 
 
-# file bindings kept across reviews, keyed by path, text, effects table and generic types
-_BINDINGS_CACHE: dict[tuple[str, int, int, int, frozenset[str]], _FileBindings] = {}
+# file bindings kept across reviews, keyed by path, text, effects fingerprint
+# and generic types; in bot.cache under this namespace
+_BINDINGS_CACHE: dict[tuple[str, int, int, str, frozenset[str]], _FileBindings] = {}
 _BINDINGS_CACHE_MAX = 1024
+_BINDINGS_NAMESPACE = "sim-bindings"
+
+
+def _bindings_disk_key(
+    path: str, text: str, effects: Effects, generic: frozenset[str]
+) -> str | None:
+    text_key = _disk_key(path, text)
+    if text_key is None:
+        return None
+    return cache.text_key(text_key, effects.fingerprint, "\0".join(sorted(generic)))
 
 
 def clear_caches() -> None:
-    """Forget every file fact kept across SourceSets and reviews (parses,
-    lexicons, indexes, bindings): the next lookups compute them afresh."""
-    for cache in (_PARSE_CACHE, _LEX_CACHE, _INDEX_CACHE, _TYPE_HEADER_CACHE, _BINDINGS_CACHE):
-        cache.clear()
+    """Forget every file fact kept across SourceSets and reviews in this
+    process (parses, lexicons, indexes, bindings): the next lookups compute
+    them afresh, or read them back from bot.cache when it is configured."""
+    for memo in (
+        _PARSE_CACHE,
+        _LEX_CACHE,
+        _INDEX_CACHE,
+        _TYPE_HEADER_CACHE,
+        _FACTS_CACHE,
+        _BINDINGS_CACHE,
+        _DISK_KEYS,
+    ):
+        memo.clear()
 
 
 class Extractor:
@@ -1372,7 +1513,7 @@ class Extractor:
             self._recording.key_types.append((key, struct))
 
     def is_user_function(self, name: str) -> bool:
-        return self.sources.find_function(name) is not None
+        return self.sources.defines(name)
 
     def compile(self, name: str) -> Function | None:
         """Translate `name` (once); None when no definition is found."""
@@ -1421,17 +1562,17 @@ class Extractor:
     def bindings(self) -> list[Binding]:
         """INIT_WORK/timer/call_rcu/percpu_ref_init bindings in the candidate files
         (kept on the SourceSet: every side's extractor asks for the same ones)."""
-        cache: dict[int, tuple[list[Binding], dict[Key, str]]] = self.sources.__dict__.setdefault(
+        kept: dict[str, tuple[list[Binding], dict[Key, str]]] = self.sources.__dict__.setdefault(
             "_bindings_cache", {}
         )
-        hit = cache.get(id(self.effects))
+        hit = kept.get(self.effects.fingerprint)
         if hit is not None:
             self.key_types.update(hit[1])
             return list(hit[0])
         before = dict(self.key_types)
         found = self._find_bindings()
         learned = {k: v for k, v in self.key_types.items() if before.get(k) != v}
-        cache[id(self.effects)] = (found, learned)
+        kept[self.effects.fingerprint] = (found, learned)
         return list(found)
 
     def _find_bindings(self) -> list[Binding]:
@@ -1446,15 +1587,23 @@ class Extractor:
 
     def _file_bindings(self, path: str, text: str, names: list[str]) -> list[Binding]:
         """The bindings of one candidate file, memoised across SourceSets and
-        reviews (see _FileBindings): replayed when the struct layouts they
-        consulted are the same in these sources, found again otherwise."""
-        key = (*_text_key(path, text), id(self.effects), self.generic_types)
+        reviews, in the process and in bot.cache (see _FileBindings): replayed
+        when the struct layouts they consulted are the same in these sources,
+        found again otherwise. A text that names no binding API has none and
+        is neither parsed nor looked up."""
+        key = (*_text_key(path, text), self.effects.fingerprint, self.generic_types)
         memo = _BINDINGS_CACHE.get(key)
+        if memo is None and any(n in text for n in names):
+            disk_key = _bindings_disk_key(path, text, self.effects, self.generic_types)
+            hit = cache.get(_BINDINGS_NAMESPACE, disk_key) if disk_key is not None else None
+            if hit is not None and isinstance(hit[0], _FileBindings):
+                memo = hit[0]
         if memo is not None and memo.valid_for(self):
             for k, v in memo.key_types:
                 self.key_types[k] = v
+            self._remember(key, memo)
             return list(memo.bindings)
-        memo = _FileBindings(weakref.ref(self.effects))
+        memo = _FileBindings()
         if any(n in text for n in names):
             info = self.sources.parsed(path)
             if info is not None:
@@ -1469,10 +1618,17 @@ class Extractor:
                                 memo.bindings += self._bindings_in(info, node, fname)
                 finally:
                     self._recording = None
-        if len(_BINDINGS_CACHE) >= _BINDINGS_CACHE_MAX:
+            disk_key = _bindings_disk_key(path, text, self.effects, self.generic_types)
+            if disk_key is not None:
+                cache.put(_BINDINGS_NAMESPACE, disk_key, memo)
+        self._remember(key, memo)
+        return list(memo.bindings)
+
+    @staticmethod
+    def _remember(key: tuple[str, int, int, str, frozenset[str]], memo: _FileBindings) -> None:
+        if key not in _BINDINGS_CACHE and len(_BINDINGS_CACHE) >= _BINDINGS_CACHE_MAX:
             _BINDINGS_CACHE.pop(next(iter(_BINDINGS_CACHE)))
         _BINDINGS_CACHE[key] = memo
-        return list(memo.bindings)
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
         comp = _FnCompiler(self, info, node, fname)
