@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from bot import __version__
-from bot.config import Settings, load_settings
 from bot.errors import (
     EXIT_FINDINGS,
     EXIT_INTERNAL,
@@ -25,6 +21,12 @@ from bot.errors import (
     BotError,
     UsageError,
 )
+
+# bot.config (dataclasses, inspect), threading, traceback and typing are imported where
+# they are used: `bot review --daemon` hands the request over before it needs them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy knows the name
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -136,7 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="neither read nor write the on-disk cache of rules and parses (docs/configuration.md)",
     )
+    review.add_argument(
+        "--daemon",
+        action="store_true",
+        help="hand the review to a warm background process, started on first use (docs/daemon.md)",
+    )
 
+    from bot.daemon_cli import add_daemon_parser
     from bot.rules_cli import add_rules_parser
     from bot.service_cli import add_service_parsers
     from bot.simulate_cli import add_simulate_parser
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_parser(sub)
     add_simulate_parser(sub)
     add_service_parsers(sub)
+    add_daemon_parser(sub)
     return parser
 
 
@@ -155,6 +164,8 @@ def _progress(enabled: bool) -> Iterator[object]:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
+    import threading
+
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -205,6 +216,8 @@ def _settings_for_review(args: argparse.Namespace, settings: Settings) -> Settin
 
 
 def run_review(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from bot.pipeline import review_inputs
     from bot.report import render
 
@@ -252,15 +265,37 @@ def dispatch(argv: Sequence[str], settings: Settings) -> int:
         from bot.simulate_cli import run_simulate
 
         return run_simulate(args, settings)
+    if args.command == "daemon":
+        from bot.daemon_cli import run_daemon
+
+        return run_daemon(args, settings)
     from bot.service_cli import run_service
 
     return run_service(args, settings)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `bot` console script."""
+def _daemon_wanted(argv: Sequence[str]) -> bool:
+    """`bot review --daemon ...`, or `bot review ...` with BOT_DAEMON=1 (docs/daemon.md)."""
+    if not argv or argv[0] != "review":
+        return False
+    head = argv[: list(argv).index("--")] if "--" in argv else argv
+    return "--daemon" in head or os.environ.get("BOT_DAEMON", "") == "1"
+
+
+def main(argv: Sequence[str] | None = None, *, via_daemon: bool = True) -> int:
+    """Entry point of the `bot` console script. With `--daemon` (or BOT_DAEMON=1) a
+    review is first offered to the warm daemon (bot.daemon), which calls this with
+    via_daemon=False; when none can serve it, it runs here as always."""
     argv = sys.argv[1:] if argv is None else argv
+    if via_daemon and _daemon_wanted(argv):
+        from bot.daemon import review_via_daemon
+
+        served = review_via_daemon(list(argv))
+        if served is not None:
+            return served
     try:
+        from bot.config import load_settings
+
         code = dispatch(argv, load_settings())
     except BotError as exc:
         print(f"bot: error: {exc.one_line()}", file=sys.stderr)
@@ -273,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_OK
     except Exception as exc:  # the last line of defence: no tracebacks
         if os.environ.get("BOT_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         detail = " ".join(str(exc).split())
         print(
