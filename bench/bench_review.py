@@ -13,6 +13,9 @@ of them alike):
         tree) left it, restored before every run: the tree's files and the
         functions the respin did not change are known, the new texts are not;
       - same series again: the cache after an earlier review of these patches;
+      - daemon: `bot review --daemon` handed to the warm daemon (bot/daemon.py,
+        docs/daemon.md), started and warmed by the untimed warm-up, its socket in
+        the bench's temporary directory, stopped at the end;
   * bot.pipeline.review_inputs + bot.report.render in this process (the cost the
     Celery worker pays per series, start-up excluded).
 
@@ -102,7 +105,35 @@ def main(argv: list[str]) -> int:
         return _bench(args, patches, tree, checkpatch, scratch=scratch, corpus=corpus)
     finally:
         cache.configure(None)
+        # the daemon the warm-up started (if any) exits before its directory goes
+        run_quiet([*bot_command(), "daemon", "stop"], (0, 1), env=_daemon_env(scratch))
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _daemon_env(scratch: Path) -> dict[str, str]:
+    """The daemon row's environment: its socket directory and cache in `scratch`,
+    never the user's."""
+    return {
+        "XDG_RUNTIME_DIR": str(scratch / "run"),
+        "BOT_CACHE_DIR": str(scratch / "daemon"),
+    }
+
+
+def _start_daemon(cmd: list[str], env: dict[str, str], directory: Path) -> int:
+    """Warm-up of the daemon row: the first `--daemon` run reviews in-process and
+    starts the daemon; once it answers, one review it serves warms it. Returns how
+    many reviews it has served."""
+    from bot.daemon import ask
+
+    run_quiet(cmd, BOT_OK, env=env)
+    deadline = time.monotonic() + 60
+    while ask(str(directory), "status") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the review daemon did not start (see {directory}/daemon.log)")
+        time.sleep(0.05)
+    run_quiet(cmd, BOT_OK, env=env)
+    info = ask(str(directory), "status") or {}
+    return int(info.get("served", 0))
 
 
 def _bench(
@@ -116,6 +147,7 @@ def _bench(
 ) -> int:
     from bot.cache import DB_NAME
     from bot.config import load_settings
+    from bot.daemon import ask
     from bot.pipeline import review_inputs
     from bot.report import render
 
@@ -125,6 +157,10 @@ def _bench(
     respin = [str(corpus / "seed" / name) for name in RESPIN_PATCHES]
     caches = {name: scratch / name for name in ("after-v2", "same")}
     envs = {name: {"BOT_CACHE_DIR": str(path)} for name, path in caches.items()}
+    envs["daemon"] = _daemon_env(scratch)
+    (scratch / "run").mkdir(mode=0o700)
+    daemon_dir = scratch / "run" / "mmlc-bot"
+    daemon_cmd = [*cli_cmd, "--daemon"]
 
     def in_process() -> list[str]:
         review = review_inputs([str(p) for p in patches], settings, tree=str(tree))
@@ -157,9 +193,10 @@ def _bench(
     run_quiet(cli_cmd, BOT_OK, env=envs["same"])
     if checkpatch:
         run_quiet(cp_cmd, CHECKPATCH_OK)
+    served_before = _start_daemon(daemon_cmd, envs["daemon"], daemon_dir)
 
     load_before = machine_note()
-    keys = ("checkpatch", "cli_nocache", "cli_after_v2", "cli_same", "inproc")
+    keys = ("checkpatch", "cli_nocache", "cli_after_v2", "cli_same", "cli_daemon", "inproc")
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
     for _ in range(args.runs):
         if checkpatch:
@@ -170,7 +207,13 @@ def _bench(
             timed(lambda: run_quiet(cli_cmd, BOT_OK, env=envs["after-v2"]))
         )
         times["cli_same"].append(timed(lambda: run_quiet(cli_cmd, BOT_OK, env=envs["same"])))
+        times["cli_daemon"].append(timed(lambda: run_quiet(daemon_cmd, BOT_OK, env=envs["daemon"])))
         times["inproc"].append(timed(in_process))
+    # A --daemon run the daemon did not serve (it went stale: the checkout was
+    # edited meanwhile) reviewed in-process and is slower: say how many it served.
+    daemon_info = ask(str(daemon_dir), "status") or {}
+    served = int(daemon_info.get("served", 0)) - served_before
+    rss_kb = daemon_info.get("rss_kb")
 
     def series(label: str, key: str) -> Timed:
         return Timed(label, tuple(w for w, _ in times[key]), tuple(c for _, c in times[key]))
@@ -179,6 +222,7 @@ def _bench(
         ("cli_nocache", series("bot review, no cache", "cli_nocache")),
         ("cli_after_v2", series("bot review, cache after v2", "cli_after_v2")),
         ("cli_same", series("bot review, same series again", "cli_same")),
+        ("cli_daemon", series("bot review --daemon (warm)", "cli_daemon")),
         ("inprocess", series("bot review (in-process)", "inproc")),
     ]
     base = series("checkpatch.pl --no-tree", "checkpatch") if checkpatch else None
@@ -193,6 +237,8 @@ def _bench(
         "checkpatch_median_s": round(base.median, 4) if base else None,
         "checkpatch_cpu_median_s": round(base.cpu_median, 4) if base else None,
         "bot_inprocess_cold_s": round(cold, 4),
+        "daemon_served_runs": served,
+        "daemon_rss_kb": rss_kb,
         "target_ratio": TARGET_RATIO,
     }
     for key, t in bots:
@@ -214,6 +260,8 @@ def _bench(
             f"   (wall {t.spread})"
         )
     print(f"  {'bot in-process, first run':<32}        {cold:7.3f} s   (imports and setup)")
+    rss = f", its RSS {rss_kb / 1024:.0f} MB" if isinstance(rss_kb, int) else ""
+    print(f"  daemon: served {served} of the {args.runs} timed --daemon run(s){rss}")
     print(f"  introduced findings: {len(introduced)}: {', '.join(introduced) or '-'}")
     if base:
         for _, t in bots:
