@@ -4,6 +4,7 @@ scenario data), and that every result read back equals the one computed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from bot import cache
+from bot import assemble, cache, ingest
 from bot.analyze.simulate import SimulatorCheck, extract, run
 from bot.analyze.simulate.extract import (
     Extractor,
     FileFacts,
     SourceSet,
+    _facts_cached,
     _FileBindings,
+    _parse_span,
+    _same_subtree,
+    _span,
+    _verified_span,
     clear_caches,
     file_index,
     parse_file,
@@ -27,6 +33,7 @@ from bot.analyze.simulate.extract import (
 from bot.analyze.simulate.program import Binding
 from bot.analyze.simulate.scenario import ScenarioData
 from bot.analyze.simulate.vocab import ApiEffect, Effects
+from bot.apply import apply_series
 from bot.config import Settings
 
 from .conftest import ROOT
@@ -215,6 +222,107 @@ def test_an_edited_text_gets_new_facts_and_scans(cache_dir: Path) -> None:
     assert "helper" in file_index("mm/a.c", "void h(void)\n{\n\thelper(1);\n}\n").called
 
 
+# ---------------------------------------------------------- definitions by span
+
+
+def _compiled(files: dict[str, str], name: str) -> object:
+    fn = Extractor(SourceSet(files), _effects()).compile(name)
+    assert fn is not None
+    return (fn.name, fn.file, fn.line, fn.params, fn.notes, fn.code)
+
+
+def test_a_definition_comes_from_its_span_once_checked(cache_dir: Path) -> None:
+    files = {"mm/a.c": LAYOUT + USER}
+    whole = _compiled(files, "setup")
+    assert _parsed_paths() == {"mm/a.c"}
+    _new_process()
+    assert _compiled(files, "setup") == whole
+    assert _parsed_paths() == set()  # the span alone was parsed
+    # a function no earlier process translated has no checked span yet
+    _compiled(files, "later")
+    assert _parsed_paths() == {"mm/a.c"}
+
+
+def test_a_span_that_was_not_checked_equal_is_never_used(cache_dir: Path) -> None:
+    text = LAYOUT + USER
+    _compiled({"mm/a.c": text}, "setup")
+    _new_process()
+    facts = _facts_cached("mm/a.c", text)
+    assert facts.spans["setup"] is not None
+    facts.spans["setup"] = None  # as if the span's parse had differed
+    SourceSet({"mm/a.c": text}).find_function("setup")
+    assert _parsed_paths() == {"mm/a.c"}
+
+
+def test_a_span_check_compares_every_node() -> None:
+    one = b"void f(void)\n{\n\tg(1);\n}\n"
+    other = b"void f(void)\n{\n\tg=1;;\n}\n"  # same length, other syntax
+    tree_one = parse_file("a.c", one).functions["f"][0]
+    tree_other = parse_file("a.c", other).functions["f"][0]
+    assert _same_subtree(tree_one, parse_file("a.c", one).functions["f"][0])
+    assert not _same_subtree(tree_one, tree_other)
+    assert _verified_span(one, tree_one) == _span(tree_one)
+    assert _verified_span(other, tree_one) is None
+
+
+def _images(patches: list[Path], tree: Path | None) -> list[tuple[str, str]]:
+    settings = Settings()
+    series, _, _ = assemble.select(
+        assemble.assemble(ingest.load([str(p) for p in patches], settings), settings)
+    )
+    applied = apply_series(series, str(tree) if tree else None, settings)
+    return [
+        (img.path, text)
+        for images in applied.images
+        for img in images.images
+        for text in (img.pre, img.post)
+        if text is not None and img.path.endswith((".c", ".h"))
+    ]
+
+
+def _check_spans(images: list[tuple[str, str]]) -> int:
+    checked = 0
+    for path, text in dict.fromkeys(images):  # a fix's post-image is its bug's pre-image
+        source = text.encode("utf-8")
+        info = parse_file(path, source)
+        for name, nodes in info.functions.items():
+            node = max(nodes, key=lambda n: n.end_byte - n.start_byte)
+            alone = _parse_span(source, _span(node))
+            assert alone is not None and _same_subtree(alone, node), (path, name)
+            checked += 1
+    return checked
+
+
+def test_span_parses_equal_the_whole_parse_on_the_seed_images(corpus: Path) -> None:
+    seed = corpus / "seed"
+    images = _images([seed / f"v3-000{i}-patch-{i}of3.eml" for i in (1, 2, 3)], None)
+    images += _images(
+        [seed / f"v3-000{i}-patch-{i}of3.eml" for i in (1, 2, 3)], corpus / "kernel" / "v3.15.5"
+    )
+    for case in sorted((corpus / "eval-dev").glob("*/meta.json")):
+        for name in ("bug.patch", "fix.patch"):
+            images += _images([case.parent / name], None)
+    assert _check_spans(images) > 100
+
+
+EVAL_TREES = Path(os.environ.get("BOT_EVAL_TREES", "/work/eval-trees"))
+
+
+def test_span_parses_equal_the_whole_parse_on_the_eval_images(corpus: Path) -> None:
+    cases = sorted((corpus / "eval-dev").glob("*/meta.json"))
+    if not all((EVAL_TREES / c.parent.name).is_dir() for c in cases):
+        pytest.skip(f"eval trees not prepared in {EVAL_TREES} (scripts/prepare-eval-trees.sh)")
+    images: list[tuple[str, str]] = []
+    for case in cases:
+        # each direction's patch turns one tree into the other: the touched
+        # files of both trees are the pre- and post-images of both patches
+        for rel in json.loads(case.read_text(encoding="utf-8"))["files"]:
+            for tree in (case.parent.name, f"{case.parent.name}.pre-fix"):
+                path = EVAL_TREES / tree / rel
+                images.append((rel, path.read_text(encoding="utf-8", errors="replace")))
+    assert _check_spans(images) > 1000
+
+
 def test_the_seed_review_read_back_from_the_disk_equals_one_without_cache(
     corpus: Path, cache_dir: Path
 ) -> None:
@@ -222,8 +330,9 @@ def test_the_seed_review_read_back_from_the_disk_equals_one_without_cache(
     filled = _outcome(SimulatorCheck(), ctx, settings)
     _new_process()
     read_back = _outcome(SimulatorCheck(), ctx, settings)
-    # files read only for callers, layouts or bindings were not parsed
-    assert not _parsed_paths() & {"mm/slab.c", "mm/slub.c", "mm/slab_common.c"}
+    # no file was parsed whole: callers, layouts and bindings came from the
+    # disk, each translated definition from a parse of its checked span
+    assert _parsed_paths() == set()
     cache.configure(None)
     clear_caches()
     uncached = _outcome(SimulatorCheck(), ctx, settings)

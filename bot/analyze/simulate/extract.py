@@ -340,9 +340,20 @@ _SCAN_NAMESPACE = "sim-scan"
 _DISK_KEYS: dict[TextKey, str] = {}
 
 
+@lru_cache(maxsize=1)
+def parser_stamp() -> str:
+    """The files of tree-sitter and its C grammar (size, mtime): facts derived
+    from a parse are keyed by it too, since another version may parse otherwise."""
+    files: list[Path] = []
+    for module in (tree_sitter, tree_sitter_c):
+        folder = Path(module.__file__ or "").parent
+        files += [f for f in folder.iterdir() if f.suffix in (".so", ".pyd", ".py")]
+    return cache.stamp_files(files)
+
+
 def _disk_key(path: str, text: str) -> str | None:
-    """bot.cache.text_key(path, text), hashed once per text; None when no disk
-    cache is configured (nothing to look up, nothing to hash)."""
+    """bot.cache.text_key(path, text, parser_stamp()), hashed once per text;
+    None when no disk cache is configured (nothing to look up, nothing to hash)."""
     if cache.active() is None:
         return None
     key = _text_key(path, text)
@@ -350,7 +361,7 @@ def _disk_key(path: str, text: str) -> str | None:
     if found is None:
         if len(_DISK_KEYS) >= _INDEX_CACHE_MAX:
             _DISK_KEYS.pop(next(iter(_DISK_KEYS)))
-        found = cache.text_key(path, text)
+        found = cache.text_key(path, text, parser_stamp())
         _DISK_KEYS[key] = found
     return found
 
@@ -412,6 +423,10 @@ def _parse_cached(path: str, text: str) -> FileInfo:
     return info
 
 
+# (start byte, end byte, start row, start column, end row, end column)
+Span = tuple[int, int, int, int, int, int]
+
+
 @dataclass
 class FileFacts:
     """What the lookups need of one file's parse besides its syntax trees: the
@@ -425,10 +440,75 @@ class FileFacts:
     defined: frozenset[str]
     structs: dict[str, dict[str, str]]
     callers: dict[str, list[str]] | None = None
+    # function -> the span of its definition (see find_function) when a parse
+    # of that span alone was checked to give the very subtree the whole file's
+    # parse gives; None when it did not
+    spans: dict[str, Span | None] = field(default_factory=dict)
 
     @classmethod
     def of(cls, info: FileInfo) -> FileFacts:
         return cls(tuple(info.functions), frozenset(info.functions), info.structs)
+
+
+def _span(node: Node) -> Span:
+    return (node.start_byte, node.end_byte, *node.start_point, *node.end_point)
+
+
+def _parse_span(source: bytes, span: Span) -> Node | None:
+    """The one top-level node a parse of `span` of `source` alone gives (the
+    rest of the text is skipped: tree-sitter's included ranges), or None."""
+    start, end, srow, scol, erow, ecol = span
+    parser = tree_sitter.Parser(
+        _parser().language,
+        included_ranges=[tree_sitter.Range((srow, scol), (erow, ecol), start, end)],
+    )
+    children = parser.parse(source).root_node.children
+    return children[0] if len(children) == 1 else None
+
+
+def _same_subtree(a: Node, b: Node) -> bool:
+    """Whether two syntax trees are the same node for node: kind, position,
+    field, flags, in order (two parses of the same bytes: same text too)."""
+    ca, cb = a.walk(), b.walk()
+    while True:
+        na, nb = ca.node, cb.node
+        if na is None or nb is None or ca.field_id != cb.field_id:
+            return False
+        if (
+            na.kind_id != nb.kind_id
+            or na.start_byte != nb.start_byte
+            or na.end_byte != nb.end_byte
+            or na.start_point != nb.start_point
+            or na.end_point != nb.end_point
+            or na.is_named != nb.is_named
+            or na.is_missing != nb.is_missing
+            or na.is_extra != nb.is_extra
+            or na.is_error != nb.is_error
+            or na.has_error != nb.has_error
+            or na.child_count != nb.child_count
+        ):
+            return False
+        if ca.goto_first_child():
+            if not cb.goto_first_child():
+                return False
+            continue
+        while True:
+            if ca.goto_next_sibling():
+                if not cb.goto_next_sibling():
+                    return False
+                break
+            if not ca.goto_parent():
+                return not cb.goto_parent()
+            if not cb.goto_parent():
+                return False
+
+
+def _verified_span(source: bytes, node: Node) -> Span | None:
+    """The span of `node` (a definition in the parse of the whole `source`)
+    when parsing that span alone gives the same subtree, else None."""
+    span = _span(node)
+    alone = _parse_span(source, span)
+    return span if alone is not None and _same_subtree(alone, node) else None
 
 
 _FACTS_CACHE: dict[TextKey, FileFacts] = {}
@@ -459,6 +539,29 @@ def _facts_cached(path: str, text: str, *, callers: bool = False) -> FileFacts:
     if changed and disk is not None:
         cache.put(_FACTS_NAMESPACE, disk, facts)
     return facts
+
+
+_SPAN_CACHE: dict[tuple[TextKey, Span], tuple[FileInfo, Node] | None] = {}
+_SPAN_CACHE_MAX = 4096
+
+
+def _span_definition(path: str, text: str, name: str, span: Span) -> tuple[FileInfo, Node] | None:
+    """The definition of `name` in `text` from a parse of its span alone (a
+    FileInfo holding just that definition), or None if that parse has no one
+    top-level node there."""
+    key = (_text_key(path, text), span)
+    if key not in _SPAN_CACHE:
+        source = text.encode("utf-8")
+        node = _parse_span(source, span)
+        found = None
+        if node is not None and (node.start_byte, node.end_byte) == span[:2]:
+            info = FileInfo(path=path, source=source)
+            info.functions[name] = [node]
+            found = (info, node)
+        if len(_SPAN_CACHE) >= _SPAN_CACHE_MAX:
+            _SPAN_CACHE.pop(next(iter(_SPAN_CACHE)))
+        _SPAN_CACHE[key] = found
+    return _SPAN_CACHE[key]
 
 
 # Headers that, by kernel convention, only define types (`backing-dev-defs.h`,
@@ -640,13 +743,37 @@ class SourceSet:
         if name in self._defs:
             return self._defs[name]
         found: tuple[FileInfo, Node] | None = None
-        if self.defines(name):
-            path = self._def_paths[name]
-            info = self.parsed(path) if path is not None else None
-            if info is not None:
-                found = (info, max(info.functions[name], key=lambda n: n.end_byte - n.start_byte))
+        path = self._def_paths.get(name) if self.defines(name) else None
+        if path is not None:
+            found = self._definition(path, name)
         self._defs[name] = found
         return found
+
+    def _definition(self, path: str, name: str) -> tuple[FileInfo, Node] | None:
+        """The definition of `name` in `path`. A file with no parse in this
+        process whose facts hold a checked span of it is not parsed whole: the
+        span alone gives the same subtree (see FileFacts.spans). A whole parse
+        checks the span for the next process (with a disk cache only)."""
+        text = self.text(path)
+        facts = self.facts(path)
+        if text is None or facts is None:
+            return None
+        span = facts.spans.get(name)
+        whole = path in self._parsed or _text_key(path, text) in _PARSE_CACHE
+        if span is not None and not whole:
+            self.tick()
+            found = _span_definition(path, text, name, span)
+            if found is not None:
+                return found
+        info = self.parsed(path)
+        if info is None:
+            return None
+        node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
+        disk = _disk_key(path, text)
+        if name not in facts.spans and disk is not None:
+            facts.spans[name] = _verified_span(info.source, node)
+            cache.put(_FACTS_NAMESPACE, disk, facts)
+        return (info, node)
 
     def struct_fields(self, struct: str) -> dict[str, str] | None:
         """Field name -> struct type of the fields of `struct` that are structs."""
@@ -1474,6 +1601,7 @@ def clear_caches() -> None:
         _INDEX_CACHE,
         _TYPE_HEADER_CACHE,
         _FACTS_CACHE,
+        _SPAN_CACHE,
         _BINDINGS_CACHE,
         _DISK_KEYS,
     ):

@@ -9,7 +9,7 @@ vocabulary is enough for the common roles.
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +80,7 @@ class Effects(Mapping[str, ApiEffect]):
                 for name in sorted(names):
                     h.update(f"{name}\0{vocab.role_of(name)!r}\n".encode())
             else:
-                h.update(f"unknown {uuid.uuid4()}".encode())
+                h.update(b"unknown " + os.urandom(16))
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
