@@ -1004,10 +1004,9 @@ def serve(directory: str | None = None, idle_timeout: float | None = None) -> in
     if lock_fd is None:
         return 0
     _trim_log(directory)
-    try:
-        return Server(directory, timeout, fingerprint, lock_fd).run()
-    finally:
-        os.close(lock_fd)
+    # lock_fd stays open until the process exits: a released lock means this
+    # daemon is gone (what `bot daemon stop` waits for), not merely on its way out
+    return Server(directory, timeout, fingerprint, lock_fd).run()
 
 
 def _trim_log(directory: str) -> None:
@@ -1032,4 +1031,7 @@ def _main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    # run the module as `bot.daemon`, not as a second copy named __main__
+    from bot.daemon import _main as _daemon_main
+
+    sys.exit(_daemon_main(sys.argv[1:]))

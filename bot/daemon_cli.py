@@ -93,13 +93,19 @@ def _status(directory: str) -> int:
 
 
 def _stop(directory: str) -> int:
-    info = ask(directory, "stop")
-    if info is None:
+    """Ask the daemon to exit and wait until its lock is free (it has exited). A
+    daemon that holds the lock but does not answer is starting (not listening yet)
+    or already exiting: ask again until it answers or has gone."""
+    pid = lock_holder(directory)
+    if pid is None:
         print(f"bot daemon: not running (socket {socket_path(directory)})")
         return EXIT_OK
-    pid = info.get("pid")
     deadline = time.monotonic() + STOP_WAIT
-    while lock_holder(directory) is not None:
+    asked = False
+    while (holder := lock_holder(directory)) is not None:
+        pid = holder
+        if not asked:
+            asked = ask(directory, "stop", timeout=1.0) is not None
         if time.monotonic() > deadline:
             print(f"bot daemon: pid {pid} has not exited yet (still reviewing?)")
             return 1
