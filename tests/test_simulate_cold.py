@@ -20,7 +20,7 @@ from bot.analyze.simulate.extract import (
     Extractor,
     FileFacts,
     SourceSet,
-    _facts_cached,
+    _checked_spans,
     _FileBindings,
     _parse_span,
     _same_subtree,
@@ -247,9 +247,9 @@ def test_a_span_that_was_not_checked_equal_is_never_used(cache_dir: Path) -> Non
     text = LAYOUT + USER
     _compiled({"mm/a.c": text}, "setup")
     _new_process()
-    facts = _facts_cached("mm/a.c", text)
-    assert facts.spans["setup"] is not None
-    facts.spans["setup"] = None  # as if the span's parse had differed
+    spans = _checked_spans("mm/a.c", text)
+    assert spans["setup"] is not None
+    spans["setup"] = None  # as if the span's parse had differed
     SourceSet({"mm/a.c": text}).find_function("setup")
     assert _parsed_paths() == {"mm/a.c"}
 

@@ -440,10 +440,6 @@ class FileFacts:
     defined: frozenset[str]
     structs: dict[str, dict[str, str]]
     callers: dict[str, list[str]] | None = None
-    # function -> the span of its definition (see find_function) when a parse
-    # of that span alone was checked to give the very subtree the whole file's
-    # parse gives; None when it did not
-    spans: dict[str, Span | None] = field(default_factory=dict)
 
     @classmethod
     def of(cls, info: FileInfo) -> FileFacts:
@@ -541,8 +537,38 @@ def _facts_cached(path: str, text: str, *, callers: bool = False) -> FileFacts:
     return facts
 
 
+# text -> function -> the span of its definition (see SourceSet._definition)
+# when a parse of that span alone was checked to give the very subtree the
+# whole file's parse gives; None when it did not. In bot.cache per text.
+_SPANS: dict[TextKey, dict[str, Span | None]] = {}
+_SPANS_NAMESPACE = "sim-spans"
+
+
+def _checked_spans(path: str, text: str) -> dict[str, Span | None]:
+    key = _text_key(path, text)
+    spans = _SPANS.get(key)
+    if spans is None:
+        disk = _disk_key(path, text)
+        hit = cache.get(_SPANS_NAMESPACE, disk) if disk is not None else None
+        spans = dict(hit[0]) if hit is not None and isinstance(hit[0], dict) else {}
+        if len(_SPANS) >= _FACTS_CACHE_MAX:
+            _SPANS.pop(next(iter(_SPANS)))
+        _SPANS[key] = spans
+    return spans
+
+
+def _record_span(path: str, text: str, name: str, span: Span | None) -> None:
+    spans = _checked_spans(path, text)
+    spans[name] = span
+    disk = _disk_key(path, text)
+    if disk is not None:
+        cache.put(_SPANS_NAMESPACE, disk, spans)
+
+
 _SPAN_CACHE: dict[tuple[TextKey, Span], tuple[FileInfo, Node] | None] = {}
 _SPAN_CACHE_MAX = 4096
+_SOURCES: dict[TextKey, bytes] = {}
+_SOURCES_MAX = 64
 
 
 def _span_definition(path: str, text: str, name: str, span: Span) -> tuple[FileInfo, Node] | None:
@@ -551,7 +577,12 @@ def _span_definition(path: str, text: str, name: str, span: Span) -> tuple[FileI
     top-level node there."""
     key = (_text_key(path, text), span)
     if key not in _SPAN_CACHE:
-        source = text.encode("utf-8")
+        source = _SOURCES.get(key[0])
+        if source is None:
+            # the bytes every span of the text is parsed from, encoded once
+            if len(_SOURCES) >= _SOURCES_MAX:
+                _SOURCES.pop(next(iter(_SOURCES)))
+            source = _SOURCES[key[0]] = text.encode("utf-8")
         node = _parse_span(source, span)
         found = None
         if node is not None and (node.start_byte, node.end_byte) == span[:2]:
@@ -750,15 +781,16 @@ class SourceSet:
         return found
 
     def _definition(self, path: str, name: str) -> tuple[FileInfo, Node] | None:
-        """The definition of `name` in `path`. A file with no parse in this
-        process whose facts hold a checked span of it is not parsed whole: the
-        span alone gives the same subtree (see FileFacts.spans). A whole parse
-        checks the span for the next process (with a disk cache only)."""
+        """The definition of `name` in `path`. A file with no whole parse in
+        this process where the span of that definition was checked is not
+        parsed whole: the span alone gives the same subtree (see _SPANS). A
+        whole parse checks the span for the next process (with a disk cache
+        only: in the process the whole parse is kept anyway)."""
         text = self.text(path)
-        facts = self.facts(path)
-        if text is None or facts is None:
+        if text is None:
             return None
-        span = facts.spans.get(name)
+        spans = _checked_spans(path, text)
+        span = spans.get(name)
         whole = path in self._parsed or _text_key(path, text) in _PARSE_CACHE
         if span is not None and not whole:
             self.tick()
@@ -769,10 +801,8 @@ class SourceSet:
         if info is None:
             return None
         node = max(info.functions[name], key=lambda n: n.end_byte - n.start_byte)
-        disk = _disk_key(path, text)
-        if name not in facts.spans and disk is not None:
-            facts.spans[name] = _verified_span(info.source, node)
-            cache.put(_FACTS_NAMESPACE, disk, facts)
+        if name not in spans and cache.active() is not None:
+            _record_span(path, text, name, _verified_span(info.source, node))
         return (info, node)
 
     def struct_fields(self, struct: str) -> dict[str, str] | None:
@@ -1601,7 +1631,9 @@ def clear_caches() -> None:
         _INDEX_CACHE,
         _TYPE_HEADER_CACHE,
         _FACTS_CACHE,
+        _SPANS,
         _SPAN_CACHE,
+        _SOURCES,
         _BINDINGS_CACHE,
         _DISK_KEYS,
     ):
