@@ -106,10 +106,13 @@ def _package_dir() -> str:
 
 
 def identity() -> dict[str, str]:
-    """What a daemon must share with a client to review for it: the interpreter,
-    the bot package it imports, and the hash seed when the client fixed one."""
+    """What a daemon must share with a client to review for it: the interpreter
+    (resolved, so `bot` and `python -m bot` of one venv agree; sys.prefix tells
+    venvs of one interpreter apart), the bot package it imports, and the hash
+    seed when the client fixed one."""
     return {
-        "executable": sys.executable,
+        "executable": os.path.realpath(sys.executable),
+        "prefix": sys.prefix,
         "version": sys.version,
         "package": _package_dir(),
         "hashseed": os.environ.get("PYTHONHASHSEED", ""),
@@ -711,6 +714,7 @@ class Server:
         seed = theirs.get("hashseed", "")
         if (
             theirs.get("executable") != ours["executable"]
+            or theirs.get("prefix") != ours["prefix"]
             or theirs.get("version") != ours["version"]
             or theirs.get("package") != ours["package"]
             or (seed not in ("", "random") and seed != ours["hashseed"])

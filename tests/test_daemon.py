@@ -228,11 +228,25 @@ def test_first_run_starts_the_daemon_and_later_runs_are_served_identically(bot: 
 
     # BOT_DAEMON=1 opts in without the flag
     assert bot.run(*REVIEW, env={"BOT_DAEMON": "1"}) == reference
+    served = len(cases) + 4  # and the missing file again, stdin, -o
+
+    # the venv's `bot` script (another sys.executable path) shares the daemon
+    script = Path(sys.executable).with_name("bot")
+    if script.is_file():
+        proc = subprocess.run(
+            [str(script), *with_daemon(REVIEW)],
+            capture_output=True,
+            cwd=bot.home,
+            env=bot.env,
+            timeout=300,
+            check=False,
+        )
+        assert Result(proc.returncode, proc.stdout, proc.stderr) == reference
+        served += 1
 
     info = bot.status()
     assert info is not None
-    # 5 cases + the missing file again + stdin + -o + BOT_DAEMON=1
-    assert info["served"] == len(cases) + 4, bot.log()
+    assert info["served"] == served, bot.log()
     status = bot.run("daemon", "status")
     assert status.code == 0
     assert f"reviews served: {info['served']}".encode() in status.out
