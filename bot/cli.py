@@ -63,7 +63,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with only="review", just `bot review` (what a
+    review needs: the other subcommands import their modules to build)."""
     parser = _Parser(
         prog="bot",
         description="Review Linux mm patch series for object-lifecycle bugs.",
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hand the review to a warm background process, started on first use (docs/daemon.md)",
     )
+
+    if only == "review":
+        return parser
 
     from bot.daemon_cli import add_daemon_parser
     from bot.rules_cli import add_rules_parser
@@ -254,7 +259,10 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dispatch(argv: Sequence[str], settings: Settings) -> int:
-    args = build_parser().parse_args(list(argv))
+    # `bot review ...` parses with the review parser alone: the same options, usage
+    # and errors, without building (importing) the other subcommands.
+    only = "review" if argv and argv[0] == "review" else None
+    args = build_parser(only).parse_args(list(argv))
     if args.command == "review":
         return run_review(args, settings)
     if args.command == "rules":

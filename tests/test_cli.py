@@ -218,3 +218,16 @@ def test_every_corpus_mail_is_reviewed_or_refused_in_one_line(
             assert path.name in err, (path, err)
     # most fixtures are real mail with patches; refusals are the exception
     assert refused < len(files) // 2
+
+
+def test_review_parses_without_building_the_other_subcommands() -> None:
+    """`bot review` builds only its own parser (the others import their modules),
+    with the same options and errors as the full command line."""
+    from bot.cli import build_parser
+
+    full = build_parser()
+    alone = build_parser("review")
+    argv = ["review", "a.mbox", "--tree", "t", "--format", "json", "--rule", "MMLC001", "-q"]
+    assert vars(alone.parse_args(argv)) == vars(full.parse_args(argv))
+    sub = next(a for a in alone._actions if a.dest == "command")
+    assert set(sub.choices) == {"review"}  # type: ignore[arg-type]
