@@ -262,6 +262,7 @@ def _bench(
     print(f"  {'bot in-process, first run':<32}        {cold:7.3f} s   (imports and setup)")
     rss = f", its RSS {rss_kb / 1024:.0f} MB" if isinstance(rss_kb, int) else ""
     print(f"  daemon: served {served} of the {args.runs} timed --daemon run(s){rss}")
+    print("  (the --daemon row's CPU is the client's only: the daemon's own is not counted)")
     print(f"  introduced findings: {len(introduced)}: {', '.join(introduced) or '-'}")
     if base:
         for _, t in bots:
