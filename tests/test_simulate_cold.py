@@ -85,7 +85,13 @@ def _new_process() -> None:
 
 
 def _parsed_paths() -> set[str]:
+    """Files parsed whole in this process."""
     return {key[0] for key in extract._PARSE_CACHE}
+
+
+def _read_paths() -> set[str]:
+    """Files parsed at all in this process, whole or one definition's span."""
+    return _parsed_paths() | {key[0][0] for key in extract._SPAN_CACHE}
 
 
 def _effects() -> Effects:
@@ -225,22 +231,92 @@ def test_an_edited_text_gets_new_facts_and_scans(cache_dir: Path) -> None:
 # ---------------------------------------------------------- definitions by span
 
 
-def _compiled(files: dict[str, str], name: str) -> object:
-    fn = Extractor(SourceSet(files), _effects()).compile(name)
+def _compiled(
+    files: dict[str, str], name: str, effects: Effects | None = None, unroll: int = 2
+) -> tuple[object, ...]:
+    ex = Extractor(SourceSet(files), effects or _effects(), loop_unroll=unroll)
+    fn = ex.compile(name)
     assert fn is not None
-    return (fn.name, fn.file, fn.line, fn.params, fn.notes, fn.code)
+    return (fn.name, fn.file, fn.line, fn.params, fn.notes, fn.code, ex.key_types)
+
+
+def _fresh(files: dict[str, str], name: str, effects: Effects | None = None) -> tuple[object, ...]:
+    """The translation with no cache at all, on disk or in the process."""
+    directory = cache.active()
+    cache.configure(None)
+    clear_caches()
+    try:
+        return _compiled(files, name, effects)
+    finally:
+        cache.configure(directory)
+        clear_caches()
 
 
 def test_a_definition_comes_from_its_span_once_checked(cache_dir: Path) -> None:
     files = {"mm/a.c": LAYOUT + USER}
-    whole = _compiled(files, "setup")
-    assert _parsed_paths() == {"mm/a.c"}
+    whole = SourceSet(files).find_function("setup")
+    assert whole is not None and _parsed_paths() == {"mm/a.c"}
     _new_process()
-    assert _compiled(files, "setup") == whole
+    alone = SourceSet(files).find_function("setup")
     assert _parsed_paths() == set()  # the span alone was parsed
-    # a function no earlier process translated has no checked span yet
-    _compiled(files, "later")
+    assert alone is not None and _same_subtree(alone[1], whole[1])
+    assert alone[1].text == whole[1].text and alone[1].start_point == whole[1].start_point
+    # a function no earlier process looked up has no checked span yet
+    SourceSet(files).find_function("later")
     assert _parsed_paths() == {"mm/a.c"}
+
+
+# ----------------------------------------------------------------- translations
+
+CALLER = """
+static void run(struct outer *o)
+{
+	helper(o);
+	if (o->in->gc_work.pending)
+		o->in = NULL;
+}
+"""
+HELPER = "void helper(struct outer *o)\n{\n}\n"
+
+
+def test_a_translation_comes_back_without_a_parse(cache_dir: Path) -> None:
+    files = {"mm/a.c": CALLER, "mm/b.c": HELPER, "mm/outer.h": LAYOUT}
+    first = _compiled(files, "run")
+    assert first == _fresh(files, "run")
+    _new_process()
+    assert _compiled(files, "run") == first  # key types replayed too
+    assert _read_paths() == set()
+
+
+def test_a_translation_is_made_again_where_a_lookup_differs(cache_dir: Path) -> None:
+    files = {"mm/a.c": CALLER, "mm/b.c": HELPER, "mm/outer.h": LAYOUT}
+    stored = _compiled(files, "run")
+    for other in (
+        {"mm/a.c": CALLER, "mm/outer.h": LAYOUT},  # helper() defined nowhere: no call
+        {"mm/a.c": CALLER, "mm/b.c": HELPER},  # no layout: `o->in` is part of outer
+        {"mm/a.c": CALLER, "mm/b.c": HELPER, "mm/outer.h": LAYOUT.replace("*in", "*out")},
+    ):
+        _new_process()
+        again = _compiled(other, "run")
+        assert "mm/a.c" in _read_paths()  # translated again, not replayed
+        assert again == _fresh(other, "run") != stored
+    _new_process()
+    assert _compiled(files, "run") == stored
+
+
+def test_a_translation_is_per_effects_table_and_loop_bound(cache_dir: Path) -> None:
+    files = {"mm/a.c": CALLER, "mm/b.c": HELPER, "mm/outer.h": LAYOUT}
+    base = _effects()
+    stored = _compiled(files, "run")
+    _new_process()
+    table = {n: base[n] for n in base}
+    table["helper"] = ApiEffect("helper", "free", obj=0)
+    edited = Effects(table, base.vocabulary)
+    freed = _compiled(files, "run", edited)
+    assert freed == _fresh(files, "run", edited) != stored
+    loop = "static void spin(struct outer *o)\n{\n\twhile (o->in)\n\t\thelper(o);\n}\n"
+    files["mm/c.c"] = loop
+    assert _compiled(files, "spin", unroll=1) != _compiled(files, "spin", unroll=3)
 
 
 def test_a_span_that_was_not_checked_equal_is_never_used(cache_dir: Path) -> None:
@@ -330,9 +406,9 @@ def test_the_seed_review_read_back_from_the_disk_equals_one_without_cache(
     filled = _outcome(SimulatorCheck(), ctx, settings)
     _new_process()
     read_back = _outcome(SimulatorCheck(), ctx, settings)
-    # no file was parsed whole: callers, layouts and bindings came from the
-    # disk, each translated definition from a parse of its checked span
-    assert _parsed_paths() == set()
+    # no file was parsed: callers, layouts, bindings and translations came
+    # from the disk
+    assert _read_paths() == set()
     cache.configure(None)
     clear_caches()
     uncached = _outcome(SimulatorCheck(), ctx, settings)

@@ -768,6 +768,10 @@ class SourceSet:
             )
         return self._def_paths[name] is not None
 
+    def definition_path(self, name: str) -> str | None:
+        """The file find_function takes the definition of `name` from (no parse)."""
+        return self._def_paths.get(name) if self.defines(name) else None
+
     def find_function(self, name: str) -> tuple[FileInfo, Node] | None:
         """The definition of `name`; among #ifdef variants the longest body
         (the configured one; stubs are empty)."""
@@ -1621,6 +1625,37 @@ def _bindings_disk_key(
     return cache.text_key(text_key, effects.fingerprint, "\0".join(sorted(generic)))
 
 
+@dataclass
+class _Translation:
+    """One function translated, and what translating it asked outside its
+    text: the effects table, loop_unroll and `generic_types` (in the memo's
+    key), and, in order, the struct layouts and the definitions it looked up
+    in the sources (`lookups`: ("struct", name, fields) and ("defined", name,
+    found)). The translation is a function of its node and those answers, so
+    a reuse that gets the same answers from its own sources, in the same
+    order, is the very translation a new one would make. `key_types` are the
+    field types it taught the extractor, replayed on a reuse."""
+
+    function: Function
+    lookups: list[tuple[str, str, object]] = field(default_factory=list)
+    key_types: list[tuple[Key, str]] = field(default_factory=list)
+
+    def valid_for(self, ex: Extractor) -> bool:
+        for kind, name, answer in self.lookups:
+            got = ex.sources.struct_fields(name) if kind == "struct" else ex.sources.defines(name)
+            if got != answer:
+                return False
+        return True
+
+
+# translations kept across reviews, keyed by path, text, function, effects
+# fingerprint, loop_unroll and generic types; in bot.cache under this namespace
+_TranslationKey = tuple[str, int, int, str, str, int, frozenset[str]]
+_TRANSLATIONS: dict[_TranslationKey, _Translation] = {}
+_TRANSLATIONS_MAX = 8192
+_TRANSLATIONS_NAMESPACE = "sim-functions"
+
+
 def clear_caches() -> None:
     """Forget every file fact kept across SourceSets and reviews in this
     process (parses, lexicons, indexes, bindings): the next lookups compute
@@ -1635,6 +1670,7 @@ def clear_caches() -> None:
         _SPAN_CACHE,
         _SOURCES,
         _BINDINGS_CACHE,
+        _TRANSLATIONS,
         _DISK_KEYS,
     ):
         memo.clear()
@@ -1658,12 +1694,17 @@ class Extractor:
         self.generic_types: frozenset[str] = frozenset()
         # while one file's bindings are found: what they consulted (see _FileBindings)
         self._recording: _FileBindings | None = None
+        # while one function is translated: what it looked up (see _Translation)
+        self._translating: _Translation | None = None
 
     def struct_fields(self, struct: str) -> dict[str, str] | None:
-        """The sources' struct_fields, recorded while a file's bindings are found."""
+        """The sources' struct_fields, recorded while a file's bindings are
+        found or a function is translated."""
         fields = self.sources.struct_fields(struct)
         if self._recording is not None:
             self._recording.consulted.append((struct, fields))
+        if self._translating is not None:
+            self._translating.lookups.append(("struct", struct, fields))
         return fields
 
     def learn_key_type(self, key: Key, struct: str) -> None:
@@ -1671,22 +1712,73 @@ class Extractor:
         self.key_types[key] = struct
         if self._recording is not None:
             self._recording.key_types.append((key, struct))
+        if self._translating is not None:
+            self._translating.key_types.append((key, struct))
 
     def is_user_function(self, name: str) -> bool:
-        return self.sources.defines(name)
+        found = self.sources.defines(name)
+        if self._translating is not None:
+            self._translating.lookups.append(("defined", name, found))
+        return found
 
     def compile(self, name: str) -> Function | None:
-        """Translate `name` (once); None when no definition is found."""
+        """Translate `name` (once); None when no definition is found. A
+        translation of the same definition (same file text) an earlier
+        extractor or process made is reused where its lookups get the same
+        answers here (see _Translation): then the file is not even parsed."""
         if name in self.functions:
             return self.functions[name]
-        found = self.sources.find_function(name)
-        if found is None:
+        if not self.sources.defines(name):
             return None
+        path = self.sources.definition_path(name)
+        text = self.sources.text(path) if path is not None else None
+        if path is None or text is None:
+            return None
+        key = (
+            *_text_key(path, text),
+            name,
+            self.effects.fingerprint,
+            self.loop_unroll,
+            self.generic_types,
+        )
+        memo = _TRANSLATIONS.get(key)
+        disk: str | None = None
+        if memo is None:
+            disk = self._translation_disk_key(path, text, name)
+            hit = cache.get(_TRANSLATIONS_NAMESPACE, disk) if disk is not None else None
+            if hit is not None and isinstance(hit[0], _Translation):
+                memo = hit[0]
         self.sources.tick()
-        info, node = found
-        fn = _FnCompiler(self, info, node, name).compile()
-        self.functions[name] = fn
-        return fn
+        if memo is None or not memo.valid_for(self):
+            found = self.sources.find_function(name)
+            if found is None:
+                return None
+            info, node = found
+            memo = _Translation(Function(name, path, 0))
+            self._translating = memo
+            try:
+                memo.function = _FnCompiler(self, info, node, name).compile()
+            finally:
+                self._translating = None
+            disk = disk or self._translation_disk_key(path, text, name)
+            if disk is not None:
+                cache.put(_TRANSLATIONS_NAMESPACE, disk, memo)
+        else:
+            for k, v in memo.key_types:
+                self.key_types[k] = v
+        if key not in _TRANSLATIONS and len(_TRANSLATIONS) >= _TRANSLATIONS_MAX:
+            _TRANSLATIONS.pop(next(iter(_TRANSLATIONS)))
+        _TRANSLATIONS[key] = memo
+        self.functions[name] = memo.function
+        return memo.function
+
+    def _translation_disk_key(self, path: str, text: str, name: str) -> str | None:
+        text_key = _disk_key(path, text)
+        if text_key is None:
+            return None
+        generic = "\0".join(sorted(self.generic_types))
+        parts = (text_key, name, self.effects.fingerprint, str(self.loop_unroll), generic)
+        return cache.text_key(*parts)
 
     def compile_reachable(self, roots: Iterable[str], depth: int) -> None:
         """Translate `roots` and what they call, `depth` levels deep. A function
