@@ -4,8 +4,10 @@ scenario data), and that every result read back equals the one computed."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from bot.analyze.simulate.extract import (
     _verified_span,
     clear_caches,
     file_index,
+    glob_match,
     parse_file,
 )
 from bot.analyze.simulate.program import Binding
@@ -484,3 +487,17 @@ def test_a_warm_cached_review_imports_no_yaml(corpus: Path, tmp_path: Path) -> N
 
     assert "yaml" in imported(first.stderr)  # the first run read the data
     assert "yaml" not in imported(second.stderr)
+
+
+def test_glob_match_is_fnmatchcase() -> None:
+    rng = random.Random(11)
+    atoms = ["*", "*", "a", "b", "ab", "_", "?", "[ab]", "[!a]", "\\", ".", "A"]
+    names = ["", "a", "b", "ab", "ba", "aab", "abab", "_a_b_", "A", "a.b", "\\a", "abba_put"]
+    names += [
+        "".join(rng.choice("abAB_.\\*") for _ in range(rng.randint(0, 8))) for _ in range(300)
+    ]
+    patterns = ["*release*", "*free*", "*put*", "*uncharge*", "*shrink*", "*for_each*", "*", "**"]
+    patterns += ["".join(rng.choice(atoms) for _ in range(rng.randint(0, 6))) for _ in range(400)]
+    for pattern in patterns:
+        for name in names:
+            assert glob_match(name, pattern) == fnmatch.fnmatchcase(name, pattern), (name, pattern)

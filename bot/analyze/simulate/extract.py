@@ -47,6 +47,28 @@ _MAX_FILE_BYTES = 2_000_000
 _BINDING_EFFECTS = ("bind", "call_rcu", "bind_release")
 
 
+def glob_match(name: str, pattern: str) -> bool:
+    """fnmatch.fnmatchcase(name, pattern), without compiling a regex for a
+    pattern whose only wildcard is `*` (the scenario data's `*release*`):
+    its pieces in order, the first at the start and the last at the end."""
+    if "?" in pattern or "[" in pattern:
+        return fnmatch.fnmatchcase(name, pattern)
+    if "*" not in pattern:
+        return name == pattern
+    head, *middle, tail = pattern.split("*")
+    if len(name) < len(head) + len(tail) or not name.startswith(head):
+        return False
+    if not name.endswith(tail):
+        return False
+    pos, end = len(head), len(name) - len(tail)
+    for piece in middle:
+        found = name.find(piece, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(piece)
+    return True
+
+
 @lru_cache(maxsize=1)
 def _parser() -> tree_sitter.Parser:
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
@@ -1007,7 +1029,7 @@ class _FnCompiler:
         if call is None or call.type != "call_expression":
             return None
         name = _text(call.child_by_field_name("function"))
-        if not any(fnmatch.fnmatchcase(name, pat) for pat in _ITERATOR_NAMES):
+        if not any(glob_match(name, pat) for pat in _ITERATOR_NAMES):
             return None
         if semi is not None and semi.type == ";" and not semi.is_missing:
             return None

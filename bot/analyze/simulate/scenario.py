@@ -15,13 +15,12 @@ name of a particular kernel function:
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.analyze.simulate.explore import Model, ThreadSpec
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor, SourceSet, glob_match
 from bot.analyze.simulate.program import (
     Binding,
     Function,
@@ -138,7 +137,7 @@ class ActorPlan:
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return any(glob_match(name, p) for p in patterns)
 
 
 def plan_actors(
