@@ -560,10 +560,22 @@ def _enclosing(funcs: Sequence[CFunction], line: int) -> CFunction | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _split_lines(text: str) -> tuple[str, ...]:
+    """`text` split at newlines (once per image: every hunk of it asks)."""
+    return tuple(text.split("\n"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _body_calls(body: str) -> tuple[str, ...]:
+    """The calls in a function body (the same partial body recurs per changed line)."""
+    return _calls_in(_mask(body))
+
+
 def _hunk_lines(text: str, start: int, length: int) -> tuple[list[str], int]:
     """Lines of `text` up to the hunk's last line, and the 0-based index of the first
     one kept: the hunk's own first line (or the end of a shorter text)."""
-    head = text.split("\n")[: start - 1 + length]
+    head = list(_split_lines(text)[: start - 1 + length])
     return head, min(max(start - 1, 0), len(head))
 
 
@@ -630,7 +642,7 @@ def _partial_functions(
                     start_line=start,
                     end_line=end,
                     body=body,
-                    calls=_calls_in(_mask(body)),
+                    calls=_body_calls(body),
                 )
                 continued = True
         if f is not None:
@@ -648,7 +660,7 @@ def _merge_partial(a: CFunction, b: CFunction, text: str) -> CFunction:
         start_line=lo,
         end_line=hi,
         body=body,
-        calls=_calls_in(_mask(body)),
+        calls=_body_calls(body),
         is_static=a.is_static or b.is_static,
         is_inline=a.is_inline or b.is_inline,
     )
