@@ -170,10 +170,9 @@ def _read(path: str) -> str | None:
         return None
 
 
-@lru_cache(maxsize=1024)
 def _includes(text: str) -> tuple[str, ...]:
     """The `#include` targets of a text, in order (scanned once per text)."""
-    return tuple(_INCLUDE.findall(text))
+    return _lexical(text)[1]
 
 
 @lru_cache(maxsize=256)
@@ -192,10 +191,20 @@ _DEFINITION_LINE = re.compile(r"(?m)^[A-Za-z_][\w \t*]*?\b([A-Za-z_]\w*)[ \t]*\(
 
 
 @lru_cache(maxsize=4096)
+def _lexical(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Names that may be defined in `text` and its `#include` targets: two regex
+    scans of the whole text, once per text here and in bot.cache."""
+    return cache.cached(
+        "lexical",
+        cache.text_key(text),
+        lambda: (frozenset(_DEFINITION_LINE.findall(text)), tuple(_INCLUDE.findall(text))),
+    )
+
+
 def _defined_names(text: str) -> frozenset[str]:
     """Names that may be defined in `text`: a cheap superset, read once per text,
     so asking for a name the file does not define costs a set lookup."""
-    return frozenset(_DEFINITION_LINE.findall(text))
+    return _lexical(text)[0]
 
 
 def _defines(text: str, name: str) -> bool:
