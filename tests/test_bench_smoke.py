@@ -58,11 +58,19 @@ def load_eval(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 def test_review_bench_prints_medians_and_ratio(corpus: Path) -> None:
     out = run_bench("bench_review.py", "--runs", "1")
-    for label in ("no cache", "cache after v2", "same series again", r"\(in-process\)"):
+    labels = (
+        "no cache",
+        "cache after v2",
+        "same series again",
+        r"--daemon \(warm\)",
+        r"\(in-process\)",
+    )
+    for label in labels:
         assert re.search(rf"bot review.{{0,3}}{label}\s+median\s+\d+\.\d+ s", out), out
     if "baseline skipped" not in out:
         assert re.search(r"checkpatch.pl --no-tree\s+median\s+\d+\.\d+ s", out), out
         assert re.search(r"ratio bot review, no cache:\s+\d+\.\d\d wall", out), out
+    assert re.search(r"daemon: served \d+ of the 1 timed --daemon run", out), out
 
 
 def test_review_bench_without_checkpatch_says_so_and_still_times_the_bot(
