@@ -676,6 +676,7 @@ class SourceSet:
         self._def_paths: dict[str, str | None] = {}  # function -> the file defining it
         self._defs: dict[str, tuple[FileInfo, Node] | None] = {}
         self._structs: dict[str, dict[str, str] | None] = {}
+        self._listings: dict[str, dict[str, list[str]]] = {}  # see _listing
 
     # -- files
 
@@ -786,7 +787,7 @@ class SourceSet:
             return self._defs[name] is not None
         if name not in self._def_paths:
             self._def_paths[name] = self._first_file(
-                name, lambda lex: lex.defines, lambda f: f.defined
+                name, "defines", lambda lex: lex.defines, lambda f: f.defined
             )
         return self._def_paths[name] is not None
 
@@ -835,24 +836,41 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        path = self._first_file(struct, lambda lex: lex.structs, lambda f: f.structs)
+        path = self._first_file(
+            struct, "structs", lambda lex: lex.structs, lambda f: f.structs
+        )
         facts = self.facts(path) if path is not None else None
         result = None if facts is None else facts.structs[struct]
         self._structs[struct] = result
         return result
 
+    def _listing(
+        self, which: str, listed: Callable[[Lexicon], Iterable[str]]
+    ) -> dict[str, list[str]]:
+        """Name -> the candidate files whose lexicon lists it, in candidate order:
+        built in one pass, so a lookup does not walk every candidate (a name the
+        tree does not define, such as kfree, would walk all of mm/)."""
+        found = self._listings.get(which)
+        if found is None:
+            found = {}
+            for path in self.candidates():
+                lex = self.lexicon(path)
+                if lex is not None:
+                    for listed_name in listed(lex):
+                        found.setdefault(listed_name, []).append(path)
+            self._listings[which] = found
+        return found
+
     def _first_file(
         self,
         name: str,
-        listed: Callable[[Lexicon], Container[str]],
+        which: str,
+        listed: Callable[[Lexicon], Iterable[str]],
         known: Callable[[FileFacts], Container[str]],
     ) -> str | None:
         """The first candidate file whose lexicon lists `name` (a scan without a
         parse) and whose facts (its parse) then confirm it, or None."""
-        for path in self.candidates():
-            lex = self.lexicon(path)
-            if lex is None or name not in listed(lex):
-                continue
+        for path in self._listing(which, listed).get(name, ()):
             facts = self.facts(path)
             if facts is not None and name in known(facts):
                 return path
