@@ -23,9 +23,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-
-import tree_sitter
-import tree_sitter_c
+from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.model import (
@@ -39,6 +37,9 @@ from bot.model import (
     PatchImages,
 )
 
+if TYPE_CHECKING:
+    import tree_sitter
+
 __all__ = [
     "C_SUFFIXES",
     "call_graph",
@@ -51,7 +52,6 @@ __all__ = [
 # Files whose hunks touched_functions looks into.
 C_SUFFIXES = (".c", ".h")
 
-_LANGUAGE = tree_sitter.Language(tree_sitter_c.language())
 # tree_sitter.Parser is not safe to share between threads (Celery may run several).
 _LOCAL = threading.local()
 
@@ -114,7 +114,12 @@ def _parser() -> tree_sitter.Parser:
     """This thread's tree-sitter parser for C."""
     parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
     if parser is None:
-        parser = tree_sitter.Parser(_LANGUAGE)
+        # imported on the first parse: a review whose functions all come from
+        # bot.cache does not load tree-sitter at all (~10 ms)
+        import tree_sitter
+        import tree_sitter_c
+
+        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
         _LOCAL.parser = parser
     return parser
 

@@ -19,14 +19,14 @@ import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeVar
-
-import tree_sitter as ts
-import tree_sitter_c as tsc
+from typing import TYPE_CHECKING, TypeVar
 
 from bot import cache
 
-_LANGUAGE = ts.Language(tsc.language())
+if TYPE_CHECKING:
+    # imported by _parser() on the first parse: flows read back from bot.cache
+    # need no tree-sitter at all (~10 ms of a CLI run)
+    import tree_sitter as ts
 
 # Bound on (node, state) pairs explored per function and matcher: reaching it
 # stops the walk (the matcher sees fewer paths, never a wrong one).
@@ -108,7 +108,11 @@ _parser_cache: list[ts.Parser] = []
 
 def _parser() -> ts.Parser:
     if not _parser_cache:
-        _parser_cache.append(ts.Parser(_LANGUAGE))
+        import tree_sitter
+        import tree_sitter_c
+
+        language = tree_sitter.Language(tree_sitter_c.language())
+        _parser_cache.append(tree_sitter.Parser(language))
     return _parser_cache[0]
 
 

@@ -20,8 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-
-import tree_sitter as ts
+from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
@@ -39,6 +38,9 @@ from bot.analyze.flow import (
     parse,
 )
 from bot.model import CFunction
+
+if TYPE_CHECKING:
+    import tree_sitter as ts
 
 # Files larger than this are not read from the tree when following calls: the
 # biggest mm/ files are ~300 KB; anything larger is generated or not C we need.
@@ -152,11 +154,8 @@ def _flow_of(fn: CFunction) -> Flow | None:
     # (keeping line numbers) rather than read as code.
     body = "\n".join("" if _COMMENT_LINE.match(line) else line for line in fn.body.split("\n"))
     text = "void " + fn.name + "(void)\n{\n" + body + "\n}\n"
-    tree = parse(text)
-    defs = list(find_definitions(tree.root_node))
-    if not defs:
-        return None
-    return build_flow(defs[0], fn.file, fn.start_line - 2)
+    # the stand-in's first definition, two lines above the body (cached like any)
+    return flow_of_definition(text, fn.file, fn.start_line - 2)
 
 
 @lru_cache(maxsize=2048)

@@ -19,10 +19,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import tree_sitter
-import tree_sitter_c
+from typing import TYPE_CHECKING, Any
 
 from bot import cache
 from bot.analyze.simulate.program import (
@@ -37,7 +34,11 @@ from bot.analyze.simulate.program import (
 )
 from bot.analyze.simulate.vocab import ApiEffect, Effects
 
-Node = tree_sitter.Node
+if TYPE_CHECKING:
+    # tree-sitter is imported where a parse happens: a review whose facts all come
+    # from bot.cache parses nothing and does not load it (~10 ms).
+    import tree_sitter
+    from tree_sitter import Node
 
 # Iterator macros (list_for_each_entry, for_each_*, css_for_each_*, hlist_...):
 # a call statement without `;` followed by a body.
@@ -71,6 +72,9 @@ def glob_match(name: str, pattern: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _parser() -> tree_sitter.Parser:
+    import tree_sitter
+    import tree_sitter_c
+
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
 
 
@@ -366,10 +370,16 @@ _DISK_KEYS: dict[TextKey, str] = {}
 def parser_stamp() -> str:
     """The files of tree-sitter and its C grammar (size, mtime): facts derived
     from a parse are keyed by it too, since another version may parse otherwise."""
+    from importlib.util import find_spec
+
     files: list[Path] = []
-    for module in (tree_sitter, tree_sitter_c):
-        folder = Path(module.__file__ or "").parent
-        files += [f for f in folder.iterdir() if f.suffix in (".so", ".pyd", ".py")]
+    for name in ("tree_sitter", "tree_sitter_c"):
+        # the package's folder without importing it (a cached review parses nothing)
+        spec = find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin:
+            folder = Path(origin).parent
+            files += [f for f in folder.iterdir() if f.suffix in (".so", ".pyd", ".py")]
     return cache.stamp_files(files)
 
 
@@ -475,6 +485,8 @@ def _span(node: Node) -> Span:
 def _parse_span(source: bytes, span: Span) -> Node | None:
     """The one top-level node a parse of `span` of `source` alone gives (the
     rest of the text is skipped: tree-sitter's included ranges), or None."""
+    import tree_sitter
+
     start, end, srow, scol, erow, ecol = span
     parser = tree_sitter.Parser(
         _parser().language,
@@ -836,9 +848,7 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        path = self._first_file(
-            struct, "structs", lambda lex: lex.structs, lambda f: f.structs
-        )
+        path = self._first_file(struct, "structs", lambda lex: lex.structs, lambda f: f.structs)
         facts = self.facts(path) if path is not None else None
         result = None if facts is None else facts.structs[struct]
         self._structs[struct] = result
