@@ -28,7 +28,6 @@ a skipped write, never an error: the cache can only make a review faster.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import os
 import pickle
@@ -220,27 +219,26 @@ def flush() -> None:
                 "INSERT OR REPLACE INTO entries (key, value, stored) VALUES (?, ?, ?)",
                 [(k, v, now) for k, v in pending.items()],
             )
-            if _db_bytes() > MAX_BYTES:
-                # the file is over: count the values (a full scan) only now
+            if _used_bytes(db) > MAX_BYTES:
+                # over the bound: count the values (a full scan) only now, and
+                # trim to nine tenths so the next reviews do not trim again
                 (total,) = db.execute(
                     "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM entries"
                 ).fetchone()
                 if total > MAX_BYTES:
-                    _trim(db, total - MAX_BYTES)
+                    _trim(db, total - MAX_BYTES * 9 // 10)
     except sqlite3.Error:
         return
 
 
-def _db_bytes() -> int:
-    """Size on disk of the database and its write-ahead log."""
-    directory = _STATE.directory
-    if directory is None:
-        return 0
-    total = 0
-    for name in (DB_NAME, DB_NAME + "-wal"):
-        with contextlib.suppress(OSError):
-            total += (directory / name).stat().st_size
-    return total
+def _used_bytes(db: sqlite3.Connection) -> int:
+    """Bytes of the database's pages in use: deleted entries leave free pages
+    (reused, never returned to the file system), so the file size would stay
+    over the bound after a trim."""
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    (free,) = db.execute("PRAGMA freelist_count").fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    return int((pages - free) * size)
 
 
 def _trim(db: sqlite3.Connection, excess: int) -> None:

@@ -235,3 +235,21 @@ def test_tree_file_definitions_and_flows_come_back_without_a_parse(
     # a flow no earlier review built needs the parse
     with pytest.raises(AssertionError, match="parsed again"):
         flow_source.SourceView({"mm/obj.c": text}, None).definitions("obj_release", "mm/obj.c")
+
+
+def test_used_bytes_fall_after_a_trim_although_the_file_does_not_shrink(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(40):
+        cache.cached("demo", f"k{i}", lambda i=i: "y" * 20_000 + str(i))
+    cache.flush()
+    db = sqlite3.connect(cache_dir / cache.DB_NAME)
+    before_used = cache._used_bytes(db)
+    before_file = (cache_dir / cache.DB_NAME).stat().st_size
+    monkeypatch.setattr(cache, "MAX_BYTES", before_used // 2)
+    cache.cached("demo", "last", lambda: "z")
+    cache.flush()
+    after_used = cache._used_bytes(db)
+    assert after_used <= before_used // 2
+    assert (cache_dir / cache.DB_NAME).stat().st_size >= before_file // 2
+    db.close()
