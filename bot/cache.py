@@ -38,6 +38,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from bot.private import default_cache_dir, owned_private, private_dir
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -64,8 +66,7 @@ _STATE = _State()
 
 def default_dir() -> Path:
     """$XDG_CACHE_HOME/mmlc-bot, else ~/.cache/mmlc-bot."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mmlc-bot"
+    return Path(default_cache_dir())
 
 
 def configure(directory: Path | None) -> None:
@@ -117,10 +118,6 @@ def text_key(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _owned_private(st: os.stat_result) -> bool:
-    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
 def _connect() -> sqlite3.Connection | None:
     """The database of the configured directory, opened once; None when there is
     no usable one (not configured, not private, not openable)."""
@@ -130,13 +127,11 @@ def _connect() -> sqlite3.Connection | None:
 
     directory = _STATE.directory
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = directory.lstat()
         path = directory / DB_NAME
-        usable = stat.S_ISDIR(st.st_mode) and _owned_private(st)
+        usable = private_dir(directory)
         if usable and path.exists():
             fst = path.lstat()
-            usable = stat.S_ISREG(fst.st_mode) and _owned_private(fst)
+            usable = stat.S_ISREG(fst.st_mode) and owned_private(fst)
         if not usable:
             _STATE.broken = True
             return None

@@ -37,6 +37,8 @@ import os
 import stat
 import sys
 
+from bot.private import default_cache_dir, private_dir
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (client start-up)
 if TYPE_CHECKING:
     import socket
@@ -70,31 +72,14 @@ _MAX_LINE = 8 * 1024 * 1024
 
 def socket_dir() -> str:
     """$XDG_RUNTIME_DIR/mmlc-bot, else the cache directory (BOT_CACHE_DIR, else
-    bot.cache.default_dir(), computed here without importing it)."""
+    bot.private.default_cache_dir(), which imports nothing heavy)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.abspath(os.path.join(runtime, RUNTIME_NAME))
     cache = os.environ.get("BOT_CACHE_DIR")
     if cache:
         return os.path.abspath(cache)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.abspath(os.path.join(base, "mmlc-bot"))
-
-
-def private_dir(path: str) -> bool:
-    """Create `path` (mode 0700) when missing; True when it is a directory owned by
-    this user that group and others cannot write. Anything else is never used: the
-    review then runs in-process."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (
-        stat.S_ISDIR(st.st_mode)
-        and st.st_uid == os.getuid()
-        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    )
+    return os.path.abspath(default_cache_dir())
 
 
 def socket_path(directory: str) -> str:

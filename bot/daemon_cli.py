@@ -18,13 +18,13 @@ from bot.config import Settings
 from bot.daemon import (
     ask,
     lock_holder,
-    private_dir,
     serve,
     socket_dir,
     socket_path,
     start_daemon,
 )
 from bot.errors import EXIT_OK, UsageError
+from bot.private import private_dir
 
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
