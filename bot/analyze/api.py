@@ -242,9 +242,9 @@ def build_vocabulary(docs: Iterable[tuple[str, Mapping[str, Any]]]) -> Vocabular
 
 
 @lru_cache(maxsize=8)
-def _load_cached(api_dir: Path, stamp: tuple[tuple[str, int, int], ...]) -> Vocabulary:
+def _load_cached(api_dir: Path, stamp: str) -> Vocabulary:
     # the stamp is the key: an edited file reloads, here and in bot.cache
-    return cache.cached("vocabulary", f"{api_dir}\0{stamp!r}", lambda: _read_vocabulary(api_dir))
+    return cache.cached("vocabulary", stamp, lambda: _read_vocabulary(api_dir))
 
 
 def _read_vocabulary(api_dir: Path) -> Vocabulary:
@@ -267,12 +267,8 @@ def load_vocabulary(rules_dir: Path) -> Vocabulary:
     api_dir = Path(rules_dir).resolve() / "api"
     if not api_dir.is_dir():
         raise InputError("no api/ folder with the lifecycle vocabulary", source=str(rules_dir))
-    stamp = tuple(
-        (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-        for p in sorted(api_dir.glob("*"))
-        if p.is_file()
-    )
-    return _load_cached(api_dir, stamp)
+    files = [p for p in api_dir.glob("*") if p.is_file()]
+    return _load_cached(api_dir, cache.stamp_files(files))
 
 
 __all__ = [

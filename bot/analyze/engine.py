@@ -153,19 +153,14 @@ def load_rules(rules_dir: Path) -> list[Rule]:
     """Every rule, validated; raises InputError (one line) on a broken rule file.
     Cached until a rule file changes, in the process and in bot.cache."""
     rules_dir = Path(rules_dir).resolve()
-    stamp = tuple(
-        (str(p), p.stat().st_mtime_ns, p.stat().st_size)
-        for p in sorted([*rules_dir.glob(f"*/{RULE_FILE}"), rules_dir / SCHEMA_FILE])
-        if p.is_file()
-    )
-    return list(_load_rules_cached(rules_dir, stamp))
+    files = [*rules_dir.glob(f"*/{RULE_FILE}"), rules_dir / SCHEMA_FILE]
+    return list(_load_rules_cached(rules_dir, cache.stamp_files(files)))
 
 
 @lru_cache(maxsize=8)
-def _load_rules_cached(
-    rules_dir: Path, stamp: tuple[tuple[str, int, int], ...]
-) -> tuple[Rule, ...]:
-    return cache.cached("rules", repr(stamp), lambda: _read_rules(rules_dir))
+def _load_rules_cached(rules_dir: Path, stamp: str) -> tuple[Rule, ...]:
+    # the stamp is the key: an edited rule file reloads, here and in bot.cache
+    return cache.cached("rules", stamp, lambda: _read_rules(rules_dir))
 
 
 def _read_rules(rules_dir: Path) -> tuple[Rule, ...]:
