@@ -19,7 +19,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot import cache
 from bot.analyze.simulate.program import (
@@ -289,6 +289,19 @@ def _lexicon(text: str) -> Lexicon:
     return Lexicon(frozenset(defines), frozenset(_struct_bodies(text)))
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> V:
+    """table[key] = value, dropping the oldest entry first when a new key would
+    take the table past `limit` (the memos below live as long as a worker)."""
+    if key not in table and len(table) >= limit:
+        table.pop(next(iter(table)))
+    table[key] = value
+    return value
+
+
 _LEX_CACHE: dict[tuple[str, int, int], Lexicon] = {}
 _PARSE_CACHE: dict[tuple[str, int, int], FileInfo] = {}
 # Parsed files kept across reviews in one process (a worker reviews many
@@ -391,10 +404,9 @@ def _disk_key(path: str, text: str) -> str | None:
     key = _text_key(path, text)
     found = _DISK_KEYS.get(key)
     if found is None:
-        if len(_DISK_KEYS) >= _INDEX_CACHE_MAX:
-            _DISK_KEYS.pop(next(iter(_DISK_KEYS)))
-        found = cache.text_key(path, text, parser_stamp())
-        _DISK_KEYS[key] = found
+        found = _bounded_put(
+            _DISK_KEYS, key, cache.text_key(path, text, parser_stamp()), _INDEX_CACHE_MAX
+        )
     return found
 
 
@@ -416,13 +428,8 @@ def _scan(path: str, text: str) -> None:
         index = _INDEX_CACHE.get(key) or _file_index(text)
         if disk is not None:
             cache.put(_SCAN_NAMESPACE, disk, (lex, index))
-    for memo, value, most in (
-        (_LEX_CACHE, lex, _LEX_CACHE_MAX),
-        (_INDEX_CACHE, index, _INDEX_CACHE_MAX),
-    ):
-        if key not in memo and len(memo) >= most:
-            memo.pop(next(iter(memo)))
-        memo[key] = value
+    _bounded_put(_LEX_CACHE, key, lex, _LEX_CACHE_MAX)
+    _bounded_put(_INDEX_CACHE, key, index, _INDEX_CACHE_MAX)
 
 
 def file_index(path: str, text: str) -> FileIndex:
@@ -448,10 +455,9 @@ def _parse_cached(path: str, text: str) -> FileInfo:
     key = _text_key(path, text)
     info = _PARSE_CACHE.get(key)
     if info is None:
-        if len(_PARSE_CACHE) >= _PARSE_CACHE_MAX:
-            _PARSE_CACHE.pop(next(iter(_PARSE_CACHE)))
-        info = parse_file(path, text.encode("utf-8"))
-        _PARSE_CACHE[key] = info
+        info = _bounded_put(
+            _PARSE_CACHE, key, parse_file(path, text.encode("utf-8")), _PARSE_CACHE_MAX
+        )
     return info
 
 
@@ -560,9 +566,7 @@ def _facts_cached(path: str, text: str, *, callers: bool = False) -> FileFacts:
         else:
             facts = FileFacts.of(_parse_cached(path, text))
             changed = True
-        if len(_FACTS_CACHE) >= _FACTS_CACHE_MAX:
-            _FACTS_CACHE.pop(next(iter(_FACTS_CACHE)))
-        _FACTS_CACHE[key] = facts
+        _bounded_put(_FACTS_CACHE, key, facts, _FACTS_CACHE_MAX)
     if callers and facts.callers is None:
         facts.callers = _parse_cached(path, text).callers()
         changed = True
@@ -585,9 +589,7 @@ def _checked_spans(path: str, text: str) -> dict[str, Span | None]:
         disk = _disk_key(path, text)
         hit = cache.get(_SPANS_NAMESPACE, disk) if disk is not None else None
         spans = dict(hit[0]) if hit is not None and isinstance(hit[0], dict) else {}
-        if len(_SPANS) >= _FACTS_CACHE_MAX:
-            _SPANS.pop(next(iter(_SPANS)))
-        _SPANS[key] = spans
+        _bounded_put(_SPANS, key, spans, _FACTS_CACHE_MAX)
     return spans
 
 
@@ -614,18 +616,14 @@ def _span_definition(path: str, text: str, name: str, span: Span) -> tuple[FileI
         source = _SOURCES.get(key[0])
         if source is None:
             # the bytes every span of the text is parsed from, encoded once
-            if len(_SOURCES) >= _SOURCES_MAX:
-                _SOURCES.pop(next(iter(_SOURCES)))
-            source = _SOURCES[key[0]] = text.encode("utf-8")
+            source = _bounded_put(_SOURCES, key[0], text.encode("utf-8"), _SOURCES_MAX)
         node = _parse_span(source, span)
         found = None
         if node is not None and (node.start_byte, node.end_byte) == span[:2]:
             info = FileInfo(path=path, source=source)
             info.functions[name] = [node]
             found = (info, node)
-        if len(_SPAN_CACHE) >= _SPAN_CACHE_MAX:
-            _SPAN_CACHE.pop(next(iter(_SPAN_CACHE)))
-        _SPAN_CACHE[key] = found
+        _bounded_put(_SPAN_CACHE, key, found, _SPAN_CACHE_MAX)
     return _SPAN_CACHE[key]
 
 
@@ -648,10 +646,12 @@ def _type_headers(root: Path, rel: str) -> list[str]:
     key = _text_key(rel, text)
     found = _TYPE_HEADER_CACHE.get(key)
     if found is None:
-        if len(_TYPE_HEADER_CACHE) >= _INDEX_CACHE_MAX:
-            _TYPE_HEADER_CACHE.pop(next(iter(_TYPE_HEADER_CACHE)))
-        found = tuple(f"include/{m.group(1)}" for m in _directives(text, _TYPE_HEADER))
-        _TYPE_HEADER_CACHE[key] = found
+        found = _bounded_put(
+            _TYPE_HEADER_CACHE,
+            key,
+            tuple(f"include/{m.group(1)}" for m in _directives(text, _TYPE_HEADER)),
+            _INDEX_CACHE_MAX,
+        )
     return [f for f in found if ".." not in f and (root / f).is_file()]
 
 
@@ -1816,9 +1816,7 @@ class Extractor:
         else:
             for k, v in memo.key_types:
                 self.key_types[k] = v
-        if key not in _TRANSLATIONS and len(_TRANSLATIONS) >= _TRANSLATIONS_MAX:
-            _TRANSLATIONS.pop(next(iter(_TRANSLATIONS)))
-        _TRANSLATIONS[key] = memo
+        _bounded_put(_TRANSLATIONS, key, memo, _TRANSLATIONS_MAX)
         self.functions[name] = memo.function
         return memo.function
 
@@ -1928,9 +1926,7 @@ class Extractor:
 
     @staticmethod
     def _remember(key: tuple[str, int, int, str, frozenset[str]], memo: _FileBindings) -> None:
-        if key not in _BINDINGS_CACHE and len(_BINDINGS_CACHE) >= _BINDINGS_CACHE_MAX:
-            _BINDINGS_CACHE.pop(next(iter(_BINDINGS_CACHE)))
-        _BINDINGS_CACHE[key] = memo
+        _bounded_put(_BINDINGS_CACHE, key, memo, _BINDINGS_CACHE_MAX)
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
         comp = _FnCompiler(self, info, node, fname)
