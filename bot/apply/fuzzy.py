@@ -14,7 +14,7 @@ exactly. A hunk that does not fit is recorded and the rest still apply.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bot.model import Hunk, LineKind
@@ -41,6 +41,17 @@ class Placement:
     reason: str = ""
 
 
+def positions(lines: Sequence[str], line: str) -> Iterator[int]:
+    """Each index of `line` in `lines`, ascending (list.index does the scanning)."""
+    i = -1
+    while True:
+        try:
+            i = lines.index(line, i + 1)
+        except ValueError:
+            return
+        yield i
+
+
 @dataclass
 class _Positions:
     """Where each line occurs in `lines` (0-based, ascending), found on first ask:
@@ -52,15 +63,7 @@ class _Positions:
     def of(self, line: str) -> list[int]:
         found = self._seen.get(line)
         if found is None:
-            found = []
-            i = -1
-            try:
-                while True:
-                    i = self.lines.index(line, i + 1)
-                    found.append(i)
-            except ValueError:
-                pass
-            self._seen[line] = found
+            found = self._seen[line] = list(positions(self.lines, line))
         return found
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
-from bot.apply.fuzzy import ALREADY, Placement, apply_hunks, locate_hunks
+from bot.apply.fuzzy import ALREADY, Placement, apply_hunks, locate_hunks, positions
 from bot.apply.gitcmd import git
 from bot.apply.images import diff_only_images
 from bot.config import Settings
@@ -459,15 +459,8 @@ def _exact_apply_impossible(root: Path, parsed: _Parsed) -> bool:
 
 def _contains(lines: Sequence[str], block: Sequence[str]) -> bool:
     """Whether `block` occurs as consecutive lines of `lines`."""
-    first, size, want = block[0], len(block), list(block)
-    i = -1
-    while True:
-        try:
-            i = lines.index(first, i + 1)
-        except ValueError:
-            return False
-        if list(lines[i : i + size]) == want:
-            return True
+    size, want = len(block), list(block)
+    return any(list(lines[i : i + size]) == want for i in positions(lines, block[0]))
 
 
 # What git mailinfo accepts as the start of a mail: an mbox separator or a header.
