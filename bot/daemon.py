@@ -398,17 +398,11 @@ class _Job:
 def rules_stamp(rules_dir: str) -> str:
     """Path, size and mtime of every file under the rules directory: some rule data
     is kept in memory for the life of a process, so an edit makes the daemon stale."""
-    entries: list[str] = []
-    for top, dirs, files in os.walk(rules_dir):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(top, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            entries.append(f"{path}\0{st.st_size}\0{st.st_mtime_ns}")
-    return "\n".join(entries)
+    from pathlib import Path
+
+    from bot.cache import stamp_files
+
+    return stamp_files(p for p in Path(rules_dir).rglob("*") if p.is_file())
 
 
 class Server:
