@@ -7,10 +7,13 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+import bot.apply.series as series_mod
+from bot.apply.gitcmd import GitResult, git
 from bot.config import load_settings
 
 # Reviews in tests never share bot.cache entries with the user's own cache (or with
@@ -40,3 +43,18 @@ def corpus() -> Path:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands apply_series runs (the real git still runs them)."""
+    calls: list[str] = []
+
+    def recording(
+        args: Sequence[str], cwd: Path | str, *, stdin: bytes | None = None, check: bool = False
+    ) -> GitResult:
+        calls.append(args[0])
+        return git(args, cwd, stdin=stdin, check=check)
+
+    monkeypatch.setattr(series_mod, "git", recording)
+    return calls

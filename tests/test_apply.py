@@ -135,6 +135,21 @@ def run_git(repo: Path, *args: str) -> str:
     ).stdout
 
 
+def needs_fuzz(tree: Path) -> None:
+    """Edit the first and last context line of P1's hunk in `tree`."""
+    widget = tree / "mm" / "widget.c"
+    text = widget.read_text()
+    text = text.replace(
+        "\tkmem_cache_free(widget_cache, w);\n}\n",
+        "\tkmem_cache_free(widget_cache, w); /* gone */\n}\n",
+    )
+    text = text.replace(
+        "struct widget *widget_get(struct widget *w)\n",
+        "struct widget *widget_get(struct widget *w) /* +1 */\n",
+    )
+    widget.write_text(text)
+
+
 def plain_tree(tmp_path: Path) -> Path:
     tree = tmp_path / "linux"
     shutil.copytree(APPLY / "tree", tree)

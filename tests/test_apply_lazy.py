@@ -17,7 +17,6 @@ import pytest
 import bot.apply.series as series_mod
 from bot.apply import apply_series
 from bot.apply.fuzzy import MAX_FUZZ, Placement, _context_run, _old, locate_hunks
-from bot.apply.gitcmd import GitResult, git
 from bot.config import Settings, load_settings
 from bot.model import AppliedSeries, ApplyMethod, Hunk, HunkLine, LineKind, PatchSlot
 from tests.test_apply import (
@@ -26,6 +25,7 @@ from tests.test_apply import (
     P2,
     assert_hunks_match_images,
     diff_series,
+    needs_fuzz,
     plain_tree,
     run_git,
     series_of,
@@ -59,21 +59,6 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The git subcommands apply_series runs (the real git still runs them)."""
-    calls: list[str] = []
-
-    def recording(
-        args: Sequence[str], cwd: Path | str, *, stdin: bytes | None = None, check: bool = False
-    ) -> GitResult:
-        calls.append(args[0])
-        return git(args, cwd, stdin=stdin, check=check)
-
-    monkeypatch.setattr(series_mod, "git", recording)
-    return calls
-
-
-@pytest.fixture
 def no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """PATH with a `git` that records it ran and fails; returns the record file."""
     bin_dir = tmp_path / "bin"
@@ -84,21 +69,6 @@ def no_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return record
-
-
-def _needs_fuzz(tree: Path) -> None:
-    """Edit the first and last context line of P1's hunk in `tree`."""
-    widget = tree / "mm" / "widget.c"
-    text = widget.read_text()
-    text = text.replace(
-        "\tkmem_cache_free(widget_cache, w);\n}\n",
-        "\tkmem_cache_free(widget_cache, w); /* gone */\n}\n",
-    )
-    text = text.replace(
-        "struct widget *widget_get(struct widget *w)\n",
-        "struct widget *widget_get(struct widget *w) /* +1 */\n",
-    )
-    widget.write_text(text)
 
 
 def _summary(applied: AppliedSeries) -> list[tuple[ApplyMethod, bool, str]]:
@@ -166,7 +136,7 @@ def test_fully_fuzzy_plain_series_runs_no_git_and_matches_pinned_results(
     tmp_path: Path, settings: Settings, no_git: Path
 ) -> None:
     tree = plain_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     series = series_of([APPLY / P1, _mark_init_mail(tmp_path)])
     applied = apply_series(series, str(tree), settings)
     assert not no_git.exists(), no_git.read_text()
@@ -193,7 +163,7 @@ def test_git_after_fuzzy_apply_sees_the_fuzzy_result(
 ) -> None:
     # P1 needs fuzz; P2 then applies with git on top of what fuzzy apply wrote.
     tree = plain_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     applied = apply_series(series_of([APPLY / P1, APPLY / P2]), str(tree), settings)
     assert _summary(applied) == [
         (ApplyMethod.FUZZY, True, "applied with fuzz 1 by fuzzy apply"),
@@ -218,7 +188,7 @@ def test_git_apply_after_fuzzy_apply_without_a_mail(
     tmp_path: Path, settings: Settings, git_calls: list[str]
 ) -> None:
     tree = plain_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     text = (APPLY / P2).read_text()
     mailed = series_of([APPLY / P1, APPLY / P2])
     bare = diff_series(text[text.index("diff --git") : text.index("-- \n")]).slots[0].patch
@@ -265,7 +235,7 @@ def test_git_tree_commits_a_fuzzy_result_only_when_git_runs_next(
     # The base never held P1's pre-image blob: P1 goes to fuzzy apply; P2 applies
     # with git am on top of it, so the fuzzy result was committed first.
     tree = plain_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     run_git(tree, "init", "-q", "-b", "master")
     run_git(tree, "add", "-A")
     run_git(tree, "commit", "-q", "-m", "base")
@@ -418,7 +388,7 @@ def _scenario(name: str, tmp_path: Path, corpus_dir: Path) -> tuple[Path, list[P
     if name == "three-way":
         subprocess.run(["git", "apply", str(APPLY / P1)], cwd=tree, check=True)
         return tree, [_mark_init_mail(tmp_path), APPLY / P2]
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     if name == "fuzzy-then-git":
         return tree, [APPLY / P1, APPLY / P2, APPLY / P1]
     return tree, [APPLY / P1, _mark_init_mail(tmp_path)]

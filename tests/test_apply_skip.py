@@ -4,17 +4,23 @@ methods and images stay what trying every step would give."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-import bot.apply.series as series_mod
 from bot.apply import apply_series
-from bot.apply.gitcmd import GitResult, git
 from bot.config import Settings, load_settings
 from bot.model import ApplyMethod
-from tests.test_apply import APPLY, P1, P2, git_tree, plain_tree, run_git, series_of
+from tests.test_apply import (
+    APPLY,
+    P1,
+    P2,
+    git_tree,
+    needs_fuzz,
+    plain_tree,
+    run_git,
+    series_of,
+)
 
 
 @pytest.fixture
@@ -22,41 +28,11 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings().with_(scratch_dir=tmp_path / "scratch")
 
 
-@pytest.fixture
-def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The git subcommands apply_series runs (the real git still runs them)."""
-    calls: list[str] = []
-
-    def recording(
-        args: Sequence[str], cwd: Path | str, *, stdin: bytes | None = None, check: bool = False
-    ) -> GitResult:
-        calls.append(args[0])
-        return git(args, cwd, stdin=stdin, check=check)
-
-    monkeypatch.setattr(series_mod, "git", recording)
-    return calls
-
-
-def _needs_fuzz(tree: Path) -> None:
-    """Edit the first and last context line of P1's hunk in `tree`."""
-    widget = tree / "mm" / "widget.c"
-    text = widget.read_text()
-    text = text.replace(
-        "\tkmem_cache_free(widget_cache, w);\n}\n",
-        "\tkmem_cache_free(widget_cache, w); /* gone */\n}\n",
-    )
-    text = text.replace(
-        "struct widget *widget_get(struct widget *w)\n",
-        "struct widget *widget_get(struct widget *w) /* +1 */\n",
-    )
-    widget.write_text(text)
-
-
 def test_plain_tree_without_the_context_or_its_blob_goes_straight_to_fuzzy_apply(
     tmp_path: Path, settings: Settings, git_calls: list[str]
 ) -> None:
     tree = plain_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     applied = apply_series(series_of([APPLY / P1]), str(tree), settings)
     (app,) = applied.applications
     assert (app.method, app.ok) == (ApplyMethod.FUZZY, True)
@@ -70,7 +46,7 @@ def test_git_tree_still_merges_from_its_history_when_the_context_is_missing(
     # A clone's history holds the patch's blob (the commit before the edit): the
     # same edit that sends a plain tree to fuzzy apply is a 3-way merge here.
     tree = git_tree(tmp_path)
-    _needs_fuzz(tree)
+    needs_fuzz(tree)
     run_git(tree, "commit", "-qam", "edit context")
     applied = apply_series(series_of([APPLY / P1]), str(tree), settings)
     (app,) = applied.applications
