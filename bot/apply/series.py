@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
 from bot.apply.fuzzy import ALREADY, Placement, apply_hunks, locate_hunks, positions
-from bot.apply.gitcmd import git
+from bot.apply.gitcmd import foreign_config, git
 from bot.apply.images import diff_only_images
 from bot.config import Settings
 from bot.errors import InputError, UnsafePatchError
@@ -164,9 +164,10 @@ def _refuse_symlinks_in_commit(repo: Path, commit: str, paths: Sequence[str]) ->
     if not prefixes:
         return
     listing = git(["ls-tree", "-z", "--full-tree", commit, "--", *prefixes], repo, check=True)
+    wanted = set(prefixes)  # ls-tree also lists the siblings in a directory it enters
     for entry in listing.stdout.split(b"\0"):
-        if entry.startswith(b"120000 "):
-            name = entry.split(b"\t", 1)[1].decode("utf-8", "replace")
+        name = entry.split(b"\t", 1)[-1].decode("utf-8", "surrogateescape")
+        if entry.startswith(b"120000 ") and name in wanted:
             bad = next(p for p in paths if name in _prefixes(p))
             raise UnsafePatchError(
                 f"refused: diff path {bad} passes through the symlink {name} in the tree"
@@ -208,14 +209,16 @@ def _resolve_base(repo: Path, wanted: str | None, notes: list[str]) -> str:
     return head_id
 
 
-def _note_local_changes(tree: Path, paths: Sequence[str], notes: list[str]) -> None:
+def _note_local_changes(
+    tree: Path, paths: Sequence[str], notes: list[str], foreign: Sequence[str]
+) -> None:
     """Say so when the user's work tree differs from HEAD in a touched path: the
     series applies to commits, not to uncommitted edits. `--no-optional-locks`
     keeps git from refreshing (writing) the user's index while it looks."""
     if not paths:
         return
     diff = ["diff", "--no-ext-diff", "--no-textconv", "--name-only", "HEAD"]
-    res = git(["--no-optional-locks", *diff, "--", *paths], tree)
+    res = git([*foreign, "--no-optional-locks", *diff, "--", *paths], tree)
     changed = res.text().split()
     if res.ok and changed:
         shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
@@ -225,14 +228,12 @@ def _note_local_changes(tree: Path, paths: Sequence[str], notes: list[str]) -> N
 def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str]) -> _Scratch:
     """Shared clone of a git tree, sparse-checked-out at the base commit."""
     notes: list[str] = []
-    git(
-        ["clone", "--quiet", "--shared", "--no-checkout", "--no-tags", str(tree), str(dest)],
-        dest.parent,
-        check=True,
-    )
+    foreign = foreign_config(tree)  # the user's repository: its filters off (gitcmd)
+    clone = ["clone", "--quiet", "--shared", "--no-checkout", "--no-tags", str(tree), str(dest)]
+    git([*foreign, *clone], dest.parent, check=True)
     commit = _resolve_base(dest, base, notes)
     _refuse_symlinks_in_commit(dest, commit, paths)
-    _note_local_changes(tree, paths, notes)
+    _note_local_changes(tree, paths, notes, foreign)
     git(["config", "core.sparseCheckout", "true"], dest, check=True)
     info = dest / ".git" / "info"
     info.mkdir(parents=True, exist_ok=True)
