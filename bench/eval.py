@@ -143,9 +143,12 @@ def load_cases(corpus: Path, only: Sequence[str]) -> list[Case]:
     return sorted(cases, key=lambda c: (not c.positive, c.id))
 
 
-def plan_runs(cases: Iterable[Case], trees: Path, variants: Sequence[str]) -> list[Run]:
+def plan_runs(
+    cases: Iterable[Case], trees: Path, variants: Sequence[str], corpus: Path | None = None
+) -> list[Run]:
     """The bot invocations to make: bug direction for positives, fix direction for
-    all, once per variant. A case whose trees are not prepared raises Skip."""
+    all, once per variant. A case whose trees are not prepared raises Skip, except
+    diff-only alone, which then reviews the corpus' own bug.patch and fix.patch."""
     runs: list[Run] = []
     for case in cases:
         bug_patch = trees / f"{case.id}.bug.patch"
@@ -153,6 +156,10 @@ def plan_runs(cases: Iterable[Case], trees: Path, variants: Sequence[str]) -> li
         post_fix = trees / case.id
         pre_fix = trees / f"{case.id}.pre-fix"
         missing = [p for p in (bug_patch, fix_patch, post_fix, pre_fix) if not p.exists()]
+        if missing and corpus is not None and tuple(variants) == ("diff-only",):
+            bug_patch = corpus / "eval-dev" / case.id / "bug.patch"
+            fix_patch = corpus / "eval-dev" / case.id / "fix.patch"
+            missing = []
         if missing:
             raise Skip(
                 f"case {case.id} is not prepared in {trees} (missing {missing[0].name}); "
@@ -543,7 +550,7 @@ def main(argv: list[str]) -> int:
             print_parse_check(rows)
         return 0
     variants = args.variant or list(VARIANTS)
-    runs = plan_runs(cases, trees, variants)
+    runs = plan_runs(cases, trees, variants, corpus)
     by_id = {c.id: c for c in cases}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = list(pool.map(lambda r: execute(r, by_id[r.case], args.timeout), runs))

@@ -26,6 +26,7 @@ from bot.analyze.api import load_schema, load_vocabulary
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
 from bot.analyze.flow import Call
 from bot.analyze.flow_source import SourceView, flow_of
+from bot.analyze.infer import extend_vocabulary
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Side
 from bot.config import Settings
 from bot.errors import InputError, UsageError
@@ -283,9 +284,20 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
     hit = _PREPARED.get(id(ctx))
     if hit is not None and hit[0] is ctx:
         return hit[1]
-    vocab = load_vocabulary(settings.rules_dir)
     patches = _views(ctx)
-    env = Env(vocab=vocab, depth=max(settings.call_depth, 0), added=_added_calls(patches))
+    depth = max(settings.call_depth, 0)
+    # The data vocabulary plus what the series' own code says of the names it
+    # calls (bodies in the images and the tree, else naming conventions).
+    flows = [
+        f
+        for ps in patches
+        for ch in ps.pa.changes
+        for fn in (ch.pre, ch.post)
+        if fn is not None and (f := flow_of(fn)) is not None
+    ]
+    views = [v for ps in reversed(patches) for v in (ps.post, ps.pre)]
+    vocab, inference = extend_vocabulary(load_vocabulary(settings.rules_dir), views, flows, depth)
+    env = Env(vocab=vocab, depth=depth, added=_added_calls(patches), infer=inference)
     prepared = _Prepared(env, patches)
     # Only the latest few series: a long-running worker must not grow without bound.
     if len(_PREPARED) > 4:
@@ -399,6 +411,16 @@ def _changed_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int
     return frozenset(removed), frozenset(added)
 
 
+def _shown_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int]]:
+    """Lines of the pre and post image the diff shows (a partial image knows
+    nothing of the others)."""
+    if diff is None:
+        return frozenset(), frozenset()
+    pre = {hl.source_line for h in diff.hunks for hl in h.lines if hl.source_line is not None}
+    post = {hl.target_line for h in diff.hunks for hl in h.lines if hl.target_line is not None}
+    return frozenset(pre), frozenset(post)
+
+
 def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
     pre_flow = flow_of(ch.pre) if ch.pre is not None else None
     post_flow = flow_of(ch.post) if ch.post is not None else None
@@ -406,10 +428,31 @@ def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
     diff = next((d for d in ps.pa.images.files if d.path == ch.file), None)
     removed, added = _changed_lines(diff)
     changed = frozenset(c.name for c in ps.pa.changes)
+    shown_pre, shown_post = _shown_lines(diff) if ps.pa.partial else (None, None)
     return (
-        Side(pre_flow, ps.pre, pre_file, removed, changed),
-        Side(post_flow, ps.post, ch.file, added, changed),
+        Side(pre_flow, ps.pre, pre_file, removed, changed, shown_pre),
+        Side(post_flow, ps.post, ch.file, added, changed, shown_post),
     )
+
+
+def _moved(patches: Sequence[_PatchSides]) -> dict[str, Side]:
+    """Functions the series removes in one place and adds in another (a move
+    between files, or within one): name -> the side holding the old body. A moved
+    function is compared with its old body, not reviewed as new code."""
+    removed: dict[str, Side] = {}
+    added: set[str] = set()
+    for ps in patches:
+        for ch in ps.pa.changes:
+            if ch.pre is not None and ch.post is None:
+                diff = next((d for d in ps.pa.images.files if d.path == ch.file), None)
+                removed_lines, _ = _changed_lines(diff)
+                changed = frozenset(c.name for c in ps.pa.changes)
+                removed[ch.name] = Side(
+                    flow_of(ch.pre), ps.pre, ch.pre.file, removed_lines, changed
+                )
+            elif ch.pre is None and ch.post is not None:
+                added.add(ch.name)
+    return {n: side for n, side in removed.items() if n in added and side.flow is not None}
 
 
 def run_rule(
@@ -423,10 +466,15 @@ def run_rule(
     fixed: list[_Raw] = []
     undone: list[_Raw] = []
     existing: list[_Raw] = []
+    moved = _moved(prep.patches)
     for ps in prep.patches:
         for ch in ps.pa.changes:
+            if ch.post is None and ch.name in moved:
+                continue  # judged where it moved to, against this body
             try:
                 pre, post = _sides(ps, ch)
+                if ch.pre is None and ch.name in moved:
+                    pre = moved[ch.name]
             except RecursionError:
                 # hostile or generated code nested deeper than Python's stack: skip
                 # this function, say so, and keep checking the others

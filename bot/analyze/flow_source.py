@@ -153,9 +153,31 @@ def _flow_of(fn: CFunction) -> Flow | None:
     # It may start inside a block comment, so comment-looking lines are blanked
     # (keeping line numbers) rather than read as code.
     body = "\n".join("" if _COMMENT_LINE.match(line) else line for line in fn.body.split("\n"))
-    text = "void " + fn.name + "(void)\n{\n" + body + "\n}\n"
+    # A hunk often starts inside a block and closes it (`}` of an `if` opened above
+    # the hunk): open as many blocks as it closes, so the code after that `}` stays
+    # in the function instead of ending it.
+    opened, closed = _brace_deficit(body)
+    text = (
+        "void " + fn.name + "(void)\n{" + "{" * opened + "\n" + body + "\n}" + "}" * closed + "\n"
+    )
     # the stand-in's first definition, two lines above the body (cached like any)
     return flow_of_definition(text, fn.file, fn.start_line - 2)
+
+
+_STRINGS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
+
+
+def _brace_deficit(body: str) -> tuple[int, int]:
+    """(blocks `body` closes that it never opened, blocks it leaves open), braces
+    in strings and comments not counted."""
+    depth = low = 0
+    for ch in _STRINGS.sub("", body):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            low = min(low, depth)
+    return -low, max(depth - low, 0)
 
 
 @lru_cache(maxsize=2048)
@@ -186,7 +208,8 @@ def _dir_listing(path: str) -> tuple[str, ...]:
 # `name(` on a line that could start a definition. One line only ([ \t], never
 # \s): a partial image is mostly blank lines, and a pattern free to span them
 # backtracks for seconds.
-_DEFINITION_LINE = re.compile(r"(?m)^[A-Za-z_][\w \t*]*?\b([A-Za-z_]\w*)[ \t]*\(")
+# The name may start the line (kernel style puts the return type on the line above).
+_DEFINITION_LINE = re.compile(r"(?m)^(?:[A-Za-z_][\w \t*]*?\b)?([A-Za-z_]\w*)[ \t]*\(")
 
 
 @lru_cache(maxsize=4096)

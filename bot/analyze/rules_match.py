@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
+from bot.analyze.contract import held_on_entry
 from bot.analyze.flow import (
     Assign,
     Assume,
@@ -44,6 +45,7 @@ from bot.analyze.flow_source import (
     member_tail,
     reach,
 )
+from bot.analyze.infer import Inference, Summary
 
 # A function is a release path by name when one of these words is in it.
 _RELEASE_WORDS = (
@@ -75,8 +77,6 @@ _LOGGING = re.compile(
     r"(printk|pr_\w+|dev_(err|warn|info|dbg|notice)\w*|WARN\w*|BUG\w*|trace_\w+|"
     r"seq_printf|no_printk|netdev_\w+|pr_cont)$"
 )
-# Calls that mean "the caller holds what protects this" (lockdep and RCU annotations).
-_PROTECTED = re.compile(r"(lockdep_assert|_held$|rcu_dereference_protected|rcu_read_lock_any)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,15 @@ class Side:
     removed_lines: frozenset[int] = frozenset()
     # Functions the patch touches (their bodies differ between the two images).
     changed_functions: frozenset[str] = frozenset()
+    # Lines of a partial image the diff shows (None: the whole image is known).
+    shown_lines: frozenset[int] | None = None
+
+    def shows(self, first: int, last: int) -> bool:
+        """Every line from `first` to `last` is known on this side."""
+        if self.shown_lines is None:
+            return True
+        lo, hi = min(first, last), max(first, last)
+        return all(n in self.shown_lines for n in range(lo, hi + 1))
 
 
 @dataclass
@@ -112,6 +121,8 @@ class Env:
     depth: int
     # Calls the series adds (post minus pre, per touched function), anywhere.
     added: Sequence[tuple[str, Call]] = ()  # (function, call)
+    # Summaries of the series' callees (bot.analyze.infer); None: names only.
+    infer: Inference | None = None
     _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
     _returns_cache: dict[tuple[int, str], str] = field(default_factory=dict)
 
@@ -437,11 +448,16 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         site = r.site
         if not _removed_here(pre, post, site):
             continue
+        pin = _pin_removed(env, pre, post, site)
+        if pin is None and _acquisition_removed(env, pre, post, site):
+            continue  # the get went with the put: nothing is held any more
         evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
+        if pin is not None:
+            evidence.insert(0, f"removed: {pin.text} at {_loc(pre.file, pin)}")
         evidence += _chain_evidence(r)
         hits.append(
             Hit(
-                key=("lost-put", *key),
+                key=("lost-put" if pin is None else "pin-removed", *key),
                 line=None,
                 removed_line=site.line,
                 fields={
@@ -450,12 +466,73 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
                     "terminal": r.terminal.text,
                     "terminal_name": r.terminal.name,
                     "family": r.role.family,
+                    "pin": pin.text if pin is not None else "",
                 },
                 evidence=tuple(evidence),
-                variant="lost-put",
+                variant="lost-put" if pin is None else "pin-removed",
             )
         )
     return hits
+
+
+def _acquires(env: Env, side: Side, call: Call) -> bool:
+    """`call` takes a reference or makes an object (by the vocabulary, or by the
+    body of a helper this view defines)."""
+    for role in env.vocab.roles_of(call.name):
+        if role.role in GET_ROLES or role.role in ("create", "iter", "lookup"):
+            return True
+    if env.infer is not None and env.infer.summary(call.name, side.file).gets:
+        return True
+    return bool(env.helper_returns_ref(call, side.view, side.file))
+
+
+def _pin_removed(env: Env, pre: Side, post: Side, put_site: Call) -> Call | None:
+    """A tryget the patch removes together with the put: a pin that kept an object
+    the function does not own alive while it used it. Returns the removed tryget
+    when the post-image still uses the object (the use is now unpinned)."""
+    assert pre.flow is not None and post.flow is not None
+    objs = {norm_object(a) for a in put_site.args} - {""}
+    remaining = Counter((c.name, c.args) for c in post.flow.calls)
+    for c in pre.flow.calls:
+        if remaining[(c.name, c.args)] > 0:
+            continue
+        for role in env.vocab.roles_of(c.name):
+            if role.role != "tryget" or role.returns_object:
+                continue
+            arg = _object_arg(c, role)
+            obj = norm_object(arg) if arg is not None else ""
+            if obj not in objs or ("->" not in obj and "." not in obj):
+                continue  # a local's pin goes with the local
+            repinned = any(
+                r.role in GET_ROLES and any(mentions(a, obj) for a in u.args)
+                for u in post.flow.calls
+                for r in env.vocab.roles_of(u.name)
+            )
+            if not repinned and any(any(mentions(a, obj) for a in u.args) for u in post.flow.calls):
+                return c
+    return None
+
+
+def _acquisition_removed(env: Env, pre: Side, post: Side, put_site: Call) -> bool:
+    """The patch also removes, from this function, an acquisition of an object the
+    lost put was given (`x = get(); ...; put(x)` deleted together; an
+    isolate/putback pair replaced by in-place work)."""
+    assert pre.flow is not None and post.flow is not None
+    objs = {base_name(a) for a in put_site.args} - {""}
+    remaining = Counter((c.name, c.args) for c in post.flow.calls)
+    assigned: dict[str, set[str]] = {}
+    for node in pre.flow.nodes.values():
+        for ev in node.events:
+            if isinstance(ev, Assign):
+                assigned.setdefault(ev.rhs.strip(), set()).add(base_name(ev.lhs))
+    for c in pre.flow.calls:
+        if remaining[(c.name, c.args)] > 0 or not _acquires(env, pre, c):
+            continue
+        args = {base_name(a) for a in c.args}
+        results = {n for rhs, ns in assigned.items() if c.text in rhs for n in ns}
+        if objs & (args | results):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- references
@@ -468,6 +545,7 @@ class _Held:
     api: str
     line: int
     aliases: frozenset[str]
+    kind: str = "ref"  # "ref": a reference taken; "new": an object this function made
 
 
 def _cond_polarity(cond: str, call: Call) -> bool | None:
@@ -490,7 +568,7 @@ def _is_null_test(cond: str, names: frozenset[str], value: bool) -> bool:
     c = "".join(cond.split())
     for n in names:
         if (c == n and not value) or (
-            c in (f"!{n}", f"{n}==NULL", f"IS_ERR_OR_NULL({n})") and value
+            c in (f"!{n}", f"{n}==NULL", f"IS_ERR_OR_NULL({n})", f"IS_ERR({n})") and value
         ):
             return True
         if c == f"{n}!=NULL" and not value:
@@ -575,9 +653,10 @@ class _PathHits:
         on_event: Callable[[_S, Event], _S],
         *,
         on_assume: Callable[[_S, Assume], _S | None] | None = None,
+        on_exit: Callable[[_S], None] | None = None,
     ) -> list[Hit]:
         """Walk every path of the flow from `start`, then return the hits recorded."""
-        explore(self._flow, start, on_event, on_assume=on_assume)
+        explore(self._flow, start, on_event, on_assume=on_assume, on_exit=on_exit)
         return list(self._by_key.values())
 
 
@@ -601,7 +680,8 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
             return held  # references on parameters or fields belong to someone else
         # names that already hold the same pointer (`css = pos;` before the tryget)
         same = {x for x, y in links if y == obj} | {y for x, y in links if x == obj}
-        return held | {_Held(obj, role.family, call.name, call.line, frozenset({obj, *same}))}
+        kind = "new" if role.role == "create" else "ref"
+        return held | {_Held(obj, role.family, call.name, call.line, frozenset({obj, *same}), kind)}
 
     def release_matching(held: frozenset[_Held], arg: str, family: str | None) -> frozenset[_Held]:
         out = set(held)
@@ -613,17 +693,19 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     def on_event(state: State, ev: Event) -> State:
         held, pending, links = state
         if isinstance(ev, Call):
-            roles = vocab.roles_of(ev.name)
+            all_roles = vocab.roles_of(ev.name)
+            roles = [r for r in all_roles if r.balance and r.kind in _OWNED_KINDS]
             for role in roles:
-                if not role.balance or role.kind not in ("refcount", "iter"):
-                    continue
                 if role.role == "iter":
                     for a in ev.args:
                         held = release_matching(held, a, role.family)
-                if role.role in ("put", "dec_and_test", "iter_break"):
+                if role.role in PUT_ROLES or role.role in RELEASE_ROLES:
                     arg = _object_arg(ev, role)
                     if arg is not None:
                         held = release_matching(held, arg, None)
+                    continue
+                if role.role == "create" and role.returns_object:
+                    pending = pending | {(ev.text, role.family, ev.name, ev.line)}
                     continue
                 if role.role in ("get", "tryget", "iter"):
                     if role.returns_object:
@@ -637,7 +719,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                         pending = pending | {(ev.text, role.family, ev.name, ev.line)}
                         continue
                     held = acquire(held, links, obj, role, ev)
-            if not roles:
+            if not all_roles:
                 # a helper of this tree that returns a reference is a get
                 fam = env.helper_returns_ref(ev, side.view, side.file)
                 if fam:
@@ -650,6 +732,9 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     for h in list(held):
                         if any(any(mentions(a, al) for al in h.aliases) for a in ev.args):
                             held = held - {h}
+            if all(r.returns_object for r in all_roles):
+                # a constructor may also take over what it is given (`name`)
+                held = _handed_off(env, side, ev, held)
             return held, pending, links
         if isinstance(ev, Assign):
             lhs = ev.lhs
@@ -677,33 +762,59 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                 if text in "".join(ev.rhs.split()) or text in ev.rhs:
                     pending = pending - {(text, family, api, line)}
                     if simple and lhs not in flow.params:
-                        held = held | {_Held(lhs, family, api, line, frozenset({lhs}))}
+                        made = any(r.role == "create" for r in vocab.roles_of(api))
+                        held = held | {
+                            _Held(
+                                lhs, family, api, line, frozenset({lhs}), "new" if made else "ref"
+                            )
+                        }
             return held, pending, links
         if isinstance(ev, Return):
-            for h in held:
-                if ev.expr and any(mentions(ev.expr, a) for a in h.aliases):
-                    continue
-                ret = " ".join((ev.expr or "").split())
-                key = ("leak", h.family, h.obj, ret)
-                hits.add(
-                    key,
-                    ev.line,
-                    {
-                        "object": h.obj,
-                        "get": h.api,
-                        "get_line": str(h.line),
-                        "exit": f"return {ret}".strip(),
-                        "family": h.family,
-                        "drop": _drop_call(vocab, h.family),
-                    },
-                    (
-                        f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
-                        f"the path returning at {side.file}:{ev.line} "
-                        f"({'return ' + ret if ret else 'return'}) does not drop it",
-                    ),
-                )
+            leave(held, ev.expr, ev.line)
             return frozenset(), frozenset(), links
         return state
+
+    last_line = max((c.line for c in flow.calls), default=flow.start_line)
+
+    def leave(held: frozenset[_Held], expr: str | None, line: int | None) -> None:
+        """The function returns `expr` (None: falls off its end) holding `held`."""
+        for h in held:
+            if expr and any(mentions(expr, a) for a in h.aliases):
+                continue
+            if line is not None and not side.shows(h.line, line):
+                continue  # the path crosses lines the diff does not show
+            ret = " ".join((expr or "").split())
+            # an object this function made is keyed by what leaks, not by the
+            # exit's text: a path added beside one that already leaked it is the
+            # same problem, not a new one
+            key = (
+                ("leak", h.family, h.obj, ret) if h.kind == "ref" else ("leak-new", h.family, h.obj)
+            )
+            exit_text = f"return {ret}".strip() if expr is not None else "the end of the function"
+            hits.add(
+                key,
+                line if line is not None else last_line,
+                {
+                    "object": h.obj,
+                    "get": h.api,
+                    "get_line": str(h.line),
+                    "exit": exit_text,
+                    "family": h.family,
+                    "drop": _drop_call(vocab, h.family),
+                },
+                (
+                    f"{h.api}() at {side.file}:{h.line} "
+                    + ("takes a reference on " if h.kind == "ref" else "returns a new ")
+                    + h.obj,
+                    f"the path leaving at {side.file}:{line if line is not None else last_line} "
+                    f"({exit_text}) does not drop, free, store or return it",
+                ),
+            )
+
+    def on_exit(state: State) -> None:
+        # the end of a body rebuilt from hunks is where the diff stops showing it
+        if side.shown_lines is None:
+            leave(state[0], None, None)
 
     def on_assume(state: State, a: Assume) -> State | None:
         held, pending, links = state
@@ -727,7 +838,41 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
 
     start: State = (frozenset(), frozenset(), frozenset())
     del other
-    return hits.walk(start, on_event, on_assume=on_assume)
+    return hits.walk(start, on_event, on_assume=on_assume, on_exit=on_exit)
+
+
+# Vocabulary kinds whose objects a function owns until it drops, frees or hands them on.
+_OWNED_KINDS = frozenset({"refcount", "iter", "free"})
+
+
+def _whole_ptr(arg: str, aliases: frozenset[str]) -> bool:
+    """`arg` is one of `aliases` itself (or a cast of it), not a member of it."""
+    a = "".join(arg.split())
+    return any(re.fullmatch(rf"(\([^()]*\))?{re.escape(al)}", a) for al in aliases)
+
+
+def _taken_by(summary: Summary | None) -> frozenset[int]:
+    """Parameters a summarised callee stores or releases (on some path)."""
+    return summary.hands_off | summary.releases_maybe if summary is not None else frozenset()
+
+
+def _handed_off(env: Env, side: Side, call: Call, held: frozenset[_Held]) -> frozenset[_Held]:
+    """Objects this function made that `call` (no vocabulary role) takes over:
+    passed whole to a callee whose body stores or releases that parameter, or
+    whose body we cannot read (ownership may move; saying nothing is safer)."""
+    owned = [h for h in held if h.kind == "new"]
+    if not owned or _LOGGING.search(call.name):
+        return held
+    summary = env.infer.summary(call.name, side.file) if env.infer is not None else None
+    out = set(held)
+    for h in owned:
+        for i, a in enumerate(call.args):
+            if not _whole_ptr(a, h.aliases):
+                continue
+            keeps = summary is not None and summary.known
+            if not keeps or i in _taken_by(summary):
+                out.discard(h)
+    return frozenset(out)
 
 
 def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
@@ -781,24 +926,25 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
         if not isinstance(ev, Call):
             return state
         for role in env.vocab.roles_of(ev.name):
-            if not role.balance or role.kind != "refcount":
+            if not role.balance or role.kind not in ("refcount", "free"):
                 continue
             arg = _object_arg(ev, role)
             if arg is None:
                 continue
             obj = norm_object(arg)
-            if role.role in GET_ROLES:
+            if role.role in GET_ROLES or role.role == "create":
                 return frozenset(s for s in state if s[0] != obj)
-            if role.role == "put" and not ev.in_condition:
+            if role.role in ("put", "free", "destroy") and not ev.in_condition:
                 prev = next((s for s in state if s[0] == obj and s[1] == role.family), None)
                 if prev is not None:
-                    key = ("double-put", role.family, obj)
+                    variant = "double-put" if role.role == "put" else "double-free"
+                    key = (variant, role.family, obj)
                     hits.add(
                         key,
                         ev.line,
                         {"object": obj, "put": ev.name},
                         (
-                            f"first put at {side.file}:{prev[2]}",
+                            f"first release at {side.file}:{prev[2]}",
                             f"second {ev.text} at {side.file}:{ev.line}",
                         ),
                     )
@@ -1144,10 +1290,10 @@ def rcu_lookup_unprotected(env: Env, side: Side, other: Side) -> list[Hit]:
     if flow is None:
         return []
     if (
-        flow.name.endswith(("_rcu", "_locked"))
         # an implementation of a vocabulary lookup has the contract of the lookup
-        or "requires_rcu_read_lock" in env.vocab.effects_of(flow.name)
-    ) or any(_PROTECTED.search(c.name) for c in flow.calls):
+        "requires_rcu_read_lock" in env.vocab.effects_of(flow.name)
+        or held_on_entry(flow, side.view, side.file, env.vocab)
+    ):
         return []
     vocab = env.vocab
 
@@ -1370,7 +1516,7 @@ def free_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if all(key_of(m) != key_of(r) for m in moved):
             moved.append(r)
-    if not moved:
+    if not moved or held_on_entry(post.flow, post.view, post.file, env.vocab):
         return []
     # One finding per function: the frees reached through one unlocked call are
     # one problem, however many kfree()s the helper makes.
@@ -1462,5 +1608,16 @@ MATCHERS: dict[str, Matcher] = {
         ),
     )
 }
+
+
+def _register_more() -> None:
+    """Matchers kept in their own modules (they import this one)."""
+    from bot.analyze import ownership
+
+    for m in ownership.matchers():
+        MATCHERS[m.name] = m
+
+
+_register_more()
 
 __all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]

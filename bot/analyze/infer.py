@@ -1,0 +1,450 @@
+"""Lifecycle knowledge inferred from the code: what a function does to objects.
+
+rules/api lists the kernel's well-known lifecycle calls (seeds and overrides).
+Everything else a series calls is judged here, from two sources, so the bot
+knows a subsystem's own `foo_new()`/`foo_destroy()` or a helper that ends in
+`folio_put()` without anyone writing them down:
+
+* **the body**, when the view (the series' images, the tree) has it: a
+  per-function `Summary` of which parameters it releases (on every path, or on
+  some), takes a reference on, or hands off (stores in a field, a global, a
+  list), and whether it returns a new object or a new reference. Summaries are
+  transitive through the callees the view defines, to `depth` levels, the way
+  smatch and Infer keep per-function facts and apply them at call sites.
+* **the name**, when no body is visible (diff-only reviews, headers): an API
+  family by convention (`foo_alloc`/`foo_free`, `foo_get`/`foo_put`,
+  `get_foo`/`put_foo`), accepted only when its counterpart also appears in the
+  visible code, so a lone `*_get()` that is a getter stays unknown.
+
+`extend_vocabulary` turns both into vocabulary families (`inferred:<stem>`) for
+the names a series calls; the matchers then treat them like the data ones.
+Nothing here names a kernel function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from bot.analyze.api import (
+    GET_ROLES,
+    PUT_ROLES,
+    RELEASE_ROLES,
+    ApiFamily,
+    ApiRole,
+    Vocabulary,
+)
+from bot.analyze.flow import Assign, Call, Event, Flow, Return, base_name, explore
+from bot.analyze.flow_source import SourceView
+
+# Bound on names summarised per series and on (node, state) visits per body:
+# summaries are cheap, but a hostile series may call thousands of names.
+MAX_NAMES = 4000
+_MAX_VISITS = 4000
+
+# Naming conventions of lifecycle APIs (verb at either end of the name).
+_ACQUIRE_VERBS = ("alloc", "new", "create", "dup", "clone", "zalloc")
+_GET_VERBS = ("get", "tryget", "grab", "hold")
+_RELEASE_VERBS = ("free", "destroy", "put", "release", "unref", "delete")
+_PUT_VERBS = frozenset({"put", "unref", "release"})
+_VERB_RE = re.compile(
+    r"^(?:(?P<pre>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r")_(?P<s1>\w+)"
+    r"|(?P<s2>\w+?)_(?P<post>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r"))$"
+)
+# Calls that may store a pointer they are given (shared with the matchers).
+STORING_CALL = re.compile(
+    r"(add|insert|install|store|assign|set|push|enqueue|publish|attach|hash|link|list_|xa_|"
+    r"idr_|rb_|hlist_|rcu_assign|WRITE_ONCE|swap|replace|move|register)",
+    re.IGNORECASE,
+)
+# Logging, tracing and debug checks never keep the pointer they print.
+_LOGGING = re.compile(
+    r"(printk|pr_\w+|dev_(err|warn|info|dbg|notice)\w*|WARN\w*|BUG\w*|VM_BUG\w*|trace_\w+|"
+    r"seq_printf|no_printk|netdev_\w+|pr_cont|IS_ERR\w*|PTR_ERR|ERR_PTR|unlikely|likely)$"
+)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one function does to its parameters and what it returns."""
+
+    name: str
+    known: bool  # a body was read (False: nothing is known)
+    releases_always: frozenset[int] = frozenset()  # params released on every path out
+    releases_maybe: frozenset[int] = frozenset()  # params released on some path
+    release_kind: str = ""  # "put" (a reference) or "free" (the object)
+    release_family: str = ""
+    gets: frozenset[int] = frozenset()  # params it takes a reference on (every path)
+    hands_off: frozenset[int] = frozenset()  # params it stores where others find them
+    returns: str = ""  # "new" (allocated), "ref" (referenced), "" (nothing owned)
+    returns_family: str = ""
+
+
+_UNKNOWN = Summary(name="", known=False)
+
+
+def split_verb(name: str) -> tuple[str, str] | None:
+    """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo")."""
+    m = _VERB_RE.match(name)
+    if m is None:
+        return None
+    if m.group("pre"):
+        return m.group("pre"), m.group("s1")
+    return m.group("post"), m.group("s2")
+
+
+def _counterparts(verb: str, stem: str) -> Iterable[str]:
+    if verb in _ACQUIRE_VERBS or verb in _GET_VERBS:
+        others: tuple[str, ...] = _RELEASE_VERBS
+    else:
+        others = _ACQUIRE_VERBS + _GET_VERBS
+    for o in others:
+        yield f"{stem}_{o}"
+        yield f"{o}_{stem}"
+
+
+@dataclass
+class Inference:
+    """Summaries of the functions a series reaches, computed once per series."""
+
+    vocab: Vocabulary
+    views: tuple[SourceView, ...]
+    depth: int
+    visible: frozenset[str] = frozenset()  # every name called or defined in view
+    _memo: dict[str, Summary] = field(default_factory=dict)
+    _active: set[str] = field(default_factory=set)
+
+    # ------------------------------------------------------------------ bodies
+
+    def definitions(self, name: str, near: str) -> tuple[Flow, ...]:
+        for view in self.views:
+            found = view.definitions(name, near)
+            if found:
+                return found
+        return ()
+
+    def summary(self, name: str, near: str, depth: int | None = None) -> Summary:
+        """The summary of `name` (memoised per series; recursion is unknown)."""
+        if name in self._memo:
+            return self._memo[name]
+        if name in self._active or (depth if depth is not None else self.depth) < 0:
+            return _UNKNOWN
+        d = self.depth if depth is None else depth
+        flows = self.definitions(name, near)
+        if not flows:
+            self._memo[name] = _UNKNOWN
+            return _UNKNOWN
+        self._active.add(name)
+        try:
+            s = self._summarise(flows[0], d)
+        finally:
+            self._active.discard(name)
+        self._memo[name] = s
+        return s
+
+    def _callee(self, call: Call, flow: Flow, depth: int) -> Summary:
+        if depth <= 0 or self.vocab.roles_of(call.name) or call.name == flow.name:
+            return _UNKNOWN
+        return self.summary(call.name, flow.file, depth - 1)
+
+    def _summarise(self, flow: Flow, depth: int) -> Summary:
+        params = flow.params
+        index = {p: i for i, p in enumerate(params) if p}
+        release_kind = release_family = ""
+        maybe: set[int] = set()
+        hands: set[int] = set()
+        allocated: dict[str, tuple[str, str]] = {}  # local -> (kind, family)
+        escaped: set[str] = set()
+        returns = returns_family = ""
+
+        def param_of(expr: str) -> int | None:
+            return index.get(base_name(expr))
+
+        def released_by(ev: Call) -> list[tuple[int, str, str]]:
+            out: list[tuple[int, str, str]] = []
+            for role in self.vocab.roles_of(ev.name):
+                if role.role not in PUT_ROLES | RELEASE_ROLES or not role.balance:
+                    continue
+                arg = _arg(ev, role)
+                i = param_of(arg) if arg is not None and _whole(arg) else None
+                if i is not None:
+                    kind = "put" if role.role in PUT_ROLES else "free"
+                    out.append((i, kind, role.family))
+            if not out:
+                s = self._callee(ev, flow, depth)
+                for j in s.releases_always:
+                    if j < len(ev.args) and _whole(ev.args[j]):
+                        i = param_of(ev.args[j])
+                        if i is not None:
+                            out.append((i, s.release_kind, s.release_family))
+            return out
+
+        # one walk: which params are released on each path out
+        exits: list[frozenset[int]] = []
+
+        def on_event(state: frozenset[int], ev: Event) -> frozenset[int]:
+            if isinstance(ev, Call):
+                got = released_by(ev)
+                if got:
+                    return state | {i for i, _, _ in got}
+            if isinstance(ev, Return):
+                exits.append(state)
+            return state
+
+        empty: frozenset[int] = frozenset()
+        complete = explore(flow, empty, on_event, max_visits=_MAX_VISITS)
+        always = frozenset.intersection(*exits) if exits and complete else frozenset()
+
+        for call in flow.calls:
+            for ri, kind, fam in released_by(call):
+                maybe.add(ri)
+                if not release_kind or kind == "free":
+                    release_kind, release_family = kind, fam
+            if self.vocab.roles_of(call.name):
+                continue
+            for a_i, a in enumerate(call.args):
+                pi = param_of(a)
+                if pi is None:
+                    continue
+                if STORING_CALL.search(call.name) and not _LOGGING.search(call.name):
+                    hands.add(pi)
+                    continue
+                if a_i in self._callee(call, flow, depth).hands_off and _whole(a):
+                    hands.add(pi)
+        gets: set[int] = set()
+        for n in flow.nodes.values():
+            for ev in n.events:
+                if isinstance(ev, Assign):
+                    rhs = " ".join(ev.rhs.split())
+                    pa = param_of(rhs)
+                    lhs_simple = re.fullmatch(r"[A-Za-z_]\w*", ev.lhs) is not None
+                    if pa is not None and _whole(rhs) and not lhs_simple:
+                        hands.add(pa)  # stored in a field or a global
+                    got = self._acquired_by(rhs, flow, depth)
+                    if got is not None and lhs_simple:
+                        allocated[ev.lhs] = got
+                    elif lhs_simple and ev.lhs in allocated:
+                        allocated.pop(ev.lhs, None)
+                    for local in list(allocated):
+                        if not lhs_simple and _whole(rhs) and base_name(rhs) == local:
+                            escaped.add(local)
+                elif isinstance(ev, Call):
+                    for role in self.vocab.roles_of(ev.name):
+                        arg = _arg(ev, role)
+                        if role.role in GET_ROLES and role.balance and arg is not None:
+                            pg = param_of(arg)
+                            if pg is not None and not ev.in_condition:
+                                gets.add(pg)
+                            if base_name(arg) in allocated or role.role == "get":
+                                b = base_name(arg)
+                                if b and b not in index:
+                                    allocated.setdefault(b, ("ref", role.family))
+                    if STORING_CALL.search(ev.name) and not self.vocab.roles_of(ev.name):
+                        for a in ev.args:
+                            b = base_name(a)
+                            if b in allocated:
+                                escaped.add(b)
+        for n in flow.nodes.values():
+            for ev in n.events:
+                if not isinstance(ev, Return) or not ev.expr:
+                    continue
+                expr = " ".join(ev.expr.split())
+                direct = self._acquired_by(expr, flow, depth)
+                if direct is not None:
+                    returns, returns_family = direct
+                    continue
+                b = base_name(expr)
+                if _whole(expr) and b in allocated and b not in escaped:
+                    returns, returns_family = allocated[b]
+        if returns and returns_family == "":
+            returns_family = flow.name
+        return Summary(
+            name=flow.name,
+            known=True,
+            releases_always=always,
+            releases_maybe=frozenset(maybe),
+            release_kind=release_kind,
+            release_family=release_family,
+            gets=frozenset(gets) if complete else frozenset(),
+            hands_off=frozenset(hands),
+            returns=returns,
+            returns_family=returns_family,
+        )
+
+    def _acquired_by(self, rhs: str, flow: Flow, depth: int) -> tuple[str, str] | None:
+        """(kind, family) when `rhs` is a call returning a new object or reference."""
+        m = re.match(r"(?:\([^()]*\)\s*)?([A-Za-z_]\w*)\s*\(", rhs)
+        if m is None:
+            return None
+        name = m.group(1)
+        for role in self.vocab.roles_of(name):
+            if role.returns_object and role.role in ("create", "get", "tryget", "lookup"):
+                if role.role == "lookup" and role.kind != "refcount":
+                    continue
+                return ("new" if role.role == "create" else "ref", role.family)
+        if self.vocab.roles_of(name):
+            return None
+        if depth <= 0 or name == flow.name:
+            return None
+        s = self.summary(name, flow.file, depth - 1)
+        if s.returns:
+            return s.returns, s.returns_family
+        if not s.known:
+            by_name = self.by_name(name)
+            if by_name is not None and by_name.returns_object:
+                return ("new" if by_name.role == "create" else "ref", by_name.family)
+        return None
+
+    # ------------------------------------------------------------------ names
+
+    def by_name(self, name: str) -> ApiRole | None:
+        """The role a bodiless name plays by convention, when its counterpart is
+        visible (`foo_alloc` with `foo_free`), else None."""
+        sv = split_verb(name)
+        if sv is None:
+            return None
+        verb, stem = sv
+        if len(stem) < 3 or not any(c in self.visible for c in _counterparts(verb, stem)):
+            return None
+        fam = f"inferred:{stem}"
+        if verb in _ACQUIRE_VERBS:
+            return ApiRole(fam, "free", "create", None, None, returns_object=True)
+        if verb in _GET_VERBS:
+            role = "tryget" if verb == "tryget" else "get"
+            return ApiRole(fam, "refcount", role, 0, None)
+        kind = "put" if verb in _PUT_VERBS else "free"
+        return ApiRole(fam, "refcount" if kind == "put" else "free", kind, 0, None)
+
+
+def _arg(call: Call, role: ApiRole) -> str | None:
+    idx = role.object_arg if role.object_arg is not None else role.work_arg
+    if idx is None or idx >= len(call.args):
+        return None
+    return call.args[idx]
+
+
+def _whole(expr: str) -> bool:
+    """`expr` is a pointer itself (`x`, a cast of `x`), not a member of it."""
+    e = "".join(expr.split())
+    return re.fullmatch(r"(\([^()]*\))?[A-Za-z_]\w*", e) is not None
+
+
+def _result_used(name: str, flows: Iterable[Flow]) -> bool:
+    """Some call of `name` in `flows` has its result assigned (a getter that
+    returns the object) rather than called for its effect."""
+    pat = re.compile(rf"^\s*(?:\([^()]*\)\s*)?{re.escape(name)}\s*\(")
+    for f in flows:
+        for n in f.nodes.values():
+            for ev in n.events:
+                if isinstance(ev, Assign) and pat.match(ev.rhs):
+                    return True
+    return False
+
+
+def visible_names(views: Iterable[SourceView], flows: Iterable[Flow]) -> frozenset[str]:
+    """Every identifier followed by `(` in the series' texts and the given flows:
+    the names a convention-based family may pair with."""
+    out: set[str] = set()
+    word = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+    for view in views:
+        for text in view.files.values():
+            if text:
+                out.update(word.findall(text))
+    for f in flows:
+        out.update(c.name for c in f.calls)
+        out.add(f.name)
+    return frozenset(out)
+
+
+def extend_vocabulary(
+    vocab: Vocabulary,
+    views: Iterable[SourceView],
+    flows: Iterable[Flow],
+    depth: int,
+    extra_visible: Iterable[str] = (),
+) -> tuple[Vocabulary, Inference]:
+    """`vocab` plus inferred families for every non-vocabulary name `flows` call
+    (bodies first, then names), and the inference that made them."""
+    flows = list(flows)
+    views = tuple(views)
+    inf = Inference(
+        vocab=vocab,
+        views=views,
+        depth=depth,
+        visible=visible_names(views, flows) | frozenset(extra_visible),
+    )
+    added: dict[str, list[ApiRole]] = {}
+    seen: set[str] = set()
+    for f in flows:
+        for c in f.calls:
+            name = c.name
+            if name in seen or vocab.roles_of(name) or len(seen) >= MAX_NAMES:
+                continue
+            seen.add(name)
+            summary = inf.summary(name, f.file)
+            role = _role_from_summary(summary, name)
+            if role is None and not summary.known:
+                role = inf.by_name(name)
+                if role is not None and role.role in GET_ROLES and _result_used(name, flows):
+                    role = replace(role, object_arg=None, returns_object=True)
+            if role is not None:
+                added.setdefault(name, []).append(role)
+    if not added:
+        return vocab, inf
+    return merge(vocab, added), inf
+
+
+def merge(vocab: Vocabulary, added: Mapping[str, list[ApiRole]]) -> Vocabulary:
+    """`vocab` with the roles in `added` (names the data does not list)."""
+    by_family: dict[str, dict[str, list[str]]] = {}
+    kinds: dict[str, str] = {}
+    for name, roles in sorted(added.items()):
+        for r in roles:
+            by_family.setdefault(r.family, {}).setdefault(r.role, []).append(name)
+            kinds.setdefault(r.family, r.kind)
+    families = tuple(vocab.families) + tuple(
+        ApiFamily(
+            name=fam,
+            kind=kinds[fam],
+            object=None,
+            roles={role: tuple(ns) for role, ns in roles.items()},
+            source="inferred",
+        )
+        for fam, roles in sorted(by_family.items())
+    )
+    by_name = dict(vocab._by_name)
+    for name, roles in added.items():
+        by_name[name] = tuple(by_name.get(name, ())) + tuple(roles)
+    return Vocabulary(families=families, _by_name=by_name, _effects=vocab._effects)
+
+
+def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
+    if not s.known:
+        return None
+    if s.returns:
+        fam = f"inferred:{s.returns_family}"
+        if s.returns == "new":
+            return ApiRole(fam, "free", "create", None, None, returns_object=True)
+        return ApiRole(fam, "refcount", "get", None, None, returns_object=True)
+    if len(s.releases_always) == 1:
+        (i,) = s.releases_always
+        fam = f"inferred:{s.release_family or name}"
+        if s.release_kind == "put":
+            return ApiRole(fam, "refcount", "put", i, None)
+        return ApiRole(fam, "free", "free", i, None)
+    if len(s.gets) == 1:
+        (i,) = s.gets
+        return ApiRole(f"inferred:{name}", "refcount", "get", i, None)
+    return None
+
+
+__all__ = [
+    "MAX_NAMES",
+    "STORING_CALL",
+    "Inference",
+    "Summary",
+    "extend_vocabulary",
+    "merge",
+    "split_verb",
+]
