@@ -27,11 +27,18 @@ class Settings:
     stitch_window_minutes: int = 60
     # Folder holding the rules (one folder per rule) and rules/api/*.yaml.
     rules_dir: Path = _HERE / "rules"
-    # Simulator bounds: reaching one is reported, never silent.
+    # Simulator bounds: counts of work, so the same input gets the same review on
+    # any machine under any load; reaching one is reported, never silent
+    # (docs/simulator.md, "Bounds").
     sim_max_threads: int = 4
     sim_max_steps: int = 400  # operations per actor, loops unrolled
-    sim_max_states: int = 200_000
-    sim_max_seconds: float = 1.5  # per series
+    sim_max_states: int = 200_000  # per exploration (one side of one patch)
+    sim_max_files: int = 2_000  # tree files read per side of a patch
+    sim_max_lookups: int = 5_000  # definition/layout/caller lookups per side of a patch
+    sim_max_functions: int = 400  # functions translated per side of a patch
+    sim_max_actors: int = 16  # candidate actors set up per patch
+    # Runaway stop only (per series): reaching it says "review incomplete".
+    sim_max_seconds: float = 60.0
     # Call depth followed into helpers the tree or the series defines.
     call_depth: int = 3
     # Where scratch worktrees are created (None: the system temp dir).

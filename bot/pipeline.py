@@ -92,7 +92,7 @@ def review_series(
     findings, checks = run_checks(analysis, settings, load_checks(settings))
     cache.flush()  # what this review parsed serves the next one
     # MISSING slots are shown by the renderers from the Series itself.
-    review_notes = list(notes) + list(applied.notes)
+    review_notes = list(notes) + list(applied.notes) + _incomplete(checks)
     return Review(
         series=series,
         versions=versions or (series,),
@@ -158,6 +158,15 @@ def run_checks(
         notes = tuple(getattr(check, "last_notes", ()) or ())
         results.append(CheckResult(check=check.name, ok=True, notes=notes))
     return findings, results
+
+
+# A check note that says the review is incomplete (the simulator's runaway time
+# limit: bot/analyze/simulate/budget.py) is also a note of the review itself.
+INCOMPLETE_MARK = "review incomplete"
+
+
+def _incomplete(checks: Sequence[CheckResult]) -> list[str]:
+    return [f"{c.check}: {n}" for c in checks for n in c.notes if INCOMPLETE_MARK in n]
 
 
 _STATUS_ORDER = {
