@@ -43,12 +43,23 @@ def review_inputs(
     input that cannot be read; everything else is a result inside the Review."""
     from bot import assemble, ingest
 
+    if repo is not None and tree is None:
+        # a revision range applies to the repository it comes from, at the
+        # range's base (base-commit:), in a scratch clone: never diff-only
+        tree = repo
     messages = ingest.load(list(args), settings, repo=repo, stdin=stdin, progress=progress)
     if progress:
         progress(f"assembling {len(messages)} message(s)")
     series_set = assemble.assemble(messages, settings)
     try:
         series, versions, others = assemble.select(series_set, version=version, key=series_key)
+        if not series.patches:
+            # a cover letter alone, or every patch MISSING: nothing was reviewed,
+            # which must not read as a clean pass
+            raise InputError(
+                f"nothing to review: none of the {series.total} patch(es) of "
+                f"'{series.name}' is in the input"
+            )
         return review_series(
             series,
             versions,
