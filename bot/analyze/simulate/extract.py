@@ -33,6 +33,7 @@ from bot.analyze.simulate.program import (
     Val,
 )
 from bot.analyze.simulate.vocab import ApiEffect, Effects
+from bot.safefs import read_tree_text
 
 if TYPE_CHECKING:
     # tree-sitter is imported where a parse happens: a review whose facts all come
@@ -617,9 +618,8 @@ _TYPE_HEADER_CACHE: dict[TextKey, tuple[str, ...]] = {}
 
 def _type_headers(root: Path, rel: str) -> list[str]:
     """The type-definition headers `rel` includes that exist under `root`."""
-    try:
-        text = (root / rel).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    text = read_tree_text(str(root), rel, _MAX_FILE_BYTES)  # the checked reader
+    if text is None:
         return []
     key = _text_key(rel, text)
     found = _TYPE_HEADER_CACHE.get(key)
@@ -673,15 +673,9 @@ class SourceSet:
             return self._texts[path]
         result: str | None = None
         if self.tree_root is not None:
-            full = (self.tree_root / path).resolve()
-            root = self.tree_root.resolve()
-            # paths come from #include lines of hostile patch text: stay in the tree
-            if (
-                full.is_relative_to(root)
-                and full.is_file()
-                and full.stat().st_size <= _MAX_FILE_BYTES
-            ):
-                result = full.read_text(encoding="utf-8", errors="replace")
+            # paths come from #include lines of hostile patch text: bot.safefs
+            # keeps the read in the tree, off symlinks and size-bounded
+            result = read_tree_text(str(self.tree_root), path, _MAX_FILE_BYTES)
         self._texts[path] = result
         return result
 
