@@ -21,6 +21,8 @@ from __future__ import annotations
 import email.utils
 import re
 
+from bot.ingest.message import check_line_lengths
+
 __all__ = ["in_body_author", "split_patch_body"]
 
 # Line counts of at most 9 digits: a longer one is junk, not a hunk (and int()
@@ -205,7 +207,10 @@ def _strip_in_body_headers(lines: list[str]) -> list[str]:
 
 
 def split_patch_body(body: str) -> tuple[str, str, str | None]:
-    """(commit message, diff text, base-commit sha or None) of one patch mail body."""
+    """(commit message, diff text, base-commit sha or None) of one patch mail body.
+    A line longer than MAX_LINE (a bare diff never went through parse_message)
+    is refused: InputError."""
+    check_line_lengths(body, "patch body")
     text = body.replace("\r\n", "\n")
     lines = text.split("\n")
     found = _find_diffs(lines)
