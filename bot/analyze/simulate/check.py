@@ -17,7 +17,7 @@ from dataclasses import replace
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.budget import INCOMPLETE, REVIEW_INCOMPLETE, SimTimeout
 from bot.analyze.simulate.budget import runaway_note as _runaway
-from bot.analyze.simulate.explain import describe_kind
+from bot.analyze.simulate.explain import describe_kind, reviewer_question
 from bot.analyze.simulate.extract import Extractor, SourceSet
 from bot.analyze.simulate.run import (
     Side,
@@ -468,6 +468,7 @@ class SimulatorCheck:
         # a bound cut the search short on one side: the other side's route may
         # have been there too, unseen
         bounded = not (pre.complete and post.complete)
+        last_fn = trace.steps[-1].function if trace.steps else ""
         return Finding(
             rule_id=f"SIM-{kind}",
             symbol=_SYMBOLS.get(kind, kind.lower()),
@@ -478,7 +479,7 @@ class SimulatorCheck:
             file=file,
             line=line,
             function=function,
-            question=_question(kind, obj, trace.steps[-1].function if trace.steps else "", status),
+            question=reviewer_question(kind, obj, last_fn, status),
             evidence=evidence,
             patch_number=pa.number,
             trace=trace,
@@ -570,32 +571,6 @@ def _roleless(names: list[str]) -> list[str]:
         f" and {len(names) - 6} more" if len(names) > 6 else ""
     )
     return [f"no actor role (release/teardown/shrink path or callback) for {shown}"]
-
-
-def _question(kind: str, obj: str, last_fn: str, status: Status) -> str:
-    if status is Status.FIXED:
-        return (
-            f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch "
-            f"removes; is it worth naming in the changelog?"
-        )
-    return {
-        "LEAK": (
-            f"What frees struct {obj} in the order below? Every actor has finished and the queued "
-            f"work has run, but nothing destroys it."
-        ),
-        "UAF": (
-            f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?"
-        ),
-        "DOUBLE-FREE": f"Which of these paths owns the final free of struct {obj}?",
-        "UNDERFLOW": (
-            f"Which reference does this put in {last_fn}() drop? "
-            f"In the order below it is dropped once too often."
-        ),
-        "WORK-AFTER-FREE": (
-            f"Is the work cancelled (cancel_work_sync() or flush) before struct {obj} is freed? "
-            f"In the order below it is still queued or running."
-        ),
-    }.get(kind, f"Can struct {obj} reach this state?")
 
 
 def map_pre_line(fd: FileDiff, line: int) -> int:
