@@ -75,7 +75,10 @@ class OutboxKeys(KeyedStore):
         return int(self.r.eval(_CLAIM_PART, 1, self.k("outbox", outbox_id), part))
 
     def set_part(self, outbox_id: str, part: str, status: str) -> None:
-        self.r.hset(self.k("outbox", outbox_id), part, status)
+        name = self.k("outbox", outbox_id)
+        self.r.hset(name, part, status)
+        if status == "sent":
+            self.r.hdel(name, f"note:{part.removeprefix('part:')}")  # an old error's note
 
     def clear_part(self, outbox_id: str, part: str) -> None:
         self.r.hdel(self.k("outbox", outbox_id), part)

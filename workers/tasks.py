@@ -474,15 +474,21 @@ def publish_outbox(outbox_id: str) -> dict[str, Any]:
             _RealSenders(cfg),
             pause=lambda point: faults.pause(st, point),
         )
-    log.info(
-        "outbox delivered",
-        extra={"series": item.get("key"), "scope": item.get("scope"), "sent": len(report.sent)},
-    )
+    where = {"series": item.get("key"), "scope": item.get("scope"), "outbox": outbox_id}
+    for n, why in report.deferred.items():
+        # one line, no traceback: the entry stays pending and the sweep tries it again
+        log.warning("publish target failing; will retry", extra={**where, "part": n, "error": why})
+    for n in report.uncertain:
+        log.warning(
+            "outbox part uncertain: not resent (bot outbox list)", extra={**where, "part": n}
+        )
+    log.info("outbox delivered", extra={**where, "sent": len(report.sent)})
     return {
         "sent": report.sent,
         "skipped": report.skipped,
         "uncertain": report.uncertain,
         "failed": report.failed,
+        "deferred": report.deferred,
     }
 
 
