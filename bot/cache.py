@@ -18,11 +18,15 @@ reading it back is a hundred times cheaper than parsing again.
 Every key is hashed together with the code fingerprint (size and mtime of every
 bot/*.py file), so an upgraded or edited bot never reads an entry an older one
 wrote. Entries live in one SQLite file, `cache.sqlite3`, in the directory; values
-are pickles of the bot's own dataclasses. Pickles can run code when loaded, so
-the directory must be private: it is created with mode 0700, and a directory or
-database file not owned by the user, or writable by group or others, is not used
-at all. Anything that goes wrong (a locked, corrupt or full database) is a miss or
-a skipped write, never an error: the cache can only make a review faster.
+are plain data (bot.plaindata: JSON naming only the bot's own classes, read
+back without running any constructor or other code), never pickles, so even a
+database someone swapped in cannot run code. It can still feed a review wrong
+parses, so the directory must be private too: it is created with mode 0700,
+and a directory or database file not owned by the user, or writable by group
+or others, is not used at all. A value of another type than its namespace
+holds (see _SHAPES) is a miss. Anything that goes wrong (a locked, corrupt or
+full database, a malformed entry) is a miss or a skipped write, never an
+error: the cache can only make a review faster.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-import pickle
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from bot import plaindata
 from bot.private import default_cache_dir, owned_private, private_dir
 
 if TYPE_CHECKING:
@@ -49,6 +53,58 @@ DB_NAME = "cache.sqlite3"
 _PACKAGE = Path(__file__).resolve().parent
 # The database is trimmed to this many bytes of values (oldest entries first).
 MAX_BYTES = 256 * 1024 * 1024
+
+
+# What each namespace holds: the allowed types of the value (module.qualname)
+# and of a tuple's items or a dict's values (its keys are names: str). A hit
+# of any other shape (a foreign or corrupt entry) is a miss, never a crash
+# further down the review.
+_SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
+    name: (frozenset(top.split()), frozenset(items.split()) if items else None)
+    for name, top, items in (
+        ("cfunc", "builtins.tuple", "bot.model.CFunction"),
+        ("definitions", "builtins.dict", "builtins.tuple"),
+        ("flow", "bot.analyze.flow.Flow builtins.NoneType", ""),
+        ("flows-named", "builtins.tuple", "bot.analyze.flow.Flow"),
+        ("lexical", "builtins.tuple", "builtins.frozenset builtins.tuple"),
+        ("rules", "builtins.tuple", "bot.analyze.engine.Rule"),
+        ("vocabulary", "bot.analyze.api.Vocabulary", ""),
+        (
+            "simulator-data",
+            "builtins.tuple",
+            "bot.analyze.simulate.vocab.Effects bot.analyze.simulate.scenario.ScenarioData",
+        ),
+        ("sim-bindings", "bot.analyze.simulate.extract._FileBindings", ""),
+        ("sim-facts", "bot.analyze.simulate.extract.FileFacts builtins.NoneType", ""),
+        ("sim-functions", "bot.analyze.simulate.extract._Translation", ""),
+        (
+            "sim-scan",
+            "builtins.tuple",
+            "bot.analyze.simulate.extract.FileIndex bot.analyze.simulate.extract.Lexicon",
+        ),
+        ("sim-spans", "builtins.dict", "builtins.tuple builtins.NoneType"),
+    )
+}
+
+
+def _type_name(value: object) -> str:
+    t = type(value)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _fits(namespace: str, value: object) -> bool:
+    """Whether `value` has the shape `namespace` holds (unknown namespaces: any)."""
+    shape = _SHAPES.get(namespace)
+    if shape is None:
+        return True
+    top, items = shape
+    if _type_name(value) not in top:
+        return False
+    if items is not None and isinstance(value, tuple):
+        return all(_type_name(v) in items for v in value)
+    if items is not None and isinstance(value, dict):
+        return all(type(k) is str and _type_name(v) in items for k, v in value.items())
+    return True
 
 
 class _State:
@@ -175,23 +231,21 @@ def get(namespace: str, key: str) -> tuple[object] | None:
             return None
         data = row[0]
     try:
-        value: object = pickle.loads(data)
-    except Exception:  # a truncated or foreign entry is a miss, never an error
-        return None
-    if not (isinstance(value, tuple) and len(value) == 1):
+        value: object = plaindata.loads(data)
+    except (ValueError, RecursionError, MemoryError):
+        return None  # a truncated, foreign or malformed entry is a miss, never an error
+    if not (isinstance(value, tuple) and len(value) == 1 and _fits(namespace, value[0])):
         return None
     return cast(tuple[object], value)
 
 
 def put(namespace: str, key: str, value: object) -> None:
-    """Keep `value` for flush(); values that cannot be pickled are skipped."""
+    """Keep `value` for flush(); values plaindata cannot express are skipped."""
     if _STATE.directory is None or _STATE.broken:
         return
     try:
-        _STATE.pending[_full_key(namespace, key)] = pickle.dumps(
-            (value,), protocol=pickle.HIGHEST_PROTOCOL
-        )
-    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        _STATE.pending[_full_key(namespace, key)] = plaindata.dumps((value,))
+    except (ValueError, TypeError, RecursionError):
         return
 
 

@@ -26,6 +26,8 @@ from bot.errors import (
 # they are used: `bot review --daemon` hands the request over before it needs them.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy knows the name
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from bot.config import Settings
 
 EXIT_CODES_HELP = """\
@@ -231,6 +233,8 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--tree {args.tree}: not a directory")
     if args.repo and not Path(args.repo).is_dir():
         raise UsageError(f"--repo {args.repo}: not a directory")
+    if args.output:
+        _check_output(Path(args.output))
     with _progress(not args.quiet) as progress:
         review = review_inputs(
             args.inputs,
@@ -251,11 +255,46 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     )
     text = render(review, args.format, color=color)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-o {args.output}: cannot write: {exc.strerror or exc}") from exc
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
     return EXIT_FINDINGS if review.reportable else EXIT_OK
+
+
+def _check_output(path: Path) -> None:
+    """-o FILE is checked before the review runs: a review is not thrown away
+    because its file cannot be written."""
+    parent = path.parent
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"-o {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"-o {path}: not writable")
+
+
+def _check_rules_dir(settings: Settings) -> None:
+    """The rules folder must be there before a command that reads it runs."""
+    rules = settings.rules_dir
+    if not (rules / "scenarios").is_dir():
+        raise UsageError(
+            f"rules folder not found at {rules}: reinstall the package (it ships rules/ as "
+            "bot/rules) or set BOT_RULES_DIR to a copy of the bot's rules/ folder"
+        )
+
+
+def _service_error(exc: Exception) -> BotError | None:
+    """The one line for a service command's expected failure (Redis unreachable)."""
+    import redis.exceptions
+
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return UsageError(f"cannot reach Redis ({detail}): start it or set BOT_BROKER_URL")
+    return None
 
 
 def dispatch(argv: Sequence[str], settings: Settings) -> int:
@@ -263,6 +302,8 @@ def dispatch(argv: Sequence[str], settings: Settings) -> int:
     # and errors, without building (importing) the other subcommands.
     only = "review" if argv and argv[0] == "review" else None
     args = build_parser(only).parse_args(list(argv))
+    if args.command in ("review", "rules", "simulate"):
+        _check_rules_dir(settings)
     if args.command == "review":
         return run_review(args, settings)
     if args.command == "rules":
@@ -279,7 +320,16 @@ def dispatch(argv: Sequence[str], settings: Settings) -> int:
         return run_daemon(args, settings)
     from bot.service_cli import run_service
 
-    return run_service(args, settings)
+    port = getattr(args, "port", None)
+    if isinstance(port, int) and not 0 < port < 65536:
+        raise UsageError(f"--port {port}: not a port number (1-65535)")
+    try:
+        return run_service(args, settings)
+    except Exception as exc:
+        mapped = _service_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _daemon_wanted(argv: Sequence[str]) -> bool:

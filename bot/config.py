@@ -13,6 +13,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent.parent
 
 
+def default_rules_dir() -> Path:
+    """rules/ shipped inside the installed package (bot/rules: setup.py copies
+    it into a wheel), else the checkout's rules/ (a source tree or an editable
+    install). BOT_RULES_DIR overrides both (load_settings)."""
+    packaged = Path(__file__).resolve().parent / "rules"
+    return packaged if packaged.is_dir() else _HERE / "rules"
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where `bot review <Message-ID>` fetches `<base>/<msgid>/t.mbox.gz` from.
@@ -25,13 +33,21 @@ class Settings:
     # stitched into one series (Patchwork uses a similar window for the same reason:
     # git-send-email without --thread sends the patches seconds apart).
     stitch_window_minutes: int = 60
-    # Folder holding the rules (one folder per rule) and rules/api/*.yaml.
-    rules_dir: Path = _HERE / "rules"
-    # Simulator bounds: reaching one is reported, never silent.
+    # Folder holding the rules (one folder per rule) and rules/api/*.yaml
+    # (BOT_RULES_DIR overrides it).
+    rules_dir: Path = field(default_factory=default_rules_dir)
+    # Simulator bounds: counts of work, so the same input gets the same review on
+    # any machine under any load; reaching one is reported, never silent
+    # (docs/simulator.md, "Bounds").
     sim_max_threads: int = 4
     sim_max_steps: int = 400  # operations per actor, loops unrolled
-    sim_max_states: int = 200_000
-    sim_max_seconds: float = 1.5  # per series
+    sim_max_states: int = 200_000  # per exploration (one side of one patch)
+    sim_max_files: int = 2_000  # tree files read per side of a patch
+    sim_max_lookups: int = 5_000  # definition/layout/caller lookups per side of a patch
+    sim_max_functions: int = 400  # functions translated per side of a patch
+    sim_max_actors: int = 16  # candidate actors set up per patch
+    # Runaway stop only (per series): reaching it says "review incomplete".
+    sim_max_seconds: float = 60.0
     # Call depth followed into helpers the tree or the series defines.
     call_depth: int = 3
     # Where scratch worktrees are created (None: the system temp dir).
@@ -59,6 +75,8 @@ def load_settings() -> Settings:
         s = replace(s, lore_base_url=env["BOT_LORE_BASE_URL"].rstrip("/"))
     if "BOT_CORPUS_DIR" in env:
         s = replace(s, corpus_dir=Path(env["BOT_CORPUS_DIR"]))
+    if env.get("BOT_RULES_DIR"):
+        s = replace(s, rules_dir=Path(env["BOT_RULES_DIR"]))
     if "BOT_SCRATCH_DIR" in env:
         s = replace(s, scratch_dir=Path(env["BOT_SCRATCH_DIR"]))
     # BOT_CACHE_DIR set but empty: no disk cache.

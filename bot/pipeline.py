@@ -43,12 +43,23 @@ def review_inputs(
     input that cannot be read; everything else is a result inside the Review."""
     from bot import assemble, ingest
 
+    if repo is not None and tree is None:
+        # a revision range applies to the repository it comes from, at the
+        # range's base (base-commit:), in a scratch clone: never diff-only
+        tree = repo
     messages = ingest.load(list(args), settings, repo=repo, stdin=stdin, progress=progress)
     if progress:
         progress(f"assembling {len(messages)} message(s)")
     series_set = assemble.assemble(messages, settings)
     try:
         series, versions, others = assemble.select(series_set, version=version, key=series_key)
+        if not series.patches:
+            # a cover letter alone, or every patch MISSING: nothing was reviewed,
+            # which must not read as a clean pass
+            raise InputError(
+                f"nothing to review: none of the {series.total} patch(es) of "
+                f"'{series.name}' is in the input"
+            )
         return review_series(
             series,
             versions,
@@ -92,7 +103,7 @@ def review_series(
     findings, checks = run_checks(analysis, settings, load_checks(settings))
     cache.flush()  # what this review parsed serves the next one
     # MISSING slots are shown by the renderers from the Series itself.
-    review_notes = list(notes) + list(applied.notes)
+    review_notes = list(notes) + list(applied.notes) + _incomplete(checks)
     return Review(
         series=series,
         versions=versions or (series,),
@@ -158,6 +169,15 @@ def run_checks(
         notes = tuple(getattr(check, "last_notes", ()) or ())
         results.append(CheckResult(check=check.name, ok=True, notes=notes))
     return findings, results
+
+
+# A check note that says the review is incomplete (the simulator's runaway time
+# limit: bot/analyze/simulate/budget.py) is also a note of the review itself.
+INCOMPLETE_MARK = "review incomplete"
+
+
+def _incomplete(checks: Sequence[CheckResult]) -> list[str]:
+    return [f"{c.check}: {n}" for c in checks for n in c.notes if INCOMPLETE_MARK in n]
 
 
 _STATUS_ORDER = {

@@ -9,14 +9,24 @@
         store what is new in each list's mirror (after the cursor) and queue assembly
     bot mirror backfill --since DATE [--list NAME] [--mirror URL|DIR]
         walk each list's mirror from DATE, with a progress bar; already-seen mail is skipped
+    bot outbox list [--all] | retry ID
+        what was not delivered cleanly, and why; send uncertain parts again
+    bot series retry SCOPE KEY
+        review a failed series (or push range, scope push:<repo>) again
 
-The lists come from the service config (BOT_SERVICE_CONFIG, see docs/service.md).
+The lists come from the service config (BOT_SERVICE_CONFIG, see docs/service.md). The
+Redis these commands use is BOT_BROKER_URL, else the one a running `bot serve` of this
+user recorded (its address and password, in a file only this user can read), else
+redis://127.0.0.1:6379/0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -86,12 +96,26 @@ def add_service_parsers(subparsers: Any) -> None:
     )
     retry.add_argument("outbox_id", metavar="ID")
 
+    series = subparsers.add_parser(
+        "series",
+        help="act on one series the service knows",
+        description="Series in the service's Redis (see docs/service.md).",
+    )
+    ssub = series.add_subparsers(dest="series_command", metavar="ACTION")
+    ssub.required = True
+    sretry = ssub.add_parser("retry", help="review a failed series (a timeout, say) again")
+    sretry.add_argument("scope", metavar="SCOPE", help="list name, or push:<repo>")
+    sretry.add_argument("key", metavar="KEY", help="series key, or BEFORE..AFTER for a push")
+
 
 def run_service(args: argparse.Namespace, settings: Settings) -> int:
     """Run `serve` or `mirror poll|backfill`; returns the exit code."""
     del settings  # the workers load Settings themselves, the same way the CLI does
     if args.command == "serve":
         return serve(args)
+    use_recorded_broker()
+    if args.command == "series":
+        return series_command(args)
     if args.command == "mirror":
         since = parse_since(args.since) if args.mirror_command == "backfill" else None
         return mirror_walk(
@@ -111,15 +135,17 @@ def outbox_command(args: argparse.Namespace) -> int:
 
     state = State.from_url()
     if args.outbox_command == "list":
+        for kind, info in state.failing_targets().items():
+            since = datetime.fromtimestamp(float(info.get("since") or 0), UTC)
+            print(f"target {kind} failing since {since:%Y-%m-%d %H:%M:%S}Z: {info.get('error')}")
         for outbox_id in state.outbox_ids():
             item = state.outbox_item(outbox_id)
-            parts = {k: v for k, v in sorted(item.items()) if k.startswith("part:")}
-            settled = item.get("status") == "done"
-            if settled and not args.all:
+            if item.get("status") == "done" and not args.all:
                 continue
-            shown = " ".join(f"{k[5:]}={v.split(':', 1)[0]}" for k, v in parts.items())
-            status, scope, key = item.get("status", "?"), item.get("scope", ""), item.get("key", "")
-            print(f"{outbox_id} {status} {scope} {key} {shown}")
+            print(outbox_line(outbox_id, item))
+            notes = {int(k[5:]): v for k, v in item.items() if k.startswith("note:")}
+            for n, note in sorted(notes.items()):
+                print(f"  {n}: {note}")
         return 0
     released = state.release_uncertain(args.outbox_id)
     if released is None:
@@ -130,6 +156,40 @@ def outbox_command(args: argparse.Namespace) -> int:
     print(
         f"{args.outbox_id}: {released} uncertain part(s) released; delivery queued", file=sys.stderr
     )
+    return 0
+
+
+def outbox_line(outbox_id: str, item: dict[str, str]) -> str:
+    """`ID STATUS SCOPE KEY N=STATE...`: each part tried so far; `retrying` for a part
+    whose last attempt failed with nothing sent (its note says why)."""
+    parts = {int(k[5:]): v.split(":", 1)[0] for k, v in item.items() if k.startswith("part:")}
+    for k in item:
+        if k.startswith("note:"):
+            parts.setdefault(int(k[5:]), "retrying")
+    shown = " ".join(f"{n}={v}" for n, v in sorted(parts.items()))
+    status, scope, key = item.get("status", "?"), item.get("scope", ""), item.get("key", "")
+    return f"{outbox_id} {status} {scope} {key} {shown}"
+
+
+def series_command(args: argparse.Namespace) -> int:
+    """`bot series retry SCOPE KEY`: a failed series goes back to complete and is queued."""
+    from workers.state import State
+
+    state = State.from_url()
+    if not state.reopen(args.scope, args.key):
+        got = state.series(args.scope, args.key).get("state")
+        raise UsageError(f"series {args.key!r} of {args.scope!r} is {got or 'unknown'}, not failed")
+    if args.scope.startswith("push:"):
+        from workers.tasks import review_push
+
+        before, _sep, after = args.key.partition("..")
+        ref = state.series(args.scope, args.key).get("ref", "")
+        review_push.apply_async((args.scope.removeprefix("push:"), before, after, ref))
+    else:
+        from workers.tasks import review_series
+
+        review_series.apply_async((args.scope, args.key, False))
+    print(f"{args.scope} {args.key}: queued for review again", file=sys.stderr)
     return 0
 
 
@@ -223,30 +283,121 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def broker_record_path() -> Path:
+    """Where `bot serve` records its embedded Redis for the CLI of the same user:
+    $XDG_STATE_HOME/mmlc-bot/serve-broker.json (default ~/.local/state/...)."""
+    from bot.private import APP_NAME
+
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / APP_NAME / "serve-broker.json"
+
+
+def write_broker_record(url: str, data_dir: Path) -> Path:
+    """Record the embedded Redis (address and password) in a file only this user can
+    read, in a directory only this user can write; replaced atomically."""
+    from bot.private import private_dir
+
+    path = broker_record_path()
+    if not private_dir(path.parent):
+        raise UsageError(f"{path.parent}: not a private directory of this user; cannot record")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)
+        json.dump({"url": url, "pid": os.getpid(), "data_dir": str(data_dir)}, out)
+    os.replace(tmp, path)
+    return path
+
+
+def read_broker_record() -> str | None:
+    """The broker URL a running `bot serve` of this user recorded; None when there is
+    none, its serve is gone, or the file is not private to this user."""
+    from bot.private import owned_private
+
+    path = broker_record_path()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        st = os.fstat(f.fileno())
+        if not owned_private(st) or st.st_mode & 0o077:
+            print(f"bot: ignoring {path}: readable or writable by others", file=sys.stderr)
+            return None
+        try:
+            record = json.load(f)
+            url, pid = str(record["url"]), int(record["pid"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # that serve stopped without removing it (killed)
+    except PermissionError:
+        pass
+    return url
+
+
+def use_recorded_broker() -> None:
+    """Without BOT_BROKER_URL, talk to the Redis of this user's running `bot serve`
+    (set before anything from workers/ is imported, which reads it once)."""
+    if "BOT_BROKER_URL" not in os.environ:
+        url = read_broker_record()
+        if url:
+            os.environ["BOT_BROKER_URL"] = url
+
+
+def _remove_broker_record() -> None:
+    path = broker_record_path()
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if int(record.get("pid", 0)) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+
+
 def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a private redis-server with an append-only file in `data_dir`."""
+    """Start a private redis-server: append-only file in `data_dir` (mode 0700), on
+    loopback, with a random password (in its config file, mode 0600: never on a command
+    line other users can read) and a unix socket in the same directory. Returns the
+    process and the URL with the password."""
+    from bot.private import private_dir
+
     binary = shutil.which("redis-server")
     if binary is None:
         raise UsageError(
             "redis-server not found: install it (apt install redis-server) or set BOT_BROKER_URL"
         )
+    if not private_dir(data_dir):
+        raise UsageError(f"{data_dir}: not a private directory of this user (mode 0700)")
+    os.chmod(data_dir, 0o700)  # the append-only file holds every review and the password
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    conf = data_dir / "redis.conf"
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f'dir "{data_dir}"',
+        "appendonly yes",
+        "appendfsync always",
+        'save ""',
+        "protected-mode yes",
+        f"requirepass {secret}",
+        f'unixsocket "{data_dir / "redis.sock"}"',
+        "unixsocketperm 700",
+    ]
+    with contextlib.suppress(FileNotFoundError):
+        conf.unlink()
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--save", "",
-            "--protected-mode", "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+        [binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"redis://:{secret}@127.0.0.1:{port}/0"
     wait_for_port("127.0.0.1", port, proc)
     return proc, url
 
@@ -273,12 +424,20 @@ def serve(args: argparse.Namespace) -> int:
     )
     env = dict(os.environ, BOT_DATA_DIR=str(data))
     procs: list[subprocess.Popen[bytes]] = []
+    recorded = False
     try:
         if "BOT_BROKER_URL" not in os.environ:
             redis_proc, url = start_redis(data / "redis")
             procs.append(redis_proc)
             env["BOT_BROKER_URL"] = url
-            print(f"bot serve: embedded Redis at {url}", file=sys.stderr)
+            record = write_broker_record(url, data)
+            recorded = True
+            shown = url.replace(url[url.index("//") + 2 : url.index("@") + 1], "")
+            print(
+                f"bot serve: embedded Redis at {shown} (password required; the CLI finds "
+                f"it in {record})",
+                file=sys.stderr,
+            )
         py = sys.executable
         worker = [
             py, "-m", "celery", "-A", "workers", "worker",
@@ -316,6 +475,8 @@ def serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if recorded:
+            _remove_broker_record()
         for p in reversed(procs):
             if p.poll() is None:
                 p.terminate()
@@ -328,8 +489,11 @@ def serve(args: argparse.Namespace) -> int:
 
 __all__ = [
     "add_service_parsers",
+    "broker_record_path",
     "mirror_walk",
     "parse_since",
+    "read_broker_record",
     "run_service",
     "start_redis",
+    "use_recorded_broker",
 ]

@@ -324,3 +324,122 @@ def test_eval_counts_check_notes_by_kind_not_by_function(monkeypatch: pytest.Mon
     assert ev.note_kind("MMLC001: 3 touched function(s) checked") == (
         "MMLC001: N touched function(s) checked"
     )
+
+
+# --------------------------------------------------------------------------- noise.py
+
+NOISE_DIR = Path("patches") / "mmotm-noise"
+
+
+def load_noise(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import bench/noise.py the way it runs: with bench/ on sys.path."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_noise", BENCH / "noise.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_noise", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_noise_on_two_patches_prints_the_summary_lines(corpus: Path) -> None:
+    if not (corpus / NOISE_DIR / "index.csv").is_file():
+        pytest.skip(f"{corpus / NOISE_DIR} not in the corpus")
+    out = run_bench("noise.py", "--limit", "2")
+    assert re.search(
+        r"^noise: 2 patch\(es\) of primary and 2 reversed fix\(es\) .*diff-only", out, re.M
+    )
+    assert "machine: " in out
+    assert re.search(r"^patches reviewed: \d of 2$", out, re.M), out
+    assert re.search(r"^errors: \d+ ", out, re.M), out
+    assert re.search(r"^introduced findings per 100 patches: (\d+\.\d|n/a) ", out, re.M), out
+    assert re.search(r"^verdicts: true \d+, plausible \d+, false \d+, UNJUDGED \d+$", out, re.M)
+    assert re.search(r"^reversed fixes flagged: \d/2 ", out, re.M), out
+    assert re.search(r"^time: \d+\.\d s wall", out, re.M), out
+    assert re.search(r"^  P32[12] L1 ", out, re.M), out  # the reversed-fix table
+
+
+def test_noise_skips_without_the_corpus(tmp_path: Path) -> None:
+    out = run_bench("noise.py", "--corpus", str(tmp_path / "nowhere"))
+    assert out.startswith("noise: skipped: corpus not found at"), out
+
+
+# The messages of findings-judged-2026-12.csv rows: the variant is read back from them.
+P031_PUBLISH = (
+    "sys_memfd_secret() takes refcount_inc(&secretmem_users) only after fd_install(fd, file) "
+    "has made the object visible, so a concurrent user can find it and drop the count before "
+    "it is taken."
+)
+P031_LEAK = (
+    "sys_memfd_secret() takes a reference on secretmem_users with refcount_inc() at line 221 "
+    "that the path ending in `return fd` never drops, stores or hands back."
+)
+P062_LOST = (
+    "debug_vm_pgtable() no longer drops the mm_struct reference it used to drop: mmdrop(mm) "
+    "reached mmdrop(mm), and the series adds no other mm_struct put, so the reference is leaked."
+)
+P175_RELEASE = (
+    "free_vma_anon_name() is a release path (its name says so). Before this patch it freed the "
+    "vm_area_struct through kfree(vma->anon_name), which reached kfree(vma->anon_name); after "
+    "it, nothing on this path does, and the series adds neither a reference that keeps the "
+    "vm_area_struct alive until a guaranteed destroy nor another path that destroys it, so the "
+    "vm_area_struct can leak."
+)
+
+
+def test_noise_reads_the_variant_back_from_the_rule_wording(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    noise = load_noise(monkeypatch)
+    v = noise.Variants()
+    assert v.of({"rule_id": "MMLC002", "message": P031_PUBLISH}) == "get-after-publish"
+    assert v.of({"rule_id": "MMLC002", "message": P031_LEAK}) == "path-reference-leak"
+    assert v.of({"rule_id": "MMLC002", "message": P062_LOST}) == "lost-put"
+    assert v.of({"rule_id": "MMLC001", "message": P175_RELEASE}) == "release-path-stops-destroy"
+    sim = {"rule_id": "SIM-LEAK", "symbol": "object-never-freed", "message": "x"}
+    assert v.of(sim) == "object-never-freed"
+    assert v.of({"rule_id": "MMLC002", "message": "something else", "variant": "double-put"}) == (
+        "double-put"
+    )
+    assert v.of({"rule_id": "MMLC002", "message": "something else"}) == "?"
+
+
+def test_noise_looks_verdicts_up_by_patch_rule_variant_and_function(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    noise = load_noise(monkeypatch)
+    finding = _finding("MMLC002", "introduced", "sys_memfd_secret")
+    doc = _doc(
+        {**finding, "message": P031_PUBLISH},
+        {**finding, "message": P031_LEAK},
+        {**finding, "function": "other_fn", "message": P031_LEAK},
+        {**finding, "status": "fixed", "message": P031_PUBLISH},
+    )
+    script = tmp_path / "fake-bot"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(doc)}\nEOF\nexit 1\n")
+    script.chmod(0o755)
+    judged = {
+        ("P031", "MMLC002", "get-after-publish", "sys_memfd_secret"): noise.Judged(
+            "plausible", "pre-existing race", "diff tree"
+        ),
+        ("P031", "MMLC002", "path-reference-leak", "sys_memfd_secret"): noise.Judged(
+            "false", "dropped in ->release", "diff tree"
+        ),
+    }
+    patch = noise.Patch("P031", tmp_path / "P031__x.patch", "mm/secretmem: ...", "no", ())
+    review = noise.Review(
+        patch, noise.Run("P031", "noise", "no", "patch", "diff-only", [str(script)])
+    )
+    doc_read = noise.execute(review, 60, os.environ)
+    assert review.run.error == "" and doc_read is not None
+    noise.judge(review, doc_read, noise.Variants(), judged)
+    assert [(f.variant, f.function, f.verdict) for f in review.findings] == [
+        ("get-after-publish", "sys_memfd_secret", "plausible"),
+        ("path-reference-leak", "sys_memfd_secret", "false"),
+        ("path-reference-leak", "other_fn", noise.UNJUDGED),
+    ]
+    s = noise.summarise([review], [], 1.0, 1.0)
+    assert (s["reviewed"], s["introduced"], s["per_100"]) == (1, 3, 300.0)
+    assert s["verdicts"] == {"true": 0, "plausible": 1, "false": 1, noise.UNJUDGED: 1}
+    assert s["rules"]["MMLC002"]["variants"] == {"get-after-publish": 1, "path-reference-leak": 2}
+    assert s["new_since_before"] == 3

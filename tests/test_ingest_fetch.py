@@ -152,3 +152,38 @@ def test_unsafe_message_id_is_refused_before_any_request(
     with pytest.raises(InputError, match="refused Message-ID"):
         load([bad], _settings(base))
     assert seen == []
+
+
+def test_fetch_timeout_is_a_total_deadline_not_per_read() -> None:
+    """A server trickling a byte every 20 ms never trips a per-read timeout of
+    0.3 s; the fetch still ends, as a timeout, well before the trickle does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent: list[int] = []
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n")
+            try:
+                for _ in range(400):  # 8 s in all
+                    conn.sendall(b"x")
+                    sent.append(1)
+                    threading.Event().wait(0.02)
+            except OSError:
+                return  # the client gave up: what the deadline is for
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    settings = load_settings().with_(lore_base_url=f"{base}/all", fetch_timeout=0.3)
+    try:
+        with pytest.raises(FetchError) as exc:
+            load([MSGID], settings)
+        assert "timed out after 0.3s" in exc.value.message
+        server.join()
+        assert len(sent) < 400
+    finally:
+        listener.close()

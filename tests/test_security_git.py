@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "objpool"
 
 
-def _git(repo: Path, *args: str) -> None:
+def git_run(repo: Path, *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
     subprocess.run(
@@ -35,13 +35,13 @@ def git_tree(tmp_path: Path) -> Path:
     """The example tree as a git repository with one commit."""
     repo = tmp_path / "tree"
     shutil.copytree(EXAMPLE / "tree", repo)
-    _git(repo, "init", "-q")
+    git_run(repo, "init", "-q")
     return repo
 
 
 def commit_all(repo: Path) -> None:
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "base")
+    git_run(repo, "add", "-A")
+    git_run(repo, "commit", "-q", "-m", "base")
 
 
 def review(tree: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object], str]:
@@ -99,10 +99,10 @@ def _evil_tree(tmp_path: Path) -> tuple[Path, list[Path]]:
     (repo / ".gitattributes").write_text("*.c filter=evil\n*.h filter=ev.il\n")
     commit_all(repo)
     markers = [tmp_path / name for name in ("clean", "smudge", "process", "clean2")]
-    _git(repo, "config", "filter.evil.clean", f"touch {markers[0]}; cat")
-    _git(repo, "config", "filter.evil.smudge", f"touch {markers[1]}; cat")
-    _git(repo, "config", "filter.evil.process", f"touch {markers[2]}; exit 1")
-    _git(repo, "config", "filter.ev.il.clean", f"touch {markers[3]}; cat")
+    git_run(repo, "config", "filter.evil.clean", f"touch {markers[0]}; cat")
+    git_run(repo, "config", "filter.evil.smudge", f"touch {markers[1]}; cat")
+    git_run(repo, "config", "filter.evil.process", f"touch {markers[2]}; exit 1")
+    git_run(repo, "config", "filter.ev.il.clean", f"touch {markers[3]}; cat")
     with (repo / "mm" / "objpool.c").open("a") as fh:
         fh.write("/* local edit */\n")
     with (repo / "include" / "linux" / "objpool.h").open("a") as fh:

@@ -30,9 +30,9 @@ from bot.analyze.simulate.extract import (
     _verified_span,
     clear_caches,
     file_index,
-    glob_match,
     parse_file,
 )
+from bot.analyze.simulate.names import glob_match
 from bot.analyze.simulate.program import Binding
 from bot.analyze.simulate.scenario import ScenarioData
 from bot.analyze.simulate.vocab import ApiEffect, Effects

@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.worker.request import Request
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from workers.state import broker_url
@@ -28,10 +29,28 @@ QUEUES = ("ingest", "analyze", "publish")
 # the longest task (the hard limit below), or a slow review would run twice.
 VISIBILITY_TIMEOUT = float(os.environ.get("BOT_VISIBILITY_TIMEOUT", "3600"))
 # A review of a big series on a big tree takes tens of seconds; ten minutes is a stuck one.
+# These are the limits of the worker that runs a task (read from its own environment):
+# a limit written into a task message by whoever queued it is ignored (OwnLimitsRequest).
 SOFT_TIME_LIMIT = float(os.environ.get("BOT_TASK_SOFT_LIMIT", "600"))
 HARD_TIME_LIMIT = float(os.environ.get("BOT_TASK_HARD_LIMIT", "660"))
 # Seconds between sweeps for series whose wait ran out and outbox entries left behind.
 SWEEP_INTERVAL = float(os.environ.get("BOT_SWEEP_INTERVAL", "60"))
+
+
+class OwnLimitsRequest(Request):  # type: ignore[misc]
+    """A task request that runs under the worker's time limits, never the message's.
+
+    Celery copies the sender's `task_time_limit` into every message it sends and lets
+    the message win, so a webhook, beat or CLI started with other settings (or none)
+    would decide how long a worker may run. The worker's settings decide here."""
+
+    @property
+    def time_limits(self) -> tuple[None, None]:
+        return (None, None)  # Celery then uses the task's limits, from this worker's config
+
+    @time_limits.setter
+    def time_limits(self, _value: object) -> None:
+        pass  # the message's `timelimit` header
 
 
 def make_app(url: str | None = None) -> Celery:
@@ -100,4 +119,12 @@ def _json_logs(logger: Any = None, **_kw: Any) -> None:
 after_setup_logger.connect(_json_logs)
 after_setup_task_logger.connect(_json_logs)
 
-__all__ = ["HARD_TIME_LIMIT", "QUEUES", "SOFT_TIME_LIMIT", "VISIBILITY_TIMEOUT", "app", "make_app"]
+__all__ = [
+    "HARD_TIME_LIMIT",
+    "QUEUES",
+    "SOFT_TIME_LIMIT",
+    "VISIBILITY_TIMEOUT",
+    "OwnLimitsRequest",
+    "app",
+    "make_app",
+]

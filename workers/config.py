@@ -25,7 +25,7 @@ Example (docs/service.md has the full table):
     publish:
       dry_run: true          # default: nothing leaves the machine
       from: "mm-lifecycle-bot <bot@example.org>"
-      smtp: {host: 127.0.0.1, port: 25}
+      smtp: {host: 127.0.0.1, port: 25, timeout: 30}   # seconds for each reply
       maildir: /var/lib/bot/outbox
       patchwork: {url: https://patchwork.kernel.org, project: linux-mm}
 """
@@ -166,6 +166,7 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
             starttls=_bool(s.get("starttls", False), "publish.smtp.starttls"),
             user=str(s.get("user", "")),
             password=env.get("BOT_SMTP_PASSWORD", ""),
+            timeout=float(s.get("timeout", 30.0)),
         )
     pw = None
     if pub.get("patchwork"):

@@ -4,7 +4,7 @@
 that point and then sleep, where the test kills it with SIGKILL, or lets it go on
 (`State.release_fault`) once the test has arranged what must happen meanwhile. Unset
 (always, in production), `pause` returns at once. Points: review:before-commit, publish:start,
-publish:after-claim, publish:after-send.
+publish:after-claim, publish:after-send, poll:after-claim.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from workers.celery_app import QUEUES
+from workers.outbox_state import TARGETS
 from workers.state import LATENCY_BUCKETS, State
 
 
@@ -27,10 +28,36 @@ class ServiceCollector(Collector):
             ("series_seen", "Series first seen by assembly"),
             ("series_reviewed", "Series reviewed (committed exactly once each)"),
             ("series_failed", "Series whose review failed permanently"),
+            ("series_requeued", "Reviews re-queued because their worker died holding the claim"),
+            ("outbox_uncertain", "Outbox entries left uncertain (maybe sent; never resent)"),
         ):
             c = CounterMetricFamily(f"bot_{name}", help_text)
             c.add_metric([], m.get(name, 0.0))
             yield c
+        stuck = GaugeMetricFamily(
+            "bot_series_stuck",
+            "Series claimed for review whose worker is gone, not reviewed yet "
+            "(the sweep re-queues them)",
+        )
+        stuck.add_metric([], float(self.state.stuck_claims()))
+        yield stuck
+        outbox = self.state.outbox_summary()
+        pending = GaugeMetricFamily("bot_outbox_pending", "Outbox entries not delivered yet")
+        pending.add_metric([], float(outbox["pending"]))
+        yield pending
+        failing = GaugeMetricFamily(
+            "bot_publish_target_failing",
+            "1 while the last attempt to publish to the target failed (bot outbox list says why)",
+            labels=["target"],
+        )
+        errors = CounterMetricFamily(
+            "bot_publish_errors", "Failed attempts to publish, by target", labels=["target"]
+        )
+        for target in TARGETS:
+            failing.add_metric([target], 1.0 if target in outbox["failing"] else 0.0)
+            errors.add_metric([target], m.get(f"publish_errors_{target}", 0.0))
+        yield failing
+        yield errors
         depth = GaugeMetricFamily(
             "bot_queue_depth", "Tasks waiting in each queue", labels=["queue"]
         )

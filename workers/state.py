@@ -6,7 +6,9 @@ several deployments, or the tests, can share one Redis. `scope` is a mailing lis
 the cover letter, else of the first patch) or a commit range `A..B`.
 
     {p}:mirror:{scope}:cursor        HASH   epoch -> last commit whose message is queued
-    {p}:polling:{scope}              STRING a worker is polling this list's mirror (expires)
+    {p}:polling:{scope}              STRING a live worker is polling this list's mirror (a lease:
+                                            lapses soon after its worker dies)
+    {p}:poller:{scope}               STRING the poll in progress (left behind by a poll that died)
     {p}:seen:{scope}                 SET    Message-IDs already stored (dedupe of deliveries)
     {p}:msg:{scope}                  HASH   Message-ID -> raw message bytes
     {p}:thread:{scope}:{root}        SET    Message-IDs of one thread (root = first Reference)
@@ -21,8 +23,11 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:root-series:{scope}:{root}   SET    series keys assembly produced from this thread
     {p}:waiting:{scope}              ZSET   incomplete series key -> first seen (epoch seconds)
     {p}:series-index:{scope}         ZSET   every series key -> first seen
-    {p}:reviewing:{scope}:{key}      STRING a worker is reviewing it (expires: a dead worker's
-                                            claim lapses before its task is redelivered)
+    {p}:reviewing:{scope}:{key}      STRING a live worker is reviewing it (a lease, renewed while
+                                            the worker lives: see workers.leases)
+    {p}:claims                       ZSET   scope and key of claimed reviews not settled yet ->
+                                            when the sweep looks at it (re-queued when its
+                                            lease lapsed without a review)
     {p}:result:{scope}:{key}         STRING the stored review (JSON): written once, or twice
                                             when a partial review is superseded by the
                                             review of the complete series
@@ -31,15 +36,20 @@ the cover letter, else of the first patch) or a commit range `A..B`.
                                             partial review and its complete successor)
     {p}:outbox:{id}                  HASH   scope, key, created, status, payload (JSON),
                                             part:{n} = sending | sent | uncertain | skipped:<why>
-    {p}:outbox:{id}:lock             STRING a worker is delivering this entry (expires)
+                                            | failed:<why>, note:{n} = why uncertain, or the
+                                            last error of a send to be tried again
+    {p}:outbox:{id}:lock             STRING a live worker is delivering this entry (a lease)
     {p}:outbox:pending               ZSET   outbox id -> created
+    {p}:target:{kind}                HASH   a publish target (email, maildir, patchwork) is failing:
+                                            since, last, error (cleared by the next good send)
     {p}:delivery:{id}                STRING webhook delivery ID seen (expires after a week)
     {p}:push:{scope}:{key}           STRING the webhook queued a review of this push range
                                             (the same range pushed twice is queued once;
                                             expires after a week)
     {p}:metrics                      HASH   counters: series_seen, series_reviewed,
-                                            series_failed, latency_sum, latency_count,
-                                            latency_le_{bucket}
+                                            series_failed, series_requeued, outbox_uncertain,
+                                            publish_errors_{kind}, latency_sum,
+                                            latency_count, latency_le_{bucket}
     {p}:fault:{point}                STRING set when a fault-injection pause was reached
     {p}:fault:{point}:release        STRING set by a test: paused workers go on (tests only)
 
@@ -64,6 +74,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+
+from workers.leases import ClaimStore
+from workers.outbox_state import OutboxKeys
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 # Deliveries are remembered this long; a replay older than a week is still refused
@@ -173,24 +186,14 @@ end
 return {new, redis.call('HGET', KEYS[1], 'state') or ''}
 """
 
-# Claim one part of an outbox item for sending: only a part never tried may be claimed.
-# KEYS: outbox item. ARGV: part field. Returns 1 when claimed.
-_CLAIM_PART = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], 'sending')
-return 1
-"""
 
-
-class State:
+class State(ClaimStore, OutboxKeys):
     """Typed access to the service's Redis keys (see the module docstring)."""
 
     def __init__(self, client: redis.Redis, prefix: str | None = None) -> None:
         self.r = client
         self.p = prefix or os.environ.get("BOT_REDIS_PREFIX", "bot")
         self._commit = self.r.register_script(_COMMIT_REVIEW)
-        self._claim = self.r.register_script(_CLAIM_PART)
         self._update = self.r.register_script(_UPDATE_SERIES)
 
     @classmethod
@@ -199,11 +202,6 @@ class State:
             url or broker_url(), socket_timeout=10, socket_connect_timeout=5
         )
         return cls(client, prefix)
-
-    # ------------------------------------------------------------------ key names
-
-    def k(self, *parts: str) -> str:
-        return ":".join((self.p, *parts))
 
     # ------------------------------------------------------------------ mirror cursors
 
@@ -413,6 +411,8 @@ class State:
         ]
 
     def mark_failed(self, scope: str, key: str, reason: str) -> None:
+        """The series (or push range) failed for good; its claim is settled. A push range
+        that failed may be pushed again: the webhook's record of it is dropped."""
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(
             self.k("series", scope, key),
@@ -420,7 +420,28 @@ class State:
         )
         pipe.zrem(self.k("waiting", scope), key)
         pipe.hincrby(self.k("metrics"), "series_failed", 1)
+        if scope.startswith("push:"):
+            pipe.delete(self.k("push", scope, key))
         pipe.execute()
+        self.settle_claim(scope, key)
+
+    def reopen(self, scope: str, key: str) -> bool:
+        """Put a failed series (or push range) back to complete, to be reviewed again;
+        False when it is not failed."""
+        skey = self.k("series", scope, key)
+        reopened = False
+
+        def update(pipe: redis.client.Pipeline) -> None:
+            nonlocal reopened
+            cur = cast(bytes | None, pipe.hget(skey, "state"))
+            pipe.multi()
+            reopened = cur == SeriesState.FAILED.encode()
+            if reopened:
+                pipe.hset(skey, "state", SeriesState.COMPLETE)
+                pipe.hdel(skey, "error")
+
+        self.r.transaction(update, skey)
+        return reopened
 
     # ------------------------------------------------------------------ results
 
@@ -436,22 +457,6 @@ class State:
     def review_count(self, scope: str, key: str) -> int:
         raw = cast(bytes | None, self.r.get(self.k("reviews", scope, key)))
         return int(raw) if raw else 0
-
-    def claim_poll(self, scope: str, ttl: float) -> bool:
-        """One poll of a list at a time: two would fetch into the same clone at once."""
-        return bool(self.r.set(self.k("polling", scope), os.getpid(), nx=True, px=int(ttl * 1000)))
-
-    def release_poll(self, scope: str) -> None:
-        self.r.delete(self.k("polling", scope))
-
-    def claim_review(self, scope: str, key: str, ttl: float) -> bool:
-        """Claim a series for review so a duplicate task skips instead of reviewing it
-        again in parallel; False when another worker holds the claim."""
-        name = self.k("reviewing", scope, key)
-        return bool(self.r.set(name, os.getpid(), nx=True, px=max(int(ttl * 1000), 1)))
-
-    def release_review(self, scope: str, key: str) -> None:
-        self.r.delete(self.k("reviewing", scope, key))
 
     def commit_review(  # noqa: PLR0917 - one caller, which names every argument
         self,
@@ -497,74 +502,6 @@ class State:
             ],
         )
         return bool(done)
-
-    # ------------------------------------------------------------------ outbox
-
-    def outbox_item(self, outbox_id: str) -> dict[str, str]:
-        raw = cast(dict[bytes, bytes], self.r.hgetall(self.k("outbox", outbox_id)))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    def outbox_pending(self) -> list[str]:
-        return [
-            x.decode() for x in cast(list[bytes], self.r.zrange(self.k("outbox", "pending"), 0, -1))
-        ]
-
-    def outbox_ids(self) -> list[str]:
-        """Every outbox entry stored, oldest first (by SCAN: no KEYS on a busy Redis)."""
-        found: list[tuple[float, str]] = []
-        prefix = self.k("outbox", "")
-        for name in cast(Iterable[bytes], self.r.scan_iter(match=prefix + "*", count=500)):
-            rest = name.decode()[len(prefix) :]
-            if ":" in rest or rest == "pending":
-                continue
-            created = cast(bytes | None, self.r.hget(name, "created"))
-            found.append((float(created or 0), rest))
-        return [i for _c, i in sorted(found)]
-
-    def release_uncertain(self, outbox_id: str) -> int | None:
-        """Let the parts marked uncertain be sent again (the operator checked they never
-        arrived): clear them and put the entry back to pending. None: no such entry."""
-        name = self.k("outbox", outbox_id)
-        item = self.outbox_item(outbox_id)
-        if not item:
-            return None
-        uncertain = [k for k, v in item.items() if k.startswith("part:") and v == "uncertain"]
-        pipe = self.r.pipeline(transaction=True)
-        if uncertain:
-            pipe.hdel(name, *uncertain)
-        pipe.hset(name, "status", "pending")
-        pipe.zadd(
-            self.k("outbox", "pending"), {outbox_id: float(item.get("created") or time.time())}
-        )
-        pipe.execute()
-        return len(uncertain)
-
-    def claim_part(self, outbox_id: str, part: str) -> int:
-        """1: claimed for sending; 0: already sending/sent/settled; -1: no such item."""
-        return int(self._claim(keys=[self.k("outbox", outbox_id)], args=[part]))
-
-    def set_part(self, outbox_id: str, part: str, status: str) -> None:
-        self.r.hset(self.k("outbox", outbox_id), part, status)
-
-    def clear_part(self, outbox_id: str, part: str) -> None:
-        self.r.hdel(self.k("outbox", outbox_id), part)
-
-    def lock_outbox(self, outbox_id: str, ttl: float) -> bool:
-        """Take the entry's send lock; it expires so a killed worker cannot hold it forever."""
-        return bool(
-            self.r.set(
-                self.k("outbox", outbox_id, "lock"), os.getpid(), nx=True, px=int(ttl * 1000)
-            )
-        )
-
-    def unlock_outbox(self, outbox_id: str) -> None:
-        self.r.delete(self.k("outbox", outbox_id, "lock"))
-
-    def finish_outbox(self, outbox_id: str, status: str) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.k("outbox", outbox_id), mapping={"status": status, "finished": time.time()})
-        pipe.zrem(self.k("outbox", "pending"), outbox_id)
-        pipe.execute()
 
     # ------------------------------------------------------------------ webhook
 

@@ -10,11 +10,14 @@
                                         store it + outbox entry (maildir, opt-in mail)
     publish_outbox(outbox_id)           publish: deliver one outbox entry (see bot.publish.outbox)
     sweep()                             beat: review series whose wait ran out; re-queue
-                                        outbox entries nobody delivered
+                                        series whose claim lapsed without a review (their
+                                        worker died) and outbox entries nobody delivered
 
 No task waits on another (never `.get()` in a task): each queues the next. Only transient
 errors (Redis, network, git fetch, SMTP) are retried, with jittered exponential backoff;
 anything else marks the series failed, because retrying a bad patch cannot help.
+A review that runs out of time (the worker's limits, never the sender's) is marked
+failed too, with the reason; `bot series retry` (or pushing the range again) retries it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from bot.config import Settings, load_settings
@@ -38,9 +43,10 @@ from bot.errors import BotError, FetchError
 from bot.ingest.mirror import PublicInboxMirror
 from bot.publish.outbox import Policy, deliver
 from workers import faults
-from workers.celery_app import HARD_TIME_LIMIT, VISIBILITY_TIMEOUT, app
+from workers.celery_app import SOFT_TIME_LIMIT, app
 from workers.config import ServiceConfig, load_service_config
 from workers.intake import ingest_mirror
+from workers.leases import Lease
 from workers.logs import log
 from workers.review import (
     assemble_roots,
@@ -70,19 +76,43 @@ _RETRY: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": 8,
     "acks_late": True,
+    "Request": "workers.celery_app:OwnLimitsRequest",
 }
-# How long a review claim lasts. Shorter than the visibility timeout, so when a worker
-# dies mid-review its claim has lapsed by the time the broker redelivers its task.
-REVIEW_CLAIM_SECONDS = min(HARD_TIME_LIMIT, VISIBILITY_TIMEOUT / 2)
-# How long one worker may hold an outbox entry's send lock before it is presumed dead.
-OUTBOX_LOCK_SECONDS = float(os.environ.get("BOT_OUTBOX_LOCK_SECONDS", "300"))
 # An outbox entry still pending this long after its review was stored is re-queued.
 OUTBOX_STALE_SECONDS = float(os.environ.get("BOT_OUTBOX_STALE_SECONDS", "120"))
 
 
+class ServiceTask(Task):  # type: ignore[misc]
+    """A task that marks its series failed when the worker's hard time limit kills it
+    (Celery calls `on_failure` in the worker's main process then; a soft limit is
+    caught by the task itself)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            timed_out(self.name, list(args or ()), dict(kwargs or {}), "hard")
+
+
+def timed_out(name: str, args: list[Any], kwargs: dict[str, Any], which: str) -> None:
+    """Mark the series (or push range) of a review task that ran out of time failed,
+    so it is not left `complete` with no result, and may be retried."""
+    limit = SOFT_TIME_LIMIT if which == "soft" else app.conf.task_time_limit
+    reason = f"review timed out ({which} limit {float(limit or 0):g} s)"
+    if name.endswith(".review_series") and len(args) >= 2:
+        scope, key = str(args[0]), str(args[1])
+    elif name.endswith(".review_push") and len(args) >= 3:
+        scope, key = f"push:{args[0]}", push_key(str(args[1]), str(args[2]))
+    else:
+        return
+    del kwargs
+    state().mark_failed(scope, key, reason)
+    log.error("review failed", extra={"scope": scope, "series": key, "error": reason})
+
+
 def _task(**opts: Any) -> Callable[[Callable[..., Any]], Any]:
     """`app.task`, typed: the decorated object is a Celery task (Any to mypy)."""
-    return cast(Callable[[Callable[..., Any]], Any], app.task(**opts))
+    return cast(Callable[[Callable[..., Any]], Any], app.task(base=ServiceTask, **opts))
 
 
 @cache
@@ -128,14 +158,26 @@ def poll_mirror(scope: str) -> dict[str, int]:
         log.warning("no mirror configured", extra={"scope": scope})
         return {}
     st = state()
-    if not st.claim_poll(scope, HARD_TIME_LIMIT):
-        return {"skipped": 1}  # the poll already running will see the same new mail
-    try:
-        mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
-        mirror.sync()
-        stats = ingest_mirror(st, scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
-    finally:
-        st.release_poll(scope)
+    lease = st.poll_lease(scope)
+    if not lease.acquire():
+        # the poll already running will see the same new mail; a dead worker's lease
+        # lapses within BOT_LEASE_SECONDS, and the next poll says so
+        log.info("poll skipped: a live worker is polling", extra={"scope": scope})
+        return {"skipped": 1}
+    with lease.kept():
+        died = st.start_poll(scope, lease.token)
+        if died:
+            log.warning(
+                "the last poll died with its worker; its lock lapsed and polling resumes",
+                extra={"scope": scope, "holder": died},
+            )
+        try:
+            faults.pause(st, "poll:after-claim")
+            mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
+            mirror.sync()
+            stats = ingest_mirror(st, scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
+        finally:
+            st.finish_poll(scope, lease.token)
     log.info(
         "mirror polled", extra={"scope": scope, "stored": stats.stored, "walked": stats.walked}
     )
@@ -168,27 +210,46 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
     """Review one series exactly once; store the review and its outbox entry together."""
     st = state()
     info = st.series(scope, key)
+    done = _settled(st, scope, key, info)
+    if done:
+        st.settle_claim(scope, key)
+        return "skipped: " + done
+    lease = st.review_lease(scope, key)
+    if not lease.acquire():
+        # a duplicate task, or the task of a worker that died holding the lease: the
+        # claimant commits it, or the sweep re-queues it once the lease has lapsed
+        log.info("review skipped: claimed", extra={"scope": scope, "series": key})
+        return "skipped: in progress elsewhere"
+    st.track_claim(scope, key)
+    with lease.kept():
+        try:
+            return _review_claimed(st, scope, key, info, partial, lease=lease)
+        except SoftTimeLimitExceeded:
+            timed_out("workers.tasks.review_series", [scope, key], {}, "soft")
+            return "failed: timed out"
+
+
+def _settled(st: State, scope: str, key: str, info: Mapping[str, str]) -> str:
+    """Why the series needs no review now ('' when it does)."""
     if info.get("state") in {
         SeriesState.REVIEWED,
         SeriesState.SUPERSEDED,
         SeriesState.MERGED,
         SeriesState.FAILED,
     }:
-        return "skipped: " + info["state"]
+        return info["state"]
     # a stored review blocks another one, unless it was partial and the complete
     # review is still owed (the commit script re-checks that atomically)
     if st.result(scope, key) is not None and info.get("partial") != "1":
-        return "skipped: already reviewed"
-    if not st.claim_review(scope, key, REVIEW_CLAIM_SECONDS):
-        # a duplicate task (the series was queued twice): the claimant commits it
-        return "skipped: in progress elsewhere"
-    try:
-        return _review_claimed(st, scope, key, info, partial)
-    finally:
-        st.release_review(scope, key)
+        return "already reviewed"
+    return ""
 
 
-def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], partial: bool) -> str:
+def _review_claimed(
+    st: State, scope: str, key: str, info: dict[str, str], partial: bool, *, lease: Lease
+) -> str:
+    """Review a series whose lease this task holds; the claim is settled before any
+    task is queued (a re-queued review tracks a claim of its own)."""
     roots = json.loads(info.get("roots") or "[]") or [key]
     got = assemble_roots(st, scope, roots, settings())
     chosen = pick(got.series_set, key)
@@ -198,6 +259,7 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
     series, versions, others = chosen
     owed = info.get("partial") == "1"  # a partial review is stored; this one completes it
     if not series.complete and (owed or not partial):
+        st.settle_claim(scope, key)  # the wait's own sweep reviews it when it runs out
         return "waiting: incomplete"
     partial = not series.complete  # the sweep may find it complete by now
     cfg = config()
@@ -226,6 +288,7 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
     committed = st.commit_review(
         scope, key, result, outbox_id, outbox, time.time() - started, mode=mode
     )
+    st.settle_claim(scope, key)
     if not committed:
         return "skipped: another worker committed first"
     log.info(
@@ -237,7 +300,7 @@ def _review_claimed(st: State, scope: str, key: str, info: dict[str, str], parti
         # the missing patches arrived while this partial review was being written, and
         # the review assembly queued then skipped (this claim) or will find it reviewed:
         # queue the complete review now, without the claim in its way
-        st.release_review(scope, key)
+        lease.release()
         review_series.apply_async((scope, key, False))
     return "reviewed" + (" (supersedes the partial review)" if owed else "")
 
@@ -292,8 +355,18 @@ def review_push(repo: str, before: str, after: str, ref: str = "") -> str:
     scope, key = f"push:{repo}", push_key(before, after)
     if st.result(scope, key) is not None:
         return "skipped: already reviewed"
+    try:
+        return _review_push(st, repo, before, after, ref)
+    except SoftTimeLimitExceeded:
+        timed_out("workers.tasks.review_push", [repo, before, after], {}, "soft")
+        return "failed: timed out"
+
+
+def _review_push(st: State, repo: str, before: str, after: str, ref: str) -> str:
+    scope, key = f"push:{repo}", push_key(before, after)
     cfg = config()
     started = time.time()
+    st.reopen(scope, key)  # pushed again after it failed (a timeout): review it again
     st.update_series(scope, key, {"state": SeriesState.COMPLETE, "ref": ref})
     rng = f"{after}~1..{after}" if set(before) == {"0"} else key
     try:
@@ -387,10 +460,12 @@ def publish_outbox(outbox_id: str) -> dict[str, Any]:
     item = st.outbox_item(outbox_id)
     if not item or item.get("status") not in {"pending", None}:
         return {"skipped": item.get("status", "missing") if item else "missing"}
-    if not st.lock_outbox(outbox_id, OUTBOX_LOCK_SECONDS):
-        # another worker is delivering it right now; the sweep re-queues it if that one dies
+    lease = Lease(st.r, st.k("outbox", outbox_id, "lock"))
+    if not lease.acquire():
+        # a live worker is delivering it right now; if it dies its lease lapses and the
+        # sweep re-queues the entry
         return {"skipped": "locked"}
-    try:
+    with lease.kept():
         cfg = config()
         report = deliver(
             st,
@@ -399,17 +474,21 @@ def publish_outbox(outbox_id: str) -> dict[str, Any]:
             _RealSenders(cfg),
             pause=lambda point: faults.pause(st, point),
         )
-    finally:
-        st.unlock_outbox(outbox_id)
-    log.info(
-        "outbox delivered",
-        extra={"series": item.get("key"), "scope": item.get("scope"), "sent": len(report.sent)},
-    )
+    where = {"series": item.get("key"), "scope": item.get("scope"), "outbox": outbox_id}
+    for n, why in report.deferred.items():
+        # one line, no traceback: the entry stays pending and the sweep tries it again
+        log.warning("publish target failing; will retry", extra={**where, "part": n, "error": why})
+    for n in report.uncertain:
+        log.warning(
+            "outbox part uncertain: not resent (bot outbox list)", extra={**where, "part": n}
+        )
+    log.info("outbox delivered", extra={**where, "sent": len(report.sent)})
     return {
         "sent": report.sent,
         "skipped": report.skipped,
         "uncertain": report.uncertain,
         "failed": report.failed,
+        "deferred": report.deferred,
     }
 
 
@@ -428,13 +507,26 @@ def sweep() -> dict[str, int]:
         for key in st.waiting_since(name, now - lst.wait_seconds):
             review_series.apply_async((name, key, True))
             partial += 1
+    lapsed = 0
+    for scope, key in st.lapsed_claims(now):
+        info = st.series(scope, key)
+        if _settled(st, scope, key, info) or scope.startswith("push:"):
+            st.settle_claim(scope, key)
+            continue
+        log.warning(
+            "review claim lapsed without a review (its worker died): series re-queued",
+            extra={"scope": scope, "series": key},
+        )
+        st.requeued_claim(scope, key, now)
+        review_series.apply_async((scope, key, info.get("state") == SeriesState.INCOMPLETE))
+        lapsed += 1
     requeued = 0
     for outbox_id in st.outbox_pending():
         item = st.outbox_item(outbox_id)
         if item and float(item.get("created", now)) < now - OUTBOX_STALE_SECONDS:
             publish_outbox.apply_async((outbox_id,))
             requeued += 1
-    return {"partial_reviews": partial, "outbox_requeued": requeued}
+    return {"partial_reviews": partial, "claims_requeued": lapsed, "outbox_requeued": requeued}
 
 
 __all__ = [
@@ -450,4 +542,5 @@ __all__ = [
     "review_series",
     "state",
     "sweep",
+    "timed_out",
 ]

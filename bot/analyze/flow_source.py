@@ -14,7 +14,6 @@ and whether a lock was held on every path to it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,13 +37,11 @@ from bot.analyze.flow import (
     parse,
 )
 from bot.model import CFunction
+from bot.safefs import read_tree_text, tree_listing
 
 if TYPE_CHECKING:
     import tree_sitter as ts
 
-# Files larger than this are not read from the tree when following calls: the
-# biggest mm/ files are ~300 KB; anything larger is generated or not C we need.
-_MAX_TREE_FILE = 2 * 1024 * 1024
 # Bytes of a tree directory scanned for a definition before giving up (keeps a
 # review ~1 s even on a directory with hundreds of files).
 _MAX_DIR_BYTES = 8 * 1024 * 1024
@@ -180,29 +177,9 @@ def _brace_deficit(body: str) -> tuple[int, int]:
     return -low, max(depth - low, 0)
 
 
-@lru_cache(maxsize=2048)
-def _read(path: str) -> str | None:
-    p = Path(path)
-    try:
-        if not p.is_file() or p.stat().st_size > _MAX_TREE_FILE:
-            return None
-        return p.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
 def _includes(text: str) -> tuple[str, ...]:
     """The `#include` targets of a text, in order (scanned once per text)."""
     return _lexical(text)[1]
-
-
-@lru_cache(maxsize=256)
-def _dir_listing(path: str) -> tuple[str, ...]:
-    p = Path(path)
-    try:
-        return tuple(sorted(str(c) for c in p.iterdir() if c.suffix in (".c", ".h")))
-    except OSError:
-        return ()
 
 
 # `name(` on a line that could start a definition. One line only ([ \t], never
@@ -256,8 +233,10 @@ class SourceView:
             return self.files[path]
         if self.tree_root is None:
             return None
-        # os.path.join, not pathlib: this runs thousands of times per review.
-        return _read(os.path.join(self.tree_root, path))
+        # the one checked reader: confined to the tree (an #include of
+        # "../../x" or </abs/path> reads nothing), no symlink, size-bounded,
+        # read again when the file changed (a warm daemon serves no stale text)
+        return read_tree_text(self.tree_root, path)
 
     def flows_in(self, path: str) -> Iterator[Flow]:
         """Every function of `path` on this side."""
@@ -279,7 +258,6 @@ class SourceView:
         yield from (p for p in self.files if p != near)
         if self.tree_root is None:
             return
-        root = Path(self.tree_root)
         text = self.text(near) or ""
         near_dir = str(Path(near).parent)
         for inc in _includes(text):
@@ -290,10 +268,9 @@ class SourceView:
         if not near.endswith(".c"):
             return  # a header's directory (include/linux) is the whole kernel API
         budget = _MAX_DIR_BYTES
-        for full in _dir_listing(str(root / near_dir)):
+        for rel in tree_listing(self.tree_root, near_dir, (".c", ".h")):
             if budget <= 0:
                 break
-            rel = str(Path(full).relative_to(root))
             yield rel
             budget -= len(self.text(rel) or "")
 

@@ -19,12 +19,31 @@ from dataclasses import dataclass, field
 
 from bot.model import Hunk, LineKind
 
-__all__ = ["ALREADY", "MAX_FUZZ", "Placement", "apply_hunks", "locate_hunks"]
+__all__ = ["ALREADY", "MAX_FUZZ", "SEARCH_BOUND", "Placement", "apply_hunks", "locate_hunks"]
 
 # GNU patch's default maximum fuzz; more lets a hunk land in the wrong place.
 MAX_FUZZ = 2
 # Reason prefix for the hunks of a file whose change is already there.
 ALREADY = "already applied"
+# The search's bound, proportional to its input: at most this many line
+# comparisons per line of the file and of the hunks' pre-images (plus a floor).
+# Real placements use a few per line; a hostile patch (hundreds of hunks of
+# repeated lines against a file of the same line) needed hunks x lines x hunk
+# length. Past it, the hunks not yet placed fail with SEARCH_BOUND.
+WORK_PER_LINE = 256
+WORK_FLOOR = 100_000
+SEARCH_BOUND = "search bound reached"
+
+
+class _Budget:
+    """Line comparisons left for one file's search."""
+
+    def __init__(self, lines: int, hunk_lines: int) -> None:
+        self.left = WORK_FLOOR + WORK_PER_LINE * (lines + hunk_lines)
+
+    def spend(self, n: int) -> bool:
+        self.left -= n
+        return self.left >= 0
 
 
 @dataclass(frozen=True)
@@ -60,10 +79,20 @@ class _Positions:
     lines: Sequence[str]
     _seen: dict[str, list[int]] = field(default_factory=dict)
 
+    _full: bool = False
+
     def of(self, line: str) -> list[int]:
         found = self._seen.get(line)
+        if found is None and not self._full and len(self._seen) >= 8:
+            # many hunks: index every line once (linear) rather than a scan each
+            index: dict[str, list[int]] = {}
+            for i, text in enumerate(self.lines):
+                index.setdefault(text, []).append(i)
+            self._seen, self._full = index, True
+            found = index.get(line)
         if found is None:
-            found = self._seen[line] = list(positions(self.lines, line))
+            found = [] if self._full else list(positions(self.lines, line))
+            self._seen[line] = found
         return found
 
 
@@ -97,9 +126,11 @@ def _find(
     frozen: int,
     fuzz: int,
     at_line: _Positions,
-) -> tuple[int, int, int] | None:
+    budget: _Budget,
+) -> tuple[int, int, int] | bool | None:
     """Start (0-based, untrimmed) and the trims at which `old` matches with `fuzz`;
-    `at_line` gives the (0-based) positions of a line in `lines`."""
+    `at_line` gives the (0-based) positions of a line in `lines`. False when the
+    budget ran out before an answer."""
     n = len(lines)
     context = max(prefix, suffix)
     pfuzz = fuzz + prefix - context
@@ -126,8 +157,11 @@ def _find(
         pos = start + ptrim
         if start < 0 or pos < frozen or pos + len(pattern) > n:
             continue
-        if lines[pos] == first and list(lines[pos : pos + len(pattern)]) == pattern:
-            return start, ptrim, strim
+        if lines[pos] == first:
+            if not budget.spend(len(pattern)):
+                return False
+            if list(lines[pos : pos + len(pattern)]) == pattern:
+                return start, ptrim, strim
     return None
 
 
@@ -147,6 +181,7 @@ def locate_hunks(
     frozen = 0  # first input line a later hunk may touch
     n = len(lines)
     at_line = _Positions(lines)
+    budget = _Budget(n, sum(len(h.lines) for h in hunks))
     for index, hunk in enumerate(hunks):
         old = _old(hunk)
         stated = max(hunk.source_start - 1, 0) if old else hunk.source_start
@@ -171,7 +206,10 @@ def locate_hunks(
                 frozen=frozen,
                 fuzz=fuzz,
                 at_line=at_line,
+                budget=budget,
             )
+            if hit is False:
+                return [*placements, *_bounded(index, len(hunks))]
             if hit is None and index == 0 and forward_only:
                 back = _find(
                     lines,
@@ -183,11 +221,15 @@ def locate_hunks(
                     frozen=frozen,
                     fuzz=fuzz,
                     at_line=at_line,
+                    budget=budget,
                 )
-                if back is not None:
+                if back is False:
+                    return _bounded(0, len(hunks))
+                if back:
                     reason = f"{ALREADY} (hunk 1 matches reversed); file skipped"
                     return [Placement(i, False, reason=reason) for i in range(len(hunks))]
-            if hit is not None:
+            if hit:
+                assert not isinstance(hit, bool)
                 start, ptrim, strim = hit
                 found = Placement(index, True, start, start - stated, fuzz, ptrim, strim)
                 frozen = start + len(old) - strim
@@ -200,6 +242,11 @@ def locate_hunks(
         last_offset = found.offset
         placements.append(found)
     return placements
+
+
+def _bounded(first: int, total: int) -> list[Placement]:
+    reason = f"{SEARCH_BOUND} ({WORK_PER_LINE} comparisons per line of input)"
+    return [Placement(i, False, reason=reason) for i in range(first, total)]
 
 
 def apply_hunks(

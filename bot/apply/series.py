@@ -29,6 +29,7 @@ from pathlib import Path
 from bot.analyze.diff import NoNewline, check_path, parse_diff, parse_diff_detail
 from bot.apply.fuzzy import ALREADY, Placement, apply_hunks, locate_hunks, positions
 from bot.apply.gitcmd import foreign_config, git
+from bot.apply.guard import am_mail, inside, refuse_symlinks_in_commit, refuse_symlinks_on_disk
 from bot.apply.images import diff_only_images
 from bot.config import Settings
 from bot.errors import InputError, UnsafePatchError
@@ -142,38 +143,6 @@ def _touched_paths(parsed: Sequence[_Parsed]) -> list[str]:
 # --------------------------------------------------------------------------- scratch
 
 
-def _prefixes(path: str) -> list[str]:
-    """`a/b/c` -> `a`, `a/b`, `a/b/c`: every component a write would pass through."""
-    parts = path.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _refuse_symlinks_on_disk(root: Path, paths: Sequence[str]) -> None:
-    """Raise UnsafePatchError if a touched path passes through a symlink in `root`."""
-    for path in paths:
-        for prefix in _prefixes(path):
-            if (root / prefix).is_symlink():
-                raise UnsafePatchError(
-                    f"refused: diff path {path} passes through the symlink {prefix} in the tree"
-                )
-
-
-def _refuse_symlinks_in_commit(repo: Path, commit: str, paths: Sequence[str]) -> None:
-    """Raise UnsafePatchError if a touched path passes through a symlink in `commit`."""
-    prefixes = sorted({p for path in paths for p in _prefixes(path)})
-    if not prefixes:
-        return
-    listing = git(["ls-tree", "-z", "--full-tree", commit, "--", *prefixes], repo, check=True)
-    wanted = set(prefixes)  # ls-tree also lists the siblings in a directory it enters
-    for entry in listing.stdout.split(b"\0"):
-        name = entry.split(b"\t", 1)[-1].decode("utf-8", "surrogateescape")
-        if entry.startswith(b"120000 ") and name in wanted:
-            bad = next(p for p in paths if name in _prefixes(p))
-            raise UnsafePatchError(
-                f"refused: diff path {bad} passes through the symlink {name} in the tree"
-            )
-
-
 def _git_toplevel(tree: Path) -> Path | None:
     """The top of the git work tree `tree` is in, when `tree` has its own `.git`."""
     if not (tree / ".git").exists():
@@ -232,7 +201,7 @@ def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str])
     clone = ["clone", "--quiet", "--shared", "--no-checkout", "--no-tags", str(tree), str(dest)]
     git([*foreign, *clone], dest.parent, check=True)
     commit = _resolve_base(dest, base, notes)
-    _refuse_symlinks_in_commit(dest, commit, paths)
+    refuse_symlinks_in_commit(dest, commit, paths)
     _note_local_changes(tree, paths, notes, foreign)
     git(["config", "core.sparseCheckout", "true"], dest, check=True)
     info = dest / ".git" / "info"
@@ -246,7 +215,7 @@ def _prepare_git(tree: Path, dest: Path, base: str | None, paths: Sequence[str])
 def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
     """Scratch directory holding copies of the touched files of a plain directory;
     its repository (one base commit of these files) is made when git first runs."""
-    _refuse_symlinks_on_disk(tree, paths)
+    refuse_symlinks_on_disk(tree, paths)
     dest.mkdir()
     scratch = _Scratch(
         dest,
@@ -335,21 +304,9 @@ def _scratch(
 # --------------------------------------------------------------------------- one patch
 
 
-def _inside(root: Path, path: str) -> Path | None:
-    """`root / path` when no component of it is a symlink, else None.
-
-    The base tree was checked before anything applied, but an earlier patch of the
-    series may have created a symlink (git applies `new file mode 120000`); reading
-    or writing through it could reach outside the scratch area."""
-    for prefix in _prefixes(path):
-        if (root / prefix).is_symlink():
-            return None
-    return root / path
-
-
 def _read(root: Path, path: str | None) -> str | None:
     """Text of a regular file in the scratch tree, or None when it is not one."""
-    target = _inside(root, path) if path is not None else None
+    target = inside(root, path) if path is not None else None
     if target is None or not target.is_file():
         return None
     return target.read_bytes().decode("utf-8", "replace")
@@ -408,7 +365,7 @@ def _remember_blobs(scratch: _Scratch, paths: Sequence[str]) -> None:
     if scratch.blobs is None and not _uncommitted(scratch):
         return
     for path in paths:
-        target = _inside(scratch.root, path)
+        target = inside(scratch.root, path)
         if target is not None and target.is_file() and not target.is_symlink():
             _remember(scratch, target.read_bytes())
 
@@ -476,7 +433,9 @@ def _try_git_am(root: Path, parsed: _Parsed) -> bool:
         # a bare diff or quilt patch fails it (after git has read the index).
         return False
     excludes = [f"--exclude={f.path}" for f in parsed.binaries]
-    res = git(["am", "-3", "--quiet", "--no-gpg-sign", *excludes], root, stdin=raw)
+    # the analysed diff, not the mail as received (guard.am_mail)
+    mail = am_mail(parsed.patch)
+    res = git(["am", "-3", "--quiet", "--no-gpg-sign", *excludes], root, stdin=mail)
     if res.ok:
         return True
     git(["am", "--abort"], root)
@@ -508,7 +467,7 @@ def _fuzzy_file(
         return [HunkResult(diff.path, h.header, False, reason=reason) for h in diff.hunks]
 
     for path in {diff.old_path, diff.new_path} - {None}:
-        if path is not None and _inside(root, path) is None:
+        if path is not None and inside(root, path) is None:
             return fail_all(f"{path} passes through a symlink an earlier patch created"), notes
     old = root / diff.old_path if diff.old_path else None
     new = root / diff.new_path if diff.new_path else None

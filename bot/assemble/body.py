@@ -8,12 +8,20 @@ at the first `diff --git`, `diff -puN` (quilt), `Index:` (CVS/SVN) or
 ends. Counting, rather than cutting at the first `-- `, is what keeps mail
 signatures and list footers ("-- \\n2.43.0", "--\\nTo unsubscribe...") out of
 the diff while a removed line that reads "- " stays in.
+
+A second diff later in the body (after the signature, after a footer) is part
+of the diff too: `git am` would apply it, so the review must see it. The diff
+text is every diff of the body, in order, without the prose between them, and
+it is what the apply stage hands to git (bot.apply.guard.am_mail), so what is
+applied and what is analysed are the same text.
 """
 
 from __future__ import annotations
 
 import email.utils
 import re
+
+from bot.ingest.message import check_line_lengths
 
 __all__ = ["in_body_author", "split_patch_body"]
 
@@ -89,6 +97,25 @@ def _find_diff(lines: list[str]) -> tuple[int, int] | None:
             continue
         i += 1
     return _find_damaged_diff(lines)
+
+
+def _find_diffs(lines: list[str]) -> list[tuple[int, int]]:
+    """(start, end) of every diff of the body, in order: the first as _find_diff
+    finds it, then each later one with a change (prose between them skipped)."""
+    first = _find_diff(lines)
+    if first is None:
+        return []
+    found = [first]
+    i = first[1]
+    while i < len(lines):
+        if _is_start(lines, i):
+            end = _diff_end(lines, i)
+            if _has_change(lines[i:end]):
+                found.append((i, end))
+            i = max(end, i + 1)
+            continue
+        i += 1
+    return found
 
 
 def _find_damaged_diff(lines: list[str]) -> tuple[int, int] | None:
@@ -180,18 +207,21 @@ def _strip_in_body_headers(lines: list[str]) -> list[str]:
 
 
 def split_patch_body(body: str) -> tuple[str, str, str | None]:
-    """(commit message, diff text, base-commit sha or None) of one patch mail body."""
+    """(commit message, diff text, base-commit sha or None) of one patch mail body.
+    A line longer than MAX_LINE (a bare diff never went through parse_message)
+    is refused: InputError."""
+    check_line_lengths(body, "patch body")
     text = body.replace("\r\n", "\n")
     lines = text.split("\n")
-    found = _find_diff(lines)
-    start = found[0] if found else None
-    head_end = start if start is not None else len(lines)
+    found = _find_diffs(lines)
+    head_end = found[0][0] if found else len(lines)
     sep = next((i for i in range(head_end) if _SEPARATOR_RE.match(lines[i])), None)
     msg_lines = lines[: sep if sep is not None else head_end]
     message = "\n".join(_strip_in_body_headers(msg_lines)).strip("\n").rstrip()
     diff = ""
-    if found is not None:
-        diff = "\n".join(lines[found[0] : found[1]]).rstrip("\n") + "\n"
+    if found:
+        diff = "\n".join(ln for start, end in found for ln in lines[start:end]).rstrip("\n")
+        diff += "\n"
     base = _BASE_RE.search(text)
     return message, diff, base.group(1).lower() if base else None
 

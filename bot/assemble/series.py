@@ -42,7 +42,7 @@ from bot.assemble.body import in_body_author, split_patch_body
 from bot.assemble.subject import has_version_tag, normalise_title, parse_subject
 from bot.config import Settings
 from bot.errors import InputError, UsageError
-from bot.ingest.message import as_utc
+from bot.ingest.message import MAX_REFERENCES, as_utc
 from bot.model import Patch, PatchSlot, RawMessage, Series, SeriesSet, SubjectInfo
 
 __all__ = ["assemble", "select"]
@@ -175,10 +175,11 @@ def _read(raw: RawMessage) -> _Msg:
         kind = _PATCH
     else:
         kind = _REPLY  # no diff: a comment, a pull request or a bug report
-    refs: list[str] = []
-    for ref in ([raw.in_reply_to] if raw.in_reply_to else []) + list(reversed(raw.references)):
-        if ref and ref not in refs and ref != raw.message_id:
-            refs.append(ref)
+    # linear (a set, not a list scan) and bounded: at most MAX_REFERENCES + 1
+    nearest = [raw.in_reply_to] if raw.in_reply_to else []
+    ordered = dict.fromkeys(r for r in [*nearest, *reversed(raw.references)] if r)
+    ordered.pop(raw.message_id, None)
+    refs = list(ordered)[: MAX_REFERENCES + 1]
     return _Msg(
         raw=raw,
         info=info,

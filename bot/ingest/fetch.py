@@ -11,11 +11,16 @@ conservative character set: it becomes part of a URL path, so `/`, `?`, `#`,
 from __future__ import annotations
 
 import re
+import time
 import zlib
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 from bot.config import Settings
 from bot.errors import FetchError, InputError, TooLargeError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "fetch_thread",
@@ -89,6 +94,39 @@ def gunzip_limited(data: bytes, limit: int, source: str) -> bytes:
     return bytes(out)
 
 
+class _DeadlinePassed(Exception):
+    """The fetch's total time ran out."""
+
+
+def _read_by(resp: requests.Response, deadline: float, limit: int, label: str) -> bytearray:
+    """The response body, read as it arrives (read1) until `deadline`: a server
+    trickling a byte a second cannot hold the fetch past it, as a timeout per
+    read would let it. Each read waits at most the time left."""
+    import socket
+
+    from urllib3.exceptions import ReadTimeoutError
+
+    raw = resp.raw
+    conn = getattr(raw, "connection", None)
+    sock = getattr(conn, "sock", None)
+    body = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed
+        if isinstance(sock, socket.socket):
+            sock.settimeout(left)
+        try:
+            chunk = raw.read1(_CHUNK, decode_content=True)
+        except (TimeoutError, ReadTimeoutError) as exc:
+            raise _DeadlinePassed from exc
+        if not chunk:
+            return body
+        body += chunk
+        if len(body) > limit:
+            raise TooLargeError(f"download larger than {limit} bytes", source=label)
+
+
 def fetch_thread(msgid: str, settings: Settings, *, source: str | None = None) -> bytes:
     """The whole thread holding `msgid` as mbox bytes, from settings.lore_base_url.
 
@@ -103,19 +141,19 @@ def fetch_thread(msgid: str, settings: Settings, *, source: str | None = None) -
     # Imported here: requests costs ~35 ms, and most reviews read local files.
     import requests
 
+    timeout = settings.fetch_timeout
+    deadline = time.monotonic() + timeout  # for the whole fetch, not per read
     try:
-        with requests.get(url, timeout=settings.fetch_timeout, stream=True) as resp:
+        with requests.get(url, timeout=timeout, stream=True) as resp:
             if resp.status_code == 404:
                 raise FetchError(
                     f"no thread found for <{msgid}> (HTTP 404 from {url})", source=label
                 )
             if resp.status_code >= 400:
                 raise FetchError(f"HTTP {resp.status_code} fetching {url}", source=label)
-            body = bytearray()
-            for chunk in resp.iter_content(_CHUNK):
-                body += chunk
-                if len(body) > limit:
-                    raise TooLargeError(f"download larger than {limit} bytes", source=label)
+            body = _read_by(resp, deadline, limit, label)
+    except _DeadlinePassed as exc:
+        raise FetchError(f"timed out after {timeout:g}s fetching {url}", source=label) from exc
     except requests.Timeout as exc:
         raise FetchError(
             f"timed out after {settings.fetch_timeout:g}s fetching {url}", source=label

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from bot.errors import InputError
 
@@ -41,8 +42,29 @@ def is_range_arg(arg: str) -> bool:
     )
 
 
+def _base_of(gitcmd: Any, git_args: list[str], rev_range: str) -> str | None:
+    """The commit `A..B` applies onto: the merge base of A and B (A itself when
+    it is an ancestor of B), or None when they share no history."""
+    import git
+
+    left, _, right = rev_range.replace("...", "..").partition("..")
+    if left.startswith("-") or right.startswith("-"):
+        return None  # never an option to git
+    try:
+        out = gitcmd.execute(
+            [*git_args, "merge-base", left or "HEAD", right or "HEAD"],
+            stdout_as_string=True,
+        )
+    except git.GitCommandError:
+        return None
+    sha = str(out).strip()
+    return sha if re.fullmatch(r"[0-9a-f]{7,64}", sha) else None
+
+
 def format_patch_range(repo: str, rev_range: str) -> bytes:
-    """The commits of `rev_range` in `repo` as one mbox (git format-patch output)."""
+    """The commits of `rev_range` in `repo` as one mbox (git format-patch output),
+    with `base-commit:` naming the commit the range applies onto, so a review
+    applies it there, not on the repository's checked-out HEAD."""
     if not _RANGE_RE.match(rev_range) or rev_range.startswith(("-", ".")):
         raise InputError("refused revision range: unexpected characters", source=rev_range)
     path = Path(repo)
@@ -56,8 +78,10 @@ def format_patch_range(repo: str, rev_range: str) -> bytes:
         args: list[str] = ["git"]
         for item in _CONFIG:
             args += ["-c", item]
+        base = _base_of(gitcmd, args, rev_range)
         args += [
             "format-patch",
+            *([f"--base={base}"] if base else []),
             "--stdout",
             "--numbered",
             "--thread=shallow",

@@ -23,7 +23,28 @@ from email.message import Message
 from bot.errors import InputError
 from bot.model import RawMessage
 
-__all__ = ["decode_bytes", "looks_like_diff", "looks_like_mail", "parse_message"]
+__all__ = [
+    "MAX_LINE",
+    "MAX_REFERENCES",
+    "check_line_lengths",
+    "decode_bytes",
+    "looks_like_diff",
+    "looks_like_mail",
+    "parse_message",
+]
+
+# The longest line a mail or patch may have (characters): kernel source lines
+# are under a thousand; a longer one is an attack on memory (a 48 MB line took
+# 1.5 GB in the parsers and diff stages). Past it the input is refused.
+MAX_LINE = 256 * 1024
+# anchored at line starts (re.M), so the scan is linear: unanchored, every
+# position of a long line would start a scan to its end
+_LONG_LINE_S = re.compile(rf"(?m)^[^\n]{{{MAX_LINE + 1}}}")
+_LONG_LINE_B = re.compile(_LONG_LINE_S.pattern.encode())
+# Message-IDs kept of a References header: the first (the thread's root) and
+# the newest ones, which is all threading reads (RFC 5322 3.6.4 trims the same
+# way). 100,000 entries were deduplicated quadratically.
+MAX_REFERENCES = 128
 
 # Headers whose presence makes a block of text a mail. One is enough: quilt
 # patches carry only From: and Subject:, list archives sometimes drop Date:.
@@ -202,6 +223,25 @@ def _normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def check_line_lengths(data: bytes | str, source: str) -> None:
+    """Raise InputError when a line of `data` is longer than MAX_LINE (one
+    linear regex scan, no copy)."""
+    found = _LONG_LINE_B.search(data) if isinstance(data, bytes) else _LONG_LINE_S.search(data)
+    if found is not None:
+        raise InputError(f"refused: a line longer than {MAX_LINE} characters", source=source)
+
+
+def _references(values: list[str], msgid: str) -> tuple[str, ...]:
+    """Distinct Message-IDs of the References headers, oldest first, without
+    `msgid`; linear, and cut to the root and the newest MAX_REFERENCES - 1."""
+    refs = dict.fromkeys(r for value in values for r in _all_msgids(_decode_header_value(value)))
+    refs.pop(msgid, None)
+    out = tuple(refs)
+    if len(out) > MAX_REFERENCES:
+        out = out[:1] + out[-(MAX_REFERENCES - 1) :]
+    return out
+
+
 def parse_message(raw: bytes, source: str, index: int = 0) -> RawMessage:
     """Decode one mail's bytes into a `RawMessage`.
 
@@ -215,6 +255,7 @@ def parse_message(raw: bytes, source: str, index: int = 0) -> RawMessage:
         data = data[nl + 1 :] if nl >= 0 else b""
     if not looks_like_mail(data):
         raise InputError("not a mail message (no mail headers)", source=source)
+    check_line_lengths(data, source)
     try:
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
     except Exception as exc:  # the stdlib parser is not documented to raise; be safe
@@ -225,11 +266,7 @@ def parse_message(raw: bytes, source: str, index: int = 0) -> RawMessage:
 
     msgid = _first_msgid(_header_text(msg, "Message-ID")) or f"{source}#{index}"
     in_reply_to = _first_msgid(_header_text(msg, "In-Reply-To"))
-    refs: list[str] = []
-    for value in msg.get_all("References") or []:
-        for ref in _all_msgids(_decode_header_value(value)):
-            if ref not in refs and ref != msgid:
-                refs.append(ref)
+    refs = _references(msg.get_all("References") or [], msgid)
     from_name, from_addr = email.utils.parseaddr(_header_text(msg, "From"))
     list_id_text = _header_text(msg, "List-Id")
     list_id = (_first_msgid(list_id_text) or list_id_text or None) if list_id_text else None
@@ -242,7 +279,7 @@ def parse_message(raw: bytes, source: str, index: int = 0) -> RawMessage:
         from_addr=from_addr.strip(),
         date=_parse_date(_header_text(msg, "Date")),
         in_reply_to=in_reply_to if in_reply_to != msgid else None,
-        references=tuple(refs),
+        references=refs,
         body=_normalise_newlines(_safe_body_text(msg, source)),
         index=index,
         to=_addresses(msg, "To"),

@@ -13,6 +13,7 @@ Every refusal is an InputError subclass whose one line names the input.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -45,6 +46,15 @@ _BINARY_SNIFF = 8192
 _LEADING_BRACKETS = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
 _COUNTER = re.compile(r"(?<!\d)(\d{1,6})\s*(?:/|of)\s*(\d{1,6})\s*\]")
 _NUMBER_PREFIX = re.compile(r"^\d{1,4}[-_]")
+# Concatenated messages (split_concatenated): a header line, an mbox separator,
+# the headers a message of its own has, a multipart Content-Type's boundary.
+_HEADER_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+_FROM_SEPARATOR = re.compile(rb"^From \S+.*\d{1,2}:\d{2}")
+_OWN_HEADERS = frozenset({b"from", b"subject", b"message-id"})
+_MULTIPART = re.compile(
+    rb"^content-type:[ \t]*multipart/[^\n]*(?:\n[ \t][^\n]*)*?boundary=(\"[^\"]+\"|[^\s;]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def _check_size(size: int, settings: Settings, source: str) -> None:
@@ -105,6 +115,49 @@ def _bare_diff(data: bytes, source: str, name: str, index: int) -> RawMessage:
     )
 
 
+def split_concatenated(data: bytes) -> list[bytes]:
+    """Concatenated RFC 822 messages (`cat *.eml`), each on its own.
+
+    A message starts at a header block of its own (From:, Subject: and
+    Message-ID:, ending at an empty line), or at an mbox `From ` line before
+    one, after the first message's headers. A multipart message runs to its
+    closing boundary (an attached message/rfc822 is part of it), and in-body
+    `From:`/`Subject:` lines (git am) carry no Message-ID: neither splits. Linear
+    in the lines: a block that does not qualify is skipped whole."""
+    lines = data.splitlines(keepends=True)
+    starts = [0]
+    i = next((n for n, line in enumerate(lines) if not line.strip()), len(lines))
+    closing = _closing_boundary(lines, 0, i)
+    while i < len(lines):
+        line = lines[i]
+        head = i + 1 if _FROM_SEPARATOR.match(line) else i
+        if head >= len(lines) or not _HEADER_NAME.match(lines[head]):
+            if closing is not None and line.rstrip(b"\r\n") == closing:
+                closing = None
+            i += 1
+            continue
+        end = head
+        names: set[bytes] = set()
+        while end < len(lines) and (
+            _HEADER_NAME.match(lines[end]) or lines[end][:1] in (b" ", b"\t")
+        ):
+            names.add(lines[end].split(b":", 1)[0].strip().lower())
+            end += 1
+        blank = end < len(lines) and not lines[end].strip()
+        if closing is None and blank and names >= _OWN_HEADERS:
+            starts.append(i)
+            closing = _closing_boundary(lines, head, end)
+        i = max(end, i + 1)
+    return [b"".join(lines[a:b]) for a, b in itertools.pairwise([*starts, len(lines)])]
+
+
+def _closing_boundary(lines: list[bytes], start: int, end: int) -> bytes | None:
+    """`--BOUNDARY--` of a multipart message whose headers are lines[start:end]."""
+    headers = b"".join(lines[start:end])
+    found = _MULTIPART.search(headers)
+    return b"--" + found.group(1).strip(b'"') + b"--" if found else None
+
+
 def messages_from_bytes(
     data: bytes, source: str, *, name: str = "", start: int = 0
 ) -> list[RawMessage]:
@@ -120,6 +173,11 @@ def messages_from_bytes(
         return [parse_message(chunk, f"{source}:{i}", start + i) for i, chunk in enumerate(chunks)]
     head = data[:_BINARY_SNIFF]
     if looks_like_mail(data):
+        chunks = split_concatenated(data)
+        if len(chunks) > 1:
+            return [
+                parse_message(chunk, f"{source}:{i}", start + i) for i, chunk in enumerate(chunks)
+            ]
         try:
             return [parse_message(data, source, start)]
         except InputError:

@@ -19,8 +19,9 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate, getaddresses, parseaddr
 
-from bot.errors import FetchError, InputError
+from bot.errors import BotError, FetchError, InputError
 from bot.model import RawMessage
+from bot.publish.outbox import DeliveryUncertain
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,11 @@ def send_smtp(
 ) -> None:
     """Send one stored message.
 
-    Raises FetchError when trying again later may work (connection, 4xx) and
-    InputError when the server refused the message for good (5xx).
+    Raises FetchError when nothing was delivered and trying again later may work
+    (connection, 4xx), InputError when the server refused the message for good (5xx),
+    and DeliveryUncertain when the whole message went out (the end of DATA was sent)
+    but no answer came back: the server may have queued it, so it must not be resent
+    by itself. Once DATA was accepted the message is sent, whatever QUIT answers.
     """
     sender, rcpts = envelope(raw)
     if not sender or not rcpts:
@@ -137,28 +141,80 @@ def send_smtp(
     wire = re.sub(rb"\r?\n", b"\r\n", raw)
     where = f"SMTP {host}:{port}"
     try:
-        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
-            if starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if user:
-                smtp.login(user, password)
-            smtp.sendmail(sender, rcpts, wire)
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise FetchError(f"{where}: {exc}") from exc
+    try:
+        _transmit(smtp, sender, rcpts, wire, where, starttls=starttls, user=user, password=password)
+    except BaseException:
+        smtp.close()  # no QUIT on a connection that failed or timed out
+        raise
+    try:
+        smtp.quit()  # a late or odd answer to QUIT changes nothing: DATA was answered
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+
+
+def _transmit(
+    smtp: smtplib.SMTP,
+    sender: str,
+    rcpts: list[str],
+    wire: bytes,
+    where: str,
+    *,
+    starttls: bool,
+    user: str,
+    password: str,
+) -> None:
+    try:
+        if starttls:
+            smtp.starttls(context=ssl.create_default_context())
+        if user:
+            smtp.login(user, password)
+        smtp.ehlo_or_helo_if_needed()
+        code, reply = smtp.mail(sender)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        refused: dict[str, tuple[int, bytes]] = {}
+        for rcpt in rcpts:
+            code, reply = smtp.rcpt(rcpt)
+            if code not in {250, 251}:
+                refused[rcpt] = (code, reply)
+        if len(refused) == len(rcpts):
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        body = re.sub(rb"(?m)^\.", b"..", wire)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.send(body + b".\r\n")
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _msg in exc.recipients.values()]
         if codes and all(code >= 500 for code in codes):
             raise InputError(f"{where} refused every recipient: {codes}") from exc
         raise FetchError(f"{where} refused the recipients for now: {codes}") from exc
     except smtplib.SMTPResponseException as exc:
-        detail = (
-            exc.smtp_error.decode("utf-8", "replace")
-            if isinstance(exc.smtp_error, bytes)
-            else exc.smtp_error
-        )
-        if exc.smtp_code >= 500:
-            raise InputError(f"{where} refused the message: {exc.smtp_code} {detail}") from exc
-        raise FetchError(f"{where}: {exc.smtp_code} {detail}") from exc
+        raise _refusal(where, exc.smtp_code, exc.smtp_error) from exc
     except (OSError, smtplib.SMTPException) as exc:
         raise FetchError(f"{where}: {exc}") from exc
+    # The whole message is with the server now: from here on, no answer is not a "no".
+    try:
+        code, reply = smtp.getreply()
+    except Exception as exc:
+        raise DeliveryUncertain(
+            f"{where}: no answer after the message was sent ({exc or type(exc).__name__}); "
+            "it may have been delivered"
+        ) from exc
+    if code != 250:
+        raise _refusal(where, code, reply)
+
+
+def _refusal(where: str, code: int, reply: bytes | str) -> BotError:
+    detail = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    if code >= 500:
+        return InputError(f"{where} refused the message: {code} {detail}")
+    return FetchError(f"{where}: {code} {detail}")
 
 
 __all__ = [

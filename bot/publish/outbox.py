@@ -6,13 +6,25 @@ maildir copy). Each part moves
 
     (absent) --claim--> sending --sent--> sent
                               \\--crash--> uncertain   (found "sending" on restart)
+                              \\--no answer after the whole message went out-->
+                                          uncertain   (SMTP: the end of DATA was sent
+                                                       and the reply timed out or the
+                                                       connection dropped)
     (absent) --policy--> skipped:<why>                 (muted list, dry-run, not set up)
     sending --refused--> failed:<why>                  (a permanent refusal: SMTP 5xx,
                                                         Patchwork 4xx; never retried)
+    sending --nothing left--> (absent) + note:<why>    (connection refused, SMTP 4xx,
+                                                        maildir not writable: tried again)
 
 so a crash before the claim sends on restart, and a crash after the claim never sends
 twice: a part found "sending" is marked uncertain and kept for the operator, with the
-review still stored. A send that fails with an error is un-claimed and retried.
+review still stored. Once an SMTP server accepted DATA the part is sent, whatever QUIT
+answers; anything ambiguous is uncertain and never resent automatically (`bot outbox
+retry ID` after checking). A send that failed before anything left the machine is
+un-claimed and tried again; its reason is noted on the entry and on the target
+(`{p}:target:{kind}`, `bot outbox list`, `bot_publish_target_failing`). A failing
+maildir (a local target an operator must fix) is not an error of the task: the entry
+stays pending, and the sweep tries it again.
 """
 
 from __future__ import annotations
@@ -23,11 +35,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.errors import FetchError, InputError
+from bot.errors import BotError, FetchError, InputError
 
 PART_SENDING = "sending"
 PART_SENT = "sent"
 PART_UNCERTAIN = "uncertain"
+
+
+class DeliveryUncertain(BotError):
+    """The message may have been delivered: the whole of it went out, and no clear
+    answer came back. The part is marked uncertain and never resent automatically."""
+
+
+class TargetError(InputError):
+    """A publish target cannot take the part now (a maildir that cannot be written):
+    nothing was delivered; the operator must fix the target, and it is tried again."""
 
 
 class OutboxStore(Protocol):
@@ -35,7 +57,10 @@ class OutboxStore(Protocol):
     def claim_part(self, outbox_id: str, part: str) -> int: ...
     def set_part(self, outbox_id: str, part: str, status: str) -> None: ...
     def clear_part(self, outbox_id: str, part: str) -> None: ...
+    def note_part(self, outbox_id: str, part: str, note: str) -> None: ...
     def finish_outbox(self, outbox_id: str, status: str) -> None: ...
+    def target_failed(self, kind: str, reason: str) -> None: ...
+    def target_ok(self, kind: str) -> None: ...
 
 
 class Senders(Protocol):
@@ -78,9 +103,12 @@ class DeliveryReport:
     uncertain: list[int] = field(default_factory=list)
     already: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    deferred: dict[int, str] = field(default_factory=dict)  # tried again later
 
     @property
     def status(self) -> str:
+        if self.deferred:
+            return "pending"
         if self.uncertain:
             return "uncertain"
         return "failed" if self.failed else "done"
@@ -152,10 +180,26 @@ def deliver(
                 senders.write_maildir(base64.b64decode(part["raw"]))
             elif kind == "patchwork":
                 senders.post_check(str(part["msgid"]), part.get("check") or {})
-        except FetchError:
+        except DeliveryUncertain as exc:
+            # the server may have it: never send it again by ourselves
+            store.set_part(outbox_id, fld, PART_UNCERTAIN)
+            store.note_part(outbox_id, fld, exc.one_line())
+            report.uncertain.append(n)
+            continue
+        except TargetError as exc:
+            # caught before InputError: nothing was written, and it is tried again once
+            # the operator fixed the target (the sweep re-queues pending entries)
+            store.clear_part(outbox_id, fld)
+            store.note_part(outbox_id, fld, exc.one_line())
+            store.target_failed(kind, exc.one_line())
+            report.deferred[n] = exc.one_line()
+            continue
+        except FetchError as exc:
             # transient (FetchError is an InputError, so it is caught first): nothing
             # left the machine, so trying again later is safe
             store.clear_part(outbox_id, fld)
+            store.note_part(outbox_id, fld, exc.one_line())
+            store.target_failed(kind, exc.one_line())
             raise
         except InputError as exc:
             # refused for good (bad address, 5xx, Patchwork 4xx): record it, go on
@@ -168,16 +212,20 @@ def deliver(
             raise
         pause("publish:after-send")
         store.set_part(outbox_id, fld, PART_SENT)
+        store.target_ok(kind)
         report.sent.append(n)
-    store.finish_outbox(outbox_id, report.status)
+    if not report.deferred:
+        store.finish_outbox(outbox_id, report.status)
     return report
 
 
 __all__ = [
     "DeliveryReport",
+    "DeliveryUncertain",
     "OutboxStore",
     "Policy",
     "Senders",
+    "TargetError",
     "deliver",
     "email_part",
     "maildir_part",

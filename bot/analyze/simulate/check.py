@@ -15,12 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from bot.analyze.context import PatchAnalysis, SeriesAnalysis
-from bot.analyze.simulate.explain import describe_kind
-from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
+from bot.analyze.simulate.budget import INCOMPLETE, REVIEW_INCOMPLETE, SimTimeout
+from bot.analyze.simulate.budget import runaway_note as _runaway
+from bot.analyze.simulate.explain import describe_kind, reviewer_question
+from bot.analyze.simulate.extract import Extractor, SourceSet
 from bot.analyze.simulate.run import (
     Side,
     SimResult,
     SimViolation,
+    budget_of,
     explore_side,
     load_data,
     prepare_side,
@@ -71,10 +74,11 @@ class SimulatorCheck:
         self._tree_texts: dict[str, str | None] = {}
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
-        # one time bound for the whole series: reading the tree, translating and
-        # exploring all count, so no series can hold a review up
+        # what is simulated is bounded by counts (budget.py); the clock is only a
+        # runaway stop for the whole series, and reaching it makes the review say
+        # it is incomplete
         deadline = time.monotonic() + settings.sim_max_seconds
-        bound = f"{settings.sim_max_seconds:g} s"
+        limit = settings.sim_max_seconds
         findings: list[Finding] = []
         notes: list[str] = []
         earlier: dict[str, str] = {}  # post-images of earlier patches of the series
@@ -83,12 +87,12 @@ class SimulatorCheck:
         self._routes = {}
         for pa in ctx.patches:
             if time.monotonic() >= deadline:
-                notes.append(f"time bound reached ({bound}): patch {pa.number} not simulated")
+                notes.append(_runaway(limit, f"before patch {pa.number}: it was not simulated"))
             else:
                 try:
                     found, patch_notes = self._patch(pa, ctx, settings, earlier, deadline)
                 except SimTimeout:
-                    found, patch_notes = [], [f"time bound reached ({bound}): not simulated"]
+                    found, patch_notes = [], [_runaway(limit, "while reading: not simulated")]
                 findings.extend(found)
                 notes.extend(f"patch {pa.number}: {n}" for n in patch_notes)
             for img in pa.images.images:
@@ -97,6 +101,9 @@ class SimulatorCheck:
                 else:
                     earlier.pop(img.path, None)
         self._tree_texts = {}
+        # what left the simulation incomplete comes first: the text report shows
+        # only a check's first notes
+        notes.sort(key=lambda n: 0 if REVIEW_INCOMPLETE in n else 1 if INCOMPLETE in n else 2)
         self.last_notes = tuple(dict.fromkeys(notes))
         return self._in_series(findings)
 
@@ -166,26 +173,40 @@ class SimulatorCheck:
         # the tree still serves the files this patch does not touch (callers,
         # ops tables, callbacks) when its own images are rebuilt from the diff
         tree = ctx.tree_root
-        pre_src = SourceSet(pre_files, tree, deadline, tree_texts=self._tree_texts)
-        post_src = SourceSet(post_files, tree, deadline, tree_texts=self._tree_texts)
-        planned = self._plan(pre_src, post_src, touched, settings)
+        pre_src = SourceSet(
+            pre_files, tree, budget_of(settings, deadline), tree_texts=self._tree_texts
+        )
+        post_src = SourceSet(
+            post_files, tree, budget_of(settings, deadline), tree_texts=self._tree_texts
+        )
+        found = self._simulate(pa, (pre_src, post_src), touched, settings, notes)
+        for side_name, src in (("pre-image", pre_src), ("post-image", post_src)):
+            notes.extend(f"{side_name}: {n}" for n in src.budget.notes)
+        return found, notes
+
+    def _simulate(
+        self,
+        pa: PatchAnalysis,
+        sources: tuple[SourceSet, SourceSet],
+        touched: list[str],
+        settings: Settings,
+        notes: list[str],
+    ) -> list[Finding]:
+        pre_src, post_src = sources
+        deadline = pre_src.budget.deadline
+        planned = self._plan(pre_src, post_src, touched, settings, notes)
         if planned is None:
             notes.append("no actor found for the touched functions: nothing simulated")
-            return [], notes
+            return []
         actors, pre, post, roleless = planned
         notes.extend(roleless)
         tracked = _tracked(pre, post, set(touched))
         if not tracked:
             notes.append("nothing the touched functions use is ever freed on the simulated paths")
-            return [], notes
-        half = max(0.05, (deadline - time.monotonic()) / 2)
-        pre_res = explore_side(pre, tracked, settings, seconds=half, reduction=self.reduction)
-        post_res = explore_side(
-            post,
-            tracked,
-            settings,
-            seconds=max(0.05, deadline - time.monotonic()),
-            reduction=self.reduction,
+            return []
+        pre_res, post_res = (
+            explore_side(side, tracked, settings, deadline=deadline, reduction=self.reduction)
+            for side in (pre, post)
         )
         self.last_results[pa.number] = (pre_res, post_res)
         for side_name, res in (("pre-image", pre_res), ("post-image", post_res)):
@@ -209,7 +230,7 @@ class SimulatorCheck:
                 f"{len(both)} route(s) found before and after the patch "
                 "(pre-existing, not reported)"
             )
-        return findings, notes
+        return findings
 
     def _plan(
         self,
@@ -217,10 +238,12 @@ class SimulatorCheck:
         post_src: SourceSet,
         touched: list[str],
         settings: Settings,
+        notes: list[str],
     ) -> tuple[list[ActorPlan], Side, Side, list[str]] | None:
         """Actors for the touched functions (the same on both sides), both
         sides translated, and a note naming touched functions no actor covers;
-        None when there is no actor at all."""
+        None when there is no actor at all. At most `sim_max_actors` candidate
+        actors are set up (a note says which were left out)."""
         effects, data = load_data(settings)
         self._settings = settings
         plans: dict[tuple[str, str], ActorPlan] = {}
@@ -239,6 +262,7 @@ class SimulatorCheck:
         pending = [n for n in touched if n in callbacks]
         if not actors and not pending:
             return None
+        actors = _capped(actors, settings.sim_max_actors, notes)
         pre = prepare_side(pre_src, actors, settings)
         post = prepare_side(post_src, actors, settings)
         # a touched callback that no actor queues is pending work of its own
@@ -249,7 +273,7 @@ class SimulatorCheck:
             if cb not in queued
         ]
         if extra:
-            actors = actors + extra
+            actors = _capped(actors + extra, settings.sim_max_actors, notes)
             pre = prepare_side(pre_src, actors, settings)
             post = prepare_side(post_src, actors, settings)
         # a teardown by name is the scenario only where no release path or ops
@@ -268,19 +292,21 @@ class SimulatorCheck:
                     touched=touched,
                     callbacks=callbacks,
                 )
-                actors = actors + queuers
+                actors = _capped(actors + queuers, settings.sim_max_actors, notes)
                 roleless = [n for n in roleless if n not in {q.entry for q in queuers}]
             pre = prepare_side(pre_src, actors, settings)
             post = prepare_side(post_src, actors, settings)
         # an actor whose entry another actor calls is that actor's path, not a
         # second concurrent one (running both would free the object twice)
-        inner = {
-            a.entry
-            for side in (pre, post)
-            for b in actors
-            for a in actors
-            if a.entry != b.entry and a.entry in reachable_names(side.program.functions, b.entry)
-        }
+        # (what each actor reaches is computed once per side: not once per pair)
+        reached = set().union(
+            *(
+                reachable_names(side.program.functions, b.entry)
+                for side in (pre, post)
+                for b in actors
+            )
+        )
+        inner = {a.entry for a in actors if a.entry in reached}
         if inner and len(inner) < len(actors):
             actors = [a for a in actors if a.entry not in inner]
             for side in (pre, post):
@@ -442,6 +468,7 @@ class SimulatorCheck:
         # a bound cut the search short on one side: the other side's route may
         # have been there too, unseen
         bounded = not (pre.complete and post.complete)
+        last_fn = trace.steps[-1].function if trace.steps else ""
         return Finding(
             rule_id=f"SIM-{kind}",
             symbol=_SYMBOLS.get(kind, kind.lower()),
@@ -452,7 +479,7 @@ class SimulatorCheck:
             file=file,
             line=line,
             function=function,
-            question=_question(kind, obj, trace.steps[-1].function if trace.steps else "", status),
+            question=reviewer_question(kind, obj, last_fn, status),
             evidence=evidence,
             patch_number=pa.number,
             trace=trace,
@@ -522,6 +549,20 @@ def _tracked(pre: Side, post: Side, touched: set[str]) -> list[str]:
     return sorted(focus & freed)
 
 
+def _capped(actors: list[ActorPlan], bound: int, notes: list[str]) -> list[ActorPlan]:
+    """The first `bound` candidate actors; a note names those left out."""
+    if len(actors) <= bound:
+        return actors
+    left = actors[bound:]
+    shown = ", ".join(f"{a.entry}()" for a in left[:4]) + (" ..." if len(left) > 4 else "")
+    note = (
+        f"actor bound reached ({bound} actors): {len(left)} more not set up ({shown}; {INCOMPLETE})"
+    )
+    if note not in notes:
+        notes.append(note)
+    return actors[:bound]
+
+
 def _roleless(names: list[str]) -> list[str]:
     """One note naming the touched functions no actor covers."""
     if not names:
@@ -530,32 +571,6 @@ def _roleless(names: list[str]) -> list[str]:
         f" and {len(names) - 6} more" if len(names) > 6 else ""
     )
     return [f"no actor role (release/teardown/shrink path or callback) for {shown}"]
-
-
-def _question(kind: str, obj: str, last_fn: str, status: Status) -> str:
-    if status is Status.FIXED:
-        return (
-            f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch "
-            f"removes; is it worth naming in the changelog?"
-        )
-    return {
-        "LEAK": (
-            f"What frees struct {obj} in the order below? Every actor has finished and the queued "
-            f"work has run, but nothing destroys it."
-        ),
-        "UAF": (
-            f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?"
-        ),
-        "DOUBLE-FREE": f"Which of these paths owns the final free of struct {obj}?",
-        "UNDERFLOW": (
-            f"Which reference does this put in {last_fn}() drop? "
-            f"In the order below it is dropped once too often."
-        ),
-        "WORK-AFTER-FREE": (
-            f"Is the work cancelled (cancel_work_sync() or flush) before struct {obj} is freed? "
-            f"In the order below it is still queued or running."
-        ),
-    }.get(kind, f"Can struct {obj} reach this state?")
 
 
 def map_pre_line(fd: FileDiff, line: int) -> int:

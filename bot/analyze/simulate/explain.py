@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from bot.analyze.simulate.explore import Model, Violation
 from bot.analyze.simulate.scenario import entry_name
-from bot.model import Trace, TraceStep
+from bot.model import Status, Trace, TraceStep
 
 _ROLE_WORDS = {
     "teardown": "owner teardown",
@@ -132,3 +132,30 @@ def describe_kind(kind: str) -> str:
 
 
 __all__: Sequence[str] = ("column_names", "describe_kind", "format_trace", "summary", "to_trace")
+
+
+def reviewer_question(kind: str, obj: str, last_fn: str, status: Status) -> str:
+    """The question a finding asks the author, per kind of violation."""
+    if status is Status.FIXED:
+        return (
+            f"The trace below shows the {describe_kind(kind)} of struct {obj} this patch "
+            f"removes; is it worth naming in the changelog?"
+        )
+    return {
+        "LEAK": (
+            f"What frees struct {obj} in the order below? Every actor has finished and the queued "
+            f"work has run, but nothing destroys it."
+        ),
+        "UAF": (
+            f"What keeps struct {obj} alive until {last_fn}() is done with it in the order below?"
+        ),
+        "DOUBLE-FREE": f"Which of these paths owns the final free of struct {obj}?",
+        "UNDERFLOW": (
+            f"Which reference does this put in {last_fn}() drop? "
+            f"In the order below it is dropped once too often."
+        ),
+        "WORK-AFTER-FREE": (
+            f"Is the work cancelled (cancel_work_sync() or flush) before struct {obj} is freed? "
+            f"In the order below it is still queued or running."
+        ),
+    }.get(kind, f"Can struct {obj} reach this state?")

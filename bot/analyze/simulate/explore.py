@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.analyze.simulate.budget import runaway_note
 from bot.analyze.simulate.program import Function, Instr, Key, Kind, Loc, Val, key_object
 
 Frames = tuple[tuple[str, int], ...]
@@ -109,8 +110,9 @@ class Violation:
 class Bounds:
     max_states: int = 200_000
     max_depth: int = 400
-    max_seconds: float = 1.5
+    max_seconds: float = 60.0  # the runaway stop (reported as such), never a work bound
     reduction: bool = True
+    deadline: float | None = None  # time.monotonic() value: the caller's runaway stop
 
 
 @dataclass
@@ -1102,7 +1104,8 @@ class Explorer:
         sleep_of: dict[State, frozenset[int]] = {}
         depth: dict[State, int] = {}
         queue: deque[State] = deque()
-        self._deadline = started + self.b.max_seconds
+        deadline = self.b.deadline or started + self.b.max_seconds
+        self._deadline = deadline
         timed_out = False
         try:
             initial = self.initial_states()
@@ -1158,11 +1161,8 @@ class Explorer:
                     notes.append(f"state bound reached ({self.b.max_states} states)")
                     break
                 if expanded % 256 == 0:
-                    if time.monotonic() - started > self.b.max_seconds:
-                        complete = False
-                        notes.append(
-                            f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)"
-                        )
+                    if time.monotonic() > deadline:
+                        timed_out = True
                         break
                     if on_progress:
                         on_progress(expanded)
@@ -1234,7 +1234,7 @@ class Explorer:
             timed_out = True
         if timed_out:
             complete = False
-            notes.append(f"time bound reached ({self.b.max_seconds:g} s, {expanded} states)")
+            notes.append(runaway_note(self.b.max_seconds, f"after {expanded} states explored"))
         notes.extend(sorted(self._bounds_hit))
         if self._bounds_hit and any("worker run" in n for n in self._bounds_hit):
             complete = False

@@ -11,9 +11,7 @@ else becomes an unknown value, so a branch on it goes both ways.
 
 from __future__ import annotations
 
-import fnmatch
 import re
-import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot import cache
+from bot.analyze.simulate.budget import Budget
+from bot.analyze.simulate.names import glob_match
 from bot.analyze.simulate.program import (
     UNKNOWN,
     Binding,
@@ -33,6 +33,7 @@ from bot.analyze.simulate.program import (
     Val,
 )
 from bot.analyze.simulate.vocab import ApiEffect, Effects
+from bot.safefs import read_tree_text
 
 if TYPE_CHECKING:
     # tree-sitter is imported where a parse happens: a review whose facts all come
@@ -46,28 +47,6 @@ _ITERATOR_NAMES = ("*for_each*",)
 # Files bigger than this are not parsed to follow calls (generated tables).
 _MAX_FILE_BYTES = 2_000_000
 _BINDING_EFFECTS = ("bind", "call_rcu", "bind_release")
-
-
-def glob_match(name: str, pattern: str) -> bool:
-    """fnmatch.fnmatchcase(name, pattern), without compiling a regex for a
-    pattern whose only wildcard is `*` (the scenario data's `*release*`):
-    its pieces in order, the first at the start and the last at the end."""
-    if "?" in pattern or "[" in pattern:
-        return fnmatch.fnmatchcase(name, pattern)
-    if "*" not in pattern:
-        return name == pattern
-    head, *middle, tail = pattern.split("*")
-    if len(name) < len(head) + len(tail) or not name.startswith(head):
-        return False
-    if not name.endswith(tail):
-        return False
-    pos, end = len(head), len(name) - len(tail)
-    for piece in middle:
-        found = name.find(piece, pos, end)
-        if found < 0:
-            return False
-        pos = found + len(piece)
-    return True
 
 
 @lru_cache(maxsize=1)
@@ -639,9 +618,8 @@ _TYPE_HEADER_CACHE: dict[TextKey, tuple[str, ...]] = {}
 
 def _type_headers(root: Path, rel: str) -> list[str]:
     """The type-definition headers `rel` includes that exist under `root`."""
-    try:
-        text = (root / rel).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    text = read_tree_text(str(root), rel, _MAX_FILE_BYTES)  # the checked reader
+    if text is None:
         return []
     key = _text_key(rel, text)
     found = _TYPE_HEADER_CACHE.get(key)
@@ -655,26 +633,22 @@ def _type_headers(root: Path, rel: str) -> list[str]:
     return [f for f in found if ".." not in f and (root / f).is_file()]
 
 
-class SimTimeout(Exception):
-    """The time bound passed while reading or translating sources."""
-
-
 class SourceSet:
     """The C text the simulator may read: overlay files (patch images) win over
     the tree; the tree is searched in the directories of the overlay files and
-    the headers they include, never wholesale. Past `deadline` (a
-    time.monotonic() value) every lookup raises SimTimeout, so a huge tree
-    cannot hang a review."""
+    the headers they include, never wholesale. `budget` counts what it reads
+    and looks up (see budget.py); past its runaway deadline every lookup
+    raises SimTimeout."""
 
     def __init__(
         self,
         files: Mapping[str, str],
         tree_root: str | Path | None = None,
-        deadline: float | None = None,
+        budget: Budget | None = None,
         *,
         tree_texts: dict[str, str | None] | None = None,
     ) -> None:
-        self.deadline = deadline
+        self.budget = budget or Budget()
         self.files = dict(files)
         self.tree_root = Path(tree_root) if tree_root else None
         # tree files read so far (None: not there). `tree_texts` shares them
@@ -699,15 +673,9 @@ class SourceSet:
             return self._texts[path]
         result: str | None = None
         if self.tree_root is not None:
-            full = (self.tree_root / path).resolve()
-            root = self.tree_root.resolve()
-            # paths come from #include lines of hostile patch text: stay in the tree
-            if (
-                full.is_relative_to(root)
-                and full.is_file()
-                and full.stat().st_size <= _MAX_FILE_BYTES
-            ):
-                result = full.read_text(encoding="utf-8", errors="replace")
+            # paths come from #include lines of hostile patch text: bot.safefs
+            # keeps the read in the tree, off symlinks and size-bounded
+            result = read_tree_text(str(self.tree_root), path, _MAX_FILE_BYTES)
         self._texts[path] = result
         return result
 
@@ -715,8 +683,8 @@ class SourceSet:
         """Overlay paths first, then tree files next to them and headers they include."""
         if self._candidates is not None:
             return self._candidates
-        out: list[str] = list(self.files)
-        seen = set(out)
+        out: list[str] = []
+        seen = set(self.files)
         if self.tree_root is not None:
             root = self.tree_root.resolve()
             # the directories of touched .c files (mm/): a header directory such as
@@ -748,13 +716,12 @@ class SourceSet:
                         if rel not in seen:
                             out.append(rel)
                             seen.add(rel)
-        self._candidates = out
-        return out
+        self._candidates = self.budget.files(list(self.files), out)
+        return self._candidates
 
     def tick(self) -> None:
-        """Raise SimTimeout once the deadline has passed."""
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise SimTimeout("time bound reached while reading sources")
+        """Raise SimTimeout once the runaway deadline has passed."""
+        self.budget.check_deadline()
 
     def lexicon(self, path: str) -> Lexicon | None:
         if path not in self._lex:
@@ -798,8 +765,10 @@ class SourceSet:
         if name in self._defs:
             return self._defs[name] is not None
         if name not in self._def_paths:
-            self._def_paths[name] = self._first_file(
-                name, "defines", lambda lex: lex.defines, lambda f: f.defined
+            self._def_paths[name] = (
+                self._first_file(name, "defines", lambda lex: lex.defines, lambda f: f.defined)
+                if self.budget.lookup()
+                else None
             )
         return self._def_paths[name] is not None
 
@@ -848,7 +817,9 @@ class SourceSet:
         """Field name -> struct type of the fields of `struct` that are structs."""
         if struct in self._structs:
             return self._structs[struct]
-        path = self._first_file(struct, "structs", lambda lex: lex.structs, lambda f: f.structs)
+        path = None
+        if self.budget.lookup():
+            path = self._first_file(struct, "structs", lambda x: x.structs, lambda f: f.structs)
         facts = self.facts(path) if path is not None else None
         result = None if facts is None else facts.structs[struct]
         self._structs[struct] = result
@@ -906,6 +877,8 @@ class SourceSet:
         """Functions in the candidate files whose bodies call `name` (only files
         whose index lists `name(` are parsed)."""
         out: list[str] = []
+        if not self.budget.lookup():
+            return out
         # `\bname\s*\(` occurs in a text exactly when the index lists an
         # identifier `name`; any other name is searched for in the text
         call = None if _IDENTIFIER.fullmatch(name) else re.compile(rf"\b{re.escape(name)}\s*\(")
@@ -1778,7 +1751,7 @@ class Extractor:
         answers here (see _Translation): then the file is not even parsed."""
         if name in self.functions:
             return self.functions[name]
-        if not self.sources.defines(name):
+        if not self.sources.defines(name) or not self.sources.budget.translate(name):
             return None
         path = self.sources.definition_path(name)
         text = self.sources.text(path) if path is not None else None

@@ -10,9 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from bot import cache
+from bot.analyze.simulate.budget import Budget, SimTimeout, runaway_note
 from bot.analyze.simulate.explain import to_trace
 from bot.analyze.simulate.explore import Bounds, Explorer, Model, Result
-from bot.analyze.simulate.extract import Extractor, SimTimeout, SourceSet
+from bot.analyze.simulate.extract import Extractor, SourceSet
 from bot.analyze.simulate.scenario import (
     SCENARIO_DIRNAME,
     ActorPlan,
@@ -135,17 +136,20 @@ def explore_side(
     settings: Settings,
     *,
     reduction: bool = True,
-    seconds: float | None = None,
+    deadline: float | None = None,
 ) -> SimResult:
-    """Explore one prepared image for the given tracked struct types."""
+    """Explore one prepared image for the given tracked struct types, up to
+    the state and step bounds (`deadline`, a time.monotonic() value, is the
+    runaway stop; default: sim_max_seconds from now)."""
     _, data = load_data(settings)
     model, notes = make_model(side.program, tracked, data, settings.sim_max_threads)
     side.model = model
     bounds = Bounds(
         max_states=settings.sim_max_states,
         max_depth=settings.sim_max_steps,
-        max_seconds=settings.sim_max_seconds if seconds is None else seconds,
+        max_seconds=settings.sim_max_seconds,
         reduction=reduction,
+        deadline=deadline,
     )
     if not model.threads or not model.tracked:
         why = (
@@ -252,7 +256,8 @@ def simulate_source(
     every function of the files counting as touched. Raises UsageError when
     there is no actor or an entry is not defined."""
     started = time.monotonic()
-    sources = SourceSet(files, tree_root)
+    deadline = started + settings.sim_max_seconds
+    sources = SourceSet(files, tree_root, budget_of(settings, deadline))
     plans = [ActorPlan("entry", e, "--entry") for e in entries]
     plans += [ActorPlan("teardown", t, "--teardown") for t in teardown]
     if not plans and auto:
@@ -265,16 +270,23 @@ def simulate_source(
     for p in plans:
         if sources.find_function(p.entry) is None:
             raise UsageError(f"{p.entry}: no definition in the given files")
-    sources.deadline = started + settings.sim_max_seconds
     try:
         side = prepare_side(sources, plans, settings)
     except SimTimeout:
-        note = (
-            f"time bound reached ({settings.sim_max_seconds:g} s) while translating: not simulated"
-        )
+        note = runaway_note(settings.sim_max_seconds, "while translating: not simulated")
         return SimResult((), (note,), 0, 0, time.monotonic() - started, False)
+    side.notes.extend(sources.budget.notes)
     funcs = side.program.functions
     release = {b.key: b.callback for b in side.program.bindings if b.kind == "release" and b.key}
     tracked = sorted(freed_types(funcs.values(), release) & accessed_types(funcs.values()))
-    remaining = max(0.05, settings.sim_max_seconds - (time.monotonic() - started))
-    return explore_side(side, tracked, settings, reduction=reduction, seconds=remaining)
+    return explore_side(side, tracked, settings, reduction=reduction, deadline=deadline)
+
+
+def budget_of(settings: Settings, deadline: float | None = None) -> Budget:
+    """The counted bounds of one side (settings.sim_max_files/lookups/functions)."""
+    return Budget(
+        max_files=settings.sim_max_files,
+        max_lookups=settings.sim_max_lookups,
+        max_functions=settings.sim_max_functions,
+        deadline=deadline,
+    )

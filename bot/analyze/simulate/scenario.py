@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.analyze.simulate.explore import Model, ThreadSpec
-from bot.analyze.simulate.extract import Extractor, SourceSet, glob_match
+from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.names import glob_match
 from bot.analyze.simulate.program import (
     Binding,
     Function,
@@ -331,7 +332,8 @@ def build_program(
     missing = [a.entry for a in actors if a.entry not in extractor.functions]
     notes = list(extractor.notes)
     if missing:
-        notes.append(f"no definition found for {', '.join(missing)}")
+        more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        notes.append(f"no definition found for {', '.join(missing[:6])}{more}")
     return Program(extractor, list(actors), bindings, works, notes)
 
 

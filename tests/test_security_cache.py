@@ -1,0 +1,132 @@
+"""The on-disk cache cannot run code and cannot crash a review (issue 12): a
+planted pickle is never loaded, an entry naming a class outside the bot is a
+miss, and an entry of the wrong type is a miss (the review is the same as with
+no cache, not exit 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import cache, plaindata
+from bot.analyze.flow import Flow
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "objpool"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Iterator[Path]:
+    before = cache.active()
+    directory = tmp_path / "cache"
+    cache.configure(directory)
+    yield directory
+    cache.flush()
+    cache.configure(before)
+
+
+class _Boom:
+    """Pickles to a call of os.system: what a planted entry would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _store_raw(directory: Path, namespace: str, key: str, data: bytes) -> None:
+    """Write `data` as the entry of (namespace, key), as another writer would."""
+    cache.put(namespace, key, None)
+    cache.flush()
+    full = cache._full_key(namespace, key)
+    with sqlite3.connect(directory / cache.DB_NAME) as db:
+        db.execute("UPDATE entries SET value = ? WHERE key = ?", (data, full))
+    cache.configure(None)
+    cache.configure(directory)
+
+
+def test_a_planted_pickle_is_never_loaded(cache_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    _store_raw(cache_dir, "flow", "k", pickle.dumps((_Boom(marker),)))
+    assert cache.get("flow", "k") is None
+    assert cache.cached("flow", "k", lambda: "computed") == "computed"
+    assert not marker.exists()
+
+
+def test_an_entry_naming_a_class_outside_the_bot_is_a_miss(cache_dir: Path) -> None:
+    for module, qual in (("os", "system"), ("subprocess", "Popen"), ("builtins", "eval")):
+        doc = {"v": 1, "c": [[module, qual, []]], "x": ["t", ["o", 0]]}
+        _store_raw(cache_dir, "flow", "k", json.dumps(doc).encode())
+        assert cache.get("flow", "k") is None
+    # a dunder attribute cannot be set either (it would change the class)
+    doc = {"v": 1, "c": [["bot.analyze.flow", "Flow", ["__class__"]]], "x": ["t", ["o", 0, 1]]}
+    _store_raw(cache_dir, "flow", "k", json.dumps(doc).encode())
+    assert cache.get("flow", "k") is None
+
+
+def test_a_value_of_the_wrong_type_is_a_miss(cache_dir: Path) -> None:
+    cache.put("flow", "k", "not a flow")
+    cache.put("rules", "k", ("not a rule",))
+    cache.flush()
+    assert cache.get("flow", "k") is None
+    assert cache.get("rules", "k") is None
+    assert cache.get("flow", "none") is None
+    cache.put("flow", "none", None)
+    assert cache.get("flow", "none") == (None,)
+
+
+def test_values_round_trip_with_shared_and_cyclic_objects() -> None:
+    from bot.analyze.flow import flow_of_definition
+
+    flow = flow_of_definition(
+        "int f(int a)\n{\n\twhile (a)\n\t\tg(a--);\n\treturn 0;\n}\n", "x.c", 1
+    )
+    assert isinstance(flow, Flow)
+    back = plaindata.loads(plaindata.dumps((flow, flow)))
+    assert isinstance(back, tuple) and back[0] is back[1]
+    assert back[0] == flow
+
+
+def _review(cache_dir: Path) -> tuple[int, str]:
+    env = {**os.environ, "BOT_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bot.cli import main; sys.exit(main(sys.argv[1:]))",
+            "review",
+            str(EXAMPLE / "series.mbox"),
+            "--tree",
+            str(EXAMPLE / "tree"),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_a_cache_of_wrong_typed_entries_gives_the_same_review(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    code, clean = _review(directory)
+    assert code == 1, clean
+    with sqlite3.connect(directory / cache.DB_NAME) as db:
+        keys = [k for (k,) in db.execute("SELECT key FROM entries")]
+        assert keys
+        junk = plaindata.dumps(({"junk": 1},))
+        db.executemany("UPDATE entries SET value = ? WHERE key = ?", [(junk, k) for k in keys])
+    code, again = _review(directory)
+    assert (code, again) == (1, clean)
