@@ -188,12 +188,10 @@ class Inference:
                 got = released_by(ev)
                 if got:
                     return state | {i for i, _, _ in got}
-            if isinstance(ev, Return):
-                exits.append(state)
             return state
 
         empty: frozenset[int] = frozenset()
-        complete = explore(flow, empty, on_event, max_visits=_MAX_VISITS)
+        complete = explore(flow, empty, on_event, on_exit=exits.append, max_visits=_MAX_VISITS)
         always = frozenset.intersection(*exits) if exits and complete else frozenset()
 
         for call in flow.calls:
@@ -213,50 +211,54 @@ class Inference:
                 if a_i in self._callee(call, flow, depth).hands_off and _whole(a):
                     hands.add(pi)
         gets: set[int] = set()
-        for n in flow.nodes.values():
-            for ev in n.events:
-                if isinstance(ev, Assign):
-                    rhs = " ".join(ev.rhs.split())
-                    pa = param_of(rhs)
-                    lhs_simple = re.fullmatch(r"[A-Za-z_]\w*", ev.lhs) is not None
-                    if pa is not None and _whole(rhs) and not lhs_simple:
-                        hands.add(pa)  # stored in a field or a global
-                    got = self._acquired_by(rhs, flow, depth)
-                    if got is not None and lhs_simple:
-                        allocated[ev.lhs] = got
-                    elif lhs_simple and ev.lhs in allocated:
-                        allocated.pop(ev.lhs, None)
-                    for local in list(allocated):
-                        if not lhs_simple and _whole(rhs) and base_name(rhs) == local:
-                            escaped.add(local)
-                elif isinstance(ev, Call):
-                    for role in self.vocab.roles_of(ev.name):
-                        arg = _arg(ev, role)
-                        if role.role in GET_ROLES and role.balance and arg is not None:
-                            pg = param_of(arg)
-                            if pg is not None and not ev.in_condition:
-                                gets.add(pg)
-                            if base_name(arg) in allocated or role.role == "get":
-                                b = base_name(arg)
-                                if b and b not in index:
-                                    allocated.setdefault(b, ("ref", role.family))
-                    if STORING_CALL.search(ev.name) and not self.vocab.roles_of(ev.name):
-                        for a in ev.args:
-                            b = base_name(a)
-                            if b in allocated:
-                                escaped.add(b)
-        for n in flow.nodes.values():
-            for ev in n.events:
-                if not isinstance(ev, Return) or not ev.expr:
-                    continue
-                expr = " ".join(ev.expr.split())
-                direct = self._acquired_by(expr, flow, depth)
-                if direct is not None:
-                    returns, returns_family = direct
-                    continue
-                b = base_name(expr)
-                if _whole(expr) and b in allocated and b not in escaped:
-                    returns, returns_family = allocated[b]
+        # events in source order (node ids follow the builder, not the text)
+        ordered = sorted((ev for n in flow.nodes.values() for ev in n.events), key=lambda e: e.line)
+        for ev in ordered:
+            if isinstance(ev, Assign):
+                rhs = " ".join(ev.rhs.split())
+                pa = param_of(rhs)
+                lhs_simple = re.fullmatch(r"[A-Za-z_]\w*", ev.lhs) is not None
+                if pa is not None and _whole(rhs) and not lhs_simple:
+                    hands.add(pa)  # stored in a field or a global
+                got = self._acquired_by(rhs, flow, depth)
+                if got is not None and lhs_simple:
+                    allocated[ev.lhs] = got
+                elif lhs_simple and ev.lhs in allocated:
+                    allocated.pop(ev.lhs, None)
+                for local in list(allocated):
+                    if not lhs_simple and _whole(rhs) and base_name(rhs) == local:
+                        escaped.add(local)
+            elif isinstance(ev, Call):
+                for role in self.vocab.roles_of(ev.name):
+                    arg = _arg(ev, role)
+                    if role.role in GET_ROLES and role.balance and arg is not None:
+                        pg = param_of(arg)
+                        if pg is not None and not ev.in_condition:
+                            gets.add(pg)
+                        if base_name(arg) in allocated or role.role == "get":
+                            b = base_name(arg)
+                            if b and b not in index:
+                                allocated.setdefault(b, ("ref", role.family))
+                storing = not any(
+                    r.role in GET_ROLES | PUT_ROLES | RELEASE_ROLES
+                    for r in self.vocab.roles_of(ev.name)
+                )
+                if storing and STORING_CALL.search(ev.name):
+                    for a in ev.args:
+                        b = base_name(a)
+                        if b in allocated:
+                            escaped.add(b)
+        for ev in ordered:
+            if not isinstance(ev, Return) or not ev.expr:
+                continue
+            expr = " ".join(ev.expr.split())
+            direct = self._acquired_by(expr, flow, depth)
+            if direct is not None:
+                returns, returns_family = direct
+                continue
+            b = base_name(expr)
+            if _whole(expr) and b in allocated and b not in escaped:
+                returns, returns_family = allocated[b]
         if returns and returns_family == "":
             returns_family = flow.name
         return Summary(

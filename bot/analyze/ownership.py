@@ -19,7 +19,7 @@ from collections import Counter
 
 from bot.analyze.flow import Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
-from bot.analyze.rules_match import Env, Hit, Matcher, Side, _object_arg
+from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, _object_arg
 
 
 def _inits(env: Env, flow: Flow) -> list[tuple[Call, str, str]]:
@@ -76,6 +76,9 @@ def init_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
 
 def matchers() -> tuple[Matcher, ...]:
     return (Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),)
+
+
+MATCHERS.update((m.name, m) for m in matchers())
 
 
 __all__ = ["init_removed", "matchers"]

@@ -17,6 +17,7 @@ Hits carry a key without line numbers, so the same problem matches across patche
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -1610,14 +1611,8 @@ MATCHERS: dict[str, Matcher] = {
 }
 
 
-def _register_more() -> None:
-    """Matchers kept in their own modules (they import this one)."""
-    from bot.analyze import ownership
-
-    for m in ownership.matchers():
-        MATCHERS[m.name] = m
-
-
-_register_more()
+# Matchers kept in their own modules register themselves into MATCHERS when
+# imported (they import this module, so they are loaded last).
+importlib.import_module("bot.analyze.ownership")
 
 __all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]
