@@ -196,3 +196,30 @@ void user(struct widget *w, int bad)
     flow = next(f for f in flows_in_text(HELPERS + code, "mm/widget.c") if f.name == "user")
     hits = double_put(env, Side(flow, view, "mm/widget.c"), Side(None, view, "mm/widget.c"))
     assert [h.key[0] for h in hits] == ["double-free"]
+
+
+def test_a_global_assigned_an_allocation_is_not_owned_by_the_function() -> None:
+    code = """
+static struct widget **table;
+
+int user(int n)
+{
+	table = kmalloc_array(n, sizeof(*table), GFP_KERNEL);
+	if (!table)
+		return -ENOMEM;
+	return 0;
+}
+"""
+    assert _leaks(code) == []
+    assert _leaks(
+        code.replace("static struct widget **table;\n", "").replace(
+            "int user(int n)\n{\n", "int user(int n)\n{\n\tstruct widget **table;\n\n"
+        )
+    ) == [("leak-new", "kmalloc", "table")]
+
+
+def test_a_getter_beside_a_free_is_not_a_get() -> None:
+    view = SourceView({"mm/z.c": "void f(void) { free_zpage(z); }\n"}, None)
+    flows = list(flows_in_text("void g(void) { z = get_zpage(p); }\n", "mm/z.c"))
+    vocab, _ = extend_vocabulary(VOCAB, [view], flows, depth=1)
+    assert vocab.role_of("get_zpage") is None

@@ -95,11 +95,18 @@ def split_verb(name: str) -> tuple[str, str] | None:
 
 
 def _counterparts(verb: str, stem: str) -> Iterable[str]:
-    if verb in _ACQUIRE_VERBS or verb in _GET_VERBS:
-        others: tuple[str, ...] = _RELEASE_VERBS
-    else:
+    """Names that would pair with `verb`+`stem`: a get pairs with a put (never a
+    free: `get_foo()` beside `free_foo()` is a getter), a constructor with a free,
+    destroy or put."""
+    if verb in _GET_VERBS:
+        others: tuple[str, ...] = tuple(_PUT_VERBS)
+    elif verb in _ACQUIRE_VERBS:
+        others = _RELEASE_VERBS
+    elif verb in _PUT_VERBS:
         others = _ACQUIRE_VERBS + _GET_VERBS
-    for o in others:
+    else:
+        others = _ACQUIRE_VERBS
+    for o in sorted(others):
         yield f"{stem}_{o}"
         yield f"{o}_{stem}"
 
@@ -441,12 +448,45 @@ def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
     return None
 
 
+# A declaration line: type words (and stars), then declarators up to `;` or `=`.
+_DECL = re.compile(
+    r"^[ \t]*(?:(?:const|static|volatile|unsigned|signed|long|short|struct|union|enum|"
+    r"__\w+)\s+)*[A-Za-z_]\w*(?:\s+|\s*\*+\s*)(?:const\s+)?\**\s*([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*"
+    r"(?P<rest>[=;,][^\n]*)$"
+)
+_MORE = re.compile(r",\s*\**\s*([A-Za-z_]\w*)")
+_NOT_TYPES = frozenset({"return", "goto", "else", "case", "do", "sizeof", "typeof"})
+
+
+def declared_names(lines: Iterable[str]) -> frozenset[str]:
+    """Names declared by the declaration lines among `lines` (`struct page *a, *b;`)."""
+    out: set[str] = set()
+    for line in lines:
+        m = _DECL.match(line)
+        if m is None or line.split()[0] in _NOT_TYPES:
+            continue
+        out.add(m.group(1))
+        rest = m.group("rest")
+        if rest.startswith(",") or ("," in rest and "(" not in rest):
+            out.update(_MORE.findall(rest))
+    return frozenset(out)
+
+
+def file_scope_names(text: str) -> frozenset[str]:
+    """Names declared at column 0 (globals and statics of a file)."""
+    return declared_names(
+        line for line in text.splitlines() if line[:1].isalpha() and line.rstrip().endswith(";")
+    )
+
+
 __all__ = [
     "MAX_NAMES",
     "STORING_CALL",
     "Inference",
     "Summary",
+    "declared_names",
     "extend_vocabulary",
+    "file_scope_names",
     "merge",
     "split_verb",
 ]

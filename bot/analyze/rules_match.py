@@ -46,7 +46,7 @@ from bot.analyze.flow_source import (
     member_tail,
     reach,
 )
-from bot.analyze.infer import Inference, Summary
+from bot.analyze.infer import Inference, Summary, declared_names, file_scope_names
 
 # A function is a release path by name when one of these words is in it.
 _RELEASE_WORDS = (
@@ -673,12 +673,16 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     Links = frozenset[tuple[str, str]]  # `a = b` between locals, still in force
     State = tuple[frozenset[_Held], frozenset[tuple[str, str, str, int]], Links]
 
+    globals_ = _globals_of(side)
+
     def acquire(
         held: frozenset[_Held], links: Links, obj: str, role: ApiRole, call: Call
     ) -> frozenset[_Held]:
         b = base_name(obj)
         if not b or b in flow.params or not re.fullmatch(r"[A-Za-z_]\w*", obj):
             return held  # references on parameters or fields belong to someone else
+        if b in globals_:
+            return held  # a global's count or object is owned by the file, not the call
         # names that already hold the same pointer (`css = pos;` before the tryget)
         same = {x for x, y in links if y == obj} | {y for x, y in links if x == obj}
         kind = "new" if role.role == "create" else "ref"
@@ -762,7 +766,7 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
             for text, family, api, line in list(pending):
                 if text in "".join(ev.rhs.split()) or text in ev.rhs:
                     pending = pending - {(text, family, api, line)}
-                    if simple and lhs not in flow.params:
+                    if simple and lhs not in flow.params and lhs not in globals_:
                         made = any(r.role == "create" for r in vocab.roles_of(api))
                         held = held | {
                             _Held(
@@ -840,6 +844,19 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     start: State = (frozenset(), frozenset(), frozenset())
     del other
     return hits.walk(start, on_event, on_assume=on_assume, on_exit=on_exit)
+
+
+def _globals_of(side: Side) -> frozenset[str]:
+    """Names the file declares at file scope that `side`'s function does not
+    declare again as locals."""
+    flow = side.flow
+    text = side.view.text(side.file) if flow is not None else None
+    if flow is None or not text:
+        return frozenset()
+    lines = text.splitlines()
+    last = max((c.line for c in flow.calls), default=flow.start_line)
+    body = lines[max(flow.start_line - 1, 0) : last]
+    return file_scope_names(text) - declared_names(body)
 
 
 # Vocabulary kinds whose objects a function owns until it drops, frees or hands them on.
