@@ -15,11 +15,23 @@ Registered into bot.analyze.rules_match.MATCHERS; rules name them in rule.yaml.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
-from bot.analyze.flow import Call, Flow, norm_object
+from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
+from bot.analyze.flow import Assign, Call, Flow, Return, mentions, norm_object
 from bot.analyze.flow_source import member_tail
-from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, _object_arg
+from bot.analyze.rules_match import (
+    _LOGGING,
+    MATCHERS,
+    Env,
+    Hit,
+    Matcher,
+    Side,
+    _acquisition_removed,
+    _globals_of,
+    _object_arg,
+)
 
 
 def _inits(env: Env, flow: Flow) -> list[tuple[Call, str, str]]:
@@ -74,11 +86,191 @@ def init_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+def local_release_lost(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A free or destroy of an object the function holds in a local (not a
+    parameter, not a global) that the patch removes, while the object stays in
+    the function and nothing else on the post side frees, stores, returns or
+    hands it on, and the series frees that family nowhere else."""
+    if pre.flow is None or post.flow is None:
+        return []
+    globals_ = _globals_of(pre) | _globals_of(post)
+    after = Counter((c.name, tuple(norm_object(a) for a in c.args)) for c in post.flow.calls)
+    hits: list[Hit] = []
+    for c in pre.flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role not in ("free", "destroy") or role.kind != "free" or not role.balance:
+                continue
+            arg = _object_arg(c, role)
+            if arg is None or not re.fullmatch(r"[A-Za-z_]\w*", norm_object(arg)):
+                continue
+            obj = norm_object(arg)
+            if obj in pre.flow.params or obj in globals_:
+                continue
+            k = (c.name, tuple(norm_object(a) for a in c.args))
+            if after[k] > 0:
+                after[k] -= 1
+                continue
+            if pre.removed_lines and c.line not in pre.removed_lines:
+                continue
+            if not _still_owned(env, post, obj, _anchor(pre.flow, post.flow, c)):
+                continue
+            if _acquisition_removed(env, pre, post, c):
+                continue
+            if env.series_adds_role(RELEASE_ROLES, role.family, besides=pre.flow.name):
+                continue
+            hits.append(
+                Hit(
+                    key=("lost-free", role.family, obj),
+                    line=None,
+                    removed_line=c.line,
+                    fields={
+                        "function": pre.flow.name,
+                        "object": obj,
+                        "removed": c.text,
+                        "family": role.family,
+                    },
+                    evidence=(
+                        f"removed: {c.text} at {pre.file}:{c.line}",
+                        f"{obj} is still used after the patch, and nothing there frees, "
+                        "stores or returns it",
+                    ),
+                    variant="lost-free",
+                )
+            )
+            break
+    return hits
+
+
+def _anchor(pre: Flow, post: Flow, removed: Call) -> int:
+    """The post-image line where `removed` used to run: just after the last call
+    before it that both images make (0 when there is none)."""
+    post_lines: dict[tuple[str, str], list[int]] = {}
+    for c in post.calls:
+        post_lines.setdefault((c.name, c.text), []).append(c.line)
+    anchor = 0
+    for c in pre.calls:
+        if c.line >= removed.line:
+            break
+        lines = post_lines.get((c.name, c.text))
+        if lines:
+            anchor = max(anchor, min((n for n in lines if n >= anchor), default=anchor))
+    return anchor
+
+
+def _still_owned(env: Env, post: Side, obj: str, after: int) -> bool:
+    """`obj` is still in the post-image, which from line `after` on neither
+    releases, stores, returns nor passes it whole to another function."""
+    assert post.flow is not None
+    used = False
+    for node in post.flow.nodes.values():
+        for ev in node.events:
+            if ev.line <= after:
+                if isinstance(ev, Call) and any(mentions(a, obj) for a in ev.args):
+                    used = True
+                continue
+            if isinstance(ev, Return) and ev.expr and mentions(ev.expr, obj):
+                return False
+            if isinstance(ev, Assign):
+                if mentions(ev.rhs, obj):
+                    used = True
+                    if norm_object(ev.rhs) == obj:
+                        return False  # aliased or stored: followed elsewhere
+                if norm_object(ev.lhs) == obj:
+                    used = True
+            if isinstance(ev, Call) and any(mentions(a, obj) for a in ev.args):
+                used = True
+                roles = env.vocab.roles_of(ev.name)
+                if any(r.role in RELEASE_ROLES | PUT_ROLES for r in roles):
+                    return False
+                whole = any(norm_object(a) == obj for a in ev.args)
+                setup = any(r.role in ("create", "init") for r in roles)
+                if whole and not setup and not _LOGGING.search(ev.name):
+                    return False  # handed to a callee: it may own it now
+    return used
+
+
+_ERRNO = re.compile(r"-E[A-Z][A-Z0-9_]*")
+_GOTO = re.compile(r"^\s*goto\s+([A-Za-z_]\w*)\s*;")
+
+
+def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """An error path that set an error code before jumping to the unwind label (or
+    returning it) no longer sets it: the unwind still runs, releasing what the
+    function built, but the caller is told it succeeded and goes on to use it."""
+    del env
+    if pre.flow is None or post.flow is None:
+        return []
+    pre_text = pre.view.text(pre.file) or ""
+    post_text = post.view.text(post.file) or ""
+    if not pre_text or not post_text:
+        return []
+    pre_lines = pre_text.splitlines()
+    post_gotos = Counter(m.group(1) for line in post_text.splitlines() if (m := _GOTO.match(line)))
+    post_sets = Counter(
+        (norm_object(e.lhs), e.rhs.replace(" ", ""))
+        for n in post.flow.nodes.values()
+        for e in n.events
+        if isinstance(e, Assign)
+    )
+    post_returns = {
+        e.expr.replace(" ", "")
+        for n in post.flow.nodes.values()
+        for e in n.events
+        if isinstance(e, Return) and e.expr
+    }
+    hits: list[Hit] = []
+    for node in pre.flow.nodes.values():
+        for ev in node.events:
+            if not isinstance(ev, Assign) or ev.line not in pre.removed_lines:
+                continue
+            code = ev.rhs.replace(" ", "")
+            if not _ERRNO.fullmatch(code):
+                continue
+            var = norm_object(ev.lhs)
+            nxt = next(
+                (t for t in pre_lines[ev.line : ev.line + 3] if t.strip() and t.strip() != "}"),
+                "",
+            )
+            m = _GOTO.match(nxt)
+            if m is None or post_gotos[m.group(1)] == 0:
+                continue  # not an error jump, or the jump went with it
+            if post_sets[(var, code)] > 0 or code in post_returns:
+                continue  # the code is still set (moved) or returned directly
+            hits.append(
+                Hit(
+                    key=("error-code-dropped", var, code, m.group(1)),
+                    line=None,
+                    removed_line=ev.line,
+                    fields={
+                        "function": pre.flow.name,
+                        "var": var,
+                        "code": code,
+                        "label": m.group(1),
+                    },
+                    evidence=(
+                        f"removed: {var} = {code} at {pre.file}:{ev.line}",
+                        f"the path still jumps to `{m.group(1)}:` and unwinds, with {var} "
+                        "holding whatever it held before",
+                    ),
+                    variant="error-code-dropped",
+                )
+            )
+    return hits
+
+
 def matchers() -> tuple[Matcher, ...]:
-    return (Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),)
+    return (
+        Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),
+        Matcher(
+            "local-release-lost", "change", local_release_lost, local_release_lost.__doc__ or ""
+        ),
+        Matcher(
+            "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
+        ),
+    )
 
 
 MATCHERS.update((m.name, m) for m in matchers())
 
 
-__all__ = ["init_removed", "matchers"]
+__all__ = ["error_code_dropped", "init_removed", "local_release_lost", "matchers"]
