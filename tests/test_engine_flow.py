@@ -5,16 +5,11 @@ run through the real tree-sitter flow and the real vocabulary."""
 from __future__ import annotations
 
 from bot.analyze.api import load_vocabulary
+from bot.analyze.deferred_rcu import rcu_lookup_unprotected
 from bot.analyze.flow import flows_in_text
 from bot.analyze.flow_source import SourceView
-from bot.analyze.rules_match import (
-    Env,
-    Hit,
-    Side,
-    path_reference_leak,
-    rcu_lookup_unprotected,
-    use_after_release,
-)
+from bot.analyze.refs import path_reference_leak, use_after_release
+from bot.analyze.rules_match import Env, Hit, Side
 from bot.config import Settings
 
 ENV = Env(load_vocabulary(Settings().rules_dir), depth=2)
@@ -265,7 +260,7 @@ void output_page(struct demo *d)
 
 
 def test_error_path_jumping_past_the_get_to_the_put_is_a_put_without_get() -> None:
-    from bot.analyze.rules_match import put_without_get
+    from bot.analyze.refs import put_without_get
 
     code = """
 int f(struct mm_struct *mm, bool fast)
