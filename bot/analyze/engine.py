@@ -509,6 +509,9 @@ def run_rule(
                     if k not in after:
                         fixed.append(_Raw(ps.pa.number, ch, h, "pre"))
     if notes is not None:
+        said = prep.env.infer.note() if prep.env.infer is not None else ""
+        if said and "path-reference-leak" in rule.matchers:
+            notes.append(said)
         for ps in prep.patches:
             if ps.pre.truncated or ps.post.truncated:
                 notes.append(

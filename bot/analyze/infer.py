@@ -121,6 +121,21 @@ class Inference:
     visible: frozenset[str] = frozenset()  # every name called or defined in view
     _memo: dict[str, Summary] = field(default_factory=dict)
     _active: set[str] = field(default_factory=set)
+    # what extend_vocabulary learnt: names given a role by body / by name, and
+    # names the series calls whose body no view shows
+    by_body: int = 0
+    by_convention: int = 0
+    unknown: int = 0
+
+    def note(self) -> str:
+        """One line on where the callees' knowledge came from ("" if nothing new)."""
+        if not (self.by_body or self.by_convention or self.unknown):
+            return ""
+        return (
+            f"lifecycle knowledge inferred from the code: {self.by_body} callee(s) from "
+            f"their bodies, {self.by_convention} by API naming; {self.unknown} callee(s) "
+            "with no body visible (an object passed to one is taken as handed off)"
+        )
 
     # ------------------------------------------------------------------ bodies
 
@@ -393,10 +408,15 @@ def extend_vocabulary(
             seen.add(name)
             summary = inf.summary(name, f.file)
             role = _role_from_summary(summary, name)
-            if role is None and not summary.known:
+            if role is not None:
+                inf.by_body += 1
+            elif not summary.known:
+                inf.unknown += 1
                 role = inf.by_name(name)
                 if role is not None and role.role in GET_ROLES and _result_used(name, flows):
                     role = replace(role, object_arg=None, returns_object=True)
+                if role is not None:
+                    inf.by_convention += 1
             if role is not None:
                 added.setdefault(name, []).append(role)
     if not added:
