@@ -218,3 +218,54 @@ diff --git a/mm/h.c b/mm/h.c
     )
     review = review_inputs([str(patch)], Settings(simulate=False))
     assert [f.rule_id for f in review.findings if f.status is Status.INTRODUCED] == ["MMLC003"]
+
+
+def test_freeing_an_entry_no_longer_taken_off_its_list_is_reported(tmp_path: Path) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(
+        """\
+diff --git a/mm/k.c b/mm/k.c
+--- a/mm/k.c
++++ b/mm/k.c
+@@ -10,9 +10,8 @@ static void reap_all(struct list_head *victims)
+ 	struct victim *v, *next;
+ 
+ 	list_for_each_entry_safe(v, next, victims, node) {
+ 		signal_victim(v);
+-		list_del(&v->node);
+ 		put_task_struct(v->task);
+ 		kfree(v);
+ 	}
+ }
+"""
+    )
+    review = review_inputs([str(patch)], Settings(simulate=False))
+    intro = [f for f in review.findings if f.status is Status.INTRODUCED]
+    assert [(f.rule_id, f.function) for f in intro] == [("MMLC003", "reap_all")]
+    assert "list_del(&v->node)" in intro[0].message
+
+
+def test_an_error_path_that_no_longer_sets_its_error_code_is_reported(tmp_path: Path) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(
+        """\
+diff --git a/mm/s.c b/mm/s.c
+--- a/mm/s.c
++++ b/mm/s.c
+@@ -20,10 +20,8 @@ static int setup_dirs(struct attrs *attrs)
+ 	attrs->first = first;
+ 
+ 	second = range_alloc(10, 1000);
+-	if (!second) {
+-		err = -ENOMEM;
++	if (!second)
+ 		goto put_first;
+-	}
+ 
+ 	err = add_dir(second, attrs);
+ 	if (err)
+"""
+    )
+    review = review_inputs([str(patch)], Settings(simulate=False))
+    intro = [f for f in review.findings if f.status is Status.INTRODUCED]
+    assert [f.rule_id for f in intro] == ["MMLC007"]

@@ -47,6 +47,7 @@ ROLES = (
     "unlock",
     "publish",
     "unpublish",
+    "unlink",
 )
 
 # libyaml's safe loader when present (the pure-Python one is ~10x slower).

@@ -19,8 +19,8 @@ import re
 from collections import Counter
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
-from bot.analyze.flow import Assign, Call, Flow, Return, mentions, norm_object
-from bot.analyze.flow_source import member_tail
+from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
+from bot.analyze.flow_source import container_of_arg, member_tail
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,
@@ -258,6 +258,66 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+_UNLINK_ROLES = frozenset({"unlink", "unpublish"})
+
+
+def _unlinked(env: Env, flow: Flow) -> dict[str, Call]:
+    """Objects `flow` takes off a list, tree or table (by base name) -> the call."""
+    out: dict[str, Call] = {}
+    for c in flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role not in _UNLINK_ROLES:
+                continue
+            arg = _object_arg(c, role)
+            if arg is not None:
+                out.setdefault(base_name(container_of_arg(arg)), c)
+    return out
+
+
+def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """An object the function frees that it used to take off its list, tree or
+    table first, and no longer does: whoever walks that structure next follows a
+    pointer to freed memory."""
+    if pre.flow is None or post.flow is None:
+        return []
+    before = _unlinked(env, pre.flow)
+    if not before:
+        return []
+    after = _unlinked(env, post.flow)
+    hits: list[Hit] = []
+    for c in post.flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role not in ("free", "destroy", "rcu_free") or not role.balance:
+                continue
+            arg = _object_arg(c, role)
+            obj = base_name(arg) if arg is not None else ""
+            if not obj or obj in after or obj not in before:
+                continue
+            unlink = before[obj]
+            if pre.removed_lines and unlink.line not in pre.removed_lines:
+                continue
+            if env.series_adds(unlink.name, member_tail(unlink.args[0]) if unlink.args else ""):
+                continue
+            hits.append(
+                Hit(
+                    key=("unlink-removed", obj, unlink.name),
+                    line=c.line,
+                    fields={
+                        "function": post.flow.name,
+                        "object": obj,
+                        "unlink": unlink.text,
+                        "free": c.text,
+                    },
+                    evidence=(
+                        f"removed: {unlink.text} at {pre.file}:{unlink.line}",
+                        f"{c.text} at {post.file}:{c.line} still frees {obj}",
+                    ),
+                    variant="unlink-removed",
+                )
+            )
+    return hits
+
+
 def matchers() -> tuple[Matcher, ...]:
     return (
         Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),
@@ -267,10 +327,22 @@ def matchers() -> tuple[Matcher, ...]:
         Matcher(
             "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
         ),
+        Matcher(
+            "unlink-removed-before-free",
+            "change",
+            unlink_removed_before_free,
+            unlink_removed_before_free.__doc__ or "",
+        ),
     )
 
 
 MATCHERS.update((m.name, m) for m in matchers())
 
 
-__all__ = ["error_code_dropped", "init_removed", "local_release_lost", "matchers"]
+__all__ = [
+    "error_code_dropped",
+    "init_removed",
+    "local_release_lost",
+    "matchers",
+    "unlink_removed_before_free",
+]
