@@ -84,20 +84,47 @@ class Summary:
 _UNKNOWN = Summary(name="", known=False)
 
 
+# Registrations: `register_foo`/`unregister_foo`, `foo_register`/`foo_unregister`,
+# and `bar_create_foo`/`bar_remove_foo` (the verb inside the name).
+_REG_VERBS = {"register": "unregister", "create": "remove"}
+_REG_RE = re.compile(
+    r"^(?:(?P<v1>register|unregister)_(?P<s1>\w+)|(?P<s2>\w+?)_(?P<v2>register|unregister)"
+    r"|(?P<a>[a-z]\w*?)_(?P<v3>create|remove)_(?P<b>\w+))$"
+)
+
+
 def split_verb(name: str) -> tuple[str, str] | None:
-    """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo")."""
+    """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo");
+    registrations: `sysfs_remove_group` -> ("remove", "sysfs_*_group")."""
     m = _VERB_RE.match(name)
-    if m is None:
+    if m is not None:
+        if m.group("pre"):
+            return m.group("pre"), m.group("s1")
+        return m.group("post"), m.group("s2")
+    r = _REG_RE.match(name)
+    if r is None:
         return None
-    if m.group("pre"):
-        return m.group("pre"), m.group("s1")
-    return m.group("post"), m.group("s2")
+    if r.group("v1"):
+        return r.group("v1"), r.group("s1")
+    if r.group("v2"):
+        return r.group("v2"), r.group("s2")
+    return r.group("v3"), f"{r.group('a')}_*_{r.group('b')}"
 
 
 def _counterparts(verb: str, stem: str) -> Iterable[str]:
     """Names that would pair with `verb`+`stem`: a get pairs with a put (never a
     free: `get_foo()` beside `free_foo()` is a getter), a constructor with a free,
     destroy or put."""
+    if "_*_" in stem:  # an infix registration pair
+        a, b = stem.split("_*_")
+        other = _REG_VERBS.get(verb) or next(k for k, v in _REG_VERBS.items() if v == verb)
+        yield f"{a}_{other}_{b}"
+        return
+    if verb in _REG_VERBS or verb in _REG_VERBS.values():
+        other = _REG_VERBS.get(verb) or next(k for k, v in _REG_VERBS.items() if v == verb)
+        yield f"{stem}_{other}"
+        yield f"{other}_{stem}"
+        return
     if verb in _GET_VERBS:
         others: tuple[str, ...] = tuple(_PUT_VERBS)
     elif verb in _ACQUIRE_VERBS:
@@ -153,7 +180,9 @@ class Inference:
         if name in self._active or (depth if depth is not None else self.depth) < 0:
             return _UNKNOWN
         d = self.depth if depth is None else depth
-        flows = self.definitions(name, near)
+        # an empty body is a config stub (`static inline void f(...) {}` under
+        # #ifndef CONFIG_X), not what the function does when it is built
+        flows = tuple(f for f in self.definitions(name, near) if not _stub(f))
         if not flows:
             self._memo[name] = _UNKNOWN
             return _UNKNOWN
@@ -331,7 +360,11 @@ class Inference:
         verb, stem = sv
         if len(stem) < 3 or not any(c in self.visible for c in _counterparts(verb, stem)):
             return None
-        fam = f"inferred:{stem}"
+        fam = f"inferred:{stem.replace('_*_', '_')}"
+        if verb in ("unregister", "remove"):
+            return ApiRole(fam, "free", "destroy", 0, None)
+        if (verb in ("register", "create") and verb not in _ACQUIRE_VERBS) or "_*_" in stem:
+            return None  # a registration on its arguments: its undo is what counts
         if verb in _ACQUIRE_VERBS:
             return ApiRole(fam, "free", "create", None, None, returns_object=True)
         if verb in _GET_VERBS:
@@ -339,6 +372,13 @@ class Inference:
             return ApiRole(fam, "refcount", role, 0, None)
         kind = "put" if verb in _PUT_VERBS else "free"
         return ApiRole(fam, "refcount" if kind == "put" else "free", kind, 0, None)
+
+
+def _stub(flow: Flow) -> bool:
+    """A body that calls nothing and assigns nothing (`{}`, `{ return 0; }`)."""
+    return not flow.calls and not any(
+        isinstance(ev, Assign) for n in flow.nodes.values() for ev in n.events
+    )
 
 
 def _arg(call: Call, role: ApiRole) -> str | None:

@@ -330,6 +330,10 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
             if arg is None:
                 continue
             obj = norm_object(arg)
+            if role.role == "destroy" and len(ev.args) > 1:
+                # tearing down a registration: what it undoes is named by every
+                # argument (`remove_group(kobj, &a)` then `(kobj, &b)` is two)
+                obj = ", ".join(norm_object(a) for a in ev.args)
             if role.role in GET_ROLES or role.role == "create":
                 return frozenset(s for s in state if s[0] != obj)
             if role.role in ("put", "free", "destroy") and not ev.in_condition:
