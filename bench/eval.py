@@ -355,10 +355,23 @@ def summarise(runs: Sequence[Run], cases: Sequence[Case]) -> dict[str, Any]:
             }
             for rule_id, t in sorted(rules.items())
         },
+        "classes": _per_class(bug),
         "checks_failed": dict(checks_failed),
         "check_notes": dict(check_notes),
         "cases": len(cases),
     }
+
+
+def _per_class(bug: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    """Recall per bug class (leak, uaf, ...): nothing hides behind an average."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in bug:
+        c = out.setdefault(r.bug_class, {"positives": 0, "hits": [], "misses": []})
+        c["positives"] += 1
+        (c["hits"] if r.flagged and not r.error else c["misses"]).append(r.case)
+    for c in out.values():
+        c["recall"] = len(c["hits"]) / c["positives"] if c["positives"] else None
+    return dict(sorted(out.items()))
 
 
 def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) -> None:
@@ -403,6 +416,13 @@ def print_variant(variant: str, runs: Sequence[Run], summary: dict[str, Any]) ->
         f"review time total {s['seconds_total']:.1f} s, median {s['seconds_median']:.1f} s, "
         f"slowest {s['seconds_max']:.1f} s ({s['slowest']})"
     )
+    if s.get("classes"):
+        print("per bug class (positives flagged):")
+        for name, c in s["classes"].items():
+            print(
+                f"  {name:<20} {len(c['hits'])}/{c['positives']} ({pct(c['recall'])})"
+                f"  missed: {','.join(c['misses']) or '-'}"
+            )
     if s["rules"]:
         print("per rule / simulator finding id (hits: positives flagged; FP: fixes flagged):")
         for rule_id, t in s["rules"].items():
