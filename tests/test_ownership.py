@@ -269,3 +269,31 @@ diff --git a/mm/s.c b/mm/s.c
     review = review_inputs([str(patch)], Settings(simulate=False))
     intro = [f for f in review.findings if f.status is Status.INTRODUCED]
     assert [f.rule_id for f in intro] == ["MMLC007"]
+
+
+def test_a_release_moved_before_the_unlink_is_reported() -> None:
+    from bot.analyze.ownership import release_before_unlink
+
+    pre, post = _sides(
+        """
+void entry_remove(struct table *t, struct entry *e)
+{
+	spin_lock(&t->lock);
+	list_del_rcu(&e->node);
+	spin_unlock(&t->lock);
+	kfree_rcu(e, rcu);
+}
+""",
+        """
+void entry_remove(struct table *t, struct entry *e)
+{
+	kfree(e);
+	spin_lock(&t->lock);
+	list_del_rcu(&e->node);
+	spin_unlock(&t->lock);
+}
+""",
+    )
+    hits = release_before_unlink(ENV, pre, post)
+    assert [h.key[:2] for h in hits] == [("release-before-unlink", "e")]
+    assert release_before_unlink(ENV, post, pre) == []

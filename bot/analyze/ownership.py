@@ -318,6 +318,59 @@ def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+def _release_lines(env: Env, flow: Flow) -> dict[str, tuple[int, Call]]:
+    """Objects `flow` frees, destroys or puts (by base name) -> first such call."""
+    out: dict[str, tuple[int, Call]] = {}
+    for c in flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role not in RELEASE_ROLES | PUT_ROLES or not role.balance:
+                continue
+            arg = _object_arg(c, role)
+            if arg is not None:
+                b = base_name(container_of_arg(arg))
+                if b and b not in out:
+                    out[b] = (c.line, c)
+    return out
+
+
+def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """An object the function used to take off its list, tree, table or RCU
+    pointer before releasing it, now released first: between the two another
+    CPU can still find it through the structure and use freed memory."""
+    if pre.flow is None or post.flow is None:
+        return []
+    pre_unlink, post_unlink = _unlinked(env, pre.flow), _unlinked(env, post.flow)
+    pre_rel, post_rel = _release_lines(env, pre.flow), _release_lines(env, post.flow)
+    hits: list[Hit] = []
+    for obj, (rel_line, rel) in post_rel.items():
+        unlink = post_unlink.get(obj)
+        before_unlink = pre_unlink.get(obj)
+        before_rel = pre_rel.get(obj)
+        if unlink is None or before_unlink is None or before_rel is None:
+            continue
+        if not (before_unlink.line < before_rel[0] and rel_line < unlink.line):
+            continue
+        hits.append(
+            Hit(
+                key=("release-before-unlink", obj, rel.name, unlink.name),
+                line=rel_line,
+                fields={
+                    "function": post.flow.name,
+                    "object": obj,
+                    "unlink": unlink.text,
+                    "free": rel.text,
+                },
+                evidence=(
+                    f"before: {before_unlink.text} came first, then {before_rel[1].text}",
+                    f"after: {rel.text} at {post.file}:{rel_line} runs before "
+                    f"{unlink.text} at {post.file}:{unlink.line}",
+                ),
+                variant="release-before-unlink",
+            )
+        )
+    return hits
+
+
 def matchers() -> tuple[Matcher, ...]:
     return (
         Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),
@@ -326,6 +379,12 @@ def matchers() -> tuple[Matcher, ...]:
         ),
         Matcher(
             "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
+        ),
+        Matcher(
+            "release-before-unlink",
+            "change",
+            release_before_unlink,
+            release_before_unlink.__doc__ or "",
         ),
         Matcher(
             "unlink-removed-before-free",
@@ -344,5 +403,6 @@ __all__ = [
     "init_removed",
     "local_release_lost",
     "matchers",
+    "release_before_unlink",
     "unlink_removed_before_free",
 ]
