@@ -236,6 +236,8 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
                 continue  # not an error jump, or the jump went with it
             if post_sets[(var, code)] > 0 or code in post_returns:
                 continue  # the code is still set (moved) or returned directly
+            if _count(post_text, code) >= _count(pre_text, code):
+                continue  # as many uses of the code as before: moved, not dropped
             hits.append(
                 Hit(
                     key=("error-code-dropped", var, code, m.group(1)),
@@ -369,6 +371,10 @@ def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
         )
     return hits
+
+
+def _count(text: str, code: str) -> int:
+    return len(re.findall(re.escape(code) + r"\b", text))
 
 
 def matchers() -> tuple[Matcher, ...]:

@@ -378,6 +378,8 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if r.chain and env.series_adds(site.name, besides=pre.flow.name):
             continue
+        if _acquisition_removed(env, pre, post, site):
+            continue  # what it destroyed is no longer made here either
         evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
         evidence += _chain_evidence(r)
         evidence += _callback_evidence(r, env, pre.view)
