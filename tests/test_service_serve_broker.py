@@ -103,3 +103,12 @@ def test_the_cli_finds_serves_password_protected_redis_and_nobody_else_can_use_i
     assert code == 0
     assert not record.exists()  # gone with the serve that wrote it
     assert "Traceback" not in log.read_text()
+
+
+def test_outbox_list_with_redis_unreachable_is_one_line_exit_2(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    env["BOT_BROKER_URL"] = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens
+    got = _cli(["outbox", "list"], env)
+    assert got.returncode == 2
+    assert got.stderr.count("\n") == 1 and "Redis unreachable" in got.stderr
+    assert "s3cret" not in got.stderr and "Traceback" not in got.stderr
