@@ -152,6 +152,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         return parser
 
     from bot.daemon_cli import add_daemon_parser
+    from bot.dismiss_cli import add_dismiss_parser
     from bot.rules_cli import add_rules_parser
     from bot.service_cli import add_service_parsers
     from bot.simulate_cli import add_simulate_parser
@@ -160,6 +161,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_service_parsers(sub)
     add_daemon_parser(sub)
+    add_dismiss_parser(sub)
     return parser
 
 
@@ -253,7 +255,13 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
         and args.format == "text"
         and not os.environ.get("NO_COLOR")  # https://no-color.org
     )
-    text = render(review, args.format, color=color)
+    from bot.dismiss_cli import review_dismissals, warn
+    from bot.report.common import introduced
+
+    # findings dismissed earlier (bot dismiss) are shown as such and not counted
+    dismissed, trouble = review_dismissals(review)
+    warn(trouble)
+    text = render(review, args.format, color=color, dismissed=dismissed)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -262,7 +270,7 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
-    return EXIT_FINDINGS if review.reportable else EXIT_OK
+    return EXIT_FINDINGS if introduced(review, dismissed) else EXIT_OK
 
 
 def _check_output(path: Path) -> None:
@@ -318,6 +326,10 @@ def dispatch(argv: Sequence[str], settings: Settings) -> int:
         from bot.daemon_cli import run_daemon
 
         return run_daemon(args, settings)
+    if args.command == "dismiss":
+        from bot.dismiss_cli import run_dismiss
+
+        return run_dismiss(args, settings)
     from bot.service_cli import run_service
 
     port = getattr(args, "port", None)
