@@ -271,7 +271,7 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     from bot.report.common import introduced
 
     # findings dismissed earlier (bot dismiss) are shown as such and not counted
-    dismissed, trouble = review_dismissals(review)
+    dismissed, trouble = review_dismissals(review, write=not args.no_cache)
     warn(trouble)
     text = render(review, args.format, color=color, dismissed=dismissed)
     if args.output:

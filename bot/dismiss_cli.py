@@ -148,18 +148,21 @@ def _print_list(found: list[Dismissal], *, as_json: bool) -> None:
         print(f"#{d.id} {d.target} {scope} by {d.by} at {d.at}{reason}")
 
 
-def review_dismissals(review: Review) -> tuple[Dismissed, str | None]:
+def review_dismissals(review: Review, *, write: bool = True) -> tuple[Dismissed, str | None]:
     """The dismissals covering this review's findings, after recording the
-    review in the store; a store that cannot be used is a note, never a failed
-    review."""
+    review in the store (unless `write` is False: `--no-cache` reads an
+    existing store and creates or changes nothing); a store that cannot be
+    used is a warning, never a failed review."""
     from bot.dismiss import default_store_path, dismissed_in, record
     from bot.errors import BotError
 
-    if default_store_path() is None:
+    path = default_store_path()
+    if path is None or (not write and not path.is_file()):
         return {}, None
     s = store()
     try:
-        record(s, review)
+        if write:
+            record(s, review)
         return dismissed_in(s, review), None
     except (BotError, OSError) as exc:
         detail = exc.one_line() if isinstance(exc, BotError) else str(exc)
