@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from bot.config import Settings
+    from bot.model import Review
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -91,6 +92,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     review.add_argument("--repo", metavar="PATH", help="git repo for an A..B revision range input")
     review.add_argument(
+        "--guess-base",
+        action="store_true",
+        help="apply on the newest commit of --tree's HEAD (last 1000) whose blobs match the "
+        "patches' index lines, like b4 am --guess-base",
+    )
+    review.add_argument(
         "--version",
         dest="series_version",
         type=int,
@@ -152,6 +159,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         return parser
 
     from bot.daemon_cli import add_daemon_parser
+    from bot.dismiss_cli import add_dismiss_parser
     from bot.rules_cli import add_rules_parser
     from bot.service_cli import add_service_parsers
     from bot.simulate_cli import add_simulate_parser
@@ -160,6 +168,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_service_parsers(sub)
     add_daemon_parser(sub)
+    add_dismiss_parser(sub)
     return parser
 
 
@@ -235,17 +244,22 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--repo {args.repo}: not a directory")
     if args.output:
         _check_output(Path(args.output))
+    if args.guess_base and not args.tree:
+        raise UsageError("--guess-base needs --tree PATH (a git tree)")
     with _progress(not args.quiet) as progress:
-        review = review_inputs(
-            args.inputs,
-            settings,
-            tree=args.tree,
-            version=args.series_version,
-            repo=args.repo,
-            series_key=args.series_key,
-            stdin=sys.stdin.buffer,
-            progress=progress if callable(progress) else None,
-        )
+        if args.guess_base:
+            review = _review_guessing_base(args, settings, progress)
+        else:
+            review = review_inputs(
+                args.inputs,
+                settings,
+                tree=args.tree,
+                version=args.series_version,
+                repo=args.repo,
+                series_key=args.series_key,
+                stdin=sys.stdin.buffer,
+                progress=progress if callable(progress) else None,
+            )
     out_tty = args.output is None and sys.stdout.isatty()
     color = args.color == "always" or (
         args.color == "auto"
@@ -253,7 +267,13 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
         and args.format == "text"
         and not os.environ.get("NO_COLOR")  # https://no-color.org
     )
-    text = render(review, args.format, color=color)
+    from bot.dismiss_cli import review_dismissals, warn
+    from bot.report.common import introduced
+
+    # findings dismissed earlier (bot dismiss) are shown as such and not counted
+    dismissed, trouble = review_dismissals(review, write=not args.no_cache)
+    warn(trouble)
+    text = render(review, args.format, color=color, dismissed=dismissed)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -262,7 +282,42 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
-    return EXIT_FINDINGS if review.reportable else EXIT_OK
+    return EXIT_FINDINGS if introduced(review, dismissed) else EXIT_OK
+
+
+def _review_guessing_base(args: argparse.Namespace, settings: Settings, progress: object) -> Review:
+    """review_inputs with the base guessed from the patches' index lines
+    (bot/apply/guess_base.py); the review's notes say which base and why."""
+    import dataclasses
+
+    from bot import assemble, ingest
+    from bot.apply.guess_base import guess_base, with_base
+    from bot.errors import InputError
+    from bot.pipeline import review_series
+
+    report = progress if callable(progress) else None
+    messages = ingest.load(list(args.inputs), settings, stdin=sys.stdin.buffer, progress=report)
+    series_set = assemble.assemble(messages, settings)
+    series, versions, others = assemble.select(
+        series_set, version=args.series_version, key=args.series_key
+    )
+    if not series.patches:
+        raise InputError(f"nothing to review: none of the patches of '{series.name}' is here")
+    guess = guess_base(args.tree, series)
+    if guess.commit is not None:
+        series = with_base(series, guess.commit)
+    review = review_series(
+        series,
+        versions,
+        settings,
+        tree=args.tree,
+        others=others,
+        notes=series_set.notes,
+        progress=report,
+    )
+    # the apply stage says "named by the series": the guess named it
+    notes = [n for n in review.notes if not n.startswith("applied on base-commit")]
+    return dataclasses.replace(review, notes=(guess.note, *notes))
 
 
 def _check_output(path: Path) -> None:
@@ -318,6 +373,10 @@ def dispatch(argv: Sequence[str], settings: Settings) -> int:
         from bot.daemon_cli import run_daemon
 
         return run_daemon(args, settings)
+    if args.command == "dismiss":
+        from bot.dismiss_cli import run_dismiss
+
+        return run_dismiss(args, settings)
     from bot.service_cli import run_service
 
     port = getattr(args, "port", None)

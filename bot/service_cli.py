@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.errors import UsageError
+from bot.errors import FetchError, UsageError
 
 
 def add_service_parsers(subparsers: Any) -> None:
@@ -114,19 +114,34 @@ def run_service(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return serve(args)
     use_recorded_broker()
-    if args.command == "series":
-        return series_command(args)
-    if args.command == "mirror":
-        since = parse_since(args.since) if args.mirror_command == "backfill" else None
-        return mirror_walk(
-            args.lists,
-            since=since,
-            mirror_override=args.mirror,
-            quiet=getattr(args, "quiet", False),
-        )
-    if args.command == "outbox":
-        return outbox_command(args)
+    import redis
+    from kombu.exceptions import OperationalError
+
+    try:
+        if args.command == "series":
+            return series_command(args)
+        if args.command == "mirror":
+            since = parse_since(args.since) if args.mirror_command == "backfill" else None
+            return mirror_walk(
+                args.lists,
+                since=since,
+                mirror_override=args.mirror,
+                quiet=getattr(args, "quiet", False),
+            )
+        if args.command == "outbox":
+            return outbox_command(args)
+    except redis.AuthenticationError as exc:  # a ConnectionError: first
+        raise FetchError(f"Redis refused the password ({_where()})") from exc
+    except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+        raise FetchError(f"Redis unreachable ({_where()}): {exc}") from exc
     raise UsageError(f"unknown service command {args.command!r}")
+
+
+def _where() -> str:
+    """The broker in use, without its password."""
+    url = os.environ.get("BOT_BROKER_URL", "redis://127.0.0.1:6379/0")
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rpartition("@")[2]
 
 
 def outbox_command(args: argparse.Namespace) -> int:

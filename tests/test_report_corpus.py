@@ -97,6 +97,10 @@ def seed_review(corpus: Path) -> Review:
     return Review(series, (series,), applied, (finding,), ())
 
 
+def back_id(msg: EmailMessage) -> str:
+    return str(msg["In-Reply-To"]).strip("<>")
+
+
 def test_seed_reply_quotes_only_the_release_path_hunk(corpus: Path) -> None:
     (msg,) = render_email_messages(seed_review(corpus))
     back = email.message_from_bytes(bytes(msg), policy=email.policy.default)
@@ -117,10 +121,16 @@ def test_seed_reply_quotes_only_the_release_path_hunk(corpus: Path) -> None:
     assert "> +\t\tatomic_sub(1 << order, &s->memcg_params->nr_pages);" in quoted
     assert not any("memcontrol" in ln for ln in quoted)
     question = body.index("Who destroys the cache")
+    flat = " ".join(body.split())
+    assert "fingerprint " in body
+    assert "This review is partial: patch 2/3 and 3/3 of v3 never arrived" in flat
     assert body.index("> +\t\tatomic_sub(") < question
     for ln in lines:
-        if not ln.startswith((">", "  bot review ")):  # quotes and the command stay whole
-            assert len(ln) <= MAIL_WIDTH, ln
+        # every line fits, quotes included; only a Message-ID cannot be split
+        assert len(ln.expandtabs(8)) <= MAIL_WIDTH or ln.strip() == back_id(back), ln
+    # the reproducer is the whole command: --tree, and no path of the bot's machine
+    assert "  bot review --tree linux \\" in lines
+    assert str(corpus) not in body and "/shared/" not in body
     # the long kernel Message-ID is threaded verbatim, never RFC 2047-encoded
     raw = bytes(msg).decode("ascii")
     assert "In-Reply-To: <7740d66b62befa271d368a7b7c5d881fef3ebc90.1398235153" in raw

@@ -104,7 +104,7 @@ def test_a_finding_line_below_one_is_reported_as_unknown() -> None:
 
 
 def test_mbox_escapes_a_from_line_inside_a_reply() -> None:
-    f = replace(findings()[0], message="From now on the pool leaks.")
+    f = replace(findings()[0], question="From now on the pool leaks.")
     text = render(build_review(findings=(f,)), "email")
     assert "\n>From now on the pool leaks." in text
     assert "\nFrom now on" not in text

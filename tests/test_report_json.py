@@ -130,6 +130,7 @@ def test_json_checks_notes_and_summary() -> None:
         "fixed": 1,
         "fixed_in_series": 1,
         "checks_failed": 1,
+        "dismissed": 0,
     }
     assert doc["notes"] == ["v2 is incomplete: 3/3 MISSING; reviewed what arrived"]
 

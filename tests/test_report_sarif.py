@@ -42,8 +42,9 @@ def test_sarif_log_has_the_required_top_level_structure() -> None:
     assert set(ids) == {"MMLC001", "MMLC003", "MMLC005", "MMLC002", "SIM-UAF"}
     rule = driver["rules"][ids.index("MMLC001")]
     assert rule["name"] == "release-path-stops-destroy"
-    assert rule["shortDescription"]["text"] == "Release path stops destroy"
-    assert rule["fullDescription"]["text"]
+    # the rule's own text (rules/MMLC001/rule.yaml name and rationale), not a finding's
+    assert rule["shortDescription"]["text"] == "Release path stops scheduling destruction"
+    assert rule["fullDescription"]["text"].startswith("Objects whose owner goes away")
     assert rule["defaultConfiguration"]["level"] == "error"
     assert rule["properties"]["precision"] == "high"
 

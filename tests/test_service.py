@@ -165,6 +165,7 @@ def test_serve_runs_everything_with_an_embedded_redis_and_stops_cleanly(tmp_path
     env = dict(os.environ)
     for var in ("BOT_BROKER_URL", "BOT_SERVICE_CONFIG", "BOT_FAULT_PAUSE"):
         env.pop(var, None)
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # where serve records its Redis
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

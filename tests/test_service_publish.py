@@ -125,7 +125,8 @@ def _service(
 ) -> Iterator[Service]:
     svc = Service(tmp, redis_server, smtp, tmp / "inbox")  # type: ignore[arg-type]
     cfg = yaml.safe_load(svc.config.read_text())
-    cfg["publish"]["smtp"]["timeout"] = 1  # the late server answers only once released
+    # the late server answers DATA only once released: the bot gives up after a second
+    cfg["publish"]["smtp"]["timeout"] = 1 if smtp.late else 60
     cfg["publish"].update(publish)
     svc.config.write_text(yaml.safe_dump(cfg))
     try:
@@ -202,7 +203,11 @@ def test_a_failing_maildir_is_reported_not_retraced_and_delivered_once_fixed(
         svc.start_worker()
         svc.poll()
         _wait_reviewed(svc, v1.cover_id, "the review")
-        wait_until(lambda: "maildir" in svc.state.failing_targets(), "the maildir to be reported")
+        wait_until(
+            lambda: "maildir" in svc.state.failing_targets(),
+            "the maildir to be reported",
+            timeout=120,
+        )
         metrics = render_metrics(svc.state)[0].decode()
         assert 'bot_publish_target_failing{target="maildir"} 1.0' in metrics
         assert 'bot_publish_target_failing{target="email"} 0.0' in metrics

@@ -282,7 +282,9 @@ def _push_times_out_then_is_retried(
     fast = Worker(env, name="w2", log=tmp_path / "w2.log")
     try:
         assert push() == 202  # not refused as a duplicate of the push that failed
-        wait_until(lambda: state.result(scope, key) is not None, "the re-pushed review")
+        wait_until(
+            lambda: state.result(scope, key) is not None, "the re-pushed review", timeout=240
+        )
         assert state.series(scope, key)["state"] == "reviewed"
         assert state.review_count(scope, key) == 1
     finally:

@@ -66,6 +66,7 @@ def test_serve_reviews_a_signed_push_of_an_allow_listed_repo_and_serves_the_resu
     env = dict(os.environ, BOT_SERVICE_CONFIG=str(config), BOT_WEBHOOK_SECRET=SECRET)
     for var in ("BOT_BROKER_URL", "BOT_FAULT_PAUSE", "BOT_REDIS_PREFIX"):
         env.pop(var, None)  # the embedded Redis, with the default key prefix
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # where serve records its Redis
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
@@ -120,7 +121,8 @@ def test_serve_reviews_a_signed_push_of_an_allow_listed_repo_and_serves_the_resu
             match = re.search(r"embedded Redis at redis://127.0.0.1:(\d+)/0", log.read_text())
             assert match is not None
             redis_port = int(match.group(1))
-            client = redis.Redis(port=redis_port)
+            record = tmp_path / "state" / "mmlc-bot" / "serve-broker.json"
+            client = redis.Redis.from_url(json.loads(record.read_text())["url"])
             try:
                 assert int(client.get(f"bot:reviews:push:mm:{before}..{after}") or 0) == 1
                 assert undocumented_keys(client) == []

@@ -132,7 +132,7 @@ class Service:
                 "BOT_RESTORE_INTERVAL": "1",
                 "BOT_RESTORE_THROTTLE": "1",
                 "BOT_OUTBOX_STALE_SECONDS": "2",
-                "BOT_OUTBOX_LOCK_SECONDS": "3",
+                "BOT_LEASE_SECONDS": "5",  # a killed worker's claims lapse after this
                 "BOT_FAULT_PAUSE_SECONDS": "600",
                 **extra,
             },

@@ -110,9 +110,10 @@ def test_the_review_task_skips_a_series_another_worker_is_reviewing(eager: State
     v1 = demo_series(1)
     roots = _store(eager, *v1.messages.values())
     eager.update_series(LIST, v1.cover_id, {"state": "complete", "roots": f'["{roots[0]}"]'})
-    assert eager.claim_review(LIST, v1.cover_id, 60)
+    lease = eager.review_lease(LIST, v1.cover_id)  # another worker, alive
+    assert lease.acquire()
     assert tasks.review_series.run(LIST, v1.cover_id) == "skipped: in progress elsewhere"
-    eager.release_review(LIST, v1.cover_id)
+    lease.release()
     assert tasks.review_series.run(LIST, v1.cover_id) == "reviewed"
     assert tasks.review_series.run(LIST, v1.cover_id) == "skipped: reviewed"
 

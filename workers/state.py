@@ -45,7 +45,8 @@ the cover letter, else of the first patch) or a commit range `A..B`.
     {p}:delivery:{id}                STRING webhook delivery ID seen (expires after a week)
     {p}:push:{scope}:{key}           STRING the webhook queued a review of this push range
                                             (the same range pushed twice is queued once;
-                                            expires after a week)
+                                            expires after a week; dropped when its review
+                                            failed, so it may be pushed again)
     {p}:metrics                      HASH   counters: series_seen, series_reviewed,
                                             series_failed, series_requeued, outbox_uncertain,
                                             publish_errors_{kind}, latency_sum,

@@ -46,7 +46,7 @@ from workers import faults
 from workers.celery_app import SOFT_TIME_LIMIT, app
 from workers.config import ServiceConfig, load_service_config
 from workers.intake import ingest_mirror
-from workers.leases import Lease
+from workers.leases import LEASE_SECONDS, Lease
 from workers.logs import log
 from workers.review import (
     assemble_roots,
@@ -78,6 +78,9 @@ _RETRY: dict[str, Any] = {
     "acks_late": True,
     "Request": "workers.celery_app:OwnLimitsRequest",
 }
+# A task that finds its series or outbox entry leased by another worker looks again
+# this many times, a lease's length apart (a dead holder's lease has lapsed by then).
+LOOK_AGAIN_TIMES = 3
 # An outbox entry still pending this long after its review was stored is re-queued.
 OUTBOX_STALE_SECONDS = float(os.environ.get("BOT_OUTBOX_STALE_SECONDS", "120"))
 
@@ -206,7 +209,7 @@ def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
 
 
 @_task(**_RETRY)
-def review_series(scope: str, key: str, partial: bool = False) -> str:
+def review_series(scope: str, key: str, partial: bool = False, waited: int = 0) -> str:
     """Review one series exactly once; store the review and its outbox entry together."""
     st = state()
     info = st.series(scope, key)
@@ -216,9 +219,14 @@ def review_series(scope: str, key: str, partial: bool = False) -> str:
         return "skipped: " + done
     lease = st.review_lease(scope, key)
     if not lease.acquire():
-        # a duplicate task, or the task of a worker that died holding the lease: the
-        # claimant commits it, or the sweep re-queues it once the lease has lapsed
-        log.info("review skipped: claimed", extra={"scope": scope, "series": key})
+        # a duplicate task, or the task of a worker that died holding the lease (a pool
+        # process killed: its task comes back at once): look again once a dead holder's
+        # lease has lapsed; the sweep re-queues the claim if this gives up too
+        log.info("review deferred: claimed", extra={"scope": scope, "series": key})
+        if waited < LOOK_AGAIN_TIMES:
+            review_series.apply_async(
+                (scope, key, partial), {"waited": waited + 1}, countdown=LEASE_SECONDS
+            )
         return "skipped: in progress elsewhere"
     st.track_claim(scope, key)
     with lease.kept():
@@ -453,7 +461,7 @@ def policy_for(cfg: ServiceConfig, scope: str) -> Policy:
 
 
 @_task(**_RETRY)
-def publish_outbox(outbox_id: str) -> dict[str, Any]:
+def publish_outbox(outbox_id: str, waited: int = 0) -> dict[str, Any]:
     """Deliver one stored review; a part is never sent twice (see bot.publish.outbox)."""
     st = state()
     faults.pause(st, "publish:start")
@@ -462,8 +470,12 @@ def publish_outbox(outbox_id: str) -> dict[str, Any]:
         return {"skipped": item.get("status", "missing") if item else "missing"}
     lease = Lease(st.r, st.k("outbox", outbox_id, "lock"))
     if not lease.acquire():
-        # a live worker is delivering it right now; if it dies its lease lapses and the
-        # sweep re-queues the entry
+        # a worker is delivering it right now; if it died, its lease lapses: look again
+        # then (the sweep re-queues pending entries too)
+        if waited < LOOK_AGAIN_TIMES:
+            publish_outbox.apply_async(
+                (outbox_id,), {"waited": waited + 1}, countdown=LEASE_SECONDS
+            )
         return {"skipped": "locked"}
     with lease.kept():
         cfg = config()

@@ -214,11 +214,24 @@ def _quilt_order(path: Path) -> list[str] | None:
         for raw_line in text.splitlines():
             line = raw_line.split("#", 1)[0].strip()
             if line:
-                names.append(line.split()[0])  # quilt allows "-p1" options after the name
+                name = line.split()[0]  # quilt allows "-p1" options after the name
+                _check_quilt_name(name, candidate)
+                names.append(name)
         present = [n for n in names if (path / n).is_file()]
         if present:
             return present
     return None
+
+
+def _check_quilt_name(name: str, series_file: Path) -> None:
+    """A quilt `series` entry names a file inside the patches directory: an
+    absolute path or a `..` component would read outside it, so it is refused."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts or Path(name).is_absolute():
+        raise InputError(
+            f"quilt series names {name!r}, outside the patches directory: refused",
+            source=str(series_file),
+        )
 
 
 def _strip_prefixes(subject: str) -> str:

@@ -22,6 +22,7 @@ from bot.model import Review
 
 if TYPE_CHECKING:
     from bot.report.checks import b4_results, patchwork_checks, patchwork_pending
+    from bot.report.common import Dismissed
     from bot.report.jsonout import JSON_SCHEMA_VERSION, review_document
     from bot.report.mail import render_email, render_email_messages
     from bot.report.sarif import sarif_document
@@ -52,31 +53,36 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def render(review: Review, fmt: str, *, color: bool = False) -> str:
+def render(
+    review: Review, fmt: str, *, color: bool = False, dismissed: Dismissed | None = None
+) -> str:
     """The review in format `fmt` (one of FORMATS); `color` affects text only.
 
-    Raises UsageError for an unknown format.
+    `dismissed` (fingerprint -> bot.dismiss.Dismissal, from
+    bot.dismiss.dismissed_in) marks introduced findings as dismissed: shown
+    as such, never counted. Raises UsageError for an unknown format.
     """
     if fmt == "text":
         from bot.report.text import render_text
 
-        return render_text(review, color=color)
+        return render_text(review, color=color, dismissed=dismissed)
     if fmt == "email":
         from bot.report.mail import render_email
 
-        return render_email(review)
+        return render_email(review, dismissed=dismissed)
     if fmt == "json":
         from bot.report.jsonout import render_json
 
-        return render_json(review)
+        return render_json(review, dismissed=dismissed)
     if fmt == "sarif":
         from bot.report.sarif import render_sarif
 
-        return render_sarif(review)
+        return render_sarif(review, dismissed=dismissed)
     if fmt == "b4":
         from bot.report.checks import b4_results
 
-        return json.dumps(b4_results(review), indent=2, ensure_ascii=False) + "\n"
+        results = b4_results(review, dismissed=dismissed)
+        return json.dumps(results, indent=2, ensure_ascii=False) + "\n"
     raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from bot.errors import UsageError
 from bot.model import ApplyMethod, Finding, Review, Series, Severity, Status
 from bot.report.common import (
+    Dismissed,
     application_lines,
     application_of,
     by_status,
     check_failure_line,
+    dismissal_of,
     location,
     one_line,
     slot_label,
@@ -51,10 +53,17 @@ def _finding_line(f: Finding, total: int) -> str:
     return f"{where}{f.rule_id} {one_line(f.symbol)} [{f.severity.value}] at {location(f)}"
 
 
-def verdict(review: Review, findings: Sequence[Finding], numbers: Sequence[int]) -> Verdict:
-    """The verdict over `findings` (introduced ones count) for patches `numbers`."""
+def verdict(
+    review: Review,
+    findings: Sequence[Finding],
+    numbers: Sequence[int],
+    dismissed: Dismissed | None = None,
+) -> Verdict:
+    """The verdict over `findings` (introduced ones not dismissed count) for
+    patches `numbers`."""
     total = review.series.total
-    introduced = by_status(findings, Status.INTRODUCED)
+    all_introduced = by_status(findings, Status.INTRODUCED)
+    introduced = [f for f in all_introduced if dismissal_of(f, dismissed) is None]
     errors = [f for f in introduced if f.severity is Severity.ERROR]
     warnings = [f for f in introduced if f.severity is Severity.WARNING]
     infos = [f for f in introduced if f.severity is Severity.INFO]
@@ -88,6 +97,9 @@ def verdict(review: Review, findings: Sequence[Finding], numbers: Sequence[int])
         summary += f"; {len(failed_checks)} check(s) failed"
 
     details = [_finding_line(f, total) for f in errors + warnings + infos]
+    for f in all_introduced:
+        if dismissal_of(f, dismissed) is not None:
+            details.append("dismissed: " + _finding_line(f, total))
     for f in by_status(findings, Status.FIXED):
         details.append("fixed: " + _finding_line(f, total))
     for n, app in unapplied:
@@ -99,11 +111,15 @@ def verdict(review: Review, findings: Sequence[Finding], numbers: Sequence[int])
 
 
 def b4_results(
-    review: Review, *, tool: str = DEFAULT_CONTEXT, url: str | None = None
+    review: Review,
+    *,
+    tool: str = DEFAULT_CONTEXT,
+    url: str | None = None,
+    dismissed: Dismissed | None = None,
 ) -> list[dict[str, str]]:
     """The array a b4 review check command prints: one result for the reviewed message."""
     numbers = [p.number for p in review.series.patches]
-    v = verdict(review, review.findings, numbers)
+    v = verdict(review, review.findings, numbers, dismissed)
     result = {"tool": tool, "status": v.status, "summary": v.summary}
     if url:
         result["url"] = url
@@ -146,7 +162,11 @@ def patchwork_pending(
 
 
 def patchwork_checks(
-    review: Review, *, context: str = DEFAULT_CONTEXT, target_url: str | None = None
+    review: Review,
+    *,
+    context: str = DEFAULT_CONTEXT,
+    target_url: str | None = None,
+    dismissed: Dismissed | None = None,
 ) -> list[dict[str, object]]:
     """One Patchwork check per patch that arrived, in series order.
 
@@ -170,7 +190,7 @@ def patchwork_checks(
             if f.patch_number == p.number
             or (p.number == last and (f.patch_number is None or f.patch_number not in present))
         ]
-        v = verdict(review, mine, [p.number])
+        v = verdict(review, mine, [p.number], dismissed)
         out.append(
             {
                 "state": _PW_STATE[v.status],

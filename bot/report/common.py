@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot import __version__
 from bot.model import (
@@ -24,6 +25,15 @@ from bot.model import (
     Status,
     Trace,
 )
+from bot.report.fingerprint import fingerprint
+
+if TYPE_CHECKING:
+    from bot.dismiss import Dismissal
+
+# What a renderer is told about dismissals: fingerprint -> the dismissal that
+# covers it (bot.dismiss.dismissed_in). A dismissed introduced finding is shown
+# as dismissed and does not count against the series.
+Dismissed = Mapping[str, "Dismissal"]
 
 TOOL_NAME = "mm-lifecycle-bot"
 TOOL_VERSION = __version__
@@ -167,25 +177,57 @@ def worst_severity(findings: Sequence[Finding]) -> Severity | None:
     return max((f.severity for f in findings), key=lambda s: SEVERITY_RANK[s])
 
 
+def dismissal_of(finding: Finding, dismissed: Dismissed | None) -> Dismissal | None:
+    """The dismissal covering `finding`, if any."""
+    return dismissed.get(fingerprint(finding)) if dismissed else None
+
+
+def introduced(review: Review, dismissed: Dismissed | None = None) -> list[Finding]:
+    """Introduced findings that count: those no dismissal covers."""
+    return [
+        f
+        for f in by_status(review.findings, Status.INTRODUCED)
+        if dismissal_of(f, dismissed) is None
+    ]
+
+
+def dismissed_introduced(review: Review, dismissed: Dismissed | None) -> list[Finding]:
+    """Introduced findings a dismissal covers: shown as dismissed, not counted."""
+    return [
+        f
+        for f in by_status(review.findings, Status.INTRODUCED)
+        if dismissal_of(f, dismissed) is not None
+    ]
+
+
+def dismissal_line(d: Dismissal) -> str:
+    """`dismissed #3 by alice on 2026-12-07 (everywhere): reason`."""
+    scope = " (everywhere)" if d.everywhere else ""
+    why = f": {one_line(d.reason)}" if d.reason else ""
+    return f"dismissed #{d.id} by {one_line(d.by) or 'someone'} on {d.at[:10]}{scope}{why}"
+
+
 @dataclass(frozen=True)
 class Counts:
-    """How many findings of each status a review holds."""
+    """How many findings of each status a review holds (introduced: not dismissed)."""
 
     introduced: int
     pre_existing: int
     fixed: int
     fixed_in_series: int
     checks_failed: int
+    dismissed: int = 0
 
 
-def counts(review: Review) -> Counts:
+def counts(review: Review, dismissed: Dismissed | None = None) -> Counts:
     fs = review.findings
     return Counts(
-        introduced=len(by_status(fs, Status.INTRODUCED)),
+        introduced=len(introduced(review, dismissed)),
         pre_existing=len(by_status(fs, Status.PRE_EXISTING)),
         fixed=len(by_status(fs, Status.FIXED)),
         fixed_in_series=len(by_status(fs, Status.FIXED_IN_SERIES)),
         checks_failed=sum(1 for c in review.checks if not c.ok),
+        dismissed=len(dismissed_introduced(review, dismissed)),
     )
 
 
@@ -262,7 +304,9 @@ def wrap(
     return out
 
 
-def trace_lines(trace: Trace, *, indent: str = "  ", width: int = MAIL_WIDTH) -> list[str]:
+def trace_lines(
+    trace: Trace, *, indent: str = "  ", width: int = MAIL_WIDTH, hard: bool = False
+) -> list[str]:
     """Lay a counterexample out as kernel changelogs do: one column per actor.
 
     Each actor's column names the function it is in (`fn()`) when that changes and
@@ -270,7 +314,8 @@ def trace_lines(trace: Trace, *, indent: str = "  ", width: int = MAIL_WIDTH) ->
     Rows hold one actor's step each, so the columns can sit closer than their
     longest text; a row that would run past `width` wraps inside its own column
     (continuation lines indented two more), so the trace stays readable in a
-    78-column mail reader even with three actors.
+    78-column mail reader even with three actors. With `hard`, a token too
+    long for its column is split too, so no line passes `width` (mail).
     """
     actors = list(trace.actors)
     for step in trace.steps:
@@ -323,7 +368,7 @@ def trace_lines(trace: Trace, *, indent: str = "  ", width: int = MAIL_WIDTH) ->
             body,
             width=max(avail - len(lead), 8),
             subsequent_indent="  ",
-            break_long_words=False,
+            break_long_words=hard,
             break_on_hyphens=False,
         ) or [""]
         if len(pieces) > 1 and len(pieces[0]) < 6:

@@ -9,15 +9,23 @@ from __future__ import annotations
 import json
 
 from bot.model import Finding, PatchApplication, Review, Series, Trace
-from bot.report.common import TOOL_NAME, TOOL_VERSION, application_of, counts
+from bot.report.common import (
+    TOOL_NAME,
+    TOOL_VERSION,
+    Dismissed,
+    application_of,
+    counts,
+    dismissal_of,
+)
+from bot.report.fingerprint import fingerprint
 
 JSON_SCHEMA_VERSION = "1"
 
 
-def review_document(review: Review) -> dict[str, object]:
+def review_document(review: Review, dismissed: Dismissed | None = None) -> dict[str, object]:
     """The review as plain JSON-ready data (dicts, lists, str, int, bool, None)."""
     s = review.series
-    c = counts(review)
+    c = counts(review, dismissed)
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
@@ -36,7 +44,7 @@ def review_document(review: Review) -> dict[str, object]:
             }
             for p in s.patches
         ],
-        "findings": [_finding(f) for f in review.findings],
+        "findings": [_finding(f, dismissed) for f in review.findings],
         "checks": [
             {"check": ch.check, "ok": ch.ok, "error": ch.error, "notes": list(ch.notes)}
             for ch in review.checks
@@ -52,12 +60,13 @@ def review_document(review: Review) -> dict[str, object]:
             "fixed": c.fixed,
             "fixed_in_series": c.fixed_in_series,
             "checks_failed": c.checks_failed,
+            "dismissed": c.dismissed,
         },
     }
 
 
-def render_json(review: Review) -> str:
-    return json.dumps(review_document(review), indent=2, ensure_ascii=False) + "\n"
+def render_json(review: Review, dismissed: Dismissed | None = None) -> str:
+    return json.dumps(review_document(review, dismissed), indent=2, ensure_ascii=False) + "\n"
 
 
 def _series(s: Series) -> dict[str, object]:
@@ -120,8 +129,10 @@ def _application(app: PatchApplication | None) -> dict[str, object] | None:
     }
 
 
-def _finding(f: Finding) -> dict[str, object]:
+def _finding(f: Finding, dismissed: Dismissed | None) -> dict[str, object]:
+    d = dismissal_of(f, dismissed)
     return {
+        "fingerprint": fingerprint(f),
         "rule_id": f.rule_id,
         "symbol": f.symbol,
         "severity": f.severity.value,
@@ -138,6 +149,16 @@ def _finding(f: Finding) -> dict[str, object]:
         "suggestion": f.suggestion,
         "fixed_by": f.fixed_by,
         "trace": _trace(f.trace),
+        "dismissed": None
+        if d is None
+        else {
+            "id": d.id,
+            "target": d.target,
+            "everywhere": d.everywhere,
+            "reason": d.reason,
+            "by": d.by,
+            "at": d.at,
+        },
     }
 
 

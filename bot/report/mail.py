@@ -1,11 +1,15 @@
 """The review as LKML replies: plain text, threaded, trimmed quotes, questions.
 
-One reply per patch that introduces something: the hunk it is about quoted with
-`> `, the finding under it asked as a question, then rule, evidence, the
-simulator's trace in columns and the suggestion. Findings about the series as a
-whole go to the cover letter. When nothing is introduced, one short reply to the
-cover letter says so (and what the series fixed). The publisher decides whether
-any of it is actually sent; this module only writes the messages.
+One short reply per patch that introduces something: the hunk it is about
+quoted with `> `, the finding under it asked as a question, the simulator's
+trace under the question (simulator findings only, capped), a few lines of
+evidence, the rule and the fingerprint to dismiss it by (mailparts.py).
+Findings about the series as a whole go to the cover letter. When nothing is
+introduced, one short reply to the cover letter says so (and what the series
+fixed). Every line fits 78 columns but a Message-ID too long to split; no path
+of the bot's machine appears; the transfer encoding is always 8bit. The
+publisher decides whether any of it is actually sent; this module only writes
+the messages.
 """
 
 from __future__ import annotations
@@ -25,20 +29,29 @@ from bot.report.common import (
     MAIL_WIDTH,
     TOOL_NAME,
     TOOL_VERSION,
+    Dismissed,
     application_of,
     by_status,
     check_failure_line,
-    describe_application,
+    dismissal_of,
+    dismissed_introduced,
     first_sentence,
     images_of,
+    introduced,
     location,
     one_line,
     patch_of,
-    says_more,
     slot_label,
-    trace_lines,
     version_label,
     wrap,
+)
+from bot.report.fingerprint import fingerprint, short
+from bot.report.mailparts import (
+    finding_lines,
+    fit_quote,
+    partial_lines,
+    reproduce_lines,
+    scrub,
 )
 from bot.report.quote import Anchor, group_anchors, locate, parse_diff, quote_hunk
 
@@ -95,12 +108,15 @@ class _Reply:
         self.fixed: list[Finding] = []  # fixed by this patch: a positive note
 
 
-def render_email_messages(review: Review, *, from_addr: str = DEFAULT_FROM) -> list[EmailMessage]:
+def render_email_messages(
+    review: Review, *, from_addr: str = DEFAULT_FROM, dismissed: Dismissed | None = None
+) -> list[EmailMessage]:
     """One reply per patch that introduces a finding, or one summary to the cover.
 
     Series-wide findings (no patch number, or a MISSING patch's) go to the cover
-    letter, or to the first patch when there is none. Raises UsageError when
-    `from_addr` is not an address.
+    letter, or to the first patch when there is none. Findings `dismissed`
+    covers are not asked about again. Raises UsageError when `from_addr` is not
+    an address.
     """
     sender = _address(from_addr)
     if sender is None:
@@ -121,7 +137,7 @@ def render_email_messages(review: Review, *, from_addr: str = DEFAULT_FROM) -> l
             )
         return replies[parent.message_id]
 
-    for f in by_status(review.findings, Status.INTRODUCED):
+    for f in introduced(review, dismissed):
         r = reply_for(f.patch_number)
         if r is not None:
             r.findings.append(f)
@@ -131,17 +147,23 @@ def render_email_messages(review: Review, *, from_addr: str = DEFAULT_FROM) -> l
             if patch is not None and patch.message.message_id in replies:
                 replies[patch.message.message_id].fixed.append(f)
         ordered = sorted(replies.values(), key=lambda r: r.patch.number if r.patch else 0)
-        return [_message(review, r, sender, _patch_body(review, r)) for r in ordered]
+        return [
+            _message(review, r, sender, scrub(_patch_body(review, r, dismissed), review))
+            for r in ordered
+        ]
     if series_parent is None:
         return []
     summary = _Reply(series_parent, _patch_for(series.patches, series_parent))
-    return [_message(review, summary, sender, _summary_body(review))]
+    body = scrub(_summary_body(review, dismissed), review)
+    return [_message(review, summary, sender, body)]
 
 
-def render_email(review: Review, *, from_addr: str = DEFAULT_FROM) -> str:
+def render_email(
+    review: Review, *, from_addr: str = DEFAULT_FROM, dismissed: Dismissed | None = None
+) -> str:
     """The replies as an mboxrd text, readable as-is and by any mail tool."""
     chunks = []
-    for msg in render_email_messages(review, from_addr=from_addr):
+    for msg in render_email_messages(review, from_addr=from_addr, dismissed=dismissed):
         raw = msg.as_bytes(policy=_POLICY.clone(linesep="\n")).decode("utf-8", "replace")
         # mboxrd: a body line that looks like a From_ line gains one more ">".
         body = re.sub(r"(?m)^(>*From )", r">\1", raw)
@@ -152,7 +174,7 @@ def render_email(review: Review, *, from_addr: str = DEFAULT_FROM) -> str:
 # --------------------------------------------------------------------------- bodies
 
 
-def _patch_body(review: Review, reply: _Reply) -> list[str]:
+def _patch_body(review: Review, reply: _Reply, dismissed: Dismissed | None) -> list[str]:
     lines = _attribution(reply.parent)
     patch = reply.patch
     files: tuple[FileDiff, ...] = ()
@@ -169,13 +191,15 @@ def _patch_body(review: Review, reply: _Reply) -> list[str]:
             anchored.append((a, f))
     last_file: int | None = None
     for fi, hi, line_indexes in group_anchors([a for a, _ in anchored]):
-        lines += quote_hunk(files, fi, hi, line_indexes, with_file_header=fi != last_file)
+        quoted = quote_hunk(files, fi, hi, line_indexes, with_file_header=fi != last_file)
+        # the file is named by `diff --git`; its ---/+++ lines say it again
+        lines += [fit_quote(q) for q in quoted if not q.startswith(("> --- ", "> +++ "))]
         last_file = fi
         asked: set[str] = set()
         for a, f in anchored:
             if (a.file_index, a.hunk_index) == (fi, hi):
                 same_place = bool(f.function) and f.function in asked
-                lines += ["", *_finding_block(f, follow_up=same_place), ""]
+                lines += ["", *finding_lines(f, follow_up=same_place), ""]
                 asked.add(f.function or "")
     if loose:
         if anchored:
@@ -187,24 +211,20 @@ def _patch_body(review: Review, reply: _Reply) -> list[str]:
                 where = f"In {location(f)}, which this patch does not change"
             else:
                 where = "About this patch as a whole"
-            lines += [*wrap(f"{where}:"), "", *_finding_block(f), ""]
+            lines += [*wrap(f"{where}:"), "", *finding_lines(f), ""]
     if reply.fixed:
         lines += wrap("On the plus side, with this patch applied these no longer trigger:")
         for f in reply.fixed:
-            lines += wrap(
-                f"{f.rule_id} {f.symbol} at {location(f)}: {first_sentence(f.message)}",
-                indent="  - ",
-                hanging="    ",
-            )
+            lines += wrap(f"{f.rule_id} {f.symbol} at {location(f)}", indent="  - ", hanging="    ")
         lines.append("")
-    lines += _notes(review, reply.patch.number if reply.patch else None)
-    return _tidy(lines) + _signature(reply.parent)
+    lines += _notes(review, reply.patch.number if reply.patch else None, dismissed)
+    return _tidy(lines) + _signature(review, reply.parent, asked=bool(reply.findings))
 
 
-def _summary_body(review: Review) -> list[str]:
+def _summary_body(review: Review, dismissed: Dismissed | None) -> list[str]:
     s = review.series
     present = len(s.patches)
-    where = f"applied to {one_line(review.applied.tree)}" if review.applied.tree else "diff only"
+    where = "applied to a kernel tree" if review.applied.tree else "diff only"
     lines = wrap(
         f"I ran the mm object-lifecycle checks over {version_label(s)} of this series "
         f"({present} of {s.total} patch{'es' if s.total != 1 else ''}, {where}) and found "
@@ -246,65 +266,48 @@ def _summary_body(review: Review) -> list[str]:
         by_status(review.findings, Status.PRE_EXISTING),
     )
     lines.append("")
-    lines += _notes(review, None, every_patch=True)
-    return _tidy(lines) + _signature(review.series.cover or review.series.patches[0].message)
+    lines += _notes(review, None, dismissed, every_patch=True, partial=False)
+    parent = review.series.cover or review.series.patches[0].message
+    return _tidy(lines) + _signature(review, parent, asked=False)
 
 
-def _finding_block(f: Finding, *, follow_up: bool = False) -> list[str]:
-    """A finding, the way a reviewer writes it under the quoted code.
-
-    A `follow_up` is a second finding about the same function under the same
-    hunk: a simulator finding there, or one without a question of its own, reads
-    as support for the first ("the simulator agrees") rather than a second,
-    repeated objection.
-    """
-    simulator = f.rule_id.startswith("SIM")
-    if follow_up and (simulator or not f.question):
-        # the question above already asks it; this one backs it up
-        who = "The lifecycle simulator agrees" if simulator else "Related"
-        said = one_line(f.message)
-        if said[:2].istitle():  # "After this..." reads on as "after this...", "CPU0" stays
-            said = said[0].lower() + said[1:]
-        lines = wrap(f"{who}: {said}")
-    else:
-        lines = wrap(f.question or f.message)
-        if f.question and one_line(f.message) and one_line(f.message) != one_line(f.question):
-            lines += ["", *wrap(f.message)]
-    lines += [
-        "",
-        *wrap(
-            f"[{f.rule_id} {f.symbol}: {f.severity.value}, "
-            f"{f.confidence.value} confidence, at {location(f)}]"
-        ),
-    ]
-    for ev in f.evidence:
-        lines += wrap(ev, indent="  - ", hanging="    ")
-    if f.trace is not None and f.trace.steps:
-        lines += ["", *wrap("The lifecycle simulator finds this interleaving:"), ""]
-        lines += trace_lines(f.trace, indent="  ")
-        if says_more(f.trace.summary, f.message):
-            lines += ["", *wrap(f.trace.summary)]
-    if f.suggestion:
-        lines += ["", *wrap(f.suggestion)]
-    return lines
-
-
-def _notes(review: Review, number: int | None, *, every_patch: bool = False) -> list[str]:
-    """What the reader must know to trust the reply: apply trouble, failed checks."""
-    lines: list[str] = []
+def _notes(
+    review: Review,
+    number: int | None,
+    dismissed: Dismissed | None,
+    *,
+    every_patch: bool = False,
+    partial: bool = True,
+) -> list[str]:
+    """What the reader must know to trust the reply: a partial series, apply
+    trouble, failed checks, findings not asked again because dismissed."""
+    lines: list[str] = partial_lines(review) if partial else []
     s = review.series
     numbers = [p.number for p in s.patches] if every_patch else ([number] if number else [])
     for n in numbers:
         app = application_of(review, n)
         if app is not None and not app.ok:
-            tree = one_line(review.applied.tree or "the tree")
+            failed = "; ".join(
+                f"{one_line(h.file)} {one_line(h.hunk.split(' @@')[0])} @@"
+                for h in app.failed_hunks[:2]
+            )
             lines += wrap(
-                f"Note: [{slot_label(n, s.total)}] did not apply to {tree} "
-                f"({describe_application(app)}); it was analysed on the diff's own context."
+                f"Note: [{slot_label(n, s.total)}] did not apply to the tree "
+                f"({app.method.value}{': ' + failed if failed else ''}); "
+                "it was analysed on the diff's own context."
             )
     for c in review.checks:
         if not c.ok:
             lines += wrap("Note: " + check_failure_line(c.check, c.error) + ".")
+    for f in dismissed_introduced(review, dismissed):
+        if number is not None and f.patch_number != number:
+            continue
+        d = dismissal_of(f, dismissed)
+        who = f" by {one_line(d.by)}" if d is not None and d.by else ""
+        lines += wrap(
+            f"Not asked again: {f.rule_id} {f.symbol} at {location(f)} "
+            f"(fingerprint {short(fingerprint(f))}), dismissed{who}."
+        )
     return [*lines, ""] if lines else []
 
 
@@ -322,12 +325,14 @@ def _attribution(parent: RawMessage) -> list[str]:
     return wrap(f"On {when}, {who} wrote:")
 
 
-def _signature(parent: RawMessage) -> list[str]:
+def _signature(review: Review, parent: RawMessage, *, asked: bool) -> list[str]:
     msgid = parent.message_id if _MSGID_OK.match(parent.message_id) else ""
     lines = ["-- ", f"{TOOL_NAME} {TOOL_VERSION}: automated object-lifecycle review of mm patches."]
+    if asked:
+        lines.append("Not a bug? Reply with a line 'bot: not-a-bug <fingerprint>'.")
     if msgid:
-        # A command, not prose: never wrapped, so it can be pasted as is.
-        lines += ["Reproduce with:", f"  bot review {msgid}"]
+        # A command, not prose: broken only with `\`, so it can be pasted as is.
+        lines += reproduce_lines(review, msgid)
     return lines
 
 
@@ -377,10 +382,19 @@ def _message(review: Review, reply: _Reply, sender: Address, body: list[str]) ->
     domain = sender.domain or "localhost"
     msg["Message-ID"] = f"<{TOOL_NAME}.{digest}@{domain}>"
     msg["X-Mailer"] = f"{TOOL_NAME} {TOOL_VERSION}"
-    too_long = any(len(ln.encode()) > _MAX_RAW_LINE for ln in body)
-    cte = "quoted-printable" if too_long else ("7bit" if text.isascii() else "8bit")
-    msg.set_content(text, charset="utf-8", cte=cte)
+    # One transfer encoding for every reply: 8bit (lines are short, see
+    # fit_quote; a line RFC 5322 would refuse is cut here, never re-encoded).
+    if any(len(ln.encode()) > _MAX_RAW_LINE for ln in body):
+        text = "\n".join(_cut_raw(ln) for ln in body) + "\n"
+    msg.set_content(text, charset="utf-8", cte="8bit")
     return msg
+
+
+def _cut_raw(line: str) -> str:
+    raw = line.encode()
+    if len(raw) <= _MAX_RAW_LINE:
+        return line
+    return raw[: _MAX_RAW_LINE - 6].decode("utf-8", "ignore") + " [...]"
 
 
 def _address(text: str) -> Address | None:

@@ -23,10 +23,12 @@ from bot.report.common import (
     SEVERITY_RANK,
     TOOL_NAME,
     TOOL_VERSION,
-    first_sentence,
+    Dismissed,
+    dismissal_of,
     location,
     one_line,
 )
+from bot.report.fingerprint import fingerprint
 
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -51,9 +53,57 @@ def information_uri() -> str | None:
     return None
 
 
-def sarif_document(review: Review) -> dict[str, object]:
-    """The review as a SARIF log with one run."""
-    rules, index = _rules(review.findings)
+# The simulator's checks (docs/simulator.md, "Checks"): their own text, as a
+# rule.yaml gives the rules theirs.
+SIMULATOR_RULES = {
+    "SIM-UAF": ("Use after free", "a use, read, write or counter update of a freed object"),
+    "SIM-DOUBLE-FREE": ("Double free", "a free of an object that was already freed"),
+    "SIM-UNDERFLOW": (
+        "Refcount underflow",
+        "a refcount below zero, or a put on an object its last put already freed",
+    ),
+    "SIM-WORK-AFTER-FREE": (
+        "Work outlives its object",
+        "an object freed while its work is queued, work queued on a freed object, or a "
+        "queued work starting after its object was freed",
+    ),
+    "SIM-LEAK": (
+        "Object never freed",
+        "when every actor has finished and queued work has drained, an explicitly freed "
+        "tracked object is still allocated",
+    ),
+}
+_SIM_PREFIX = (
+    "The lifecycle simulator explores the interleavings of the paths a patch touches "
+    "(release paths, teardown callbacks, work and RCU callbacks) and reports, only when "
+    "the patch changes it: "
+)
+
+
+def rule_texts(rules_dir: Path | None = None) -> dict[str, tuple[str, str]]:
+    """Rule ID -> (name, description) from each rules/<ID>/rule.yaml (its `name`
+    and `rationale`) and the simulator's checks; {} when the rules cannot be read
+    (each rule then falls back to its symbol)."""
+    from bot.errors import BotError
+
+    texts = {k: (name, _SIM_PREFIX + what + ".") for k, (name, what) in SIMULATOR_RULES.items()}
+    try:
+        from bot.analyze.engine import load_rules
+        from bot.config import load_settings
+
+        for rule in load_rules(rules_dir or load_settings().rules_dir):
+            texts[rule.id] = (one_line(rule.name), one_line(rule.rationale))
+    except (BotError, OSError):
+        pass
+    return texts
+
+
+def sarif_document(
+    review: Review, dismissed: Dismissed | None = None, *, rules_dir: Path | None = None
+) -> dict[str, object]:
+    """The review as a SARIF log with one run. Dismissed findings carry an
+    external suppression (their dismissal's reason)."""
+    rules, index = _rules(review.findings, rule_texts(rules_dir))
     driver: dict[str, object] = {
         "name": TOOL_NAME,
         "version": TOOL_VERSION,
@@ -87,7 +137,7 @@ def sarif_document(review: Review) -> dict[str, object]:
         "automationDetails": {"id": f"{TOOL_NAME}/{one_line(s.key)}/v{s.revision}"},
         "columnKind": "unicodeCodePoints",
         "originalUriBaseIds": root,
-        "results": [_result(f, index) for f in review.findings],
+        "results": [_result(f, index, dismissed) for f in review.findings],
         "properties": {
             "series": {
                 "key": s.key,
@@ -104,12 +154,15 @@ def sarif_document(review: Review) -> dict[str, object]:
     return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
 
 
-def render_sarif(review: Review) -> str:
-    return json.dumps(sarif_document(review), indent=2, ensure_ascii=False) + "\n"
+def render_sarif(review: Review, dismissed: Dismissed | None = None) -> str:
+    return json.dumps(sarif_document(review, dismissed), indent=2, ensure_ascii=False) + "\n"
 
 
-def _rules(findings: tuple[Finding, ...]) -> tuple[list[dict[str, object]], dict[str, int]]:
-    """One reportingDescriptor per rule ID, worded from the findings it produced."""
+def _rules(
+    findings: tuple[Finding, ...], texts: dict[str, tuple[str, str]]
+) -> tuple[list[dict[str, object]], dict[str, int]]:
+    """One reportingDescriptor per rule ID seen, worded from the rule's own text
+    (never from one finding's)."""
     rules: list[dict[str, object]] = []
     index: dict[str, int] = {}
     for f in findings:
@@ -122,12 +175,13 @@ def _rules(findings: tuple[Finding, ...]) -> tuple[list[dict[str, object]], dict
             continue
         index[f.rule_id] = len(rules)
         words = one_line(f.symbol.replace("-", " ")) or f.rule_id
+        name, full = texts.get(f.rule_id, (words[:1].upper() + words[1:], ""))
         rules.append(
             {
                 "id": f.rule_id,
                 "name": f.symbol,
-                "shortDescription": {"text": words[:1].upper() + words[1:]},
-                "fullDescription": {"text": first_sentence(f.message) or words},
+                "shortDescription": {"text": name},
+                "fullDescription": {"text": full or name},
                 "defaultConfiguration": {"level": _LEVEL[f.severity]},
                 "properties": {
                     "tags": ["lifecycle", "mm"]
@@ -163,7 +217,7 @@ def _location(file: str, line: int | None, function: str | None) -> dict[str, ob
     return loc
 
 
-def _result(f: Finding, index: dict[str, int]) -> dict[str, object]:
+def _result(f: Finding, index: dict[str, int], dismissed: Dismissed | None) -> dict[str, object]:
     passed = f.status in (Status.FIXED, Status.FIXED_IN_SERIES)
     text = one_line(f.message) or one_line(f.question) or f"{f.rule_id} {f.symbol}"
     result: dict[str, object] = {
@@ -177,7 +231,9 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, object]:
             # Stable across line moves: rule, file, function, symbol.
             "mmLifecycle/v1": hashlib.sha256(
                 f"{f.rule_id}\0{f.file}\0{f.function or ''}\0{f.symbol}".encode()
-            ).hexdigest()[:32]
+            ).hexdigest()[:32],
+            # rule, symbol, object, function, evidence shape (bot/report/fingerprint.py)
+            "mmLifecycleFinding/v1": fingerprint(f),
         },
         "properties": {
             "status": f.status.value,
@@ -194,6 +250,16 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, object]:
     }
     if f.status in _BASELINE:
         result["baselineState"] = _BASELINE[f.status]
+    d = dismissal_of(f, dismissed)
+    if d is not None:
+        result["suppressions"] = [
+            {
+                "kind": "external",
+                "status": "accepted",
+                "justification": one_line(d.reason) or "dismissed as not a bug",
+                "properties": {"id": d.id, "by": d.by, "at": d.at, "everywhere": d.everywhere},
+            }
+        ]
     if f.trace is not None and f.trace.steps:
         result["codeFlows"] = [_code_flow(f.trace)]
     return result

@@ -13,6 +13,7 @@ from bot.model import Finding, Review, Severity, Status
 from bot.report.common import (
     TOOL_NAME,
     TOOL_VERSION,
+    Dismissed,
     application_lines,
     application_of,
     author_of,
@@ -20,8 +21,12 @@ from bot.report.common import (
     check_failure_line,
     counts,
     describe_version,
+    dismissal_line,
+    dismissal_of,
+    dismissed_introduced,
     first_sentence,
     headline,
+    introduced,
     location,
     one_line,
     patch_ref,
@@ -31,6 +36,7 @@ from bot.report.common import (
     version_label,
     wrap,
 )
+from bot.report.fingerprint import fingerprint, short
 
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 # Prose in the terminal wraps like mail does: reviews get pasted into replies.
@@ -91,7 +97,7 @@ class _Out:
         return buf.getvalue()
 
 
-def render_text(review: Review, *, color: bool = False) -> str:
+def render_text(review: Review, *, color: bool = False, dismissed: Dismissed | None = None) -> str:
     """The whole review as terminal text; ANSI colour only when `color` is True."""
     out = _Out()
     s = review.series
@@ -129,12 +135,12 @@ def render_text(review: Review, *, color: bool = False) -> str:
         for ln in rest:  # file and @@ header whole: they are searched for
             out.add(f"      {ln}", style)
 
-    introduced = by_status(review.findings, Status.INTRODUCED)
+    counted = introduced(review, dismissed)
     out.add()
-    if introduced:
+    if counted:
         out.add("Findings introduced by this series:", "bold")
         groups: dict[int | None, list[Finding]] = {}
-        for f in introduced:
+        for f in counted:
             groups.setdefault(f.patch_number, []).append(f)
         for number, found in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
             out.add()
@@ -144,6 +150,13 @@ def render_text(review: Review, *, color: bool = False) -> str:
     else:
         out.add("No lifecycle finding introduced by this series.", "green")
 
+    gone = dismissed_introduced(review, dismissed)
+    _short_section(out, review, "Dismissed (not counted; bot dismiss --list):", gone, "dim")
+    for f in gone:
+        d = dismissal_of(f, dismissed)
+        if d is not None:
+            for ln in wrap(dismissal_line(d), _WIDTH, indent="      ", hanging="        "):
+                out.add(ln, "dim")
     _short_section(
         out,
         review,
@@ -193,11 +206,12 @@ def render_text(review: Review, *, color: bool = False) -> str:
         for other in review.other_series:
             out.add(f"  {one_line(other.key)}: {one_line(other.name)} ({version_label(other)})")
 
-    n = counts(review)
+    n = counts(review, dismissed)
     out.add()
     out.add(
         f"Summary: {n.introduced} introduced, {n.pre_existing} pre-existing, "
         f"{n.fixed} fixed, {n.fixed_in_series} fixed in series"
+        + (f", {n.dismissed} dismissed" if n.dismissed else "")
         + (f", {n.checks_failed} check(s) failed" if n.checks_failed else "")
         + f" ({TOOL_NAME} {TOOL_VERSION})",
         "bold",
@@ -212,6 +226,7 @@ def _full_finding(out: _Out, f: Finding) -> None:
         (one_line(f"{f.rule_id} {f.symbol}"), _SEVERITY_STYLE[f.severity]),
         (f" [{f.severity.value}, {f.confidence.value} confidence, {f.status.value}]", ""),
     )
+    out.add(f"    fingerprint {short(fingerprint(f))}", "dim")
     for ln in wrap(f.message, _WIDTH, indent="    "):
         out.add(ln)
     if f.question and f.question != f.message:
