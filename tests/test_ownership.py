@@ -20,6 +20,7 @@ from bot.pipeline import review_inputs
 VOCAB = load_vocabulary(Settings().rules_dir)
 ENV = Env(VOCAB, depth=2)
 VIEW = SourceView({}, None)
+FIXTURES = Path(__file__).parent / "fixtures" / "ownership"
 
 
 def _sides(pre: str, post: str) -> tuple[Side, Side]:
@@ -190,82 +191,29 @@ def test_a_function_moved_between_files_is_not_new_code(tmp_path: Path) -> None:
     intro = [f for f in review.findings if f.status is Status.INTRODUCED]
     assert intro == []
     # the same body added without the removal is new code, and its leak is new
-    added_only = MOVE.split("diff --git a/mm/b.c")[0].split("---\n", 1)[0]
+    added_only = MOVE.split("diff --git a/mm/b.c", maxsplit=1)[0].split("---\n", 1)[0]
     added_only += "---\ndiff --git a/mm/b.c" + MOVE.split("diff --git a/mm/b.c")[1]
     patch.write_text(added_only)
     review = review_inputs([str(patch)], Settings(simulate=False))
     assert [f.rule_id for f in review.findings if f.status is Status.INTRODUCED] == ["MMLC002"]
 
 
-def test_a_hunk_that_closes_a_block_keeps_the_code_after_it(tmp_path: Path) -> None:
-    patch = tmp_path / "p.patch"
-    patch.write_text(
-        """\
-diff --git a/mm/h.c b/mm/h.c
---- a/mm/h.c
-+++ b/mm/h.c
-@@ -20,9 +20,7 @@ static void split_locked(struct vm_area_struct *vma, struct folio *folio)
- 			if (young)
- 				folio_set_referenced(folio);
- 			folio_remove_rmap(folio, vma);
--			add_counter(vma->vm_mm, counter_of(folio), -1);
- 			folio_put(folio);
--			return;
- 		}
- 		add_counter(vma->vm_mm, counter_of(folio), -1);
- 		return;
-"""
-    )
+def test_a_hunk_that_closes_a_block_keeps_the_code_after_it() -> None:
+    patch = FIXTURES / "split-partial-hunk.patch"
     review = review_inputs([str(patch)], Settings(simulate=False))
     assert [f.rule_id for f in review.findings if f.status is Status.INTRODUCED] == ["MMLC003"]
 
 
-def test_freeing_an_entry_no_longer_taken_off_its_list_is_reported(tmp_path: Path) -> None:
-    patch = tmp_path / "p.patch"
-    patch.write_text(
-        """\
-diff --git a/mm/k.c b/mm/k.c
---- a/mm/k.c
-+++ b/mm/k.c
-@@ -10,9 +10,8 @@ static void reap_all(struct list_head *victims)
- 	struct victim *v, *next;
- 
- 	list_for_each_entry_safe(v, next, victims, node) {
- 		signal_victim(v);
--		list_del(&v->node);
- 		put_task_struct(v->task);
- 		kfree(v);
- 	}
- }
-"""
-    )
+def test_freeing_an_entry_no_longer_taken_off_its_list_is_reported() -> None:
+    patch = FIXTURES / "reap-list-del.patch"
     review = review_inputs([str(patch)], Settings(simulate=False))
     intro = [f for f in review.findings if f.status is Status.INTRODUCED]
     assert [(f.rule_id, f.function) for f in intro] == [("MMLC003", "reap_all")]
     assert "list_del(&v->node)" in intro[0].message
 
 
-def test_an_error_path_that_no_longer_sets_its_error_code_is_reported(tmp_path: Path) -> None:
-    patch = tmp_path / "p.patch"
-    patch.write_text(
-        """\
-diff --git a/mm/s.c b/mm/s.c
---- a/mm/s.c
-+++ b/mm/s.c
-@@ -20,10 +20,8 @@ static int setup_dirs(struct attrs *attrs)
- 	attrs->first = first;
- 
- 	second = range_alloc(10, 1000);
--	if (!second) {
--		err = -ENOMEM;
-+	if (!second)
- 		goto put_first;
--	}
- 
- 	err = add_dir(second, attrs);
- 	if (err)
-"""
-    )
+def test_an_error_path_that_no_longer_sets_its_error_code_is_reported() -> None:
+    patch = FIXTURES / "setup-errcode.patch"
     review = review_inputs([str(patch)], Settings(simulate=False))
     intro = [f for f in review.findings if f.status is Status.INTRODUCED]
     assert [f.rule_id for f in intro] == ["MMLC007"]
