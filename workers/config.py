@@ -8,6 +8,8 @@ from the environment only, never from the file:
     BOT_GITLAB_TOKEN     the X-Gitlab-Token value GitLab sends
     BOT_SMTP_PASSWORD    SMTP login password (with smtp.user)
     BOT_PATCHWORK_TOKEN  Patchwork API token
+    BOT_WEB_TOKEN        what the results page asks for before it lets anyone dismiss
+                         (with `web: {dismiss: true}`; 16 characters or more)
 
 Example (docs/service.md has the full table):
 
@@ -17,6 +19,9 @@ Example (docs/service.md has the full table):
         address: linux-mm@kvack.org
         email: true          # opt in: reviews of this list may be mailed (muted otherwise)
         cc_list: true        # Cc the list on replies
+        trusted: [akpm@linux-foundation.org]   # their `bot: not-a-bug` replies count
+    web:
+      dismiss: false         # the results page may dismiss (also needs BOT_WEB_TOKEN)
     repos:
       mm:
         url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git
@@ -55,6 +60,9 @@ class ListConfig:
     wait_seconds: float = 6 * 3600
     # Review series whose tree is this local git checkout (None: diff context only).
     tree: str | None = None
+    # Addresses whose `bot: not-a-bug ...` replies dismiss findings (the series'
+    # author may always dismiss in its own series).
+    trusted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,14 @@ class ServiceConfig:
     # Messages stored per Redis transaction while walking a mirror.
     batch_size: int = 200
     review_url: str = ""  # base of target_url in Patchwork checks ({key} appended)
+    # The results page may dismiss findings only when `web.dismiss` is true AND a
+    # token is set (BOT_WEB_TOKEN): off unless both are configured.
+    web_dismiss: bool = False
+    web_token: str = ""  # from BOT_WEB_TOKEN
+
+    @property
+    def web_dismissals(self) -> bool:
+        return self.web_dismiss and len(self.web_token) >= 16
 
     def list(self, name: str) -> ListConfig:
         for lst in self.lists:
@@ -122,6 +138,16 @@ def _bool(v: Any, where: str) -> bool:
     if isinstance(v, bool):
         return v
     raise InputError(f"{where} must be true or false")
+
+
+def _strings(v: Any, where: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (v,)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise InputError(f"{where} must be an address or a list of addresses")
 
 
 def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> ServiceConfig:
@@ -142,6 +168,7 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
                 cc=tuple(str(c) for c in spec.get("cc", ()) or ()),
                 wait_seconds=float(spec.get("wait_seconds", 6 * 3600)),
                 tree=str(spec["tree"]) if spec.get("tree") else None,
+                trusted=_strings(spec.get("trusted"), f"lists.{name}.trusted"),
             )
         )
     repos = []
@@ -178,6 +205,9 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
             context=str(p.get("context", "mm-lifecycle")),
         )
     hook = data.get("webhook") or {}
+    web = data.get("web") or {}
+    if not isinstance(web, dict):
+        raise InputError("web must be a mapping")
     return ServiceConfig(
         lists=tuple(lists),
         repos=tuple(repos),
@@ -192,6 +222,8 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
         data_dir=Path(str(data.get("data_dir") or env.get("BOT_DATA_DIR", ".bot-data"))),
         batch_size=int(data.get("batch_size", 200)),
         review_url=str(pub.get("review_url", "")),
+        web_dismiss=_bool(web.get("dismiss", False), "web.dismiss"),
+        web_token=env.get("BOT_WEB_TOKEN", ""),
     )
 
 

@@ -77,8 +77,13 @@ def ingest_mirror(
     progress: Callable[[int], None] | None = None,
     redis_attempts: int = 30,
     redis_wait: float = 0.2,
+    on_batch: Callable[[list[StoredMessage]], object] | None = None,
 ) -> IntakeStats:
-    """Store every message after the cursors (or since `since`), batch by batch."""
+    """Store every message after the cursors (or since `since`), batch by batch.
+
+    `on_batch` sees each batch after it is stored and before the cursor moves (the
+    service reads `bot: not-a-bug` replies there); it must be idempotent, since a
+    batch is read again after a crash."""
     stats = IntakeStats()
     cursors: dict[int, str] = {}
     _with_retry(lambda: cursors.update(state.cursors(scope)), stats, redis_attempts, redis_wait)
@@ -121,6 +126,12 @@ def ingest_mirror(
 
             _with_retry(queue, stats, redis_attempts, redis_wait)
             stats.threads += len(roots)
+        if on_batch is not None and items:
+
+            def react(items: list[StoredMessage] = items) -> None:
+                on_batch(items)
+
+            _with_retry(react, stats, redis_attempts, redis_wait)
         last: dict[int, str] = {}
         for m in batch:
             last[m.epoch] = m.commit

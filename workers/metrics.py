@@ -64,6 +64,7 @@ class ServiceCollector(Collector):
         for q in QUEUES:
             depth.add_metric([q], float(self.state.r.llen(q)))
         yield depth
+        yield from rule_metrics(self.state)
         buckets = [(f"{b:g}", m.get(f"latency_le_{b:g}", 0.0)) for b in LATENCY_BUCKETS]
         buckets.append(("+Inf", m.get("latency_count", 0.0)))
         h = HistogramMetricFamily(
@@ -74,6 +75,26 @@ class ServiceCollector(Collector):
         yield h
 
 
+def rule_metrics(state: State) -> Iterator[GaugeMetricFamily]:
+    """Per rule: findings raised, dismissed (not a bug) and confirmed (a later
+    version changed the flagged code); gauges, since a dismissal can be undone."""
+    from workers.dismissals import precision
+
+    families = {
+        name: GaugeMetricFamily(f"bot_rule_findings_{name}", help_text, labels=["rule"])
+        for name, help_text in (
+            ("raised", "Findings a rule raised (one per finding, across a series' versions)"),
+            ("dismissed", "Findings of a rule dismissed as not a bug"),
+            ("confirmed", "Findings of a rule a later version of the series resolved"),
+        )
+    }
+    for row in precision(state):
+        families["raised"].add_metric([row.rule], float(row.raised))
+        families["dismissed"].add_metric([row.rule], float(row.dismissed))
+        families["confirmed"].add_metric([row.rule], float(row.confirmed))
+    yield from families.values()
+
+
 def render_metrics(state: State) -> tuple[bytes, str]:
     """The exposition text and its content type."""
     registry = CollectorRegistry()
@@ -81,4 +102,4 @@ def render_metrics(state: State) -> tuple[bytes, str]:
     return generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8"
 
 
-__all__ = ["ServiceCollector", "render_metrics"]
+__all__ = ["ServiceCollector", "render_metrics", "rule_metrics"]

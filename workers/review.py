@@ -18,7 +18,9 @@ from bot.model import RawMessage, Review, Series, SeriesSet
 from bot.publish.compare import compare_reviews
 from bot.publish.email import reply_recipients, stable_message_id, thread_reply
 from bot.publish.outbox import email_part, maildir_part, patchwork_part
+from bot.report.common import Dismissed
 from workers.config import ListConfig, RepoConfig, ServiceConfig
+from workers.dismissals import link_versions
 from workers.logs import log
 from workers.state import SeriesState, State
 
@@ -90,6 +92,7 @@ def route_threads(
     already reviewed); keys the threads no longer assemble to are retired as merged.
     """
     got = assemble_roots(state, scope, roots, settings)
+    link_versions(state, scope, got.series_set.series)
     superseded = superseded_keys(got.series_set)
     states: dict[str, str] = {}
     for s in got.series_set.series:
@@ -148,12 +151,20 @@ def pick(
     return series, versions, others
 
 
-def build_result(state: State, scope: str, review: Review, *, partial: bool) -> dict[str, Any]:
+def build_result(
+    state: State,
+    scope: str,
+    review: Review,
+    *,
+    partial: bool,
+    dismissed: Dismissed | None = None,
+) -> dict[str, Any]:
     """The stored form of a review: JSON document, text, and the comparison with the
-    previous version's stored review when there is one."""
+    previous version's stored review when there is one. Findings `dismissed` covers
+    (dismissed on an earlier version, say) are marked so and not counted."""
     from bot.report import render
 
-    doc = json.loads(render(review, "json"))
+    doc = json.loads(render(review, "json", dismissed=dismissed))
     result: dict[str, Any] = {
         "scope": scope,
         "key": review.series.key,
@@ -162,7 +173,7 @@ def build_result(state: State, scope: str, review: Review, *, partial: bool) -> 
         "partial": partial,
         "missing": list(review.series.missing),
         "review": doc,
-        "text": render(review, "text"),
+        "text": render(review, "text", dismissed=dismissed),
         "comparison": None,
         "previous": None,
     }
@@ -215,7 +226,11 @@ def supersede_partial(
 
 
 def build_outbox(
-    review: Review, result: dict[str, Any], lst: ListConfig, cfg: ServiceConfig
+    review: Review,
+    result: dict[str, Any],
+    lst: ListConfig,
+    cfg: ServiceConfig,
+    dismissed: Dismissed | None = None,
 ) -> dict[str, Any]:
     """Every delivery a review may lead to; the publisher applies the policy when sending."""
     from bot.report.checks import patchwork_checks
@@ -229,7 +244,9 @@ def build_outbox(
     parts: list[dict[str, Any]] = []
     comparison = result.get("comparison_text")
     supersedes = result.get("supersedes_text")
-    for i, msg in enumerate(render_email_messages(review, from_addr=cfg.from_addr)):
+    for i, msg in enumerate(
+        render_email_messages(review, from_addr=cfg.from_addr, dismissed=dismissed)
+    ):
         irt = str(msg.get("In-Reply-To", "")).strip().strip("<>")
         parent = by_id.get(irt) or fallback
         if parent is None:

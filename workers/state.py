@@ -51,6 +51,19 @@ the cover letter, else of the first patch) or a commit range `A..B`.
                                             series_failed, series_requeued, outbox_uncertain,
                                             publish_errors_{kind}, latency_sum,
                                             latency_count, latency_le_{bucket}
+    {p}:dismiss:dismissals           HASH   dismissal id -> JSON (bot.dismiss.RedisStore: target,
+                                            series identity, by, at, reason)
+    {p}:dismiss:dismissal-next       STRING the last dismissal id given
+    {p}:dismiss:reviews              HASH   series key -> what its review raised (fingerprint ->
+                                            rule) and the series identity
+    {p}:dismiss:review-order         ZSET   series key -> when recorded (the oldest are trimmed)
+    {p}:dismiss:review-ids           HASH   Message-ID of a reviewed patch or cover -> series key
+                                            (a reply to the review finds its series)
+    {p}:replied:{scope}              SET    Message-IDs of `bot: not-a-bug` replies already applied
+    {p}:later:{scope}:{key}          SET    keys of later versions of the series (results page)
+    {p}:confirmed:{rule}             SET    scope|series|function|file of findings a later version
+                                            resolved (the rule's confirmed count)
+    {p}:confirmed-rules              SET    rules with a confirmed finding
     {p}:fault:{point}                STRING set when a fault-injection pause was reached
     {p}:fault:{point}:release        STRING set by a test: paused workers go on (tests only)
 

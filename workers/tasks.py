@@ -45,6 +45,7 @@ from bot.publish.outbox import Policy, deliver
 from workers import faults
 from workers.celery_app import SOFT_TIME_LIMIT, app
 from workers.config import ServiceConfig, load_service_config
+from workers.dismissals import after_review, dismissed_for, take_replies
 from workers.intake import ingest_mirror
 from workers.leases import LEASE_SECONDS, Lease
 from workers.logs import log
@@ -178,7 +179,14 @@ def poll_mirror(scope: str) -> dict[str, int]:
             faults.pause(st, "poll:after-claim")
             mirror = PublicInboxMirror(lst.mirror, cfg.data_dir / "mirrors" / scope)
             mirror.sync()
-            stats = ingest_mirror(st, scope, mirror, _enqueue_assembly, batch_size=cfg.batch_size)
+            stats = ingest_mirror(
+                st,
+                scope,
+                mirror,
+                _enqueue_assembly,
+                batch_size=cfg.batch_size,
+                on_batch=lambda batch: take_replies(st, scope, batch, lst.trusted),
+            )
         finally:
             st.finish_poll(scope, lease.token)
     log.info(
@@ -277,11 +285,13 @@ def _review_claimed(
         from bot.pipeline import review_series as pipeline_review
 
         review = pipeline_review(series, versions, settings(), tree=lst.tree, others=others)
-        result = build_result(st, scope, review, partial=partial)
+        # dismissed on an earlier version (by reply, page or CLI): shown so, not asked again
+        dismissed = dismissed_for(st, review)
+        result = build_result(st, scope, review, partial=partial, dismissed=dismissed)
         if owed:
             old = st.result(scope, key) or {}
             supersede_partial(result, old, review, reviewed_at=info.get("reviewed_at"))
-        outbox = build_outbox(review, result, lst, cfg)
+        outbox = build_outbox(review, result, lst, cfg, dismissed)
     except TRANSIENT:
         raise
     except BotError as exc:
@@ -289,6 +299,8 @@ def _review_claimed(
         log.error("review failed", extra={"scope": scope, "series": key, "error": exc.one_line()})
         return "failed: " + exc.one_line()
     faults.pause(st, "review:before-commit")
+    # remembered before the commit, so a reply to the review always finds its series
+    after_review(st, scope, review, result)
     # the complete review after a partial one is a second delivery: its own outbox entry
     round_ = "/complete" if owed else ""
     outbox_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/{key}{round_}").hex
