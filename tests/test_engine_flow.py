@@ -360,3 +360,23 @@ int demo_use(struct table *t, int id)
     assert [(h.key, h.fields["get"]) for h in hits] == [
         (("leak", "kref", "o", "ret"), "demo_lookup_get")
     ]
+
+
+def test_a_tryget_compared_with_zero_fails_on_the_true_branch() -> None:
+    hits = _run(
+        path_reference_leak,
+        """
+int f(struct obj *o, struct list_head *head)
+{
+	struct obj *pos = first_entry(head);
+
+	if (kref_get_unless_zero(&pos->ref) == 0)
+		return -EAGAIN;
+	if (busy(pos))
+		return -EBUSY;
+	kref_put(&pos->ref, obj_release);
+	return 0;
+}
+""",
+    )
+    assert [h.key for h in hits] == [("leak", "kref", "pos", "-EBUSY")]

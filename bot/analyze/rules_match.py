@@ -558,10 +558,15 @@ def _cond_polarity(cond: str, call: Call) -> bool | None:
     t = "".join(call.text.split())
     if c == t:
         return True
-    if c in ("!" + t, "!(" + t + ")"):
+    negated = ("!" + t, "!(" + t + ")", t + "==0", t + "==NULL", t + "<=0", "0==" + t)
+    if c in negated:
         return False
+    if c in (t + "!=0", t + "!=NULL", t + ">0"):
+        return True
     if t in c and "||" not in c:
-        return not c.startswith("!" + t)
+        # `a && !tryget(x)`, `tryget(x) == 0 && b`: the branch that ran it and
+        # saw it fail
+        return not any(n in c for n in negated)
     # `a || tryget(x)`: the true branch may not have run the tryget at all; not
     # tracking it can miss a leak but never invents one
     return None
