@@ -380,3 +380,26 @@ int f(struct obj *o, struct list_head *head)
 """,
     )
     assert [h.key for h in hits] == [("leak", "kref", "pos", "-EBUSY")]
+
+
+def test_puts_of_other_elements_each_time_round_a_loop_are_not_a_double_put() -> None:
+    from bot.analyze.refs import double_put
+
+    hits = _run(
+        double_put,
+        """
+void f(struct ctx *ctx, struct pid **ids, int nr)
+{
+	struct target *t, *next;
+	int i;
+
+	for (i = 0; i < nr; i++)
+		put_pid(ids[i]);
+	list_for_each_entry_safe(t, next, &ctx->targets, list) {
+		put_pid((struct pid *)t->id);
+		kfree(t);
+	}
+}
+""",
+    )
+    assert hits == []

@@ -245,3 +245,25 @@ void entry_remove(struct table *t, struct entry *e)
     hits = release_before_unlink(ENV, pre, post)
     assert [h.key[:2] for h in hits] == [("release-before-unlink", "e")]
     assert release_before_unlink(ENV, post, pre) == []
+
+
+def test_a_put_reaches_what_its_release_callback_frees() -> None:
+    text = """
+static void name_free(struct kref *kref)
+{
+	struct anon_name *name = container_of(kref, struct anon_name, kref);
+
+	kfree(name);
+}
+
+void name_put(struct vm_area_struct *vma)
+{
+	kref_put(&vma->name->kref, name_free);
+}
+"""
+    from bot.analyze.flow_source import reach
+
+    view = SourceView({"mm/n.c": text}, None)
+    flow = next(f for f in flows_in_text(text, "mm/n.c") if f.name == "name_put")
+    reached = {(r.terminal.name, r.role.role) for r in reach(flow, view, VOCAB, 2)}
+    assert ("kfree", "free") in reached

@@ -440,6 +440,10 @@ def _dedupe(found: list[Reached]) -> list[Reached]:
     ]
 
 
+_CALLBACK_RELEASES = frozenset({"put", "dec_and_test", "rcu_free"})
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
 def _reach(
     flow: Flow,
     view: SourceView,
@@ -456,16 +460,28 @@ def _reach(
     for i, call in enumerate(flow.calls):
         held = _held or i in locked
         roles = vocab.roles_of(call.name)
+        targets = [call.name]
         if roles:
             for role in roles:
                 out.append(Reached(call, role, (), held, flow.file, gets))
-            continue
+            # the release callback a put runs on the last reference
+            # (`kref_put(&x->ref, x_release)`): what it frees, the put reaches
+            targets = [
+                call.args[r.callback_arg].lstrip("&").strip()
+                for r in roles
+                if r.role in _CALLBACK_RELEASES
+                and r.callback_arg is not None
+                and r.callback_arg < len(call.args)
+            ]
+            targets = [t for t in targets if _IDENT.fullmatch(t)]
+            if not targets:
+                continue
         if depth <= 0 or call.name in _stack or call.name == flow.name:
             continue
         if view.reach_budget <= 0:
             view.truncated = True
             continue
-        for callee in view.definitions(call.name, flow.file):
+        for callee in (f for t in targets for f in view.definitions(t, flow.file)):
             found = reach(callee, view, vocab, depth - 1, _stack=(*_stack, flow.name), _held=held)
             view.reach_budget -= len(found) + 1
             for r in found:

@@ -310,6 +310,9 @@ def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
     return hits.walk(empty, on_event)
 
 
+_CAST = re.compile(r"^\((?:const|volatile|unsigned|signed|struct|union|enum|\w)[\w\s*]*\)")
+
+
 def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
     """The same reference dropped twice on one path with no get in between."""
     flow = side.flow
@@ -334,6 +337,9 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
                 # tearing down a registration: what it undoes is named by every
                 # argument (`remove_group(kobj, &a)` then `(kobj, &b)` is two)
                 obj = ", ".join(norm_object(a) for a in ev.args)
+            obj = _CAST.sub("", obj)  # `(struct pid *)t->id` is t->id
+            if re.search(r"\[[^\]]*[A-Za-z_]", obj):
+                continue  # `put(ids[i])` in a loop: another element each time round
             if role.role in GET_ROLES or role.role == "create":
                 return frozenset(s for s in state if s[0] != obj)
             if role.role in ("put", "free", "destroy") and not ev.in_condition:
