@@ -310,6 +310,10 @@ def get_after_publish(env: Env, side: Side, other: Side) -> list[Hit]:
     return hits.walk(empty, on_event)
 
 
+# Waiting for the last users to go away (the object lives until they have).
+_DRAIN_WAIT = re.compile(
+    r"(wait_for_completion\w*|wait_event\w*|wait_var_event\w*|synchronize_\w+)$"
+)
 _CAST = re.compile(r"^\((?:const|volatile|unsigned|signed|struct|union|enum|\w)[\w\s*]*\)")
 
 
@@ -504,6 +508,10 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
                 if arg is not None:
                     released_here.add(container_of_arg(arg))
         logging = _LOGGING.match(ev.name) is not None
+        if _DRAIN_WAIT.match(ev.name):
+            # drop our reference, then wait for the others to drain: the object
+            # outlives the wait by design (kill-and-wait teardown)
+            return state
         for s in state:
             if s[0] in released_here:
                 continue  # double put: another rule's business
