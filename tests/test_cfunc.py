@@ -185,6 +185,43 @@ def test_comment_only_hunk_touches_no_function() -> None:
     assert touched_functions(images) == ()
 
 
+def test_a_hunk_opening_with_the_body_brace_belongs_to_the_header_function() -> None:
+    diff = (
+        "--- a/mm/x.c\n+++ b/mm/x.c\n"
+        "@@ -20,6 +20,5 @@ node_shrink_scan(struct shrinker *s, struct shrink_control *sc)\n"
+        " {\n"
+        " \tint i;\n"
+        " \n"
+        "-\tguard(mutex)(&purge_lock);\n"
+        " \tfor (i = 0; i < nr_nodes; i++)\n"
+        " \t\tdecay_node(&nodes[i]);\n"
+    )
+    (change,) = touched_functions(diff_only_images(1, parse_diff(diff, "t")))
+    assert change.name == "node_shrink_scan"
+    assert change.pre is not None and "guard(mutex)" in change.pre.body
+
+
+def test_hunks_that_change_only_one_side_give_both_sides_the_same_span() -> None:
+    diff = (
+        "--- a/mm/x.c\n+++ b/mm/x.c\n"
+        "@@ -10,4 +10,4 @@ static void reap(struct list_head *victims)\n"
+        " \tstruct victim *v, *next;\n"
+        " \n"
+        "-\tlist_for_each_entry_safe(v, next, victims, node) {\n"
+        "+\tlist_for_each_entry_safe (v, next, victims, node) {\n"
+        " \t\tsignal_victim(v);\n"
+        "@@ -20,5 +20,4 @@ static void reap(struct list_head *victims)\n"
+        " \t\t\tpr_err(\"cannot signal\\n\");\n"
+        " \t\t}\n"
+        "-\t\tlist_del(&v->node);\n"
+        " \t\tkfree(v);\n"
+        " \t}\n"
+    )
+    (change,) = touched_functions(diff_only_images(1, parse_diff(diff, "t")))
+    assert change.pre is not None and change.post is not None
+    assert "kfree(v)" in change.post.body and "signal_victim(v)" in change.pre.body
+
+
 # --------------------------------------------------------------------------- corpus
 
 

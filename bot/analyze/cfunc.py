@@ -607,6 +607,9 @@ def _inside_named(lines: Sequence[str], changed: int) -> bool:
             continue
         if line.startswith("}"):  # idx >= changed here
             return not line.startswith("};")
+        if line.rstrip() == "{":
+            # the body's opening brace: the header's function starts right here
+            return idx <= changed
         return idx <= changed and (line[:1] in (" ", "\t") or bool(_LABEL.match(line)))
     return False
 
@@ -779,6 +782,13 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
                     post_fn = _partial_counterpart(diff, image.post, name, pre_side=False)
             if pre_fn is None and post_fn is None:
                 continue
+            if image.partial and pre_hit is not None and post_hit is not None:
+                # both sides through the same hunks: a hunk that only removes (or
+                # only adds) lines continues the function on the other side too
+                extra_pre = [i for i in post_hit.hunks if i not in pre_hit.hunks]
+                extra_post = [i for i in pre_hit.hunks if i not in post_hit.hunks]
+                pre_fn = _widen(pre_hit.fn, diff, image.pre, extra_pre, pre_side=True)
+                post_fn = _widen(post_hit.fn, diff, image.post, extra_post, pre_side=False)
             hunks = sorted(
                 set((pre_hit.hunks if pre_hit else []) + (post_hit.hunks if post_hit else []))
             )
@@ -791,6 +801,25 @@ def touched_functions(images: PatchImages) -> tuple[FunctionChange, ...]:
             )
             changes.append(FunctionChange(diff.path, name, kind, pre_fn, post_fn, tuple(hunks)))
     return tuple(changes)
+
+
+def _widen(
+    fn: CFunction, diff: FileDiff, text: str | None, hunks: list[int], *, pre_side: bool
+) -> CFunction:
+    """`fn` merged with the regions of `hunks` on this side that continue it
+    (named only by the section header, no head of their own)."""
+    if text is None:
+        return fn
+    for index in hunks:
+        hunk = diff.hunks[index]
+        start = hunk.source_start if pre_side else hunk.target_start
+        length = hunk.source_length if pre_side else hunk.target_length
+        every = list(range(start, start + length))
+        for f, _, continued in _partial_functions(text, hunk, pre_side, diff.path, every):
+            if f.name == fn.name and continued:
+                fn = _merge_partial(fn, f, text)
+                break
+    return fn
 
 
 def _partial_counterpart(

@@ -1,0 +1,182 @@
+"""Protection removed: a lock or RCU read section a function took and no longer takes.
+
+`protection-removed` (rule MMLC008): before the patch the function took a lock
+(any `lock` role of the vocabulary, a trylock, a `guard(mutex)(&l)` /
+`scoped_guard(spinlock, &l)` scope) or entered an RCU read section; after it,
+the function never takes it, does not declare that its callers hold it (see
+bot.analyze.contract), and the series takes it nowhere else. Whatever the
+function still does between was serialised against every other holder of that
+lock (a store freeing what a show reads, a shrinker racing a purge, a walk of
+RCU-freed nodes), and now is not. A question with low confidence: sometimes the
+lock really was not needed, and the reviewer's answer is the changelog.
+
+Registered into bot.analyze.rules_match.MATCHERS when imported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from bot.analyze.contract import held_on_entry
+from bot.analyze.flow import Assign, Flow, norm_object
+from bot.analyze.flow_source import member_tail
+from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
+
+_TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
+_GUARD = re.compile(r"\b(?:scoped_)?guard\s*\(\s*(\w+)\s*\)?\s*[(,]\s*&?\s*([^();,]+?)\s*\)")
+_RCU = "rcu read section"
+
+
+def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
+    """Locks `flow` takes, by (family, object); the RCU read section is one
+    pseudo-lock, a guard scope has the guard's class as its family."""
+    out: Counter[tuple[str, str]] = Counter()
+    # `struct mutex *lock = &x->m; mutex_lock(lock);` takes x->m
+    alias = {
+        ev.lhs: norm_object(ev.rhs)
+        for n in flow.nodes.values()
+        for ev in n.events
+        if isinstance(ev, Assign) and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs)
+    }
+
+    def target(arg: str) -> str:
+        o = norm_object(arg)
+        return alias.get(o, o)
+
+    for c in flow.calls:
+        if _TRYLOCK.match(c.name) and c.args:
+            out[(c.name.split("_trylock")[0] or c.name, target(c.args[0]))] += 1
+            continue
+        for role in env.vocab.roles_of(c.name):
+            if role.role == "rcu_read_lock":
+                out[(_RCU, _RCU)] += 1
+            elif role.role == "lock" and role.kind == "lock" and c.args:
+                out[(role.family, target(c.args[0]))] += 1
+    for kind, held in _GUARD.findall(body):
+        out[(_RCU, _RCU) if kind.startswith("rcu") else (kind, target(held))] += 1
+    return out
+
+
+def _body(side: Side) -> str:
+    flow = side.flow
+    text = side.view.text(side.file) if flow is not None else None
+    if flow is None or not text:
+        return ""
+    lines = text.splitlines()
+    last = max((c.line for c in flow.calls), default=flow.start_line)
+    return "\n".join(lines[max(flow.start_line - 1, 0) : last + 1])
+
+
+def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A lock or RCU read section the function took before the patch and never
+    takes after it, with no contract saying its callers hold it and no other
+    function of the series taking it instead."""
+    if pre.flow is None or post.flow is None or not post.flow.calls:
+        return []
+    if pre.flow.name != post.flow.name:
+        return []  # a function rewritten into another: a scheme change, judged elsewhere
+    before = _taken(env, pre.flow, _body(pre))
+    if not before:
+        return []
+    after = _taken(env, post.flow, _body(post))
+    # a lock replaced by another of its kind is a change of scheme, not a removal
+    kinds_after = {fam for fam, _ in after} | _kinds_added(env)
+    gone = [lock for (fam, lock) in before if after[(fam, lock)] == 0 and fam not in kinds_after]
+    if not gone or held_on_entry(post.flow, post.view, post.file, env.vocab):
+        return []
+    hits: list[Hit] = []
+    pre_text, post_text = pre.view.text(pre.file) or "", post.view.text(post.file) or ""
+    for lock in dict.fromkeys(gone):
+        if lock != _RCU and _series_takes(env, lock, pre.flow.name):
+            continue  # moved to a caller or a helper of the series
+        if lock != _RCU and _definition_removed(member_tail(lock) or lock, pre_text, post_text):
+            continue  # the series deletes the lock itself: and what it guarded
+        if lock == _RCU and env.series_adds_role(("rcu_read_lock",), "rcu", besides=pre.flow.name):
+            continue
+        line = _line_of(env, pre.flow, lock, pre_text)
+        if pre.removed_lines and (line is None or line not in pre.removed_lines):
+            continue  # the patch did not delete it: two windows of a partial image
+        what = "the RCU read section" if lock == _RCU else f"the lock {lock}"
+        hits.append(
+            Hit(
+                key=("protection-removed", lock),
+                line=None,
+                removed_line=line,
+                fields={"function": post.flow.name, "lock": what},
+                evidence=(
+                    f"before: {pre.flow.name}() took {what}",
+                    f"after: nothing in {post.flow.name}() takes it, its callers are not "
+                    "known to hold it, and the series takes it nowhere else",
+                ),
+                variant="protection-removed",
+            )
+        )
+    return hits
+
+
+def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
+    """The lock `name` is defined (`DEFINE_SPINLOCK(name)`, `spinlock_t name;`,
+    `struct mutex name;`) before the patch and not after."""
+    pat = re.compile(
+        rf"(DEFINE_\w+\(\s*{re.escape(name)}\s*\)|"
+        rf"(spinlock_t|rwlock_t|struct\s+(mutex|rw_semaphore))\s+{re.escape(name)}\s*[;=])"
+    )
+    return pat.search(pre_text) is not None and pat.search(post_text) is None
+
+
+def _kinds_added(env: Env) -> set[str]:
+    """Lock families the series takes in code it adds anywhere: a series that
+    also adds locking changes the scheme rather than dropping protection."""
+    out: set[str] = set()
+    for _, call in env.added:
+        if _TRYLOCK.match(call.name):
+            out.add(call.name.split("_trylock")[0] or call.name)
+        for role in env.vocab.roles_of(call.name):
+            if role.role == "rcu_read_lock":
+                out.add(_RCU)
+            elif role.role == "lock" and role.kind == "lock":
+                out.add(role.family)
+    return out
+
+
+def _line_of(env: Env, flow: Flow, lock: str, text: str) -> int | None:
+    """The line where `flow` takes `lock` (a call, or a guard scope in `text`)."""
+    for c in flow.calls:
+        if lock == _RCU:
+            if any(r.role == "rcu_read_lock" for r in env.vocab.roles_of(c.name)):
+                return c.line
+        elif c.args and norm_object(c.args[0]) == lock:
+            return c.line
+    lines = text.splitlines()
+    last = max((c.line for c in flow.calls), default=flow.start_line)
+    for n in range(max(flow.start_line - 1, 0), min(last, len(lines))):
+        m = _GUARD.search(lines[n])
+        if m and (norm_object(m.group(2)) == lock or (lock == _RCU and "rcu" in m.group(1))):
+            return n + 1
+    return None
+
+
+def _series_takes(env: Env, lock: str, besides: str) -> bool:
+    tail = member_tail(lock) or lock
+    for fn, call in env.added:
+        if fn == besides or not call.args:
+            continue
+        locking = _TRYLOCK.match(call.name) or any(
+            r.role == "lock" for r in env.vocab.roles_of(call.name)
+        )
+        if locking and (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
+            return True
+    return False
+
+
+MATCHERS.update(
+    (m.name, m)
+    for m in (
+        Matcher(
+            "protection-removed", "change", protection_removed, protection_removed.__doc__ or ""
+        ),
+    )
+)
+
+__all__ = ["protection_removed"]
