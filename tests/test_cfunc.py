@@ -211,7 +211,7 @@ def test_hunks_that_change_only_one_side_give_both_sides_the_same_span() -> None
         "+\tlist_for_each_entry_safe (v, next, victims, node) {\n"
         " \t\tsignal_victim(v);\n"
         "@@ -20,5 +20,4 @@ static void reap(struct list_head *victims)\n"
-        " \t\t\tpr_err(\"cannot signal\\n\");\n"
+        ' \t\t\tpr_err("cannot signal\\n");\n'
         " \t\t}\n"
         "-\t\tlist_del(&v->node);\n"
         " \t\tkfree(v);\n"
