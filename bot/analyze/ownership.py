@@ -373,6 +373,53 @@ def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+# Compensating actions by name: what an error path runs to take back a
+# reservation, a charge or a state change before it releases the object.
+_UNDO = re.compile(
+    r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
+)
+
+
+def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """An error path that took back what the function had set up (a call named as
+    an undo: `restore_*_on_error()`, `*_uncharge()`, `undo_*()`) before releasing
+    the object no longer does, and the series runs that undo nowhere else: the
+    reservation, charge or state the object carried leaks with it."""
+    if pre.flow is None or post.flow is None:
+        return []
+    after = Counter(c.name for c in post.flow.calls)
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for c in pre.flow.calls:
+        if not _UNDO.search(c.name) or c.name in seen:
+            continue
+        if env.vocab.roles_of(c.name):
+            continue  # a known lifecycle call: the other matchers judge it
+        if pre.removed_lines and c.line not in pre.removed_lines:
+            continue
+        before = sum(1 for d in pre.flow.calls if d.name == c.name)
+        if after[c.name] >= before or env.series_adds(c.name, besides=pre.flow.name):
+            continue
+        if not c.guards:
+            continue  # only what an error branch ran
+        seen.add(c.name)
+        hits.append(
+            Hit(
+                key=("undo-dropped", c.name),
+                line=None,
+                removed_line=c.line,
+                fields={"function": pre.flow.name, "undo": c.text, "undo_name": c.name},
+                evidence=(
+                    f"removed: {c.text} at {pre.file}:{c.line} (under `{c.guards[-1]}`)",
+                    f"{pre.flow.name}() calls {c.name}() {after[c.name]} time(s) after the "
+                    f"patch, {before} before, and the series adds it nowhere else",
+                ),
+                variant="undo-dropped",
+            )
+        )
+    return hits
+
+
 def _count(text: str, code: str) -> int:
     return len(re.findall(re.escape(code) + r"\b", text))
 
@@ -386,6 +433,7 @@ def matchers() -> tuple[Matcher, ...]:
         Matcher(
             "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
         ),
+        Matcher("undo-dropped", "change", undo_dropped, undo_dropped.__doc__ or ""),
         Matcher(
             "release-before-unlink",
             "change",
@@ -410,5 +458,6 @@ __all__ = [
     "local_release_lost",
     "matchers",
     "release_before_unlink",
+    "undo_dropped",
     "unlink_removed_before_free",
 ]
