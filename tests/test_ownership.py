@@ -267,3 +267,39 @@ void name_put(struct vm_area_struct *vma)
     flow = next(f for f in flows_in_text(text, "mm/n.c") if f.name == "name_put")
     reached = {(r.terminal.name, r.role.role) for r in reach(flow, view, VOCAB, 2)}
     assert ("kfree", "free") in reached
+
+
+def test_an_error_branch_that_no_longer_runs_its_undo_is_reported() -> None:
+    from bot.analyze.ownership import undo_dropped
+
+    pre, post = _sides(
+        """
+int copy_one(struct pool *p, struct item *it)
+{
+	int ret = fill(it);
+
+	if (ret) {
+		restore_reservation_on_error(p, it);
+		item_put(it);
+		return ret;
+	}
+	return 0;
+}
+""",
+        """
+int copy_one(struct pool *p, struct item *it)
+{
+	int ret = fill(it);
+
+	if (ret) {
+		item_put(it);
+		return ret;
+	}
+	return 0;
+}
+""",
+    )
+    assert [h.key for h in undo_dropped(ENV, pre, post)] == [
+        ("undo-dropped", "restore_reservation_on_error")
+    ]
+    assert undo_dropped(ENV, post, pre) == []
