@@ -303,3 +303,32 @@ int copy_one(struct pool *p, struct item *it)
         ("undo-dropped", "restore_reservation_on_error")
     ]
     assert undo_dropped(ENV, post, pre) == []
+
+
+def test_a_lock_removed_with_its_work_or_replaced_by_a_wrapper_is_no_lost_protection() -> None:
+    from bot.analyze.locking import protection_removed
+
+    pre_text = """
+void oom_pf(void)
+{
+	if (!mutex_trylock(&oom_lock))
+		return;
+	out_of_memory(&oc);
+	mutex_unlock(&oom_lock);
+	note_fault();
+}
+"""
+    pre, post = _sides(pre_text, "\nvoid oom_pf(void)\n{\n\tnote_fault();\n}\n")
+    assert protection_removed(ENV, pre, post) == []  # the guarded work went too
+    pre, post = _sides(
+        pre_text, "\nvoid oom_pf(void)\n{\n\tout_of_memory(&oc);\n\tnote_fault();\n}\n"
+    )
+    assert [h.key for h in protection_removed(ENV, pre, post)] == [
+        ("protection-removed", "oom_lock")
+    ]
+    pre, post = _sides(
+        pre_text,
+        "\nvoid oom_pf(void)\n{\n\toom_write_lock(&oc);\n\tout_of_memory(&oc);\n"
+        "\toom_write_unlock(&oc);\n\tnote_fault();\n}\n",
+    )
+    assert protection_removed(ENV, pre, post) == []  # a new scheme, through a wrapper

@@ -80,6 +80,8 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not before:
         return []
     after = _taken(env, post.flow, _body(post))
+    if any(_LOCKISH.search(c.name) for c in post.flow.calls if not env.vocab.roles_of(c.name)):
+        return []  # takes a lock through a wrapper (`migrate_write_lock()`): a new scheme
     # a lock replaced by another of its kind is a change of scheme, not a removal
     kinds_after = {fam for fam, _ in after} | _kinds_added(env)
     gone = [lock for (fam, lock) in before if after[(fam, lock)] == 0 and fam not in kinds_after]
@@ -97,6 +99,8 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
         line = _line_of(env, pre.flow, lock, pre_text)
         if pre.removed_lines and (line is None or line not in pre.removed_lines):
             continue  # the patch did not delete it: two windows of a partial image
+        if line is not None and not _work_left(pre.flow, post.flow, line):
+            continue  # what the lock guarded went with it
         what = "the RCU read section" if lock == _RCU else f"the lock {lock}"
         hits.append(
             Hit(
@@ -113,6 +117,21 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
         )
     return hits
+
+
+# Calls that take a lock by their name (wrappers the vocabulary does not list).
+_LOCKISH = re.compile(r"(^|_)(lock|write_lock|read_lock|down_read|down_write|trylock)(_|$)")
+
+
+def _work_left(pre: Flow, post: Flow, lock_line: int) -> bool:
+    """Some call the pre-image made after taking the lock is still made after the
+    patch (the guarded work stays; only the lock went)."""
+    after = {(c.name, c.args) for c in post.calls}
+    return any(
+        (c.name, c.args) in after and not _LOCKISH.search(c.name)
+        for c in pre.calls
+        if c.line > lock_line and "unlock" not in c.name
+    )
 
 
 def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
