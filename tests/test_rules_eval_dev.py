@@ -25,6 +25,12 @@ SETTINGS = Settings(simulate=False)
 # shape of the bug -> the rule that speaks for it
 EXPECTED = {
     "cgwb-release-uaf": "MMLC003",
+    "damon-memcg-path-show-uaf": "MMLC008",
+    "hugetlb-copy-error-resv-leak": "MMLC007",
+    "hugetlb-node-sysfs-group-leak": "MMLC001",
+    "shm-destroy-orphaned-rcu": "MMLC008",
+    "swapfile-unlink-race": "MMLC007",
+    "vmap-pool-shrink-purge-lock": "MMLC008",
     "damon-attrs-add-dirs-errcode": "MMLC007",
     "damon-dbgfs-ctxs-unlocked": "MMLC006",
     "hugetlb-cgroup-mremap-css-leak": "MMLC002",

@@ -127,10 +127,15 @@ def _work_left(pre: Flow, post: Flow, lock_line: int) -> bool:
     """Some call the pre-image made after taking the lock is still made after the
     patch (the guarded work stays; only the lock went)."""
     after = {(c.name, c.args) for c in post.calls}
+    # the section: from the lock to the first unlock after it (a guard: the end)
+    end = min(
+        (c.line for c in pre.calls if c.line > lock_line and "unlock" in c.name),
+        default=max((c.line for c in pre.calls), default=lock_line) + 1,
+    )
     return any(
         (c.name, c.args) in after and not _LOCKISH.search(c.name)
         for c in pre.calls
-        if c.line > lock_line and "unlock" not in c.name
+        if lock_line < c.line < end
     )
 
 
