@@ -127,7 +127,7 @@ def test_a_trusted_reply_dismisses_the_finding_and_v2_carries_it(mirror: Mirror)
         ),
     )
     store = store_for(mirror.state)
-    wait_until(lambda: store.dismissals(), "the reply to dismiss the finding", timeout=120)
+    wait_until(store.dismissals, "the reply to dismiss the finding", timeout=120)
     wait_until(mirror.drained, "the queues to drain", timeout=120)
     (d,) = store.dismissals()
     assert d.target == leak["fingerprint"]  # the short form named the full fingerprint

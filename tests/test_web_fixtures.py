@@ -32,7 +32,9 @@ _TITLES = (
     "mm/demo_pool: add a pool backed by its own slab cache",
     "mm/demo_pool: add alloc, free and a hierarchy shrinker",
 )
-_FIXED_WALK = "+\t\tif (ret < 0) {\n+\t\t\tmem_cgroup_iter_break(root, memcg);\n+\t\t\treturn ret;\n+\t\t}\n"
+_FIXED_WALK = (
+    "+\t\tif (ret < 0) {\n+\t\t\tmem_cgroup_iter_break(root, memcg);\n+\t\t\treturn ret;\n+\t\t}\n"
+)
 _LEAKY_WALK = "+\t\tif (ret < 0)\n+\t\t\treturn ret;\n"
 
 
