@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 from tests.fixtures.service.helpers import (
     HERE,
@@ -136,3 +138,75 @@ def served_app(broker: str, config: Path, log: Path, **extra: str) -> Iterator[S
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait(timeout=30)
+
+
+@dataclass
+class Seeded:
+    """A Redis holding real reviews of v1 and v2 (the walk still leaking in v2) and
+    a series still waiting for a patch; `config` enables web dismissals."""
+
+    config: Path
+    state: Any
+    v1: DemoSeries
+    v2: DemoSeries
+    waiting: DemoSeries
+
+
+def _store(state: Any, scope: str, *raws: bytes) -> list[str]:
+    from bot.ingest.mirror import routing_keys
+    from workers.state import StoredMessage
+
+    items = []
+    for raw in raws:
+        k = routing_keys(raw, "x")
+        items.append(
+            StoredMessage(
+                k.message_id, k.root, k.title, k.author, k.is_patch, raw, k.date, k.quotes_patch
+            )
+        )
+    state.store_messages(scope, items)
+    return sorted({i.root for i in items})
+
+
+@contextmanager
+def seeded(tmp: Path, broker: str, scope: str, *, web: bool = True) -> Iterator[Seeded]:
+    """Review v1 and v2 with the real tasks, run eagerly in this process."""
+    from workers import tasks
+    from workers.celery_app import app
+
+    config = tmp / "service.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp / "data"),
+                "lists": {scope: {"address": "linux-mm@kvack.org"}},
+                "publish": {"maildir": str(tmp / "outbox")},
+                "web": {"dismiss": web},
+            }
+        )
+    )
+    names = ("broker_url", "result_backend", "task_always_eager", "task_eager_propagates")
+    saved = {k: app.conf[k] for k in names}
+    old_env = os.environ.get("BOT_SERVICE_CONFIG")
+    os.environ["BOT_SERVICE_CONFIG"] = str(config)
+    app.conf.update(
+        broker_url=broker,
+        result_backend=broker,
+        task_always_eager=True,
+        task_eager_propagates=True,
+    )
+    try:
+        state = tasks.state()
+        v1, v2, _v3 = three_versions()
+        waiting = series(1, ("", ""), tag="later")
+        tasks.assemble_thread(scope, _store(state, scope, *v1.messages.values()))
+        tasks.assemble_thread(scope, _store(state, scope, *v2.messages.values()))
+        tasks.assemble_thread(scope, _store(state, scope, waiting.messages["cover"]))
+        assert state.result(scope, v2.cover_id) is not None
+        yield Seeded(config, state, v1, v2, waiting)
+    finally:
+        app.conf.update(saved)
+        if old_env is None:
+            os.environ.pop("BOT_SERVICE_CONFIG", None)
+        else:
+            os.environ["BOT_SERVICE_CONFIG"] = old_env
