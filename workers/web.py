@@ -213,7 +213,7 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
             web_dismissals=cfg.web_dismissals,
             user=who,
             csrf=web.csrf_token(token, session) if who else "",
-            path=request.url.path,
+            path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             **context,
         )
         return HTMLResponse(html, status_code=code, headers=_HEADERS)
