@@ -247,8 +247,9 @@ def mirror_walk(
     """Poll (since None) or backfill each named list (default: every configured one)."""
     from bot.ingest.mirror import PublicInboxMirror
     from workers.config import load_service_config
+    from workers.dismissals import take_replies
     from workers.intake import ingest_mirror
-    from workers.state import State
+    from workers.state import State, StoredMessage
     from workers.tasks import assemble_thread
 
     cfg = load_service_config()
@@ -270,6 +271,11 @@ def mirror_walk(
         def enqueue(scope: str, roots: list[str]) -> None:
             assemble_thread.apply_async((scope, roots))
 
+        def replies(batch: list[StoredMessage], name: str = lst.name) -> object:
+            # as poll_mirror does: `bot: not-a-bug` replies from trusted senders or the
+            # author dismiss findings, each reply once (`{p}:replied:{list}`)
+            return take_replies(state, name, batch, cfg.list(name).trusted)
+
         with _progress(total, quiet or not sys.stderr.isatty(), lst.name) as advance:
             stats = ingest_mirror(
                 state,
@@ -280,6 +286,7 @@ def mirror_walk(
                 since=since,
                 ignore_cursor=since is not None,
                 progress=advance,
+                on_batch=replies,
             )
         print(
             f"{lst.name}: {stats.walked} commit(s) read, {stats.stored} new message(s), "
