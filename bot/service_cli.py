@@ -472,8 +472,14 @@ def serve(args: argparse.Namespace) -> int:
             beat = [py, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
                     "-s", str(data / "celerybeat-schedule")]  # fmt: skip
             procs.append(subprocess.Popen(beat, env=env))
+        from workers.config import load_service_config
+        from workers.httpguard import uvicorn_args
+
+        # bounded: a request head and body each within a deadline, keep-alive,
+        # connections at once and the head's size capped (workers.httpguard)
         web = [py, "-m", "uvicorn", "--factory", "workers.webhook:app_from_env",
-               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+               "--host", args.host, "--port", str(args.port),
+               *uvicorn_args(load_service_config())]  # fmt: skip
         procs.append(subprocess.Popen(web, env=env))
         print(
             f"bot serve: webhook on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr
