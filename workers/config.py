@@ -73,6 +73,8 @@ class RepoConfig:
     # otherwise; the maildir outbox gets a copy either way).
     email: bool = False
     email_to: tuple[str, ...] = ()
+    # A push is reviewed up to this many commits (the newest; the review says so).
+    max_commits: int = 50
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,17 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
         email = _bool(spec.get("email", False), f"repos.{name}.email")
         if email and not email_to:
             raise InputError(f"repos.{name}.email is true but repos.{name}.email_to is empty")
+        max_commits = int(spec.get("max_commits", 50))
+        if max_commits < 1:
+            raise InputError(f"repos.{name}.max_commits must be 1 or more")
         repos.append(
-            RepoConfig(name=str(name), url=str(spec["url"]), email=email, email_to=email_to)
+            RepoConfig(
+                name=str(name),
+                url=str(spec["url"]),
+                email=email,
+                email_to=email_to,
+                max_commits=max_commits,
+            )
         )
     pub = data.get("publish") or {}
     smtp = None
