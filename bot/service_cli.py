@@ -247,8 +247,9 @@ def mirror_walk(
     """Poll (since None) or backfill each named list (default: every configured one)."""
     from bot.ingest.mirror import PublicInboxMirror
     from workers.config import load_service_config
+    from workers.dismissals import take_replies
     from workers.intake import ingest_mirror
-    from workers.state import State
+    from workers.state import State, StoredMessage
     from workers.tasks import assemble_thread
 
     cfg = load_service_config()
@@ -270,6 +271,11 @@ def mirror_walk(
         def enqueue(scope: str, roots: list[str]) -> None:
             assemble_thread.apply_async((scope, roots))
 
+        def replies(batch: list[StoredMessage], name: str = lst.name) -> object:
+            # as poll_mirror does: `bot: not-a-bug` replies from trusted senders or the
+            # author dismiss findings, each reply once (`{p}:replied:{list}`)
+            return take_replies(state, name, batch, cfg.list(name).trusted)
+
         with _progress(total, quiet or not sys.stderr.isatty(), lst.name) as advance:
             stats = ingest_mirror(
                 state,
@@ -280,6 +286,7 @@ def mirror_walk(
                 since=since,
                 ignore_cursor=since is not None,
                 progress=advance,
+                on_batch=replies,
             )
         print(
             f"{lst.name}: {stats.walked} commit(s) read, {stats.stored} new message(s), "
@@ -465,8 +472,14 @@ def serve(args: argparse.Namespace) -> int:
             beat = [py, "-m", "celery", "-A", "workers", "beat", "--loglevel=INFO",
                     "-s", str(data / "celerybeat-schedule")]  # fmt: skip
             procs.append(subprocess.Popen(beat, env=env))
+        from workers.config import load_service_config
+        from workers.httpguard import uvicorn_args
+
+        # bounded: a request head and body each within a deadline, keep-alive,
+        # connections at once and the head's size capped (workers.httpguard)
         web = [py, "-m", "uvicorn", "--factory", "workers.webhook:app_from_env",
-               "--host", args.host, "--port", str(args.port)]  # fmt: skip
+               "--host", args.host, "--port", str(args.port),
+               *uvicorn_args(load_service_config())]  # fmt: skip
         procs.append(subprocess.Popen(web, env=env))
         print(
             f"bot serve: webhook on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr

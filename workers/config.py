@@ -73,6 +73,8 @@ class RepoConfig:
     # otherwise; the maildir outbox gets a copy either way).
     email: bool = False
     email_to: tuple[str, ...] = ()
+    # A push is reviewed up to this many commits (the newest; the review says so).
+    max_commits: int = 50
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,14 @@ class ServiceConfig:
     # Largest webhook body accepted, bytes (GitHub caps payloads at 25 MB; a push
     # event for a normal push is a few kB, so 1 MB leaves room and refuses floods).
     webhook_max_bytes: int = 1024 * 1024
+    # What one HTTP client may hold (workers.httpguard): seconds for a request's
+    # head and for its body, idle keep-alive seconds, connections at once (503 past
+    # it), and the largest request head in bytes.
+    webhook_header_timeout: float = 10.0
+    webhook_read_timeout: float = 10.0
+    webhook_keep_alive: int = 5
+    webhook_max_connections: int = 64
+    webhook_max_header_bytes: int = 16 * 1024
     # Where mirrors and fetched repositories are kept.
     data_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("BOT_DATA_DIR", ".bot-data"))
@@ -150,6 +160,13 @@ def _strings(v: Any, where: str) -> tuple[str, ...]:
     raise InputError(f"{where} must be an address or a list of addresses")
 
 
+def _positive(spec: dict[str, Any], key: str, default: float) -> float:
+    value = float(spec.get(key, default))
+    if not value > 0:
+        raise InputError(f"webhook.{key} must be a positive number")
+    return value
+
+
 def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> ServiceConfig:
     """Build a ServiceConfig from the YAML mapping, with secrets from `env`."""
     env = dict(os.environ) if env is None else env
@@ -180,8 +197,17 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
         email = _bool(spec.get("email", False), f"repos.{name}.email")
         if email and not email_to:
             raise InputError(f"repos.{name}.email is true but repos.{name}.email_to is empty")
+        max_commits = int(spec.get("max_commits", 50))
+        if max_commits < 1:
+            raise InputError(f"repos.{name}.max_commits must be 1 or more")
         repos.append(
-            RepoConfig(name=str(name), url=str(spec["url"]), email=email, email_to=email_to)
+            RepoConfig(
+                name=str(name),
+                url=str(spec["url"]),
+                email=email,
+                email_to=email_to,
+                max_commits=max_commits,
+            )
         )
     pub = data.get("publish") or {}
     smtp = None
@@ -205,6 +231,8 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
             context=str(p.get("context", "mm-lifecycle")),
         )
     hook = data.get("webhook") or {}
+    if not isinstance(hook, dict):
+        raise InputError("webhook must be a mapping")
     web = data.get("web") or {}
     if not isinstance(web, dict):
         raise InputError("web must be a mapping")
@@ -219,6 +247,11 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
         webhook_secret=env.get("BOT_WEBHOOK_SECRET", ""),
         gitlab_token=env.get("BOT_GITLAB_TOKEN", ""),
         webhook_max_bytes=int(hook.get("max_bytes", 1024 * 1024)),
+        webhook_header_timeout=_positive(hook, "header_timeout", 10.0),
+        webhook_read_timeout=_positive(hook, "read_timeout", 10.0),
+        webhook_keep_alive=int(_positive(hook, "keep_alive", 5)),
+        webhook_max_connections=int(_positive(hook, "max_connections", 64)),
+        webhook_max_header_bytes=int(_positive(hook, "max_header_bytes", 16 * 1024)),
         data_dir=Path(str(data.get("data_dir") or env.get("BOT_DATA_DIR", ".bot-data"))),
         batch_size=int(data.get("batch_size", 200)),
         review_url=str(pub.get("review_url", "")),

@@ -46,9 +46,11 @@ from workers import faults
 from workers.celery_app import SOFT_TIME_LIMIT, app
 from workers.config import ServiceConfig, load_service_config
 from workers.dismissals import after_review, dismissed_for, take_replies
+from workers.gitviews import fetch_mirror
 from workers.intake import ingest_mirror
 from workers.leases import LEASE_SECONDS, Lease
 from workers.logs import log
+from workers.push import review_pushed
 from workers.review import (
     assemble_roots,
     build_outbox,
@@ -332,28 +334,10 @@ def _repo_cache(cfg: ServiceConfig, name: str) -> Path:
 
 def fetch_repo(cfg: ServiceConfig, name: str) -> Path:
     """Clone or fetch an allow-listed repository into the data dir (bare, hooks unused)."""
-    import git
-
     repo_cfg = cfg.repo(name)
     if repo_cfg is None:
         raise BotError(f"repository {name!r} is not on the allow-list")
-    path = _repo_cache(cfg, name)
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": "file:https:http:git:ssh",
-    }
-    try:
-        if (path / "HEAD").exists():
-            git.Repo(path).git.execute(["git", "fetch", "--quiet", "--prune", "origin"], env=env)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            git.Repo.clone_from(repo_cfg.url, path, mirror=True, env=env)
-    except git.GitCommandError as exc:
-        raise FetchError(
-            f"git fetch of {name!r} failed: {' '.join(str(exc.stderr).split())[:200]}"
-        ) from exc
-    return path
+    return fetch_mirror(repo_cfg.url, _repo_cache(cfg, name))
 
 
 _HEX_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -388,20 +372,20 @@ def _review_push(st: State, repo: str, before: str, after: str, ref: str) -> str
     started = time.time()
     st.reopen(scope, key)  # pushed again after it failed (a timeout): review it again
     st.update_series(scope, key, {"state": SeriesState.COMPLETE, "ref": ref})
-    rng = f"{after}~1..{after}" if set(before) == {"0"} else key
+    repo_cfg = cfg.repo(repo)
     try:
         path = fetch_repo(cfg, repo)
-        from bot.pipeline import review_inputs
-        from bot.report import render
-
-        review = review_inputs([rng], settings(), repo=str(path))
-        result = {
-            "scope": scope,
-            "key": key,
-            "ref": ref,
-            "review": json.loads(render(review, "json")),
-            "text": render(review, "text"),
-        }
+        # applied onto the pushed repository at the range's base; a new branch is
+        # reviewed from its merge-base with the default branch (workers.push)
+        result = review_pushed(
+            path,
+            repo,
+            before,
+            after,
+            ref,
+            settings=settings(),
+            max_commits=repo_cfg.max_commits if repo_cfg else 50,
+        )
         outbox = build_push_outbox(result, cfg.repo(repo), cfg)
     except TRANSIENT:
         raise

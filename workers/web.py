@@ -205,7 +205,7 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
     """The results page's routes, for the webhook app (workers.webhook.create_app)."""
     token = cfg.web_token if cfg.web_dismissals else ""
 
-    def page(name: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(name: str, request: Request, code: int = 200, **context: Any) -> HTMLResponse:
         session = request.cookies.get(web.SESSION_COOKIE, "")
         who = web.session_name(token, session)
         html = web.render(
@@ -213,10 +213,10 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
             web_dismissals=cfg.web_dismissals,
             user=who,
             csrf=web.csrf_token(token, session) if who else "",
-            path=request.url.path,
+            path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+        return HTMLResponse(html, status_code=code, headers=_HEADERS)
 
     def refused(request: Request, exc: Refused) -> HTMLResponse:
         return page("error.html", request, exc.status, reason=exc.reason)

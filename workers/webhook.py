@@ -96,6 +96,10 @@ def parse_push(kind: str, body: bytes) -> Push:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Reject(400, f"body is not JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    except RecursionError as exc:
+        raise Reject(400, "body is not a push event: JSON nested too deeply") from exc
+    except ValueError as exc:  # a number too long to convert, and the like
+        raise Reject(400, f"body is not a push event: {' '.join(str(exc).split())[:120]}") from exc
     if not isinstance(data, dict):
         raise Reject(400, "body is not a JSON object")
     if kind == "github":
@@ -221,9 +225,16 @@ def create_app(
             )
         return JSONResponse(found)
 
+    from starlette.middleware import Middleware
+
+    from workers.httpguard import BodyGuard
     from workers.web import web_routes
 
+    guard = Middleware(
+        BodyGuard, read_timeout=cfg.webhook_read_timeout, max_bytes=cfg.webhook_max_bytes
+    )
     return Starlette(
+        middleware=[guard],
         routes=[
             *web_routes(cfg, state),
             Route("/hooks/github", github, methods=["POST"]),
@@ -233,15 +244,19 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/results", result, methods=["GET"]),
-        ]
+        ],
     )
 
 
 def app_from_env() -> Starlette:
     """The app uvicorn serves: `uvicorn --factory workers.webhook:app_from_env`."""
     from workers.config import load_service_config
+    from workers.httpguard import GuardedH11Protocol
 
-    return create_app(load_service_config(), State.from_url())
+    cfg = load_service_config()
+    # a uvicorn started with `--http workers.httpguard:GuardedH11Protocol`
+    GuardedH11Protocol.header_timeout = cfg.webhook_header_timeout
+    return create_app(cfg, State.from_url())
 
 
 __all__ = ["Push", "Reject", "app_from_env", "create_app", "parse_push", "sign", "verify_hmac"]
