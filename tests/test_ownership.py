@@ -332,3 +332,30 @@ void oom_pf(void)
         "\toom_write_unlock(&oc);\n\tnote_fault();\n}\n",
     )
     assert protection_removed(ENV, pre, post) == []  # a new scheme, through a wrapper
+
+
+def test_a_field_set_after_the_object_is_published_is_reported() -> None:
+    from bot.analyze.locking import init_after_publish
+
+    pre, post = _sides(
+        """
+int block_new(struct xarray *xa, unsigned long idx, struct block *b)
+{
+	b->cpu = this_cpu();
+	return xa_insert(xa, idx, b, GFP_KERNEL);
+}
+""",
+        """
+int block_new(struct xarray *xa, unsigned long idx, struct block *b)
+{
+	int err = xa_insert(xa, idx, b, GFP_KERNEL);
+
+	b->cpu = this_cpu();
+	return err;
+}
+""",
+    )
+    assert [h.key for h in init_after_publish(ENV, pre, post)] == [
+        ("init-after-publish", "b", "b->cpu")
+    ]
+    assert init_after_publish(ENV, post, pre) == []

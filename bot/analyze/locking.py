@@ -19,8 +19,8 @@ import re
 from collections import Counter
 
 from bot.analyze.contract import held_on_entry
-from bot.analyze.flow import Assign, Flow, norm_object
-from bot.analyze.flow_source import member_tail
+from bot.analyze.flow import Assign, Call, Flow, base_name, norm_object
+from bot.analyze.flow_source import container_of_arg, member_tail
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
@@ -194,13 +194,78 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     return False
 
 
+def _published(env: Env, flow: Flow) -> dict[str, Call]:
+    """Objects `flow` makes visible to other CPUs (by base name) -> the call."""
+    out: dict[str, Call] = {}
+    for c in flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role != "publish" or role.object_arg is None:
+                continue
+            if role.object_arg < len(c.args):
+                b = base_name(container_of_arg(c.args[role.object_arg]))
+                if b:
+                    out.setdefault(b, c)
+    return out
+
+
+def _field_writes(flow: Flow, obj: str) -> dict[tuple[str, str], int]:
+    """`obj->field = value` writes of `flow` -> their first line."""
+    out: dict[tuple[str, str], int] = {}
+    for n in flow.nodes.values():
+        for ev in n.events:
+            if isinstance(ev, Assign) and re.match(rf"{re.escape(obj)}\s*->", ev.lhs):
+                key = ("".join(ev.lhs.split()), "".join(ev.rhs.split()))
+                out[key] = min(out.get(key, ev.line), ev.line)
+    return out
+
+
+def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A field of an object that the function used to set before publishing the
+    object (xa_insert, list_add_rcu, rcu_assign_pointer...) and now sets after:
+    another CPU that finds it in between sees it half initialised."""
+    if pre.flow is None or post.flow is None:
+        return []
+    pre_pub, post_pub = _published(env, pre.flow), _published(env, post.flow)
+    hits: list[Hit] = []
+    for obj, pub in post_pub.items():
+        before = pre_pub.get(obj)
+        if before is None or before.name != pub.name:
+            continue
+        was = _field_writes(pre.flow, obj)
+        for key, line in _field_writes(post.flow, obj).items():
+            if line <= pub.line or key not in was or was[key] >= before.line:
+                continue
+            hits.append(
+                Hit(
+                    key=("init-after-publish", obj, key[0]),
+                    line=line,
+                    fields={
+                        "function": post.flow.name,
+                        "object": obj,
+                        "field": key[0],
+                        "publish": pub.text,
+                    },
+                    evidence=(
+                        f"before: {key[0]} was set before {before.text}",
+                        f"after: {pub.text} at {post.file}:{pub.line} publishes {obj}, then "
+                        f"{key[0]} is set at {post.file}:{line}",
+                    ),
+                    variant="init-after-publish",
+                )
+            )
+    return hits
+
+
 MATCHERS.update(
     (m.name, m)
     for m in (
         Matcher(
             "protection-removed", "change", protection_removed, protection_removed.__doc__ or ""
         ),
+        Matcher(
+            "init-after-publish", "change", init_after_publish, init_after_publish.__doc__ or ""
+        ),
     )
 )
 
-__all__ = ["protection_removed"]
+__all__ = ["init_after_publish", "protection_removed"]
