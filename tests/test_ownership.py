@@ -359,3 +359,34 @@ int block_new(struct xarray *xa, unsigned long idx, struct block *b)
         ("init-after-publish", "b", "b->cpu")
     ]
     assert init_after_publish(ENV, post, pre) == []
+
+
+def test_a_check_moved_before_the_lock_is_reported() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+int try_destroy(struct ns *ns, struct seg *s)
+{
+	seg_lock(s);
+	if (seg_may_destroy(s))
+		seg_destroy(ns, s);
+	else
+		seg_unlock(s);
+	return 0;
+}
+""",
+        """
+int try_destroy(struct ns *ns, struct seg *s)
+{
+	if (seg_may_destroy(s)) {
+		seg_lock(s);
+		seg_destroy(ns, s);
+	}
+	return 0;
+}
+""",
+    )
+    hits = access_moved_out_of_lock(ENV, pre, post)
+    assert [h.key for h in hits] == [("access-moved-out-of-lock", "s", "seg_may_destroy(s)")]
+    assert access_moved_out_of_lock(ENV, post, pre) == []

@@ -256,6 +256,91 @@ def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+def _lock_lines(env: Env, flow: Flow) -> dict[str, tuple[int, int]]:
+    """Lock object -> (line taking it, line of the first unlock after) in `flow`;
+    vocabulary locks, trylocks and lock wrappers by name (`shm_lock_by_ptr()`)."""
+    spans: dict[str, tuple[int, int]] = {}
+    calls = sorted(flow.calls, key=lambda c: c.line)
+    for i, c in enumerate(calls):
+        locking = _TRYLOCK.match(c.name) or any(
+            r.role == "lock" and r.kind == "lock" for r in env.vocab.roles_of(c.name)
+        )
+        if not locking and not (_LOCKISH.search(c.name) and not env.vocab.roles_of(c.name)):
+            continue
+        if "unlock" in c.name or not c.args:
+            continue
+        obj = norm_object(c.args[0])
+        if obj in spans:
+            continue
+        end = next(
+            (
+                d.line
+                for d in calls[i + 1 :]
+                if "unlock" in d.name and d.args and norm_object(d.args[0]) == obj
+            ),
+            max(d.line for d in calls) + 1,
+        )
+        spans[obj] = (c.line, end)
+    return spans
+
+
+def _accesses(flow: Flow) -> dict[str, int]:
+    """What `flow` reads or calls, by its text -> first line: assignments from a
+    dereference and calls given a pointer (logging and unlocks left out)."""
+    out: dict[str, int] = {}
+    for n in flow.nodes.values():
+        for ev in n.events:
+            if isinstance(ev, Assign) and "->" in ev.rhs:
+                key = "".join(ev.lhs.split()).lstrip("*") + "=" + "".join(ev.rhs.split())
+            elif isinstance(ev, Call) and ev.args and "lock" not in ev.name:
+                key = "".join(ev.text.split())
+            else:
+                continue
+            out[key] = min(out.get(key, ev.line), ev.line)
+    return out
+
+
+def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A check or read of shared state that the function made with a lock held and
+    now makes before taking it: the state can change (or be freed) between the
+    check and the lock."""
+    if pre.flow is None or post.flow is None or pre.flow.name != post.flow.name:
+        return []
+    pre_locks, post_locks = _lock_lines(env, pre.flow), _lock_lines(env, post.flow)
+    if not pre_locks or not post_locks:
+        return []
+    pre_acc, post_acc = _accesses(pre.flow), _accesses(post.flow)
+    hits: list[Hit] = []
+    for lock, (lo, hi) in pre_locks.items():
+        if lock not in post_locks:
+            continue
+        post_lo = post_locks[lock][0]
+        for key, line in pre_acc.items():
+            if not lo < line < hi or key not in post_acc or post_acc[key] >= post_lo:
+                continue
+            if (
+                post.removed_lines is not None
+                and post.removed_lines
+                and not any(post_acc[key] <= n <= post_lo for n in post.removed_lines)
+            ):
+                continue  # nothing between the access and the lock was touched
+            hits.append(
+                Hit(
+                    key=("access-moved-out-of-lock", lock, key),
+                    line=post_acc[key],
+                    fields={"function": post.flow.name, "access": key, "lock": lock},
+                    evidence=(
+                        f"before: `{key}` ran with {lock} held",
+                        f"after: it runs at {post.file}:{post_acc[key]}, before {lock} is "
+                        f"taken at {post.file}:{post_lo}",
+                    ),
+                    variant="access-moved-out-of-lock",
+                )
+            )
+            break
+    return hits
+
+
 MATCHERS.update(
     (m.name, m)
     for m in (
@@ -263,9 +348,15 @@ MATCHERS.update(
             "protection-removed", "change", protection_removed, protection_removed.__doc__ or ""
         ),
         Matcher(
+            "access-moved-out-of-lock",
+            "change",
+            access_moved_out_of_lock,
+            access_moved_out_of_lock.__doc__ or "",
+        ),
+        Matcher(
             "init-after-publish", "change", init_after_publish, init_after_publish.__doc__ or ""
         ),
     )
 )
 
-__all__ = ["init_after_publish", "protection_removed"]
+__all__ = ["access_moved_out_of_lock", "init_after_publish", "protection_removed"]
