@@ -99,7 +99,7 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
         line = _line_of(env, pre.flow, lock, pre_text)
         if pre.removed_lines and (line is None or line not in pre.removed_lines):
             continue  # the patch did not delete it: two windows of a partial image
-        if line is not None and not _work_left(pre.flow, post.flow, line):
+        if line is not None and not _work_left(env, pre.flow, post.flow, line):
             continue  # what the lock guarded went with it
         what = "the RCU read section" if lock == _RCU else f"the lock {lock}"
         hits.append(
@@ -123,9 +123,11 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
 _LOCKISH = re.compile(r"(^|_)(lock|write_lock|read_lock|down_read|down_write|trylock)(_|$)")
 
 
-def _work_left(pre: Flow, post: Flow, lock_line: int) -> bool:
+def _work_left(env: Env, pre: Flow, post: Flow, lock_line: int) -> bool:
     """Some call the pre-image made after taking the lock is still made after the
-    patch (the guarded work stays; only the lock went)."""
+    patch (the guarded work stays; only the lock went). An RCU publication
+    (`rcu_assign_pointer()`) is not work a lock must guard: RCU readers need no
+    lock to see it whole."""
     after = {(c.name, c.args) for c in post.calls}
     # the section: from the lock to the first unlock after it (a guard: the end)
     end = min(
@@ -133,7 +135,9 @@ def _work_left(pre: Flow, post: Flow, lock_line: int) -> bool:
         default=max((c.line for c in pre.calls), default=lock_line) + 1,
     )
     return any(
-        (c.name, c.args) in after and not _LOCKISH.search(c.name)
+        (c.name, c.args) in after
+        and not _LOCKISH.search(c.name)
+        and not any(r.role == "publish" and r.kind == "publish" for r in env.vocab.roles_of(c.name))
         for c in pre.calls
         if lock_line < c.line < end
     )

@@ -380,6 +380,25 @@ _UNDO = re.compile(
 )
 
 
+# Restoring interrupt, preemption or lock state is not taking back an object's.
+_NOT_UNDO = re.compile(r"irq|preempt|lock|spin|rcu|flags")
+_SETUP = re.compile(r"charge|reserve|alloc|get|try|inc|add|account|map")
+
+
+def _setup_removed(pre: Flow, post: Flow, undo: Call) -> bool:
+    """The patch also removes a setup call on the same objects as `undo`
+    (`try_charge(&c->kmem, n)` with its `cancel_charge(c, n)`)."""
+    kept = {(c.name, c.args) for c in post.calls}
+    objs = {base_name(a) for a in undo.args} - {""}
+    return any(
+        (c.name, c.args) not in kept
+        and c is not undo
+        and _SETUP.search(c.name)
+        and objs & {base_name(a) for a in c.args}
+        for c in pre.calls
+    )
+
+
 def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     """An error path that took back what the function had set up (a call named as
     an undo: `restore_*_on_error()`, `*_uncharge()`, `undo_*()`) before releasing
@@ -391,7 +410,7 @@ def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     hits: list[Hit] = []
     seen: set[str] = set()
     for c in pre.flow.calls:
-        if not _UNDO.search(c.name) or c.name in seen:
+        if not _UNDO.search(c.name) or _NOT_UNDO.search(c.name) or c.name in seen:
             continue
         if env.vocab.roles_of(c.name):
             continue  # a known lifecycle call: the other matchers judge it
@@ -402,6 +421,8 @@ def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if not c.guards:
             continue  # only what an error branch ran
+        if _setup_removed(pre.flow, post.flow, c):
+            continue  # what it undid is no longer done either
         seen.add(c.name)
         hits.append(
             Hit(
