@@ -390,3 +390,28 @@ int try_destroy(struct ns *ns, struct seg *s)
     hits = access_moved_out_of_lock(ENV, pre, post)
     assert [h.key for h in hits] == [("access-moved-out-of-lock", "s", "seg_may_destroy(s)")]
     assert access_moved_out_of_lock(ENV, post, pre) == []
+
+
+def test_restoring_irq_state_or_undoing_a_removed_setup_is_not_a_dropped_undo() -> None:
+    from bot.analyze.ownership import undo_dropped
+
+    pre, post = _sides(
+        """
+int charge(struct memcg *memcg, unsigned int nr, unsigned long flags)
+{
+	if (!try_charge(&memcg->kmem, nr)) {
+		cancel_charge(memcg, nr);
+		local_irq_restore(flags);
+		return -ENOMEM;
+	}
+	return 0;
+}
+""",
+        """
+int charge(struct memcg *memcg, unsigned int nr, unsigned long flags)
+{
+	return 0;
+}
+""",
+    )
+    assert undo_dropped(ENV, pre, post) == []
