@@ -19,6 +19,8 @@ Example (docs/service.md has the full table):
         address: linux-mm@kvack.org
         email: true          # opt in: reviews of this list may be mailed (muted otherwise)
         cc_list: true        # Cc the list on replies
+        cc_thread: true      # Cc everyone the patch was sent to
+        mail_clean: false    # a series with no finding gets no mail
         trusted: [akpm@linux-foundation.org]   # their `bot: not-a-bug` replies count
     web:
       dismiss: false         # the results page may dismiss (also needs BOT_WEB_TOKEN)
@@ -63,6 +65,10 @@ class ListConfig:
     # Addresses whose `bot: not-a-bug ...` replies dismiss findings (the series'
     # author may always dismiss in its own series).
     trusted: tuple[str, ...] = ()
+    # A series with no finding is mailed only when the list opts in.
+    mail_clean: bool = False
+    # Cc everyone the patch was sent to (its To and Cc), as a reviewer replying all.
+    cc_thread: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,8 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
                 wait_seconds=float(spec.get("wait_seconds", 6 * 3600)),
                 tree=str(spec["tree"]) if spec.get("tree") else None,
                 trusted=_strings(spec.get("trusted"), f"lists.{name}.trusted"),
+                mail_clean=_bool(spec.get("mail_clean", False), f"lists.{name}.mail_clean"),
+                cc_thread=_bool(spec.get("cc_thread", True), f"lists.{name}.cc_thread"),
             )
         )
     repos = []
