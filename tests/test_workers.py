@@ -75,7 +75,7 @@ def test_tasks_ack_late_with_time_limits_and_retry_only_transient_errors() -> No
 
 def test_beat_polls_the_lists_and_sweeps() -> None:
     tasks = {entry["task"] for entry in app.conf.beat_schedule.values()}
-    assert tasks == {"workers.tasks.poll_all", "workers.tasks.sweep"}
+    assert tasks == {"workers.tasks.poll_all", "workers.tasks.sweep", "workers.tasks.fetch_trees"}
 
 
 def test_a_route_to_an_undeclared_queue_is_refused(fresh_redis: RedisServer) -> None:
@@ -107,6 +107,7 @@ class Service:
                     "mirror": str(self.inbox),
                     "address": "test@example.com",
                     "email": True,
+                    "mail_clean": True,  # these tests count the replies of clean v2s too
                     "wait_seconds": 3600,
                 }
             },

@@ -71,6 +71,7 @@ def make_app(url: str | None = None) -> Celery:
             "workers.tasks.poll_mirror": {"queue": "ingest", "routing_key": "ingest"},
             "workers.tasks.assemble_thread": {"queue": "ingest", "routing_key": "ingest"},
             "workers.tasks.sweep": {"queue": "ingest", "routing_key": "ingest"},
+            "workers.tasks.fetch_trees": {"queue": "ingest", "routing_key": "ingest"},
             "workers.tasks.review_series": {"queue": "analyze", "routing_key": "analyze"},
             "workers.tasks.review_push": {"queue": "analyze", "routing_key": "analyze"},
             "workers.tasks.publish_outbox": {"queue": "publish", "routing_key": "publish"},
@@ -100,6 +101,10 @@ def make_app(url: str | None = None) -> Celery:
                 "schedule": float(os.environ.get("BOT_POLL_INTERVAL", "300")),
             },
             "sweep": {"task": "workers.tasks.sweep", "schedule": SWEEP_INTERVAL},
+            "fetch-trees": {
+                "task": "workers.tasks.fetch_trees",
+                "schedule": float(os.environ.get("BOT_TREE_FETCH_INTERVAL", "3600")),
+            },
         },
         timezone="UTC",
     )

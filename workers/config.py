@@ -19,9 +19,17 @@ Example (docs/service.md has the full table):
         address: linux-mm@kvack.org
         email: true          # opt in: reviews of this list may be mailed (muted otherwise)
         cc_list: true        # Cc the list on replies
+        cc_thread: true      # Cc everyone the patch was sent to
+        mail_clean: false    # a series with no finding gets no mail
         trusted: [akpm@linux-foundation.org]   # their `bot: not-a-bug` replies count
+        trees: [mm-unstable, mainline]         # base trees to try, in order
     web:
       dismiss: false         # the results page may dismiss (also needs BOT_WEB_TOKEN)
+    trees:                   # base trees, fetched into data_dir/trees on a schedule
+      - name: mm-unstable
+        url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git
+        branch: mm-unstable
+      - {name: mainline, path: /srv/git/linux.git, branch: master}
     repos:
       mm:
         url: https://git.kernel.org/pub/scm/linux/kernel/git/akpm/mm.git
@@ -63,6 +71,19 @@ class ListConfig:
     # Addresses whose `bot: not-a-bug ...` replies dismiss findings (the series'
     # author may always dismiss in its own series).
     trusted: tuple[str, ...] = ()
+    # A series with no finding is mailed only when the list opts in.
+    mail_clean: bool = False
+    # Cc everyone the patch was sent to (its To and Cc), as a reviewer replying all.
+    cc_thread: bool = True
+    # Names of `trees` entries to try as the base, in order (workers.basetree).
+    trees: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    name: str  # mm-new, mm-unstable, linux-next, mainline, ...
+    url: str  # fetched from: a URL, a file:// URL or a local path
+    branch: str = "master"
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,7 @@ class PatchworkConfig:
 class ServiceConfig:
     lists: tuple[ListConfig, ...] = ()
     repos: tuple[RepoConfig, ...] = ()
+    trees: tuple[TreeConfig, ...] = ()  # base trees, kept as local mirrors
     dry_run: bool = True
     from_addr: str = "mm-lifecycle-bot <mm-lifecycle-bot@localhost>"
     smtp: SmtpConfig | None = None
@@ -143,6 +165,9 @@ class ServiceConfig:
     def repo(self, name: str) -> RepoConfig | None:
         return next((r for r in self.repos if r.name == name), None)
 
+    def tree(self, name: str) -> TreeConfig | None:
+        return next((t for t in self.trees if t.name == name), None)
+
 
 def _bool(v: Any, where: str) -> bool:
     if isinstance(v, bool):
@@ -167,6 +192,25 @@ def _positive(spec: dict[str, Any], key: str, default: float) -> float:
     return value
 
 
+def _trees(given: Any) -> tuple[TreeConfig, ...]:
+    if given is None:
+        return ()
+    if not isinstance(given, list):
+        raise InputError("trees must be a list of {name, url or path, branch}")
+    out: list[TreeConfig] = []
+    for i, spec in enumerate(given):
+        if not isinstance(spec, dict) or not spec.get("name"):
+            raise InputError(f"trees[{i}] needs a name")
+        url = spec.get("url") or spec.get("path")
+        if not url:
+            raise InputError(f"trees[{i}] ({spec['name']}) needs a url or a path")
+        branch = str(spec.get("branch") or "master")
+        if branch.startswith("-") or ".." in branch:
+            raise InputError(f"trees[{i}].branch is not a branch name")
+        out.append(TreeConfig(name=str(spec["name"]), url=str(url), branch=branch))
+    return tuple(out)
+
+
 def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> ServiceConfig:
     """Build a ServiceConfig from the YAML mapping, with secrets from `env`."""
     env = dict(os.environ) if env is None else env
@@ -186,8 +230,17 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
                 wait_seconds=float(spec.get("wait_seconds", 6 * 3600)),
                 tree=str(spec["tree"]) if spec.get("tree") else None,
                 trusted=_strings(spec.get("trusted"), f"lists.{name}.trusted"),
+                mail_clean=_bool(spec.get("mail_clean", False), f"lists.{name}.mail_clean"),
+                cc_thread=_bool(spec.get("cc_thread", True), f"lists.{name}.cc_thread"),
+                trees=_strings(spec.get("trees"), f"lists.{name}.trees"),
             )
         )
+    trees = _trees(data.get("trees"))
+    known = {t.name for t in trees}
+    for lst in lists:
+        unknown = [t for t in lst.trees if t not in known]
+        if unknown:
+            raise InputError(f"lists.{lst.name}.trees names no configured tree: {unknown[0]}")
     repos = []
     for name, spec in (data.get("repos") or {}).items():
         if not isinstance(spec, dict) or not spec.get("url"):
@@ -239,6 +292,7 @@ def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Ser
     return ServiceConfig(
         lists=tuple(lists),
         repos=tuple(repos),
+        trees=trees,
         dry_run=_bool(pub.get("dry_run", True), "publish.dry_run"),
         from_addr=str(pub.get("from", ServiceConfig.from_addr)),
         smtp=smtp,
@@ -285,6 +339,7 @@ __all__ = [
     "RepoConfig",
     "ServiceConfig",
     "SmtpConfig",
+    "TreeConfig",
     "load_service_config",
     "parse_config",
 ]

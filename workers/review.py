@@ -244,9 +244,15 @@ def build_outbox(
     parts: list[dict[str, Any]] = []
     comparison = result.get("comparison_text")
     supersedes = result.get("supersedes_text")
-    for i, msg in enumerate(
+    summary = (result.get("review") or {}).get("summary") or {}
+    # a series with no finding gets no mail unless the list opts in; a review that
+    # supersedes a partial one (which was mailed) is always sent
+    replies = (
         render_email_messages(review, from_addr=cfg.from_addr, dismissed=dismissed)
-    ):
+        if summary.get("introduced") or lst.mail_clean or supersedes
+        else []
+    )
+    for i, msg in enumerate(replies):
         irt = str(msg.get("In-Reply-To", "")).strip().strip("<>")
         parent = by_id.get(irt) or fallback
         if parent is None:
@@ -259,7 +265,12 @@ def build_outbox(
                 body = f"{body}\n\n{comparison}"
             msg.set_content(body + "\n", charset="utf-8")
         rcpt = reply_recipients(
-            parent, list_address=lst.address, cc_list=lst.cc_list, extra_cc=lst.cc
+            parent,
+            list_address=lst.address,
+            cc_list=lst.cc_list,
+            extra_cc=lst.cc,
+            cc_thread=lst.cc_thread,
+            own=(cfg.from_addr,),
         )
         # The renderer derives a reply's Message-ID from its text, and the complete
         # review may repeat a reply of the partial one word for word: archives would

@@ -1,6 +1,7 @@
 """The Celery tasks: each takes keys, re-reads state, skips work already done, chains on.
 
     poll_all()                          beat: one poll_mirror per configured list
+    fetch_trees()                       beat: fetch the configured base trees
     poll_mirror(scope)                  ingest: fetch the mirror, store new mail, queue threads
     assemble_thread(scope, roots)       ingest: assemble; queue a review of each complete series
     review_series(scope, key, partial)  analyze: review one series once; store it + outbox entry
@@ -29,6 +30,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -43,6 +45,7 @@ from bot.errors import BotError, FetchError
 from bot.ingest.mirror import PublicInboxMirror
 from bot.publish.outbox import Policy, deliver
 from workers import faults
+from workers.basetree import choose_tree, sync_trees
 from workers.celery_app import SOFT_TIME_LIMIT, app
 from workers.config import ServiceConfig, load_service_config
 from workers.dismissals import after_review, dismissed_for, take_replies
@@ -198,6 +201,12 @@ def poll_mirror(scope: str) -> dict[str, int]:
 
 
 @_task(**_RETRY)
+def fetch_trees() -> dict[str, str]:
+    """Fetch every configured base tree (beat, every BOT_TREE_FETCH_INTERVAL)."""
+    return sync_trees(config())
+
+
+@_task(**_RETRY)
 def assemble_thread(scope: str, roots: list[str]) -> dict[str, str]:
     """Assemble the threads; queue a review of each complete series not yet reviewed."""
     try:
@@ -286,10 +295,16 @@ def _review_claimed(
     try:
         from bot.pipeline import review_series as pipeline_review
 
-        review = pipeline_review(series, versions, settings(), tree=lst.tree, others=others)
+        # the base tree: base-commit, else the list's trees in order (workers.basetree)
+        base = choose_tree(cfg, lst, series, settings())
+        review = pipeline_review(series, versions, settings(), tree=base.path, others=others)
+        if base.notes:
+            review = replace(review, notes=tuple(dict.fromkeys((*base.notes, *review.notes))))
         # dismissed on an earlier version (by reply, page or CLI): shown so, not asked again
         dismissed = dismissed_for(st, review)
         result = build_result(st, scope, review, partial=partial, dismissed=dismissed)
+        if base.name:
+            result["base_tree"] = base.as_dict()
         if owed:
             old = st.result(scope, key) or {}
             supersede_partial(result, old, review, reviewed_at=info.get("reviewed_at"))
@@ -541,6 +556,7 @@ __all__ = [
     "TRANSIENT",
     "assemble_thread",
     "fetch_repo",
+    "fetch_trees",
     "policy_for",
     "poll_all",
     "poll_mirror",

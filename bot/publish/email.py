@@ -51,15 +51,33 @@ def reply_recipients(
     list_address: str = "",
     cc_list: bool = True,
     extra_cc: Sequence[str] = (),
+    cc_thread: bool = False,
+    own: Sequence[str] = (),
 ) -> Recipients:
-    """To the author of `parent`; Cc the list (if the policy says so) and `extra_cc`."""
+    """To the author of `parent`; Cc the list (if the policy says so), with `cc_thread`
+    everyone `parent` was sent to (its To and Cc), and `extra_cc`.
+
+    Each address once (the author is To only), never one of `own` (the bot's own
+    addresses), and never the list's address when the policy says not to Cc it."""
     to = (formataddr((parent.from_name, parent.from_addr)),) if parent.from_addr else ()
-    cc: list[str] = []
+    wanted: list[str] = []
     if cc_list and list_address:
-        cc.append(list_address)
-    cc.extend(extra_cc)
-    author = parent.from_addr.lower()
-    return Recipients(to=to, cc=tuple(c for c in cc if c and parseaddr(c)[1].lower() != author))
+        wanted.append(list_address)
+    if cc_thread:
+        wanted.extend(parent.to)
+        wanted.extend(parent.cc)
+    wanted.extend(extra_cc)
+    seen = {parent.from_addr.lower()} | {parseaddr(a)[1].lower() for a in own}
+    if not cc_list and list_address:
+        seen.add(parseaddr(list_address)[1].lower())
+    cc: list[str] = []
+    for addr in wanted:
+        bare = parseaddr(addr)[1].lower()
+        if not bare or "@" not in bare or bare in seen:
+            continue
+        seen.add(bare)
+        cc.append(addr)
+    return Recipients(to=to, cc=tuple(cc))
 
 
 def thread_reply(
