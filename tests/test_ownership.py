@@ -415,3 +415,35 @@ int charge(struct memcg *memcg, unsigned int nr, unsigned long flags)
 """,
     )
     assert undo_dropped(ENV, pre, post) == []
+
+
+def test_filling_a_local_before_the_lock_is_not_an_access_moved_out_of_it() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+ssize_t demote(struct hstate *h, int nid)
+{
+	nodemask_t allowed;
+
+	mutex_lock(&h->resize_lock);
+	init_mask(&allowed, nid);
+	demote_pages(h, &allowed);
+	mutex_unlock(&h->resize_lock);
+	return 0;
+}
+""",
+        """
+ssize_t demote(struct hstate *h, int nid)
+{
+	nodemask_t allowed;
+
+	init_mask(&allowed, nid);
+	mutex_lock(&h->resize_lock);
+	demote_pages(h, &allowed);
+	mutex_unlock(&h->resize_lock);
+	return 0;
+}
+""",
+    )
+    assert access_moved_out_of_lock(ENV, pre, post) == []

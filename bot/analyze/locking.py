@@ -21,6 +21,7 @@ from collections import Counter
 from bot.analyze.contract import held_on_entry
 from bot.analyze.flow import Assign, Call, Flow, base_name, norm_object
 from bot.analyze.flow_source import container_of_arg, member_tail
+from bot.analyze.infer import declared_names
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
@@ -288,16 +289,46 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def _accesses(flow: Flow) -> dict[str, int]:
-    """What `flow` reads or calls, by its text -> first line: assignments from a
-    dereference and calls given a pointer (logging and unlocks left out)."""
+_POINTER_DECL = re.compile(r"\*\s*([A-Za-z_]\w*)\s*(?=[;,=)\[])")
+
+
+def _shared_arg(arg: str, plain: frozenset[str]) -> bool:
+    """`arg` may reach memory others share: through `->`, or a variable not
+    declared here as a plain (non-pointer) local; not the address of one of this
+    function's own locals, not a number."""
+    a = "".join(arg.split())
+    if "->" in a:
+        return True
+    return re.fullmatch(r"[A-Za-z_]\w*", a) is not None and a not in plain
+
+
+def _accesses(flow: Flow, body: str = "") -> dict[str, int]:
+    """What `flow` reads or checks, by its text -> first line: assignments from a
+    dereference, and calls whose answer a branch tests (locks left out)."""
     out: dict[str, int] = {}
+    pointers = set(_POINTER_DECL.findall(body)) | {
+        p for p, t in zip(flow.params, flow.param_types, strict=False) if "*" in t
+    }
+    plain = declared_names(body.splitlines()) - pointers
+    plain |= {p for p, t in zip(flow.params, flow.param_types, strict=False) if "*" not in t}
     for n in flow.nodes.values():
         for ev in n.events:
             if isinstance(ev, Assign) and "->" in ev.rhs:
                 key = "".join(ev.lhs.split()).lstrip("*") + "=" + "".join(ev.rhs.split())
-            elif isinstance(ev, Call) and ev.args and "lock" not in ev.name:
-                key = "".join(ev.text.split())
+            elif (
+                isinstance(ev, Call)
+                and "lock" not in ev.name
+                and (
+                    ev.in_condition
+                    or (
+                        # `init(&local, n)` fills this function's own variable
+                        not re.fullmatch(r"&[A-Za-z_]\w*", "".join(ev.args[0].split()))
+                        and any(_shared_arg(a, plain) for a in ev.args)
+                    )
+                    or any("->" in a for a in ev.args)
+                )
+            ):
+                key = "".join(ev.text.split())  # a check or a change of shared state
             else:
                 continue
             out[key] = min(out.get(key, ev.line), ev.line)
@@ -313,7 +344,7 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
     pre_locks, post_locks = _lock_lines(env, pre.flow), _lock_lines(env, post.flow)
     if not pre_locks or not post_locks:
         return []
-    pre_acc, post_acc = _accesses(pre.flow), _accesses(post.flow)
+    pre_acc, post_acc = _accesses(pre.flow, _body(pre)), _accesses(post.flow, _body(post))
     hits: list[Hit] = []
     for lock, (lo, hi) in pre_locks.items():
         if lock not in post_locks:
