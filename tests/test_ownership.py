@@ -447,3 +447,34 @@ ssize_t demote(struct hstate *h, int nid)
 """,
     )
     assert access_moved_out_of_lock(ENV, pre, post) == []
+
+
+def test_a_use_moved_after_the_unlock_is_reported_and_calls_without_arguments_are_fine() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+void mark_dirty(struct inode *inode, struct wb *wb)
+{
+	spin_lock(&inode->i_lock);
+	move_to_list(inode, wb);
+	if (first_dirty(wb))
+		wb_wakeup(wb);
+	spin_unlock(&inode->i_lock);
+	cond_resched();
+}
+""",
+        """
+void mark_dirty(struct inode *inode, struct wb *wb)
+{
+	spin_lock(&inode->i_lock);
+	move_to_list(inode, wb);
+	spin_unlock(&inode->i_lock);
+	cond_resched();
+	if (first_dirty(wb))
+		wb_wakeup(wb);
+}
+""",
+    )
+    keys = [h.key for h in access_moved_out_of_lock(ENV, pre, post)]
+    assert keys == [("access-moved-out-of-lock", "inode->i_lock", "first_dirty(wb)")]

@@ -261,11 +261,13 @@ def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-def _lock_lines(env: Env, flow: Flow) -> dict[str, tuple[int, int]]:
-    """Lock object -> (line taking it, line of the first unlock after) in `flow`;
-    vocabulary locks, trylocks and lock wrappers by name (`shm_lock_by_ptr()`)."""
-    spans: dict[str, tuple[int, int]] = {}
+def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
+    """Lock object -> every (line taking it, line of the first unlock after) in
+    `flow`, in order; vocabulary locks, trylocks and lock wrappers by name
+    (`shm_lock_by_ptr()`). A section with no unlock runs to the end."""
+    spans: dict[str, list[tuple[int, int]]] = {}
     calls = sorted(flow.calls, key=lambda c: c.line)
+    last = max((c.line for c in calls), default=0)
     for i, c in enumerate(calls):
         locking = _TRYLOCK.match(c.name) or any(
             r.role == "lock" and r.kind == "lock" for r in env.vocab.roles_of(c.name)
@@ -275,17 +277,15 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, tuple[int, int]]:
         if "unlock" in c.name or not c.args:
             continue
         obj = norm_object(c.args[0])
-        if obj in spans:
-            continue
         end = next(
             (
                 d.line
                 for d in calls[i + 1 :]
                 if "unlock" in d.name and d.args and norm_object(d.args[0]) == obj
             ),
-            max(d.line for d in calls) + 1,
+            last + 1,
         )
-        spans[obj] = (c.line, end)
+        spans.setdefault(obj, []).append((c.line, end))
     return spans
 
 
@@ -317,6 +317,7 @@ def _accesses(flow: Flow, body: str = "") -> dict[str, int]:
                 key = "".join(ev.lhs.split()).lstrip("*") + "=" + "".join(ev.rhs.split())
             elif (
                 isinstance(ev, Call)
+                and ev.args
                 and "lock" not in ev.name
                 and (
                     ev.in_condition
@@ -336,9 +337,9 @@ def _accesses(flow: Flow, body: str = "") -> dict[str, int]:
 
 
 def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
-    """A check or read of shared state that the function made with a lock held and
-    now makes before taking it: the state can change (or be freed) between the
-    check and the lock."""
+    """A check, read or change of shared state that the function made with a lock
+    held and now makes before taking it or after dropping it: the state can
+    change (or be freed) outside the lock."""
     if pre.flow is None or post.flow is None or pre.flow.name != post.flow.name:
         return []
     pre_locks, post_locks = _lock_lines(env, pre.flow), _lock_lines(env, post.flow)
@@ -346,34 +347,64 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
         return []
     pre_acc, post_acc = _accesses(pre.flow, _body(pre)), _accesses(post.flow, _body(post))
     hits: list[Hit] = []
-    for lock, (lo, hi) in pre_locks.items():
-        if lock not in post_locks:
-            continue
-        post_lo = post_locks[lock][0]
+    post_last = max((c.line for c in post.flow.calls), default=0)
+    sections = [
+        (lock, pre_span, post_span)
+        for lock, spans in pre_locks.items()
+        if lock in post_locks and len(post_locks[lock]) == len(spans)
+        for pre_span, post_span in zip(spans, post_locks[lock], strict=True)
+    ]
+    for lock, (lo, hi), (post_lo, post_hi) in sections:
         for key, line in pre_acc.items():
-            if not lo < line < hi or key not in post_acc or post_acc[key] >= post_lo:
+            if not lo < line < hi or key not in post_acc:
                 continue
-            if (
-                post.removed_lines is not None
-                and post.removed_lines
-                and not any(post_acc[key] <= n <= post_lo for n in post.removed_lines)
+            at = post_acc[key]
+            before = at < post_lo
+            # after the unlock: only a real unlock, and never a release (freeing
+            # after dropping the lock is the usual, safe order)
+            after = at > post_hi and post_hi <= post_last and not _releases(env, key)
+            if not (before or after):
+                continue
+            lo_touch, hi_touch = (at, post_lo) if before else (post_hi, at)
+            if post.removed_lines and not any(
+                lo_touch <= n <= hi_touch for n in post.removed_lines
             ):
                 continue  # nothing between the access and the lock was touched
+            where = (
+                f"before {lock} is taken at {post.file}:{post_lo}"
+                if before
+                else f"after {lock} is dropped at {post.file}:{post_hi}"
+            )
             hits.append(
                 Hit(
                     key=("access-moved-out-of-lock", lock, key),
-                    line=post_acc[key],
-                    fields={"function": post.flow.name, "access": key, "lock": lock},
+                    line=at,
+                    fields={
+                        "function": post.flow.name,
+                        "access": key,
+                        "lock": lock,
+                        "where": "before taking" if before else "after dropping",
+                    },
                     evidence=(
                         f"before: `{key}` ran with {lock} held",
-                        f"after: it runs at {post.file}:{post_acc[key]}, before {lock} is "
-                        f"taken at {post.file}:{post_lo}",
+                        f"after: it runs at {post.file}:{at}, {where}",
                     ),
                     variant="access-moved-out-of-lock",
                 )
             )
             break
     return hits
+
+
+def _releases(env: Env, key: str) -> bool:
+    """`key` (an access's text) is a put, free or destroy, or tracing."""
+    name = key.split("(", 1)[0].rsplit("=", maxsplit=1)[-1]
+    if name.startswith("trace_"):
+        return True
+    return any(
+        r.role in ("put", "free", "destroy", "dec_and_test", "rcu_free")
+        for r in env.vocab.roles_of(name)
+    )
 
 
 MATCHERS.update(
