@@ -478,3 +478,27 @@ void mark_dirty(struct inode *inode, struct wb *wb)
     )
     keys = [h.key for h in access_moved_out_of_lock(ENV, pre, post)]
     assert keys == [("access-moved-out-of-lock", "inode->i_lock", "first_dirty(wb)")]
+
+
+def test_a_callers_list_head_no_longer_reinitialised_after_freeing_its_entries() -> None:
+    from bot.analyze.ownership import list_reinit_removed
+
+    pre, post = _sides(
+        """
+void put_items(struct list_head *items)
+{
+	free_item_list(items);
+	INIT_LIST_HEAD(items);
+}
+""",
+        """
+void put_items(struct list_head *items)
+{
+	free_item_list(items);
+}
+""",
+    )
+    assert [h.key for h in list_reinit_removed(ENV, pre, post)] == [
+        ("list-reinit-removed", "items")
+    ]
+    assert list_reinit_removed(ENV, post, pre) == []

@@ -39,6 +39,7 @@ EXPECTED = {
     "hugetlb-cgroup-mremap-css-leak": "MMLC002",
     "hwpoison-kill-procs-list-uaf": "MMLC003",
     "list-lru-memcg-rcu": "MMLC005",
+    "put-pages-list-reinit": "MMLC003",
     "secretmem-users-refcount": "MMLC002",
     "test-meminit-bulk-cache-leak": "MMLC002",
     "thp-split-pmd-counter-after-put": "MMLC003",

@@ -445,6 +445,61 @@ def _count(text: str, code: str) -> int:
     return len(re.findall(re.escape(code) + r"\b", text))
 
 
+_REINIT = re.compile(r"^(INIT_LIST_HEAD|INIT_HLIST_HEAD|list_del_init|list_splice_init)$")
+_EMPTIES = re.compile(r"(^|_)(free|put|release|destroy|drain)(_|$)")
+
+
+def list_reinit_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A list head the caller owns (a parameter) that the function empties by
+    freeing its entries (`free_pages_list(head)`) and used to re-initialise
+    afterwards, and no longer does: the caller's head still points at the
+    freed entries, and its next walk or list_add touches freed memory."""
+    del env
+    if pre.flow is None or post.flow is None:
+        return []
+    params = {p for p in pre.flow.params if p}
+    kept = Counter((c.name, c.args) for c in post.flow.calls)
+    hits: list[Hit] = []
+    for c in pre.flow.calls:
+        if not _REINIT.match(c.name) or not c.args or kept[(c.name, c.args)] > 0:
+            continue
+        head = norm_object(c.args[0])
+        if base_name(head) not in params and pre.flow.params != ("",):
+            continue
+        if pre.removed_lines and c.line not in pre.removed_lines:
+            continue
+        empties = next(
+            (
+                d
+                for d in post.flow.calls
+                if _EMPTIES.search(d.name) and any(norm_object(a) == head for a in d.args)
+            ),
+            None,
+        )
+        if empties is None:
+            continue
+        hits.append(
+            Hit(
+                key=("list-reinit-removed", head),
+                line=None,
+                removed_line=c.line,
+                fields={
+                    "function": pre.flow.name,
+                    "object": head,
+                    "removed": c.text,
+                    "free": empties.text,
+                },
+                evidence=(
+                    f"removed: {c.text} at {pre.file}:{c.line}",
+                    f"{empties.text} still frees what {head} links, and {head} belongs to "
+                    "the caller",
+                ),
+                variant="list-reinit-removed",
+            )
+        )
+    return hits
+
+
 def matchers() -> tuple[Matcher, ...]:
     return (
         Matcher("init-removed", "change", init_removed, init_removed.__doc__ or ""),
@@ -455,6 +510,9 @@ def matchers() -> tuple[Matcher, ...]:
             "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
         ),
         Matcher("undo-dropped", "change", undo_dropped, undo_dropped.__doc__ or ""),
+        Matcher(
+            "list-reinit-removed", "change", list_reinit_removed, list_reinit_removed.__doc__ or ""
+        ),
         Matcher(
             "release-before-unlink",
             "change",
@@ -476,6 +534,7 @@ MATCHERS.update((m.name, m) for m in matchers())
 __all__ = [
     "error_code_dropped",
     "init_removed",
+    "list_reinit_removed",
     "local_release_lost",
     "matchers",
     "release_before_unlink",
