@@ -306,6 +306,7 @@ def _accesses(flow: Flow, body: str = "") -> dict[str, int]:
     """What `flow` reads or checks, by its text -> first line: assignments from a
     dereference, and calls whose answer a branch tests (locks left out)."""
     out: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     pointers = set(_POINTER_DECL.findall(body)) | {
         p for p, t in zip(flow.params, flow.param_types, strict=False) if "*" in t
     }
@@ -333,7 +334,10 @@ def _accesses(flow: Flow, body: str = "") -> dict[str, int]:
             else:
                 continue
             out[key] = min(out.get(key, ev.line), ev.line)
-    return out
+            counts[key] += 1
+    # a text that occurs a different number of times before and after was added
+    # or removed, not moved: only single occurrences are compared
+    return {k: v for k, v in out.items() if counts[k] == 1}
 
 
 def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
