@@ -212,12 +212,16 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
         for e in n.events
         if isinstance(e, Assign)
     )
-    post_returns = {
-        e.expr.replace(" ", "")
-        for n in post.flow.nodes.values()
-        for e in n.events
-        if isinstance(e, Return) and e.expr
-    }
+
+    def returns(flow: Flow) -> Counter[str]:
+        return Counter(
+            e.expr.replace(" ", "")
+            for n in flow.nodes.values()
+            for e in n.events
+            if isinstance(e, Return) and e.expr
+        )
+
+    pre_returns, post_returns = returns(pre.flow), returns(post.flow)
     hits: list[Hit] = []
     for node in pre.flow.nodes.values():
         for ev in node.events:
@@ -234,8 +238,8 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
             m = _GOTO.match(nxt)
             if m is None or post_gotos[m.group(1)] == 0:
                 continue  # not an error jump, or the jump went with it
-            if post_sets[(var, code)] > 0 or code in post_returns:
-                continue  # the code is still set (moved) or returned directly
+            if post_sets[(var, code)] > 0 or post_returns[code] > pre_returns[code]:
+                continue  # the code is still set (moved) or now returned directly
             if _count(post_text, code) >= _count(pre_text, code):
                 continue  # as many uses of the code as before: moved, not dropped
             hits.append(
