@@ -4,10 +4,14 @@
     bot dismiss --list [--json]
     bot dismiss --undo ID
     bot dismiss --counts [--json]
+    bot dismiss --service --list [--json] | --undo ID | --counts [--json]
 
 SERIES is a series key or any Message-ID of a series `bot review` reviewed
 here, or a mail file or mbox holding it; TARGET a fingerprint (full or short,
-from the review) or a rule ID. The store is bot.dismiss.default_store_path().
+from the review) or a rule ID. The store is bot.dismiss.default_store_path();
+with --service it is the service's (RedisStore, `{p}:dismiss:` keys), in the
+Redis `bot outbox list` uses: BOT_BROKER_URL, else the one this user's running
+`bot serve` recorded, else redis://127.0.0.1:6379/0.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bot.errors import EXIT_OK, UsageError
+from bot.errors import EXIT_OK, FetchError, UsageError
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.dismiss import Dismissal, FileStore, SeriesIdentity
+    from bot.dismiss import Dismissal, DismissalStore, FileStore, SeriesIdentity
     from bot.model import Review
     from bot.report.common import Dismissed
 
@@ -47,9 +51,15 @@ def add_dismiss_parser(sub: Any) -> None:
     p.add_argument("--undo", type=int, metavar="ID", help="remove dismissal ID")
     p.add_argument("--counts", action="store_true", help="per rule: findings raised, dismissed")
     p.add_argument("--json", action="store_true", help="--list/--counts as JSON")
+    p.add_argument(
+        "--service",
+        action="store_true",
+        help="the service's dismissals (its Redis) instead of the local store",
+    )
 
 
 def store() -> FileStore:
+    """The local store (bot.dismiss.default_store_path())."""
     from bot.dismiss import FileStore, default_store_path
 
     path = default_store_path()
@@ -58,17 +68,58 @@ def store() -> FileStore:
     return FileStore(path)
 
 
+def service_store() -> DismissalStore:
+    """The service's store: a RedisStore under the service's prefix, in the Redis
+    `bot outbox list` finds (BOT_BROKER_URL, else the `bot serve` record)."""
+    from bot.service_cli import use_recorded_broker
+
+    use_recorded_broker()  # before workers/ is imported: it reads BOT_BROKER_URL once
+    from workers.dismissals import store_for
+    from workers.state import State
+
+    return store_for(State.from_url())
+
+
+def broker_shown() -> str:
+    """The Redis in use, without its password."""
+    from workers.state import broker_url
+
+    scheme, sep, rest = broker_url().partition("://")
+    return scheme + sep + rest.rpartition("@")[2]
+
+
 def run_dismiss(args: argparse.Namespace, settings: Settings) -> int:
     modes = sum(bool(x) for x in (args.list, args.undo is not None, args.counts))
     if modes > 1 or (modes and (args.series or args.target)):
         raise UsageError("bot dismiss: give SERIES TARGET, or one of --list, --undo, --counts")
-    s = store()
+    if not args.service:
+        return _run(args, settings, store())
+    import redis
+
+    try:
+        return _run(args, settings, service_store())
+    except redis.AuthenticationError as exc:  # a ConnectionError: first
+        raise FetchError(f"Redis refused the password ({broker_shown()})") from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+        raise FetchError(
+            f"Redis unreachable ({broker_shown()}): {detail}: start the service "
+            "(bot serve) or set BOT_BROKER_URL"
+        ) from exc
+    except redis.RedisError as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise FetchError(f"Redis error ({broker_shown()}): {detail}") from exc
+
+
+def _run(args: argparse.Namespace, settings: Settings, s: DismissalStore) -> int:
+    where = "the service" if args.service else "this machine"
     if args.list:
         _print_list(s.dismissals(), as_json=args.json)
     elif args.undo is not None:
         gone = s.undo(args.undo)
         if gone is None:
-            raise UsageError(f"no dismissal #{args.undo} (bot dismiss --list)")
+            again = "bot dismiss --service --list" if args.service else "bot dismiss --list"
+            raise UsageError(f"no dismissal #{args.undo} in {where}'s store ({again})")
         print(f"undone: #{gone.id} {gone.target} ({gone.series.key})")
     elif args.counts:
         from bot.dismiss import rule_counts
@@ -83,7 +134,7 @@ def run_dismiss(args: argparse.Namespace, settings: Settings) -> int:
     else:
         if not args.series or not args.target:
             raise UsageError("bot dismiss: give SERIES and a FINGERPRINT or RULE ID")
-        series, raised = _series(s, args.series, settings)
+        series, raised = _series(s, args.series, settings, where)
         target = _target(args.target, raised)
         by = args.by or os.environ.get("USER") or getpass.getuser()
         d = s.add(target, series, reason=args.reason, by=by, everywhere=args.everywhere)
@@ -93,7 +144,7 @@ def run_dismiss(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _series(
-    s: FileStore, ref: str, settings: Settings
+    s: DismissalStore, ref: str, settings: Settings, where: str
 ) -> tuple[SeriesIdentity, dict[str, str] | None]:
     """The series REF names and the fingerprints its review raised (None: not
     recorded, so a target cannot be checked)."""
@@ -107,9 +158,7 @@ def _series(
         messages = ingest.load([ref], settings)
         series, versions, _ = assemble.select(assemble.assemble(messages, settings))
         return identity_of(series, versions), None
-    raise UsageError(
-        f"no review of {ref!r} recorded here: review it first (bot review), or give its mbox"
-    )
+    raise UsageError(f"no review of {ref!r} recorded on {where}: review it first, or give its mbox")
 
 
 def _target(text: str, raised: dict[str, str] | None) -> str:

@@ -2,7 +2,8 @@
 browser download), against the real app served by uvicorn and a real redis-server.
 
 Load a reviewed series, follow its link to v2, log in, dismiss a finding, reload:
-the finding is shown as dismissed. BOT_WEB_SCREENSHOTS=DIR saves screenshots there.
+the finding is shown as dismissed; undo the dismissal, reload: the finding is back.
+BOT_WEB_SCREENSHOTS=DIR saves screenshots there.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(where) / name), full_page=True)
 
 
-def test_follow_v1_to_v2_dismiss_a_finding_and_see_it_dismissed_after_reload(
+def test_follow_v1_to_v2_dismiss_a_finding_see_it_dismissed_undo_and_see_it_back(
     tmp_path: Path, fresh_redis: RedisServer, browser: Any
 ) -> None:
     with (
@@ -101,3 +102,13 @@ def test_follow_v1_to_v2_dismiss_a_finding_and_see_it_dismissed_after_reload(
         _shot(page, "results-series-v2-dismissed.png")
         (d,) = store_for(seed.state).dismissals()
         assert d.by == "Grace (results page)"
+        # undo it from the dismissals table: the finding is back, "not a bug" offered again
+        page.locator(f"#d-{d.id}").get_by_role("button", name="undo").click()
+        page.wait_for_load_state()
+        page.reload()
+        finding = page.locator("article.finding", has_text="MMLC002")
+        assert "dismissed" not in (finding.get_attribute("class") or "").split()
+        assert "dismissed by" not in finding.inner_text()
+        assert finding.get_by_role("button", name="not a bug").count() == 1
+        assert "none" in page.locator("#dismissals").inner_text()
+        assert store_for(seed.state).dismissals() == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.dismiss import SeriesIdentity
 from tests.fixtures.service.helpers import RedisServer, fresh_redis, own_redis
 from tests.test_web_fixtures import TOKEN, Seeded, Served, seeded, served_app
 from workers.dismissals import store_for
@@ -122,6 +123,67 @@ def test_dismissing_needs_the_token_a_session_and_the_form_token(
         assert 'bot_rule_findings_dismissed{rule="MMLC002"} 1.0' in metrics
 
 
+def _csrf(c: httpx.Client, key: str) -> str:
+    page = c.get("/series", params={"list": LIST, "key": key}).text
+    m = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert m is not None
+    return m.group(1)
+
+
+def test_undoing_a_dismissal_needs_the_same_and_the_finding_counts_again(
+    site: tuple[Seeded, Served],
+) -> None:
+    seed, app = site
+    v2 = seed.v2.cover_id
+    fp = next(
+        f["fingerprint"]
+        for f in seed.state.result(LIST, v2)["review"]["findings"]
+        if f["rule_id"] == "MMLC002"
+    )
+    store = store_for(seed.state)
+    elsewhere = SeriesIdentity("other@example.org", "eve@example.org", ("mm: other",))
+    unrelated = store.add("MMLC001", elsewhere, reason="", by="Eve", everywhere=False)
+    with httpx.Client(base_url=app.url, timeout=30) as c:
+        # not logged in: the dismissals are listed, without an undo button
+        d = store.add(fp, store.find_series(v2).series, reason="fine", by="Ada", everywhere=False)
+        page = c.get("/series", params={"list": LIST, "key": v2}).text
+        assert "dismissed by Ada on " in page and 'action="/undismiss"' not in page
+        form = {"list": LIST, "key": v2, "id": str(d.id)}
+        assert c.post("/undismiss", data=form).status_code == 403  # no session
+        assert c.post("/login", data={"token": TOKEN, "name": "Grace"}).status_code == 303
+        assert c.post("/undismiss", data=form).status_code == 403  # no form token
+        page = c.get("/series", params={"list": LIST, "key": v2}).text
+        assert page.count(f'name="id" value="{d.id}"') == 2  # by the finding, in the table
+        form["csrf"] = _csrf(c, v2)
+        other = c.post("/undismiss", data=form, headers={"Origin": "https://evil.example"})
+        assert other.status_code == 403
+        stale = c.post("/undismiss", data=form | {"csrf": "0" * 64})
+        assert stale.status_code == 403
+        # only a dismissal the series' page shows, and one that exists
+        assert c.post("/undismiss", data=form | {"id": str(unrelated.id)}).status_code == 404
+        assert c.post("/undismiss", data=form | {"id": "999"}).status_code == 404
+        assert c.post("/undismiss", data=form | {"id": "x"}).status_code == 400
+        assert c.post("/undismiss", data=form | {"key": "nope@x"}).status_code == 404
+        assert [x.id for x in store.dismissals()] == [unrelated.id, d.id]
+        metrics = c.get("/metrics").text
+        assert 'bot_rule_findings_dismissed{rule="MMLC002"} 1.0' in metrics
+        assert "(1 dismissed)" in c.get("/").text
+
+        done = c.post("/undismiss", data=form)
+        assert done.status_code == 303 and done.headers["location"].endswith("#findings")
+        assert [x.id for x in store.dismissals()] == [unrelated.id]
+        assert c.post("/undismiss", data=form).status_code == 404  # already undone
+        # the finding counts again: on v2 and v1 (the same work), the index and /metrics
+        for key in (v2, seed.v1.cover_id):
+            html = c.get("/series", params={"list": LIST, "key": key}).text
+            assert "dismissed by" not in html and 'class="finding dismissed"' not in html
+            assert f'name="fingerprint" value="{fp}"' in html  # "not a bug" offered again
+        assert "dismissed)" not in c.get("/").text
+        metrics = c.get("/metrics").text
+        assert 'bot_rule_findings_dismissed{rule="MMLC002"} 0.0' in metrics
+        assert 'bot_rule_findings_raised{rule="MMLC002"} 1.0' in metrics
+
+
 def test_dismissing_is_off_unless_configured(tmp_path: Path, fresh_redis: RedisServer) -> None:
     with (
         seeded(tmp_path, fresh_redis.url(), LIST, web=False) as seed,
@@ -134,6 +196,13 @@ def test_dismissing_is_off_unless_configured(tmp_path: Path, fresh_redis: RedisS
         assert c.post("/login", data={"token": TOKEN}).status_code == 403
         form = {"list": LIST, "key": seed.v1.cover_id, "fingerprint": "0" * 16}
         assert c.post("/dismiss", data=form).status_code == 403
+        store = store_for(seed.state)
+        d = store.add("MMLC002", store.find_series(seed.v1.cover_id).series, reason="",
+                      by="Ada", everywhere=False)  # fmt: skip
+        undo = {"list": LIST, "key": seed.v1.cover_id, "id": str(d.id)}
+        assert c.post("/undismiss", data=undo).status_code == 403
+        assert [x.id for x in store.dismissals()] == [d.id]
         page = c.get("/series", params={"list": LIST, "key": seed.v1.cover_id}).text
         assert "log in to dismiss" not in page and 'action="/dismiss"' not in page
+        assert "dismissed by Ada on " in page and 'action="/undismiss"' not in page
         assert json.loads(c.get("/healthz").text) == {"status": "ok"}

@@ -8,6 +8,7 @@
     GET  /login  POST /login     a session for dismissing (only when enabled)
     POST /logout
     POST /dismiss                dismiss one finding of a series (session + CSRF token)
+    POST /undismiss              undo a dismissal the series' page shows (the same checks)
 
 Server-rendered with Jinja2 (bot/web), autoescaped throughout: patch text and mail
 are hostile. Dismissing is off unless the service config says `web: {dismiss: true}`
@@ -36,6 +37,7 @@ from workers.dismissals import (
     precision,
     store_for,
 )
+from workers.logs import log
 from workers.state import State
 
 PAGE_SIZE = 50
@@ -280,19 +282,25 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
         resp.delete_cookie(web.SESSION_COOKIE)
         return resp
 
+    async def authorised(request: Request) -> tuple[str, dict[str, str]]:
+        """Who posts, and the form: only with web dismissals enabled, a session a
+        correct token gave, the same origin and the form token bound to the session."""
+        if not cfg.web_dismissals:
+            raise Refused(403, "dismissing from the web is not enabled")
+        session = request.cookies.get(web.SESSION_COOKIE, "")
+        who = web.session_name(token, session)
+        if who is None:
+            raise Refused(403, "log in first")
+        if not _same_origin(request):
+            raise Refused(403, "cross-origin form")
+        form = await read_form(request)
+        if not web.csrf_ok(token, session, form.get("csrf", "")):
+            raise Refused(403, "stale or missing form token: reload the page")
+        return who, form
+
     async def dismiss(request: Request) -> Response:
         try:
-            if not cfg.web_dismissals:
-                raise Refused(403, "dismissing from the web is not enabled")
-            session = request.cookies.get(web.SESSION_COOKIE, "")
-            who = web.session_name(token, session)
-            if who is None:
-                raise Refused(403, "log in first")
-            if not _same_origin(request):
-                raise Refused(403, "cross-origin form")
-            form = await read_form(request)
-            if not web.csrf_ok(token, session, form.get("csrf", "")):
-                raise Refused(403, "stale or missing form token: reload the page")
+            who, form = await authorised(request)
             scope, key, fp = form.get("list", ""), form.get("key", ""), form.get("fingerprint", "")
             result = state.result(scope, key)
             if result is None:
@@ -311,6 +319,31 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
             return refused(request, exc)
         return RedirectResponse(web.series_url(scope, key, f"f-{fp}"), 303, headers=_HEADERS)
 
+    async def undismiss(request: Request) -> Response:
+        """Undo one of the dismissals the series' page shows: the finding counts again."""
+        try:
+            who, form = await authorised(request)
+            scope, key = form.get("list", ""), form.get("key", "")
+            try:
+                wanted = int(form.get("id", ""))
+            except ValueError as exc:
+                raise Refused(400, "no dismissal named") from exc
+            view = series_view(state, scope, key) if scope and key else None
+            if view is None:
+                raise Refused(404, "no such series")
+            if wanted not in {d.id for d in view["dismissals"]}:
+                raise Refused(404, "no such dismissal on this series (already undone?)")
+            gone = store_for(state).undo(wanted)
+            if gone is None:
+                raise Refused(404, "no such dismissal (already undone?)")
+            log.info(
+                "dismissal undone on the results page",
+                extra={"dismissal": gone.id, "target": gone.target, "series": key, "by": who},
+            )
+        except Refused as exc:
+            return refused(request, exc)
+        return RedirectResponse(web.series_url(scope, key, "findings"), 303, headers=_HEADERS)
+
     async def style(_request: Request) -> Response:
         return Response(web.stylesheet(), media_type="text/css", headers=_HEADERS)
 
@@ -321,6 +354,7 @@ def web_routes(cfg: ServiceConfig, state: State) -> list[Route]:
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/dismiss", dismiss, methods=["POST"]),
+        Route("/undismiss", undismiss, methods=["POST"]),
         Route("/static/style.css", style, methods=["GET"]),
     ]
 
