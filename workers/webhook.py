@@ -8,7 +8,8 @@
     GET  /openapi.json    this API's OpenAPI 3.1 schema (also docs/openapi.json)
     GET  /results?scope=S&key=K   a stored review, when there is one
     GET  /, /series, /rules       the results page (workers/web.py); POST /dismiss,
-                                  /login, /logout only when web dismissals are enabled
+                                  /undismiss, /login, /logout only when web dismissals
+                                  are enabled
 
 Every delivery is checked in this order, before its body is parsed: size (413),
 signature or token (401), delivery ID present (400) and never seen before (409). Only
