@@ -224,3 +224,31 @@ def test_a_getter_beside_a_free_is_not_a_get() -> None:
     flows = list(flows_in_text("void g(void) { z = get_zpage(p); }\n", "mm/z.c"))
     vocab, _ = extend_vocabulary(VOCAB, [view], flows, depth=1)
     assert vocab.role_of("get_zpage") is None
+
+
+def test_a_helper_that_takes_a_reference_on_some_paths_only_is_not_a_get() -> None:
+    code = """
+static int maybe_hold(struct page *page, bool *held)
+{
+	if (!page_live(page))
+		return 0;
+	get_page(page);
+	*held = true;
+	return 1;
+}
+
+static void always_hold(struct page *page)
+{
+	get_page(page);
+}
+
+void user(struct page *page, bool *held)
+{
+	maybe_hold(page, held);
+	always_hold(page);
+}
+"""
+    env, _ = _env(code)
+    assert env.infer is not None
+    assert env.infer.summary("maybe_hold", "mm/widget.c").gets == frozenset()
+    assert env.infer.summary("always_hold", "mm/widget.c").gets == frozenset({0})

@@ -231,19 +231,41 @@ class Inference:
                             out.append((i, s.release_kind, s.release_family))
             return out
 
-        # one walk: which params are released on each path out
-        exits: list[frozenset[int]] = []
+        def got_on(ev: Call) -> set[int]:
+            """Params `ev` takes a reference on unconditionally (not a tryget
+            whose result a branch tests)."""
+            out: set[int] = set()
+            if ev.in_condition:
+                return out
+            for role in self.vocab.roles_of(ev.name):
+                arg = _arg(ev, role)
+                if role.role == "get" and role.balance and arg is not None:
+                    pg = param_of(arg)
+                    if pg is not None:
+                        out.add(pg)
+            return out
 
-        def on_event(state: frozenset[int], ev: Event) -> frozenset[int]:
+        # one walk: which params are released, and which referenced, on each
+        # path out (a helper that does either on some paths only does neither)
+        exits: list[tuple[frozenset[int], frozenset[int]]] = []
+        State = tuple[frozenset[int], frozenset[int]]
+
+        def on_event(state: State, ev: Event) -> State:
             if isinstance(ev, Call):
-                got = released_by(ev)
-                if got:
-                    return state | {i for i, _, _ in got}
+                released = {i for i, _, _ in released_by(ev)}
+                got = got_on(ev)
+                if released or got:
+                    return state[0] | released, state[1] | got
             return state
 
-        empty: frozenset[int] = frozenset()
+        empty: State = (frozenset(), frozenset())
         complete = explore(flow, empty, on_event, on_exit=exits.append, max_visits=_MAX_VISITS)
-        always = frozenset.intersection(*exits) if exits and complete else frozenset()
+        always = (
+            frozenset.intersection(*(e[0] for e in exits)) if exits and complete else frozenset()
+        )
+        gets_always = (
+            frozenset.intersection(*(e[1] for e in exits)) if exits and complete else frozenset()
+        )
 
         for call in flow.calls:
             for ri, kind, fam in released_by(call):
@@ -261,7 +283,6 @@ class Inference:
                     continue
                 if a_i in self._callee(call, flow, depth).hands_off and _whole(a):
                     hands.add(pi)
-        gets: set[int] = set()
         # events in source order (node ids follow the builder, not the text)
         ordered = sorted((ev for n in flow.nodes.values() for ev in n.events), key=lambda e: e.line)
         for ev in ordered:
@@ -282,14 +303,11 @@ class Inference:
             elif isinstance(ev, Call):
                 for role in self.vocab.roles_of(ev.name):
                     arg = _arg(ev, role)
-                    if role.role in GET_ROLES and role.balance and arg is not None:
-                        pg = param_of(arg)
-                        if pg is not None and not ev.in_condition:
-                            gets.add(pg)
-                        if base_name(arg) in allocated or role.role == "get":
-                            b = base_name(arg)
-                            if b and b not in index:
-                                allocated.setdefault(b, ("ref", role.family))
+                    took = role.role in GET_ROLES and role.balance and arg is not None
+                    if took and (base_name(arg or "") in allocated or role.role == "get"):
+                        b = base_name(arg or "")
+                        if b and b not in index:
+                            allocated.setdefault(b, ("ref", role.family))
                 storing = not any(
                     r.role in GET_ROLES | PUT_ROLES | RELEASE_ROLES
                     for r in self.vocab.roles_of(ev.name)
@@ -319,7 +337,7 @@ class Inference:
             releases_maybe=frozenset(maybe),
             release_kind=release_kind,
             release_family=release_family,
-            gets=frozenset(gets) if complete else frozenset(),
+            gets=gets_always,
             hands_off=frozenset(hands),
             returns=returns,
             returns_family=returns_family,
