@@ -502,3 +502,42 @@ void put_items(struct list_head *items)
         ("list-reinit-removed", "items")
     ]
     assert list_reinit_removed(ENV, post, pre) == []
+
+
+def test_no_longer_calling_a_helper_that_gets_and_puts_its_own_reference_loses_nothing() -> None:
+    text_pre = """
+static struct page *online_page(unsigned long pfn)
+{
+	struct pagemap *pgmap = get_pagemap(pfn);
+
+	if (pgmap)
+		put_pagemap(pgmap);
+	return pfn_page(pfn);
+}
+
+static void put_pagemap(struct pagemap *pgmap)
+{
+	percpu_ref_put(&pgmap->ref);
+}
+
+int isolate_range(unsigned long pfn)
+{
+	struct page *page = online_page(pfn);
+
+	return isolate(page);
+}
+"""
+    text_post = text_pre.replace(
+        "struct page *page = online_page(pfn);", "struct page *page = pfn_page(pfn);"
+    )
+    view_pre = SourceView({"mm/t.c": text_pre}, None)
+    view_post = SourceView({"mm/t.c": text_post}, None)
+    from bot.analyze.infer import extend_vocabulary
+
+    pre_flow = next(f for f in flows_in_text(text_pre, "mm/t.c") if f.name == "isolate_range")
+    post_flow = next(f for f in flows_in_text(text_post, "mm/t.c") if f.name == "isolate_range")
+    vocab, inf = extend_vocabulary(VOCAB, [view_post, view_pre], [pre_flow, post_flow], 2)
+    env = Env(vocab, depth=2, infer=inf)
+    pre = Side(pre_flow, view_pre, "mm/t.c")
+    post = Side(post_flow, view_post, "mm/t.c")
+    assert release_path_loses_put(env, pre, post) == []

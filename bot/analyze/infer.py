@@ -450,15 +450,22 @@ def extend_vocabulary(
     (bodies first, then names), and the inference that made them."""
     flows = list(flows)
     views = tuple(views)
-    inf = Inference(
-        vocab=vocab,
-        views=views,
-        depth=depth,
-        visible=visible_names(views, flows) | frozenset(extra_visible),
-    )
+    inf = Inference(vocab=vocab, views=views, depth=depth)
+    # one level into the callees the views define: what a helper calls is named
+    # there (`get_dev_pagemap()` beside `put_dev_pagemap()`), and a put reached
+    # through a helper is judged by the roles of that helper's callees too
+    inner: list[Flow] = []
+    looked: set[str] = set()
+    for f in flows:
+        for c in f.calls:
+            if c.name in looked or vocab.roles_of(c.name) or len(looked) >= MAX_NAMES:
+                continue
+            looked.add(c.name)
+            inner.extend(d for d in inf.definitions(c.name, f.file)[:1] if not _stub(d))
+    inf.visible = visible_names(views, [*flows, *inner]) | frozenset(extra_visible)
     added: dict[str, list[ApiRole]] = {}
     seen: set[str] = set()
-    for f in flows:
+    for f in [*flows, *inner]:
         for c in f.calls:
             name = c.name
             if name in seen or vocab.roles_of(name) or len(seen) >= MAX_NAMES:

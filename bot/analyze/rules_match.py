@@ -433,6 +433,13 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
     if pre.flow is None or post.flow is None:
         return []
 
+    # calls of this function that take a reference as well as drop one through
+    # their helpers (`pfn_to_online_page()` gets and puts its pagemap): balanced
+    taken: dict[tuple[str, int], set[str]] = {}
+    for r in reach(pre.flow, pre.view, env.vocab, env.depth):
+        if r.chain and r.role.role in GET_ROLES:
+            taken.setdefault((r.site.name, r.site.line), set()).add(r.role.family)
+
     def keep(r: Reached) -> str:
         if r.role.role not in PUT_ROLES or not r.role.balance:
             return ""
@@ -440,6 +447,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         # its own: no longer calling it loses no put of ours
         if r.chain and r.role.family in r.holder_gets:
             return ""
+        if r.chain and taken.get((r.site.name, r.site.line)):
+            return ""  # its own get (by whatever family name it is known) pairs the put
         return "put"
 
     hits: list[Hit] = []
@@ -447,6 +456,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         if env.series_adds_role(PUT_ROLES, r.role.family, besides=pre.flow.name):
             continue
         site = r.site
+        if r.chain and env.series_adds(site.name, besides=pre.flow.name):
+            continue  # the call that reached the put moved elsewhere in the series
         if not _removed_here(pre, post, site):
             continue
         pin = _pin_removed(env, pre, post, site)
