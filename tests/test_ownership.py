@@ -454,9 +454,12 @@ def test_a_use_moved_after_the_unlock_is_reported_and_calls_without_arguments_ar
 
     pre, post = _sides(
         """
-void mark_dirty(struct inode *inode, struct wb *wb)
+void mark_dirty(struct inode *inode)
 {
+	struct wb *wb;
+
 	spin_lock(&inode->i_lock);
+	wb = inode_to_wb(inode);
 	move_to_list(inode, wb);
 	if (first_dirty(wb))
 		wb_wakeup(wb);
@@ -465,9 +468,12 @@ void mark_dirty(struct inode *inode, struct wb *wb)
 }
 """,
         """
-void mark_dirty(struct inode *inode, struct wb *wb)
+void mark_dirty(struct inode *inode)
 {
+	struct wb *wb;
+
 	spin_lock(&inode->i_lock);
+	wb = inode_to_wb(inode);
 	move_to_list(inode, wb);
 	spin_unlock(&inode->i_lock);
 	cond_resched();

@@ -93,6 +93,11 @@ _REG_RE = re.compile(
 )
 
 
+# Pairs that save and restore execution state (preemption, interrupts, locks,
+# user memory), not an object's lifetime.
+_STATE_STEM = re.compile(r"(^|_)(cpu|irq|preempt|lock|user|rcu)(_|$)")
+
+
 def split_verb(name: str) -> tuple[str, str] | None:
     """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo");
     registrations: `sysfs_remove_group` -> ("remove", "sysfs_*_group")."""
@@ -376,7 +381,9 @@ class Inference:
         if sv is None:
             return None
         verb, stem = sv
-        if len(stem) < 3 or not any(c in self.visible for c in _counterparts(verb, stem)):
+        if len(stem) < 3 or _STATE_STEM.search(stem):
+            return None  # get_cpu_var/put_cpu_var pin preemption, not an object
+        if not any(c in self.visible for c in _counterparts(verb, stem)):
             return None
         fam = f"inferred:{stem.replace('_*_', '_')}"
         if verb in ("unregister", "remove"):
@@ -390,6 +397,23 @@ class Inference:
             return ApiRole(fam, "refcount", role, 0, None)
         kind = "put" if verb in _PUT_VERBS else "free"
         return ApiRole(fam, "refcount" if kind == "put" else "free", kind, 0, None)
+
+
+def _plausible_by_name(role: ApiRole, name: str, flows: Iterable[Flow]) -> bool:
+    """A role read off a name fits how the code calls it: a get or release on
+    argument 0 is only believed for one-argument calls that are statements (a
+    `*_free()` tested in a condition is a predicate, `put_user(x, p)` is not a
+    put of x); registrations take several arguments by nature."""
+    if role.returns_object or role.object_arg is None:
+        return True
+    sv = split_verb(name)
+    if sv is not None and (sv[0] in _REG_VERBS or sv[0] in _REG_VERBS.values()):
+        return True
+    for f in flows:
+        for c in f.calls:
+            if c.name == name and (len(c.args) != 1 or c.in_condition):
+                return False
+    return not _result_used(name, flows)
 
 
 def _stub(flow: Flow) -> bool:
@@ -478,8 +502,14 @@ def extend_vocabulary(
             elif not summary.known:
                 inf.unknown += 1
                 role = inf.by_name(name)
-                if role is not None and role.role in GET_ROLES and _result_used(name, flows):
+                if (
+                    role is not None
+                    and role.role in GET_ROLES
+                    and _result_used(name, [*flows, *inner])
+                ):
                     role = replace(role, object_arg=None, returns_object=True)
+                if role is not None and not _plausible_by_name(role, name, [*flows, *inner]):
+                    role = None
                 if role is not None:
                     inf.by_convention += 1
             if role is not None:

@@ -359,14 +359,21 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
         for pre_span, post_span in zip(spans, post_locks[lock], strict=True)
     ]
     for lock, (lo, hi), (post_lo, post_hi) in sections:
-        for key, line in pre_acc.items():
+        for key, line in sorted(pre_acc.items(), key=lambda kv: (kv[1], kv[0])):
             if not lo < line < hi or key not in post_acc:
                 continue
             at = post_acc[key]
             before = at < post_lo
-            # after the unlock: only a real unlock, and never a release (freeing
-            # after dropping the lock is the usual, safe order)
-            after = at > post_hi and post_hi <= post_last and not _releases(env, key)
+            # after the unlock: only a real unlock, never a release (freeing after
+            # dropping the lock is the usual, safe order), and only a use of an
+            # object the function found while holding the lock (the lock is what
+            # kept it alive; a parameter is the caller's to keep)
+            after = (
+                at > post_hi
+                and post_hi <= post_last
+                and not _releases(env, key)
+                and _found_under(pre.flow, key, lo, hi)
+            )
             if not (before or after):
                 continue
             lo_touch, hi_touch = (at, post_lo) if before else (post_hi, at)
@@ -398,6 +405,18 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
             break
     return hits
+
+
+def _found_under(flow: Flow, key: str, lo: int, hi: int) -> bool:
+    """The access `key` uses a local pointer that `flow` assigned between `lo`
+    and `hi` (while the lock was held)."""
+    found = {
+        ev.lhs
+        for n in flow.nodes.values()
+        for ev in n.events
+        if isinstance(ev, Assign) and lo <= ev.line <= hi and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs)
+    }
+    return any(re.search(rf"(?<![\w>.]){re.escape(v)}\b", key) for v in found)
 
 
 def _releases(env: Env, key: str) -> bool:

@@ -280,6 +280,21 @@ def _unlinked(env: Env, flow: Flow) -> dict[str, Call]:
     return out
 
 
+def _linkage_gone(unlink: Call, pre: Side, post: Side) -> bool:
+    """The file links objects by the member `unlink` takes them off with
+    (`list_add(&x->node, ...)`) before the patch and not after: the list went."""
+    if not unlink.args:
+        return False
+    member = member_tail(norm_object(unlink.args[0]))
+    if not member:
+        return False
+    link = re.compile(
+        rf"\b(list_add\w*|hlist_add\w*|rb_link_node|list_move\w*)\s*\(\s*&[^,]*->{re.escape(member)}\b"
+    )
+    pre_text, post_text = pre.view.text(pre.file) or "", post.view.text(post.file) or ""
+    return link.search(pre_text) is not None and link.search(post_text) is None
+
+
 def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
     """An object the function frees that it used to take off its list, tree or
     table first, and no longer does: whoever walks that structure next follows a
@@ -302,6 +317,8 @@ def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
             unlink = before[obj]
             if pre.removed_lines and unlink.line not in pre.removed_lines:
                 continue
+            if _linkage_gone(unlink, pre, post):
+                continue  # the series stops linking these objects at all
             if env.series_adds(unlink.name, member_tail(unlink.args[0]) if unlink.args else ""):
                 continue
             hits.append(

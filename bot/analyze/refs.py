@@ -144,12 +144,13 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     links = links | {(lhs, src)}
             for h in list(held):
                 if any(_aliases(ev.rhs, a) for a in h.aliases):
-                    if simple:
+                    if simple and lhs not in globals_:
                         held = (held - {h}) | {
-                            _Held(h.obj, h.family, h.api, h.line, h.aliases | {lhs})
+                            _Held(h.obj, h.family, h.api, h.line, h.aliases | {lhs}, h.kind)
                         }
                     else:
-                        held = held - {h}  # stored in a structure: someone else owns it
+                        # stored in a structure or a global: someone else owns it
+                        held = held - {h}
                 elif simple and lhs in h.aliases:
                     rest = h.aliases - {lhs}
                     held = held - {h}

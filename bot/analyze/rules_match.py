@@ -560,7 +560,20 @@ def _globals_of(side: Side) -> frozenset[str]:
     lines = text.splitlines()
     last = max((c.line for c in flow.calls), default=flow.start_line)
     body = lines[max(flow.start_line - 1, 0) : last]
-    return file_scope_names(text) - declared_names(body)
+    local = declared_names(body)
+    out = file_scope_names(text) - local
+    head = lines[flow.start_line - 1 : flow.start_line + 1] if flow.start_line >= 1 else []
+    if any(re.search(rf"\b{re.escape(flow.name)}\s*\(", h) for h in head):
+        # the whole definition is in view: a name it assigns without declaring
+        # it (nor taking it as a parameter) is file scope, declared elsewhere
+        assigned = {
+            ev.lhs
+            for n in flow.nodes.values()
+            for ev in n.events
+            if isinstance(ev, Assign) and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs)
+        }
+        out |= assigned - local - set(flow.params)
+    return frozenset(out)
 
 
 def _cond_polarity(cond: str, call: Call) -> bool | None:
