@@ -227,16 +227,23 @@ class SourceView:
     reach_budget: int = field(default_factory=lambda: MAX_REACH_WORK)
     truncated: bool = False
     _paths: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # tree texts read for this side: one review reads a file once (the next
+    # review, with a new view, reads it again and sees any change)
+    _texts: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def text(self, path: str) -> str | None:
         if path in self.files:
             return self.files[path]
         if self.tree_root is None:
             return None
+        if path in self._texts:
+            return self._texts[path]
         # the one checked reader: confined to the tree (an #include of
         # "../../x" or </abs/path> reads nothing), no symlink, size-bounded,
         # read again when the file changed (a warm daemon serves no stale text)
-        return read_tree_text(self.tree_root, path)
+        text = read_tree_text(self.tree_root, path)
+        self._texts[path] = text
+        return text
 
     def flows_in(self, path: str) -> Iterator[Flow]:
         """Every function of `path` on this side."""

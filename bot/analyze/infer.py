@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from bot.analyze.api import (
     GET_ROLES,
@@ -587,8 +588,9 @@ def declared_names(lines: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+@lru_cache(maxsize=256)
 def file_scope_names(text: str) -> frozenset[str]:
-    """Names declared at column 0 (globals and statics of a file)."""
+    """Names declared at column 0 (globals and statics of a file); once per text."""
     return declared_names(
         line for line in text.splitlines() if line[:1].isalpha() and line.rstrip().endswith(";")
     )

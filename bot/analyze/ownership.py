@@ -200,6 +200,14 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     del env
     if pre.flow is None or post.flow is None:
         return []
+    if not any(
+        isinstance(e, Assign)
+        and e.line in pre.removed_lines
+        and _ERRNO.fullmatch(e.rhs.replace(" ", ""))
+        for n in pre.flow.nodes.values()
+        for e in n.events
+    ):
+        return []  # no error code assignment removed: nothing to read further
     pre_text = pre.view.text(pre.file) or ""
     post_text = post.view.text(post.file) or ""
     if not pre_text or not post_text:
