@@ -51,7 +51,24 @@ def _preamble(text: str, start_line: int) -> str:
     return "\n".join(chunk)
 
 
+_HELD: dict[tuple[int, str, str], tuple[SourceView, bool]] = {}
+
+
 def _callers_hold(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) -> bool:
+    """Every caller the view shows calls `flow` with a lock or RCU held (once per
+    view and name: each rule asks again)."""
+    key = (id(view), flow.name, file)
+    hit = _HELD.get(key)
+    if hit is not None and hit[0] is view:
+        return hit[1]
+    if len(_HELD) > 4096:
+        _HELD.clear()
+    result = _callers_hold_uncached(flow, view, file, vocab)
+    _HELD[key] = (view, result)
+    return result
+
+
+def _callers_hold_uncached(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) -> bool:
     callers: list[Flow] = []
     for path in [file, *view.files]:
         for f in view.flows_in(path):

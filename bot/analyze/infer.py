@@ -449,15 +449,23 @@ def _result_used(name: str, flows: Iterable[Flow]) -> bool:
     return False
 
 
+_WORD_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
+
+
+@lru_cache(maxsize=256)
+def _called_in(text: str) -> frozenset[str]:
+    """Every identifier followed by `(` in `text` (once per text)."""
+    return frozenset(_WORD_CALL.findall(text))
+
+
 def visible_names(views: Iterable[SourceView], flows: Iterable[Flow]) -> frozenset[str]:
     """Every identifier followed by `(` in the series' texts and the given flows:
     the names a convention-based family may pair with."""
     out: set[str] = set()
-    word = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
     for view in views:
         for text in view.files.values():
             if text:
-                out.update(word.findall(text))
+                out.update(_called_in(text))
     for f in flows:
         out.update(c.name for c in f.calls)
         out.add(f.name)
