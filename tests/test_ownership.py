@@ -547,3 +547,27 @@ int isolate_range(unsigned long pfn)
     pre = Side(pre_flow, view_pre, "mm/t.c")
     post = Side(post_flow, view_post, "mm/t.c")
     assert release_path_loses_put(env, pre, post) == []
+
+
+def test_a_lock_replaced_by_an_rcu_read_section_is_a_new_scheme() -> None:
+    from bot.analyze.locking import protection_removed
+
+    pre, post = _sides(
+        """
+void vm_info(struct info *vi)
+{
+	spin_lock(&area_lock);
+	walk_areas(vi);
+	spin_unlock(&area_lock);
+}
+""",
+        """
+void vm_info(struct info *vi)
+{
+	rcu_read_lock();
+	walk_areas(vi);
+	rcu_read_unlock();
+}
+""",
+    )
+    assert protection_removed(ENV, pre, post) == []

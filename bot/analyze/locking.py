@@ -27,6 +27,7 @@ from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 _TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
 _GUARD = re.compile(r"\b(?:scoped_)?guard\s*\(\s*(\w+)\s*\)?\s*[(,]\s*&?\s*([^();,]+?)\s*\)")
 _RCU = "rcu read section"
+_SPINNING = frozenset({"spinlock", "rwlock", "spin", "raw_spin"})
 
 
 def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
@@ -83,9 +84,19 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     after = _taken(env, post.flow, _body(post))
     if any(_LOCKISH.search(c.name) for c in post.flow.calls if not env.vocab.roles_of(c.name)):
         return []  # takes a lock through a wrapper (`migrate_write_lock()`): a new scheme
-    # a lock replaced by another of its kind is a change of scheme, not a removal
-    kinds_after = {fam for fam, _ in after} | _kinds_added(env)
-    gone = [lock for (fam, lock) in before if after[(fam, lock)] == 0 and fam not in kinds_after]
+    fams_after = {fam for fam, _ in after}
+    # a lock replaced by another of its kind (here or elsewhere in the series),
+    # or by an RCU read section, is a change of scheme, not a removal; an RCU
+    # section is still implied by a spinning lock, not by a sleeping one
+    kinds_after = fams_after | _kinds_added(env)
+    gone = [
+        lock
+        for (fam, lock) in before
+        if after[(fam, lock)] == 0
+        and fam not in kinds_after
+        and not (lock != _RCU and _RCU in kinds_after)
+        and not (lock == _RCU and kinds_after & _SPINNING)
+    ]
     if not gone or held_on_entry(post.flow, post.view, post.file, env.vocab):
         return []
     hits: list[Hit] = []
