@@ -19,10 +19,10 @@ import re
 from collections import Counter
 
 from bot.analyze.contract import held_on_entry
-from bot.analyze.flow import Assign, Call, Flow, base_name, norm_object
-from bot.analyze.flow_source import container_of_arg, member_tail
+from bot.analyze.flow import Assign, Call, Flow, norm_object
+from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
-from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
+from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, calls_by_object
 
 _TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
 _GUARD = re.compile(r"\b(?:scoped_)?guard\s*\(\s*(\w+)\s*\)?\s*[(,]\s*&?\s*([^();,]+?)\s*\)")
@@ -210,20 +210,6 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     return False
 
 
-def _published(env: Env, flow: Flow) -> dict[str, Call]:
-    """Objects `flow` makes visible to other CPUs (by base name) -> the call."""
-    out: dict[str, Call] = {}
-    for c in flow.calls:
-        for role in env.vocab.roles_of(c.name):
-            if role.role != "publish" or role.object_arg is None:
-                continue
-            if role.object_arg < len(c.args):
-                b = base_name(container_of_arg(c.args[role.object_arg]))
-                if b:
-                    out.setdefault(b, c)
-    return out
-
-
 def _field_writes(flow: Flow, obj: str) -> dict[tuple[str, str], int]:
     """`obj->field = value` writes of `flow` -> their first line."""
     out: dict[tuple[str, str], int] = {}
@@ -241,7 +227,9 @@ def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
     another CPU that finds it in between sees it half initialised."""
     if pre.flow is None or post.flow is None:
         return []
-    pre_pub, post_pub = _published(env, pre.flow), _published(env, post.flow)
+    publish = frozenset({"publish"})
+    pre_pub = calls_by_object(env, pre.flow, publish)
+    post_pub = calls_by_object(env, post.flow, publish)
     hits: list[Hit] = []
     for obj, pub in post_pub.items():
         before = pre_pub.get(obj)

@@ -20,7 +20,7 @@ from collections import Counter
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
-from bot.analyze.flow_source import container_of_arg, member_tail
+from bot.analyze.flow_source import member_tail
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,
@@ -31,6 +31,7 @@ from bot.analyze.rules_match import (
     _acquisition_removed,
     _globals_of,
     _object_arg,
+    calls_by_object,
 )
 
 
@@ -277,15 +278,7 @@ _UNLINK_ROLES = frozenset({"unlink", "unpublish"})
 
 def _unlinked(env: Env, flow: Flow) -> dict[str, Call]:
     """Objects `flow` takes off a list, tree or table (by base name) -> the call."""
-    out: dict[str, Call] = {}
-    for c in flow.calls:
-        for role in env.vocab.roles_of(c.name):
-            if role.role not in _UNLINK_ROLES:
-                continue
-            arg = _object_arg(c, role)
-            if arg is not None:
-                out.setdefault(base_name(container_of_arg(arg)), c)
-    return out
+    return calls_by_object(env, flow, _UNLINK_ROLES)
 
 
 def _linkage_gone(unlink: Call, pre: Side, post: Side) -> bool:
@@ -349,21 +342,6 @@ def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-def _release_lines(env: Env, flow: Flow) -> dict[str, tuple[int, Call]]:
-    """Objects `flow` frees, destroys or puts (by base name) -> first such call."""
-    out: dict[str, tuple[int, Call]] = {}
-    for c in flow.calls:
-        for role in env.vocab.roles_of(c.name):
-            if role.role not in RELEASE_ROLES | PUT_ROLES or not role.balance:
-                continue
-            arg = _object_arg(c, role)
-            if arg is not None:
-                b = base_name(container_of_arg(arg))
-                if b and b not in out:
-                    out[b] = (c.line, c)
-    return out
-
-
 def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
     """An object the function used to take off its list, tree, table or RCU
     pointer before releasing it, now released first: between the two another
@@ -371,15 +349,18 @@ def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
     if pre.flow is None or post.flow is None:
         return []
     pre_unlink, post_unlink = _unlinked(env, pre.flow), _unlinked(env, post.flow)
-    pre_rel, post_rel = _release_lines(env, pre.flow), _release_lines(env, post.flow)
+    released = RELEASE_ROLES | PUT_ROLES
+    pre_rel = calls_by_object(env, pre.flow, released, balanced=True)
+    post_rel = calls_by_object(env, post.flow, released, balanced=True)
     hits: list[Hit] = []
-    for obj, (rel_line, rel) in post_rel.items():
+    for obj, rel in post_rel.items():
+        rel_line = rel.line
         unlink = post_unlink.get(obj)
         before_unlink = pre_unlink.get(obj)
         before_rel = pre_rel.get(obj)
         if unlink is None or before_unlink is None or before_rel is None:
             continue
-        if not (before_unlink.line < before_rel[0] and rel_line < unlink.line):
+        if not (before_unlink.line < before_rel.line and rel_line < unlink.line):
             continue
         hits.append(
             Hit(
@@ -392,7 +373,7 @@ def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
                     "free": rel.text,
                 },
                 evidence=(
-                    f"before: {before_unlink.text} came first, then {before_rel[1].text}",
+                    f"before: {before_unlink.text} came first, then {before_rel.text}",
                     f"after: {rel.text} at {post.file}:{rel_line} runs before "
                     f"{unlink.text} at {post.file}:{unlink.line}",
                 ),

@@ -196,6 +196,23 @@ def _object_arg(call: Call, role: ApiRole) -> str | None:
     return call.args[idx]
 
 
+def calls_by_object(
+    env: Env, flow: Flow, roles: frozenset[str], *, balanced: bool = False
+) -> dict[str, Call]:
+    """The first call of `flow` playing one of `roles` on each object, by the
+    object's base name (`list_del(&e->node)` -> "e")."""
+    out: dict[str, Call] = {}
+    for c in flow.calls:
+        for role in env.vocab.roles_of(c.name):
+            if role.role not in roles or (balanced and not role.balance):
+                continue
+            arg = _object_arg(c, role)
+            b = base_name(container_of_arg(arg)) if arg is not None else ""
+            if b:
+                out.setdefault(b, c)
+    return out
+
+
 def _loc(file: str, call: Call) -> str:
     return f"{file}:{call.line}"
 
