@@ -30,6 +30,19 @@ _RCU = "rcu read section"
 _SPINNING = frozenset({"spinlock", "rwlock", "spin", "raw_spin"})
 
 
+def _lock_family(env: Env, call: Call) -> str:
+    """The kind of lock `call` takes (a vocabulary lock family, a trylock's
+    prefix, or the RCU read section), or "" when it takes none."""
+    if _TRYLOCK.match(call.name):
+        return call.name.split("_trylock")[0] or call.name
+    for role in env.vocab.roles_of(call.name):
+        if role.role == "rcu_read_lock":
+            return _RCU
+        if role.role == "lock" and role.kind == "lock":
+            return role.family
+    return ""
+
+
 def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
     """Locks `flow` takes, by (family, object); the RCU read section is one
     pseudo-lock, a guard scope has the guard's class as its family."""
@@ -47,14 +60,11 @@ def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
         return alias.get(o, o)
 
     for c in flow.calls:
-        if _TRYLOCK.match(c.name) and c.args:
-            out[(c.name.split("_trylock")[0] or c.name, target(c.args[0]))] += 1
-            continue
-        for role in env.vocab.roles_of(c.name):
-            if role.role == "rcu_read_lock":
-                out[(_RCU, _RCU)] += 1
-            elif role.role == "lock" and role.kind == "lock" and c.args:
-                out[(role.family, target(c.args[0]))] += 1
+        fam = _lock_family(env, c)
+        if fam == _RCU:
+            out[(_RCU, _RCU)] += 1
+        elif fam and c.args:
+            out[(fam, target(c.args[0]))] += 1
     for kind, held in _GUARD.findall(body):
         out[(_RCU, _RCU) if kind.startswith("rcu") else (kind, target(held))] += 1
     return out
@@ -168,16 +178,7 @@ def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
 def _kinds_added(env: Env) -> set[str]:
     """Lock families the series takes in code it adds anywhere: a series that
     also adds locking changes the scheme rather than dropping protection."""
-    out: set[str] = set()
-    for _, call in env.added:
-        if _TRYLOCK.match(call.name):
-            out.add(call.name.split("_trylock")[0] or call.name)
-        for role in env.vocab.roles_of(call.name):
-            if role.role == "rcu_read_lock":
-                out.add(_RCU)
-            elif role.role == "lock" and role.kind == "lock":
-                out.add(role.family)
-    return out
+    return {fam for _, call in env.added if (fam := _lock_family(env, call))}
 
 
 def _line_of(env: Env, flow: Flow, lock: str, text: str) -> int | None:
@@ -202,9 +203,7 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     for fn, call in env.added:
         if fn == besides or not call.args:
             continue
-        locking = _TRYLOCK.match(call.name) or any(
-            r.role == "lock" for r in env.vocab.roles_of(call.name)
-        )
+        locking = _lock_family(env, call) not in ("", _RCU)
         if locking and (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
             return True
     return False
@@ -268,9 +267,7 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
     calls = sorted(flow.calls, key=lambda c: c.line)
     last = max((c.line for c in calls), default=0)
     for i, c in enumerate(calls):
-        locking = _TRYLOCK.match(c.name) or any(
-            r.role == "lock" and r.kind == "lock" for r in env.vocab.roles_of(c.name)
-        )
+        locking = _lock_family(env, c) not in ("", _RCU)
         if not locking and not (_LOCKISH.search(c.name) and not env.vocab.roles_of(c.name)):
             continue
         if "unlock" in c.name or not c.args:
