@@ -739,7 +739,7 @@ MATCHERS: dict[str, Matcher] = {
 
 # Matchers kept in their own modules register themselves into MATCHERS when
 # imported (they import this module, so they are loaded last).
-for _module in ("refs", "deferred_rcu", "ownership", "locking"):
+for _module in ("refs", "deferred_rcu", "ownership", "locking", "guards"):
     importlib.import_module(f"bot.analyze.{_module}")
 
 __all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]
