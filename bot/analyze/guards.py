@@ -369,7 +369,6 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not _named_release(post.flow.name):
         return []
     params = {p for p in post.flow.params if p}
-    post_text = post.view.text(post.file) or ""
     kept = {
         _squash(ev.lhs)
         for n in post.flow.nodes.values()
@@ -388,8 +387,8 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
             obj, fld = m.groups()
             if lhs in kept or _released(env, post.flow, obj):
                 continue
-            if len(re.findall(rf"->\s*{fld}\s*=\s*(?:0|NULL)\b", post_text)) > 0:
-                continue  # reset elsewhere in the file (moved, or done by the allocator)
+            if _reset_added(post, fld):
+                continue  # the patch resets it elsewhere (moved, or done on allocation)
             if any(
                 fld in _squash(c.text) and base_name(c.args[0] if c.args else "") == obj
                 for c in post.flow.calls
@@ -413,8 +412,23 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
+def _reset_added(post: Side, fld: str) -> bool:
+    """A line the patch adds to this file resets `->fld` (or clears it by call)."""
+    lines = (post.view.text(post.file) or "").splitlines()
+    pattern = re.compile(
+        rf"->\s*{re.escape(fld)}\s*=\s*(?:0|NULL|false)\b|\b\w*{re.escape(fld)}\w*\("
+    )
+    return any(0 < ln <= len(lines) and pattern.search(lines[ln - 1]) for ln in post.removed_lines)
+
+
 def _released(env: Env, flow: Flow, obj: str) -> bool:
-    return any(_is_release(env, c) and any(base_name(a) == obj for a in c.args) for c in flow.calls)
+    """`flow` frees or puts `obj` itself (by the vocabulary): a reset before that
+    is moot."""
+    return any(
+        any(r.role in PUT_ROLES | RELEASE_ROLES for r in env.vocab.roles_of(c.name))
+        and any(base_name(a) == obj for a in c.args)
+        for c in flow.calls
+    )
 
 
 MATCHERS.update(
