@@ -84,6 +84,16 @@ def test_a_null_test_of_the_object_or_a_release_on_failure_is_not_a_condition() 
         assert release_now_conditional(ENV, pre, post) == [], cond
 
 
+def test_a_release_under_a_flag_the_function_keeps_is_its_own_bookkeeping() -> None:
+    # `got = pool_try_grab(slab)` ... `if (got) free_pool_stats(slab)`: the flag
+    # says whether this function holds what it releases
+    body = UNACCOUNT.replace("{\n", "{\n\tbool got = pool_try_grab(slab);\n\n", 1)
+    pre, post = _sides(
+        body, body.replace("\tfree_pool_stats(slab);", "\tif (got)\n\t\tfree_pool_stats(slab);")
+    )
+    assert release_now_conditional(ENV, pre, post) == []
+
+
 def test_a_release_on_one_branch_and_a_hand_off_on_the_other_is_not_a_leak() -> None:
     pre, post = _sides(
         UNACCOUNT,

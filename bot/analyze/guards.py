@@ -71,6 +71,16 @@ def _handed_off(flow: Flow, bases: set[str]) -> bool:
     return False
 
 
+def _assigned_locals(flow: Flow) -> set[str]:
+    """Plain variables `flow` assigns (locals and parameters it updates)."""
+    return {
+        ev.lhs.strip()
+        for n in flow.nodes.values()
+        for ev in n.events
+        if isinstance(ev, Assign) and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs.strip())
+    }
+
+
 def release_now_conditional(env: Env, pre: Side, post: Side) -> list[Hit]:
     """A release made on every path before the patch now runs only under a new
     condition that does not test the released object, and no other path of the
@@ -98,6 +108,8 @@ def release_now_conditional(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue  # a NULL/state test of the object, or release on failure only
         if _handed_off(post.flow, bases):
             continue
+        if set(_IDENT.findall(cond)) & _assigned_locals(post.flow):
+            continue  # a flag the function keeps (`got_page`): it tracks the ownership
         # the condition must be one the patch wrote: a guard line added
         if not any(ln in post.removed_lines for ln in range(call.line - 3, call.line + 1)):
             continue
