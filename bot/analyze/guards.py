@@ -381,6 +381,10 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not _named_release(post.flow.name):
         return []
     params = {p for p in post.flow.params if p}
+    # a partial image (diff-only) may not show the signature: then an object the
+    # shown lines never assign is taken as one the function was given
+    unknown_signature = not params and post.shown_lines is not None
+    local = _assigned_locals(pre.flow) | _assigned_locals(post.flow)
     kept = {
         _squash(ev.lhs)
         for n in post.flow.nodes.values()
@@ -394,7 +398,10 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
                 continue
             lhs = _squash(ev.lhs)
             m = re.fullmatch(r"([A-Za-z_]\w*)->(\w+)", lhs)
-            if m is None or m.group(1) not in params or not _RESET.match(ev.rhs.strip()):
+            given = m is not None and (
+                m.group(1) in params or (unknown_signature and m.group(1) not in local)
+            )
+            if m is None or not given or not _RESET.match(ev.rhs.strip()):
                 continue
             obj, fld = m.groups()
             if lhs in kept or _released(env, post.flow, obj):
