@@ -467,7 +467,8 @@ def test_a_socket_dir_writable_by_others_is_refused(bot: Bot) -> None:
     directory.mkdir(mode=0o700)
     directory.chmod(0o777)
     assert bot.run(*with_daemon(REVIEW)) == reference  # in-process
-    time.sleep(0.5)  # a daemon started by mistake would have made its socket by now
+    # starting a daemon opens its log in the directory before the client goes on
+    # (daemon.start_daemon), so a daemon started by mistake has left it by now
     assert sorted(p.name for p in directory.iterdir()) == []
     status = bot.run("daemon", "status")
     assert status.code == 1
