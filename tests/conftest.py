@@ -19,8 +19,16 @@ from bot.config import load_settings
 # Reviews in tests never share bot.cache entries with the user's own cache (or with
 # an earlier test run): one private directory for this pytest process, inherited by
 # the CLI and worker subprocesses tests start. Tests of the cache set their own.
-if "BOT_CACHE_DIR" not in os.environ:
+# Under pytest-xdist each worker process makes its own too (the one the controller
+# made is inherited, marked with the controller's pid), so no two tests running at
+# once share one.
+_CACHE_OWNER = "MMLC_TEST_CACHE_OWNER"
+if "BOT_CACHE_DIR" not in os.environ or (
+    os.environ.get(_CACHE_OWNER) not in (None, str(os.getpid()))
+    and os.environ.get("PYTEST_XDIST_WORKER")
+):
     os.environ["BOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmlc-test-cache-")
+    os.environ[_CACHE_OWNER] = str(os.getpid())
     atexit.register(shutil.rmtree, os.environ["BOT_CACHE_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
