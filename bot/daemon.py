@@ -436,6 +436,7 @@ class Server:
         self.stop_reason: str | None = None
         self.closing = threading.Event()
         self.in_review = False
+        self.warming_up = True  # until _warm_up() is done: clients queue meanwhile
         self.main_ident = threading.get_ident()
         self.running: _Job | None = None
         # the daemon's own fds 0-2 (/dev/null, the log): a review borrows 0-2
@@ -470,6 +471,7 @@ class Server:
             "served": self.served,
             "queued": self.jobs.qsize(),
             "busy": self.running is not None,
+            "warming_up": self.warming_up,
             "idle_timeout": self.idle_timeout,
             "rss_kb": rss_kb(),
             "python": sys.executable,
@@ -508,6 +510,7 @@ class Server:
         self.accepter = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
         self.accepter.start()
         self._warm_up()
+        self.warming_up = False
         try:
             self._loop()
         finally:
