@@ -66,3 +66,28 @@ def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(series_mod, "git", recording)
     return calls
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test), the files with integration tests (real
+    Redis, workers, servers) go first, then those reading the corpus, then the
+    rest, each file's tests in their own order: a worker that takes a long file
+    last would otherwise run it alone while the other has finished. Every worker
+    sorts alike, as xdist requires; a run in one process keeps the file order."""
+    del config
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank: dict[str, int] = {}
+    for item in items:
+        path = str(item.path)
+        if item.get_closest_marker("integration") is not None:
+            weight = 0
+        elif item.get_closest_marker("corpus") is not None or "corpus" in getattr(
+            item, "fixturenames", ()
+        ):
+            weight = 1
+        else:
+            weight = 2
+        rank[path] = min(rank.get(path, 2), weight)
+    order = {id(item): n for n, item in enumerate(items)}
+    items.sort(key=lambda item: (rank[str(item.path)], order[id(item)]))
