@@ -53,6 +53,7 @@ SOCKET_NAME = "daemon.sock"
 LOCK_NAME = "daemon.lock"  # flock()ed by the live daemon; holds its pid
 LOG_NAME = "daemon.log"  # the daemon's own stdout/stderr (never a review's)
 IDLE_TIMEOUT_ENV = "BOT_DAEMON_IDLE_TIMEOUT"
+FAULT_PAUSE_ENV = "BOT_FAULT_PAUSE"  # test-only pause points; never set in production
 DEFAULT_IDLE_TIMEOUT = 900.0  # seconds without a review before the daemon exits
 QUEUE_MAX = 4  # clients waiting for their turn; one more is told "busy"
 TURN_WAIT = 10.0  # seconds a queued client waits for its turn before "busy"
@@ -435,6 +436,7 @@ class Server:
         self.stop_reason: str | None = None
         self.closing = threading.Event()
         self.in_review = False
+        self.warming_up = True  # until _warm_up() is done: clients queue meanwhile
         self.main_ident = threading.get_ident()
         self.running: _Job | None = None
         # the daemon's own fds 0-2 (/dev/null, the log): a review borrows 0-2
@@ -442,6 +444,12 @@ class Server:
         self.log_file = os.fdopen(os.dup(2), "a", buffering=1, encoding="utf-8", errors="replace")
         self.listener: socket.socket | None = None
         self.accepter: threading.Thread | None = None
+        # test-only pause points (workers/faults.py has the workers'); read now, as a
+        # review replaces os.environ with its client's
+        self.fault_points = {
+            p.strip() for p in os.environ.get(FAULT_PAUSE_ENV, "").split(",") if p.strip()
+        }
+        self.fault_seconds = float(os.environ.get(FAULT_PAUSE_ENV + "_SECONDS", "600") or 600)
 
     # ---- logging and status
 
@@ -463,6 +471,7 @@ class Server:
             "served": self.served,
             "queued": self.jobs.qsize(),
             "busy": self.running is not None,
+            "warming_up": self.warming_up,
             "idle_timeout": self.idle_timeout,
             "rss_kb": rss_kb(),
             "python": sys.executable,
@@ -501,6 +510,7 @@ class Server:
         self.accepter = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
         self.accepter.start()
         self._warm_up()
+        self.warming_up = False
         try:
             self._loop()
         finally:
@@ -605,7 +615,9 @@ class Server:
             self.stop_reason = "signal"
 
     def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
-        if self.in_review:
+        # no job.lock here: the main thread may hold it when the signal arrives
+        job = self.running
+        if self.in_review and job is not None and job.state == "cancelled":
             raise _Cancelled
 
     # ---- connections (one thread each)
@@ -759,6 +771,7 @@ class Server:
         self.running = job
         job.decided.set()
         try:
+            self._fault_pause(job)
             code = self._review(job)
         finally:
             self.running = None
@@ -785,13 +798,8 @@ class Server:
         streams: list[TextIO] = []
         code = EXIT_INTERNAL
         try:
-            try:
-                fds = job.fds
-                for target in (0, 1, 2):
-                    os.dup2(fds[target], target)
-                os.fchdir(fds[3])
-            finally:
-                job.close_fds()
+            if not self._take_client_fds(job):
+                return EXIT_INTERRUPTED  # the client went before the review began
             streams = _std_streams(request["stdio"])
             _set_environ(request["env"])
             sys.stdin, sys.stdout, sys.stderr = streams
@@ -799,6 +807,12 @@ class Server:
             try:
                 try:
                     self.in_review = True
+                    # a cancel from before in_review was set sent a signal that did
+                    # nothing; one from after it raises in the review
+                    with job.lock:
+                        cancelled = job.state == "cancelled"
+                    if cancelled:
+                        raise _Cancelled
                     code = _call(bot.cli.main, request["argv"])
                 finally:
                     self.in_review = False
@@ -827,6 +841,51 @@ class Server:
                 if job.state == "finishing":
                     job.state = "done"
         return code
+
+    def _fault_pause(self, job: _Job) -> None:
+        """Test-only: with BOT_FAULT_PAUSE=daemon:before-review in the daemon's
+        environment, a review that has started (status says busy) waits here, before
+        it takes the client's fds, until its client has gone (or for
+        BOT_FAULT_PAUSE_SECONDS, default 600): the window in which a Ctrl-C must
+        still drop it. Unset, as always in production, it returns at once."""
+        import time
+
+        if "daemon:before-review" not in self.fault_points:
+            return
+        self.log("fault pause: daemon:before-review")
+        deadline = time.monotonic() + self.fault_seconds
+        while job.state == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _take_client_fds(self, job: _Job) -> bool:
+        """Put the client's fds on 0-2 and chdir to its cwd; False (and nothing
+        changed) when the client has gone already.
+
+        The fds change hands under the job's lock: the connection thread cancels
+        under it too (pointing 0-2 at /dev/null) and closes the job's fds once
+        the client has gone, so a cancel can never be undone by putting the client's
+        terminal back on 0-2 (a review would then wait on a stdin nobody reads any
+        more, holding the client's pipes open), nor can a closed fd, or another
+        file that took its number, be used here."""
+        with job.lock:
+            if job.state != "running":
+                return False
+            fds, job.fds = job.fds, []
+            try:
+                for target in (0, 1, 2):
+                    os.dup2(fds[target], target)
+            except BaseException:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                raise
+        try:
+            os.fchdir(fds[3])
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return True
 
 
 def _well_formed(request: dict[str, Any]) -> bool:

@@ -81,6 +81,7 @@ def _status(directory: str) -> int:
         f"uptime: {float(info.get('uptime', 0)):.1f} s",
         f"reviews served: {info.get('served')}",
         f"busy: {'yes' if info.get('busy') else 'no'} ({info.get('queued', 0)} waiting)",
+        f"warming up: {'yes' if info.get('warming_up') else 'no'}",
         f"idle timeout: {float(info.get('idle_timeout', 0)):g} s",
         f"rss: {int(rss) / 1024:.1f} MB" if isinstance(rss, int) else "rss: unknown",
         f"python: {info.get('python')}",

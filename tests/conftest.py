@@ -19,8 +19,16 @@ from bot.config import load_settings
 # Reviews in tests never share bot.cache entries with the user's own cache (or with
 # an earlier test run): one private directory for this pytest process, inherited by
 # the CLI and worker subprocesses tests start. Tests of the cache set their own.
-if "BOT_CACHE_DIR" not in os.environ:
+# Under pytest-xdist each worker process makes its own too (the one the controller
+# made is inherited, marked with the controller's pid), so no two tests running at
+# once share one.
+_CACHE_OWNER = "MMLC_TEST_CACHE_OWNER"
+if "BOT_CACHE_DIR" not in os.environ or (
+    os.environ.get(_CACHE_OWNER) not in (None, str(os.getpid()))
+    and os.environ.get("PYTEST_XDIST_WORKER")
+):
     os.environ["BOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmlc-test-cache-")
+    os.environ[_CACHE_OWNER] = str(os.getpid())
     atexit.register(shutil.rmtree, os.environ["BOT_CACHE_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +66,28 @@ def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(series_mod, "git", recording)
     return calls
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test), the files with integration tests (real
+    Redis, workers, servers) go first, then those reading the corpus, then the
+    rest, each file's tests in their own order: a worker that takes a long file
+    last would otherwise run it alone while the other has finished. Every worker
+    sorts alike, as xdist requires; a run in one process keeps the file order."""
+    del config
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank: dict[str, int] = {}
+    for item in items:
+        path = str(item.path)
+        if item.get_closest_marker("integration") is not None:
+            weight = 0
+        elif item.get_closest_marker("corpus") is not None or "corpus" in getattr(
+            item, "fixturenames", ()
+        ):
+            weight = 1
+        else:
+            weight = 2
+        rank[path] = min(rank.get(path, 2), weight)
+    order = {id(item): n for n, item in enumerate(items)}
+    items.sort(key=lambda item: (rank[str(item.path)], order[id(item)]))

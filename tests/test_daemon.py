@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import selectors
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -80,14 +81,18 @@ class Bot:
     def status(self) -> dict[str, Any] | None:
         return daemon.ask(self.socket_dir, "status")
 
-    def wait_ready(self, *, not_pid: int | None = None) -> dict[str, Any]:
-        """The status of a daemon that answers (another one than `not_pid`)."""
+    def wait_ready(self, *, not_pid: int | None = None, warm: bool = True) -> dict[str, Any]:
+        """The status of a daemon that answers (another one than `not_pid`) and, with
+        `warm`, has warmed up. It answers while it warms up, but a client that then
+        waits longer than daemon.TURN_WAIT for its turn (a loaded machine) is told
+        busy and reviews in-process: not what a test of served reviews means to see."""
         deadline = time.monotonic() + WAIT
         while True:
             info = self.status()
             if info is not None and info.get("pid") != not_pid:
                 self.pids.add(int(info["pid"]))
-                return info
+                if not (warm and info.get("warming_up")):
+                    return info
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.05)
 
@@ -341,9 +346,30 @@ def test_two_clients_at_once_get_their_own_output(bot: Bot) -> None:
     assert info is not None and info["served"] == len(cases), bot.log()
 
 
-def test_ctrl_c_in_the_client_exits_130_and_the_daemon_drops_the_review(bot: Bot) -> None:
-    bot.run("daemon", "start")
-    bot.wait_ready()
+def _read_to_eof(pipe: IO[bytes], timeout: float = WAIT) -> bytes:
+    """What `pipe` gives until its end: every writer (the client, and the daemon
+    once it has let go of the client's fds) has closed it. Fails instead of
+    hanging when a writer keeps it open."""
+    fd = pipe.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the pipe is still open after {timeout:g} s (got {data!r})"
+            if not sel.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def _interrupt_a_served_review(bot: Bot, env: dict[str, str] | None = None) -> None:
+    """Ctrl-C in a client whose review the daemon has begun: the client exits 130
+    with one line; the daemon lets go of its stdout and stderr, logs the cancel and
+    is no longer busy."""
     # `-` with a stdin that never ends: the daemon waits on it until cancelled
     proc = subprocess.Popen(
         bot.command("review", "--daemon", "-"),
@@ -351,29 +377,55 @@ def test_ctrl_c_in_the_client_exits_130_and_the_daemon_drops_the_review(bot: Bot
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=bot.home,
-        env=bot.env,
+        env={**bot.env, **(env or {})},
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         deadline = time.monotonic() + WAIT
         while not (bot.status() or {}).get("busy"):
+            assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, bot.log()
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=WAIT) == 130
         # the daemon let go of the client's stdout and stderr: both end
-        assert proc.stdout.read() == b""
-        assert proc.stderr.read() == b"bot: interrupted\n"
+        assert _read_to_eof(proc.stdout) == b""
+        assert _read_to_eof(proc.stderr) == b"bot: interrupted\n"
     finally:
         proc.stdin.close()
+        proc.stdout.close()
+        proc.stderr.close()
     deadline = time.monotonic() + WAIT
     while (bot.status() or {}).get("busy"):
         assert time.monotonic() < deadline, bot.log()
         time.sleep(0.05)
-    assert "review cancelled" in bot.log()
+    log = bot.log()
+    assert "review cancelled" in log
+    assert " review: " not in log, log  # no review failed on the client's closed fds
+
+
+def test_ctrl_c_in_the_client_exits_130_and_the_daemon_drops_the_review(bot: Bot) -> None:
+    bot.run("daemon", "start")
+    bot.wait_ready()
+    _interrupt_a_served_review(bot)
     # and it still serves
     reference = bot.run(*REVIEW)
     assert bot.run(*with_daemon(REVIEW)) == reference
+    info = bot.status()
+    assert info is not None and info["served"] == 2
+
+
+def test_ctrl_c_before_the_served_review_began_still_drops_it(bot: Bot) -> None:
+    """The daemon says busy as soon as it has the client's "go", before the review has
+    its fds and can be interrupted: a Ctrl-C then must not be lost (the review would
+    run on the client's stdin and pipes after all). The pause point holds the daemon
+    in that window until the client has gone."""
+    bot.run("daemon", "start", env={daemon.FAULT_PAUSE_ENV: "daemon:before-review"})
+    bot.wait_ready()
+    _interrupt_a_served_review(bot)
+    assert "fault pause: daemon:before-review" in bot.log()
+    # and the next one too
+    _interrupt_a_served_review(bot)
     info = bot.status()
     assert info is not None and info["served"] == 2
 
@@ -419,7 +471,8 @@ def test_a_socket_dir_writable_by_others_is_refused(bot: Bot) -> None:
     directory.mkdir(mode=0o700)
     directory.chmod(0o777)
     assert bot.run(*with_daemon(REVIEW)) == reference  # in-process
-    time.sleep(0.5)  # a daemon started by mistake would have made its socket by now
+    # starting a daemon opens its log in the directory before the client goes on
+    # (daemon.start_daemon), so a daemon started by mistake has left it by now
     assert sorted(p.name for p in directory.iterdir()) == []
     status = bot.run("daemon", "status")
     assert status.code == 1
@@ -459,7 +512,7 @@ def test_bot_daemon_stop_stops_it(bot: Bot) -> None:
 
 def test_the_idle_timeout_stops_it(bot: Bot) -> None:
     bot.run("daemon", "start", env={daemon.IDLE_TIMEOUT_ENV: "0.5"})
-    info = bot.wait_ready()
+    info = bot.wait_ready(warm=False)  # it may be gone once warm
     assert info["idle_timeout"] == 0.5
     bot.wait_gone(info["pid"])
     assert bot.status() is None

@@ -1,10 +1,12 @@
-"""A plain (non-editable) `pip install .` is a working bot: the rules ship
-inside the package, found from any directory.
+"""A plain (non-editable) install is a working bot: the rules ship inside the
+package, found from any directory, and so do the results page's templates and
+stylesheet.
 
-The venv is fresh, with the project installed from a copy of the source (so
-nothing can come from the checkout) and `--no-deps`; the dependencies come
-from this test run's own site-packages (a .pth line), to stay fast and
-offline. Skipped only when pip cannot get the build backend at all."""
+The wheel is built once from a copy of the source (so nothing can come from the
+checkout), as `pip install .` builds it, and installed `--no-deps` into a fresh
+venv; the dependencies come from this test run's own site-packages (a .pth
+line), to stay fast and offline. Skipped only when pip cannot get the build
+backend at all."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,8 +33,8 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with `pip install --no-deps SRC`; its bin/ directory."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built by pip from a copy of the source."""
     tmp = tmp_path_factory.mktemp("pkg")
     src = tmp / "src"
     src.mkdir()
@@ -41,6 +44,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif path.is_file():
             shutil.copy2(path, src / name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps",
+         "--no-cache-dir", "--quiet", "-w", str(tmp / "dist"), str(src)],
+        capture_output=True, text=True, check=False, cwd=tmp, env=_env(tmp), timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0 and "No matching distribution found for setuptools" in proc.stderr:
+        pytest.skip("pip cannot get the build backend (setuptools) here")
+    assert proc.returncode == 0, proc.stderr
+    (built,) = (tmp / "dist").glob("*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel installed (`pip install --no-deps`); its bin/."""
+    tmp = tmp_path_factory.mktemp("venv")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -55,7 +74,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Path(purelib, "zz-deps.pth").write_text(deps + "\n", encoding="utf-8")
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps"]
     proc = subprocess.run(
-        [*pip, "--no-cache-dir", "--quiet", str(src)],
+        [*pip, "--no-cache-dir", "--quiet", str(wheel)],
         capture_output=True,
         text=True,
         check=False,
@@ -63,10 +82,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env=_env(tmp),
         timeout=600,
     )
-    if proc.returncode != 0 and "No matching distribution found for setuptools" in proc.stderr:
-        pytest.skip("pip cannot get the build backend (setuptools) here")
     assert proc.returncode == 0, proc.stderr
     return venv / "bin"
+
+
+def test_the_wheel_ships_the_templates_and_the_stylesheet(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = {p.name for p in (ROOT / "bot" / "web" / "templates").glob("*.html")}
+    assert templates >= {"base.html", "index.html", "series.html", "login.html"}
+    for name in templates:
+        assert f"bot/web/templates/{name}" in names
+    assert "bot/web/static/style.css" in names
 
 
 def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import json
 from pathlib import Path
 
@@ -26,13 +27,13 @@ pytestmark = pytest.mark.corpus
 V3_1_MSGID = "7740d66b62befa271d368a7b7c5d881fef3ebc90.1398235153.git.vdavydov@parallels.com"
 
 
-def _review(corpus: Path, *names: str, tree: bool = True, **kw: object) -> Review:
+@functools.cache
+def _review(corpus: Path, *names: str, tree: bool = True) -> Review:
+    """The review of these seed mails; made once per module and asserted on by
+    every test that needs it (a Review is frozen: no test can change it)."""
     args = [str(corpus / "seed" / n) for n in names]
     return review_inputs(
-        args,
-        Settings(),
-        tree=str(corpus / "kernel" / "v3.15.5") if tree else None,
-        **kw,  # type: ignore[arg-type]
+        args, Settings(), tree=str(corpus / "kernel" / "v3.15.5") if tree else None
     )
 
 
