@@ -269,3 +269,25 @@ def test_a_write_barrier_removed_before_a_pte_is_installed_is_reported() -> None
     # a barrier replaced by a stronger one still orders the stores
     stronger = REMAP.replace("\tsmp_wmb();", "\tsmp_mb();")
     assert barrier_removed_before_publish(ENV, *_sides(REMAP, stronger)) == []
+
+
+UNREGISTER = """
+void pool_unregister(struct pool_dev *pd)
+{
+	pool_shutdown(&pd->wb);
+	if (pd->min_ratio)
+		pool_set_min_ratio(pd, 0);
+	if (pd->dev)
+		device_unregister(pd->dev);
+}
+"""
+
+
+def test_a_setter_reset_removed_from_an_unregister_path_is_reported() -> None:
+    post = UNREGISTER.replace("\tif (pd->min_ratio)\n\t\tpool_set_min_ratio(pd, 0);\n", "")
+    hits = reset_removed_from_release(ENV, *_sides(UNREGISTER, post))
+    assert _variants(hits) == ["reset-removed-from-release"]
+    assert "pool_set_min_ratio(pd, 0)" in hits[0].fields["field"]
+    # a setter to a value that is not a reset is not a reset
+    other = UNREGISTER.replace("pool_set_min_ratio(pd, 0)", "pool_set_min_ratio(pd, 5)")
+    assert reset_removed_from_release(ENV, *_sides(other, post)) == []
