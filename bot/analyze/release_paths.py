@@ -265,6 +265,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue  # the call that reached the put moved elsewhere in the series
         if not _removed_here(pre, post, site):
             continue
+        if post.shown_lines is not None and _exit_went_too(pre, site):
+            continue  # the path no longer leaves here: it runs on into code not shown
         pin = _pin_removed(env, pre, post, site)
         if pin is None and _acquisition_removed(env, pre, post, site):
             continue  # the get went with the put: nothing is held any more
@@ -290,6 +292,22 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
         )
     return hits
+
+
+_EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+|break|continue)\s*;")
+
+
+def _exit_went_too(pre: Side, site: Call) -> bool:
+    """The statement after the put in the pre-image is an exit (`return`, `goto`,
+    `break`) that the patch removes as well: the path that ended there now goes
+    on, and in a partial image the code it goes on to is not shown."""
+    lines = (pre.view.text(pre.file) or "").splitlines()
+    for ln in range(site.line + 1, min(site.line + 4, len(lines)) + 1):
+        text = lines[ln - 1].strip()
+        if not text or text.startswith(("/*", "*", "//")):
+            continue
+        return bool(_EXIT_LINE.match(text)) and ln in pre.removed_lines
+    return False
 
 
 def _acquires(env: Env, side: Side, call: Call) -> bool:
