@@ -7,6 +7,10 @@ run through the real flow builder and matchers."""
 from __future__ import annotations
 
 import difflib
+import subprocess
+import sys
+
+import pytest
 
 from bot.analyze.api import load_vocabulary
 from bot.analyze.flow import flows_in_text
@@ -291,3 +295,20 @@ def test_a_setter_reset_removed_from_an_unregister_path_is_reported() -> None:
     # a setter to a value that is not a reset is not a reset
     other = UNREGISTER.replace("pool_set_min_ratio(pd, 0)", "pool_set_min_ratio(pd, 5)")
     assert reset_removed_from_release(ENV, *_sides(other, post)) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["rules_match", "release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards"],
+)
+def test_every_matcher_module_can_be_imported_first(module: str) -> None:
+    # the matcher modules import rules_match, which imports them all: whichever
+    # a caller imports first, the cycle must resolve (a fresh interpreter each)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import bot.analyze.{module}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-400:]

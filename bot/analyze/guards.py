@@ -29,8 +29,16 @@ from collections.abc import Callable
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, base_name
 from bot.analyze.infer import STORING_CALL, split_verb
-from bot.analyze.locking import lock_family
-from bot.analyze.rules_match import _LOGGING, MATCHERS, Env, Hit, Matcher, Side, _named_release
+from bot.analyze.rules_match import (
+    _LOGGING,
+    MATCHERS,
+    Env,
+    Hit,
+    Matcher,
+    Side,
+    _named_release,
+    lock_family,
+)
 
 _RELEASE_VERBS = frozenset({"free", "destroy", "put", "release", "unref", "unregister"})
 # Warnings and assertions: they report a state and carry on (or stop the machine).

@@ -22,25 +22,21 @@ from bot.analyze.contract import held_on_entry
 from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
-from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, calls_by_object
+from bot.analyze.rules_match import (
+    MATCHERS,
+    Env,
+    Hit,
+    Matcher,
+    Side,
+    calls_by_object,
+    lock_family,
+)
+from bot.analyze.rules_match import (
+    RCU_SECTION as _RCU,
+)
 
-_TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
 _GUARD = re.compile(r"\b(?:scoped_)?guard\s*\(\s*(\w+)\s*\)?\s*[(,]\s*&?\s*([^();,]+?)\s*\)")
-_RCU = "rcu read section"
 _SPINNING = frozenset({"spinlock", "rwlock", "spin", "raw_spin"})
-
-
-def lock_family(env: Env, call: Call) -> str:
-    """The kind of lock `call` takes (a vocabulary lock family, a trylock's
-    prefix, or the RCU read section), or "" when it takes none."""
-    if _TRYLOCK.match(call.name):
-        return call.name.split("_trylock")[0] or call.name
-    for role in env.vocab.roles_of(call.name):
-        if role.role == "rcu_read_lock":
-            return _RCU
-        if role.role == "lock" and role.kind == "lock":
-            return role.family
-    return ""
 
 
 def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
@@ -512,6 +508,5 @@ __all__ = [
     "access_moved_out_of_lock",
     "barrier_removed_before_publish",
     "init_after_publish",
-    "lock_family",
     "protection_removed",
 ]

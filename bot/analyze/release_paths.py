@@ -28,6 +28,7 @@ from bot.analyze.rules_match import (
     Hit,
     Matcher,
     Side,
+    _acquisition_removed,
     _loc,
     _object_arg,
     is_release_path,
@@ -310,17 +311,6 @@ def _exit_went_too(pre: Side, site: Call) -> bool:
     return False
 
 
-def _acquires(env: Env, side: Side, call: Call) -> bool:
-    """`call` takes a reference or makes an object (by the vocabulary, or by the
-    body of a helper this view defines)."""
-    for role in env.vocab.roles_of(call.name):
-        if role.role in GET_ROLES or role.role in ("create", "iter", "lookup"):
-            return True
-    if env.infer is not None and env.infer.summary(call.name, side.file).gets:
-        return True
-    return bool(env.helper_returns_ref(call, side.view, side.file))
-
-
 def _pin_removed(env: Env, pre: Side, post: Side, put_site: Call) -> Call | None:
     """A tryget the patch removes together with the put: a pin that kept an object
     the function does not own alive while it used it. Returns the removed tryget
@@ -346,28 +336,6 @@ def _pin_removed(env: Env, pre: Side, post: Side, put_site: Call) -> Call | None
             if not repinned and any(any(mentions(a, obj) for a in u.args) for u in post.flow.calls):
                 return c
     return None
-
-
-def _acquisition_removed(env: Env, pre: Side, post: Side, put_site: Call) -> bool:
-    """The patch also removes, from this function, an acquisition of an object the
-    lost put was given (`x = get(); ...; put(x)` deleted together; an
-    isolate/putback pair replaced by in-place work)."""
-    assert pre.flow is not None and post.flow is not None
-    objs = {base_name(a) for a in put_site.args} - {""}
-    remaining = Counter((c.name, c.args) for c in post.flow.calls)
-    assigned: dict[str, set[str]] = {}
-    for node in pre.flow.nodes.values():
-        for ev in node.events:
-            if isinstance(ev, Assign):
-                assigned.setdefault(ev.rhs.strip(), set()).add(base_name(ev.lhs))
-    for c in pre.flow.calls:
-        if remaining[(c.name, c.args)] > 0 or not _acquires(env, pre, c):
-            continue
-        args = {base_name(a) for a in c.args}
-        results = {n for rhs, ns in assigned.items() if c.text in rhs for n in ns}
-        if objs & (args | results):
-            return True
-    return False
 
 
 MATCHERS.update(
