@@ -20,7 +20,7 @@ from bot.analyze.guards import (
     reset_removed_from_release,
     state_check_removed,
 )
-from bot.analyze.locking import barrier_removed_before_publish
+from bot.analyze.ordering import barrier_removed_before_publish
 from bot.analyze.rules_match import Env, Hit, Side
 from bot.config import Settings
 
@@ -299,7 +299,7 @@ def test_a_setter_reset_removed_from_an_unregister_path_is_reported() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["rules_match", "release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards"],
+    ["rules_match", "release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards", "ordering"],
 )
 def test_every_matcher_module_can_be_imported_first(module: str) -> None:
     # the matcher modules import rules_match, which imports them all: whichever

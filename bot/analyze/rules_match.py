@@ -451,7 +451,15 @@ MATCHERS: dict[str, Matcher] = {}
 
 # Matchers kept in their own modules register themselves into MATCHERS when
 # imported (they import this module, so they are loaded last).
-for _module in ("release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards"):
+for _module in (
+    "release_paths",
+    "refs",
+    "deferred_rcu",
+    "ownership",
+    "locking",
+    "guards",
+    "ordering",
+):
     importlib.import_module(f"bot.analyze.{_module}")
 
 __all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]
