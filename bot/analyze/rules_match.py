@@ -42,6 +42,7 @@ from bot.analyze.flow_source import (
     reach,
 )
 from bot.analyze.infer import Inference, declared_names, file_scope_names
+from bot.model import FileDiff
 
 # A function is a release path by name when one of these words is in it.
 _RELEASE_WORDS = (
@@ -100,6 +101,8 @@ class Side:
     changed_functions: frozenset[str] = frozenset()
     # Lines of a partial image the diff shows (None: the whole image is known).
     shown_lines: frozenset[int] | None = None
+    # The file's diff (given to "table" matchers, which read hunks, not functions).
+    diff: FileDiff | None = None
 
     def shows(self, first: int, last: int) -> bool:
         """Every line from `first` to `last` is known on this side."""
@@ -441,7 +444,7 @@ class _PathHits:
 @dataclass(frozen=True)
 class Matcher:
     name: str
-    kind: str  # "state" | "change"
+    kind: str  # "state" | "change" | "table" (file-scope initializers, per file diff)
     fn: Callable[[Env, Side, Side], list[Hit]]
     doc: str
 
@@ -459,6 +462,7 @@ for _module in (
     "locking",
     "guards",
     "ordering",
+    "tables",
 ):
     importlib.import_module(f"bot.analyze.{_module}")
 
