@@ -7,6 +7,10 @@ run through the real flow builder and matchers."""
 from __future__ import annotations
 
 import difflib
+import subprocess
+import sys
+
+import pytest
 
 from bot.analyze.api import load_vocabulary
 from bot.analyze.flow import flows_in_text
@@ -16,7 +20,7 @@ from bot.analyze.guards import (
     reset_removed_from_release,
     state_check_removed,
 )
-from bot.analyze.locking import barrier_removed_before_publish
+from bot.analyze.ordering import barrier_removed_before_publish
 from bot.analyze.rules_match import Env, Hit, Side
 from bot.config import Settings
 
@@ -269,3 +273,42 @@ def test_a_write_barrier_removed_before_a_pte_is_installed_is_reported() -> None
     # a barrier replaced by a stronger one still orders the stores
     stronger = REMAP.replace("\tsmp_wmb();", "\tsmp_mb();")
     assert barrier_removed_before_publish(ENV, *_sides(REMAP, stronger)) == []
+
+
+UNREGISTER = """
+void pool_unregister(struct pool_dev *pd)
+{
+	pool_shutdown(&pd->wb);
+	if (pd->min_ratio)
+		pool_set_min_ratio(pd, 0);
+	if (pd->dev)
+		device_unregister(pd->dev);
+}
+"""
+
+
+def test_a_setter_reset_removed_from_an_unregister_path_is_reported() -> None:
+    post = UNREGISTER.replace("\tif (pd->min_ratio)\n\t\tpool_set_min_ratio(pd, 0);\n", "")
+    hits = reset_removed_from_release(ENV, *_sides(UNREGISTER, post))
+    assert _variants(hits) == ["reset-removed-from-release"]
+    assert "pool_set_min_ratio(pd, 0)" in hits[0].fields["field"]
+    # a setter to a value that is not a reset is not a reset
+    other = UNREGISTER.replace("pool_set_min_ratio(pd, 0)", "pool_set_min_ratio(pd, 5)")
+    assert reset_removed_from_release(ENV, *_sides(other, post)) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["rules_match", "release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards", "ordering"],
+)
+def test_every_matcher_module_can_be_imported_first(module: str) -> None:
+    # the matcher modules import rules_match, which imports them all: whichever
+    # a caller imports first, the cycle must resolve (a fresh interpreter each)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import bot.analyze.{module}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-400:]

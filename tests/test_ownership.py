@@ -572,3 +572,54 @@ void vm_info(struct info *vi)
 """,
     )
     assert protection_removed(ENV, pre, post) == []
+
+
+GRAB = """
+static int pool_grab_range(struct pool_map *map, unsigned long start, int nr)
+{
+	struct folio *folio;
+
+	do {
+		folio = pool_folio_lookup(map, start);
+		folio_get(folio);
+		if (!folio)
+			return 0;
+		if (!pool_grab_one(map, folio)) {
+			pool_undo(map);
+			folio_put(folio);
+			return 0;
+		}
+		start++;
+	} while (--nr);
+	return 1;
+}
+"""
+
+
+def test_a_put_removed_with_the_exit_it_preceded_is_unknown_in_a_partial_image() -> None:
+    post_text = GRAB.replace("\t\t\tfolio_put(folio);\n\t\t\treturn 0;\n", "\t\t\tbreak;\n")
+    (a,) = flows_in_text(GRAB, "mm/t.c")
+    (b,) = flows_in_text(post_text, "mm/t.c")
+    put_line = GRAB.splitlines().index("\t\t\tfolio_put(folio);") + 1
+    removed = frozenset({put_line, put_line + 1})
+    env = Env(VOCAB, depth=2)
+    full = release_path_loses_put(
+        env,
+        Side(a, SourceView({"mm/t.c": GRAB}, None), "mm/t.c", removed),
+        Side(b, SourceView({"mm/t.c": post_text}, None), "mm/t.c", frozenset({put_line})),
+    )
+    assert [h.variant for h in full] == ["lost-put"]
+    # diff-only: the `break` goes on into code the diff does not show
+    shown = frozenset(range(1, len(GRAB.splitlines()) - 3))
+    partial = release_path_loses_put(
+        env,
+        Side(a, SourceView({"mm/t.c": GRAB}, None), "mm/t.c", removed, shown_lines=shown),
+        Side(
+            b,
+            SourceView({"mm/t.c": post_text}, None),
+            "mm/t.c",
+            frozenset({put_line}),
+            shown_lines=shown,
+        ),
+    )
+    assert partial == []

@@ -45,6 +45,12 @@ EXPECTED = {
     "thp-split-pmd-counter-after-put": "MMLC003",
     "uffd-wp-exit-mmap-race": "MMLC002",
     "wb-bw-dwork-after-unregister": "MMLC004",
+    "free-pages-prepare-stale-private": "MMLC009",
+    "khugepaged-retract-anon-vma-race": "MMLC009",
+    "mglru-migrate-mm-before-add": "MMLC009",
+    "slab-obj-exts-cleanup-always": "MMLC002",
+    "swapoff-unuse-mm-unstable": "MMLC009",
+    "vmemmap-restore-pte-wmb": "MMLC008",
 }
 
 

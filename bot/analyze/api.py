@@ -48,7 +48,8 @@ ROLES = (
     "publish",
     "unpublish",
     "unlink",
-    "store_barrier",
+    "write_barrier",
+    "read_barrier",
     "publish_entry",
     "liveness_test",
 )
@@ -58,7 +59,7 @@ ROLES = (
 # Roles whose calls take no object (a grace period is global); every other role
 # defaults to "argument 0 is the object" when the family does not say otherwise.
 _OBJECTLESS_ROLES = frozenset(
-    {"rcu_read_lock", "rcu_read_unlock", "grace_period", "barrier", "store_barrier"}
+    {"rcu_read_lock", "rcu_read_unlock", "grace_period", "barrier", "write_barrier", "read_barrier"}
 )
 
 # Roles that drop a reference (possibly the last one).

@@ -31,6 +31,7 @@ from bot.analyze.rules_match import MATCHERS, Env, Hit, Side
 from bot.config import Settings
 from bot.errors import InputError, UsageError
 from bot.model import (
+    ChangeKind,
     Confidence,
     FileDiff,
     Finding,
@@ -455,6 +456,14 @@ def _moved(patches: Sequence[_PatchSides]) -> dict[str, Side]:
     return {n: side for n, side in removed.items() if n in added and side.flow is not None}
 
 
+def _table_change(diff: FileDiff, hit: Hit) -> FunctionChange:
+    """The change a table hit belongs to: the table (`struct type name`), in
+    the place of a function."""
+    return FunctionChange(
+        diff.path, hit.fields.get("function", "?"), ChangeKind.MODIFIED, None, None
+    )
+
+
 def run_rule(
     rule: Rule, ctx: SeriesAnalysis, settings: Settings, notes: list[str] | None = None
 ) -> list[Finding]:
@@ -492,6 +501,8 @@ def run_rule(
                 continue
             for name in rule.matchers:
                 m = MATCHERS[name]
+                if m.kind == "table":
+                    continue  # run once per file diff, below
                 if m.kind == "change":
                     introduced += [_Raw(ps.pa.number, ch, h, "post") for h in m.fn(env, pre, post)]
                     # The reverse of a change (a destroy or put gained) is not a fix of
@@ -508,6 +519,17 @@ def run_rule(
                 for k, h in before.items():
                     if k not in after:
                         fixed.append(_Raw(ps.pa.number, ch, h, "pre"))
+    tables = [MATCHERS[n] for n in rule.matchers if MATCHERS[n].kind == "table"]
+    for ps in prep.patches if tables else ():
+        for fdiff in ps.pa.images.files:
+            removed, added = _changed_lines(fdiff)
+            pre = Side(None, ps.pre, fdiff.old_path or fdiff.path, removed, diff=fdiff)
+            post = Side(None, ps.post, fdiff.path, added, diff=fdiff)
+            for m in tables:
+                introduced += [
+                    _Raw(ps.pa.number, _table_change(fdiff, h), h, "post")
+                    for h in m.fn(env, pre, post)
+                ]
     if notes is not None:
         said = prep.env.infer.note() if prep.env.infer is not None else ""
         if said and "path-reference-leak" in rule.matchers:

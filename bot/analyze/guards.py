@@ -24,12 +24,21 @@ Registered into bot.analyze.rules_match.MATCHERS when imported.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, base_name
 from bot.analyze.infer import STORING_CALL, split_verb
-from bot.analyze.locking import lock_family
-from bot.analyze.rules_match import _LOGGING, MATCHERS, Env, Hit, Matcher, Side, _named_release
+from bot.analyze.rules_match import (
+    _LOGGING,
+    MATCHERS,
+    Env,
+    Hit,
+    Matcher,
+    Side,
+    _named_release,
+    lock_family,
+)
 
 _RELEASE_VERBS = frozenset({"free", "destroy", "put", "release", "unref", "unregister"})
 # Warnings and assertions: they report a state and carry on (or stop the machine).
@@ -428,6 +437,54 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
                     variant="reset-removed-from-release",
                 )
             )
+    hits += _setter_resets_removed(
+        env, pre, post, given=lambda o: o in params or (unknown_signature and o not in local)
+    )
+    return hits
+
+
+# A setter by name: `bdi_set_min_ratio(bdi, 0)`, `set_page_private(page, 0)`.
+_SETTER = re.compile(r"(?:^|_)set(?:_|$)")
+
+
+def _setter_resets_removed(
+    env: Env, pre: Side, post: Side, *, given: Callable[[str], bool]
+) -> list[Hit]:
+    """Setter calls on a given object with a reset value (`x_set_y(obj, 0)`)
+    removed from the release path, not called on it any more, not added
+    elsewhere by the series."""
+    assert pre.flow is not None and post.flow is not None
+    hits: list[Hit] = []
+    for c in pre.flow.calls:
+        if c.line not in pre.removed_lines or c.in_condition or len(c.args) < 2:
+            continue
+        obj = base_name(c.args[0])
+        if not _SETTER.search(c.name) or not obj or not given(obj):
+            continue
+        if not any(_RESET.match(a.strip()) for a in c.args[1:]):
+            continue
+        if any(k.name == c.name for k in post.flow.calls) or env.series_adds(c.name):
+            continue
+        if _released(env, post.flow, obj):
+            continue
+        hits.append(
+            Hit(
+                key=("reset-removed-from-release", c.name),
+                line=None,
+                removed_line=c.line,
+                fields={
+                    "function": post.flow.name,
+                    "object": obj,
+                    "field": f"{obj} (`{c.text}`)",
+                },
+                evidence=(
+                    f"before: `{c.text}` at {pre.file}:{c.line}",
+                    f"after: {post.flow.name}() releases {obj} without it, and the series "
+                    f"calls {c.name}() nowhere else",
+                ),
+                variant="reset-removed-from-release",
+            )
+        )
     return hits
 
 

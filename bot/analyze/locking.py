@@ -22,25 +22,21 @@ from bot.analyze.contract import held_on_entry
 from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
-from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, calls_by_object
+from bot.analyze.rules_match import (
+    MATCHERS,
+    Env,
+    Hit,
+    Matcher,
+    Side,
+    calls_by_object,
+    lock_family,
+)
+from bot.analyze.rules_match import (
+    RCU_SECTION as _RCU,
+)
 
-_TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
 _GUARD = re.compile(r"\b(?:scoped_)?guard\s*\(\s*(\w+)\s*\)?\s*[(,]\s*&?\s*([^();,]+?)\s*\)")
-_RCU = "rcu read section"
 _SPINNING = frozenset({"spinlock", "rwlock", "spin", "raw_spin"})
-
-
-def lock_family(env: Env, call: Call) -> str:
-    """The kind of lock `call` takes (a vocabulary lock family, a trylock's
-    prefix, or the RCU read section), or "" when it takes none."""
-    if _TRYLOCK.match(call.name):
-        return call.name.split("_trylock")[0] or call.name
-    for role in env.vocab.roles_of(call.name):
-        if role.role == "rcu_read_lock":
-            return _RCU
-        if role.role == "lock" and role.kind == "lock":
-            return role.family
-    return ""
 
 
 def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
@@ -426,64 +422,6 @@ def _releases(env: Env, key: str) -> bool:
     )
 
 
-def _ordered_calls(flow: Flow, names: frozenset[str]) -> list[Call]:
-    return sorted((c for c in flow.calls if c.name in names), key=lambda c: c.line)
-
-
-def barrier_removed_before_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
-    """A write barrier that ordered the function's stores before a plain
-    publication (a page-table entry installed with `set_pte_at()`, which orders
-    nothing itself) is gone, and the publication stays: another CPU that finds
-    the entry may read what was written before it, not yet visible."""
-    if pre.flow is None or post.flow is None or not pre.removed_lines:
-        return []
-    barriers = env.vocab.names_with_role("store_barrier")
-    publishes = env.vocab.names_with_role("publish_entry")
-    pre_pub = _ordered_calls(pre.flow, publishes)
-    post_pub = _ordered_calls(post.flow, publishes)
-    if not pre_pub or not post_pub:
-        return []
-    pre_bar = _ordered_calls(pre.flow, barriers)
-    post_bar = _ordered_calls(post.flow, barriers)
-    hits: list[Hit] = []
-    seen: set[str] = set()
-    for i, pub in enumerate(pre_pub):
-        lo = pre_pub[i - 1].line if i else pre.flow.start_line
-        before = [b for b in pre_bar if lo <= b.line < pub.line]
-        if not before or any(b.line not in pre.removed_lines for b in before):
-            continue  # no barrier ordered this publication, or the patch kept one
-        text = "".join(pub.text.split())
-        same = [c for c in post_pub if "".join(c.text.split()) == text]
-        if len(same) != 1 or text in seen:
-            continue
-        after = same[0]
-        idx = post_pub.index(after)
-        lo_post = post_pub[idx - 1].line if idx else post.flow.start_line
-        if any(lo_post <= b.line < after.line for b in post_bar):
-            continue
-        seen.add(text)
-        hits.append(
-            Hit(
-                key=("barrier-removed", after.name, before[-1].name),
-                line=after.line,
-                removed_line=before[-1].line,
-                fields={
-                    "function": post.flow.name,
-                    "barrier": before[-1].text,
-                    "publish": after.text,
-                },
-                evidence=(
-                    f"before: `{before[-1].text}` at {pre.file}:{before[-1].line} ordered "
-                    f"the stores before `{pub.text}`",
-                    f"after: `{after.text}` at {post.file}:{after.line} follows them with "
-                    "no barrier",
-                ),
-                variant="barrier-removed",
-            )
-        )
-    return hits
-
-
 MATCHERS.update(
     (m.name, m)
     for m in (
@@ -499,19 +437,11 @@ MATCHERS.update(
         Matcher(
             "init-after-publish", "change", init_after_publish, init_after_publish.__doc__ or ""
         ),
-        Matcher(
-            "barrier-removed-before-publish",
-            "change",
-            barrier_removed_before_publish,
-            barrier_removed_before_publish.__doc__ or "",
-        ),
     )
 )
 
 __all__ = [
     "access_moved_out_of_lock",
-    "barrier_removed_before_publish",
     "init_after_publish",
-    "lock_family",
     "protection_removed",
 ]

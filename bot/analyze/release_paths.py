@@ -28,6 +28,7 @@ from bot.analyze.rules_match import (
     Hit,
     Matcher,
     Side,
+    _acquisition_removed,
     _loc,
     _object_arg,
     is_release_path,
@@ -265,6 +266,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue  # the call that reached the put moved elsewhere in the series
         if not _removed_here(pre, post, site):
             continue
+        if post.shown_lines is not None and _exit_went_too(pre, site):
+            continue  # the path no longer leaves here: it runs on into code not shown
         pin = _pin_removed(env, pre, post, site)
         if pin is None and _acquisition_removed(env, pre, post, site):
             continue  # the get went with the put: nothing is held any more
@@ -292,15 +295,20 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-def _acquires(env: Env, side: Side, call: Call) -> bool:
-    """`call` takes a reference or makes an object (by the vocabulary, or by the
-    body of a helper this view defines)."""
-    for role in env.vocab.roles_of(call.name):
-        if role.role in GET_ROLES or role.role in ("create", "iter", "lookup"):
-            return True
-    if env.infer is not None and env.infer.summary(call.name, side.file).gets:
-        return True
-    return bool(env.helper_returns_ref(call, side.view, side.file))
+_EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+|break|continue)\s*;")
+
+
+def _exit_went_too(pre: Side, site: Call) -> bool:
+    """The statement after the put in the pre-image is an exit (`return`, `goto`,
+    `break`) that the patch removes as well: the path that ended there now goes
+    on, and in a partial image the code it goes on to is not shown."""
+    lines = (pre.view.text(pre.file) or "").splitlines()
+    for ln in range(site.line + 1, min(site.line + 4, len(lines)) + 1):
+        text = lines[ln - 1].strip()
+        if not text or text.startswith(("/*", "*", "//")):
+            continue
+        return bool(_EXIT_LINE.match(text)) and ln in pre.removed_lines
+    return False
 
 
 def _pin_removed(env: Env, pre: Side, post: Side, put_site: Call) -> Call | None:
@@ -328,28 +336,6 @@ def _pin_removed(env: Env, pre: Side, post: Side, put_site: Call) -> Call | None
             if not repinned and any(any(mentions(a, obj) for a in u.args) for u in post.flow.calls):
                 return c
     return None
-
-
-def _acquisition_removed(env: Env, pre: Side, post: Side, put_site: Call) -> bool:
-    """The patch also removes, from this function, an acquisition of an object the
-    lost put was given (`x = get(); ...; put(x)` deleted together; an
-    isolate/putback pair replaced by in-place work)."""
-    assert pre.flow is not None and post.flow is not None
-    objs = {base_name(a) for a in put_site.args} - {""}
-    remaining = Counter((c.name, c.args) for c in post.flow.calls)
-    assigned: dict[str, set[str]] = {}
-    for node in pre.flow.nodes.values():
-        for ev in node.events:
-            if isinstance(ev, Assign):
-                assigned.setdefault(ev.rhs.strip(), set()).add(base_name(ev.lhs))
-    for c in pre.flow.calls:
-        if remaining[(c.name, c.args)] > 0 or not _acquires(env, pre, c):
-            continue
-        args = {base_name(a) for a in c.args}
-        results = {n for rhs, ns in assigned.items() if c.text in rhs for n in ns}
-        if objs & (args | results):
-            return True
-    return False
 
 
 MATCHERS.update(

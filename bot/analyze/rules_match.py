@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -41,6 +42,7 @@ from bot.analyze.flow_source import (
     reach,
 )
 from bot.analyze.infer import Inference, declared_names, file_scope_names
+from bot.model import FileDiff
 
 # A function is a release path by name when one of these words is in it.
 _RELEASE_WORDS = (
@@ -99,6 +101,8 @@ class Side:
     changed_functions: frozenset[str] = frozenset()
     # Lines of a partial image the diff shows (None: the whole image is known).
     shown_lines: frozenset[int] | None = None
+    # The file's diff (given to "table" matchers, which read hunks, not functions).
+    diff: FileDiff | None = None
 
     def shows(self, first: int, last: int) -> bool:
         """Every line from `first` to `last` is known on this side."""
@@ -242,6 +246,56 @@ def is_release_path(flow: Flow, side: Side, env: Env) -> str:
 
 
 # ------------------------------------------------------------- shared by the path matchers
+
+_TRYLOCK = re.compile(r"^\w*_trylock\w*$|^down_(read|write)_trylock$")
+# The RCU read section, as the one pseudo-lock lock_family() names.
+RCU_SECTION = "rcu read section"
+
+
+def lock_family(env: Env, call: Call) -> str:
+    """The kind of lock `call` takes (a vocabulary lock family, a trylock's
+    prefix, or the RCU read section), or "" when it takes none."""
+    if _TRYLOCK.match(call.name):
+        return call.name.split("_trylock")[0] or call.name
+    for role in env.vocab.roles_of(call.name):
+        if role.role == "rcu_read_lock":
+            return RCU_SECTION
+        if role.role == "lock" and role.kind == "lock":
+            return role.family
+    return ""
+
+
+def _acquires(env: Env, side: Side, call: Call) -> bool:
+    """`call` takes a reference or makes an object (by the vocabulary, or by the
+    body of a helper this view defines)."""
+    for role in env.vocab.roles_of(call.name):
+        if role.role in GET_ROLES or role.role in ("create", "iter", "lookup"):
+            return True
+    if env.infer is not None and env.infer.summary(call.name, side.file).gets:
+        return True
+    return bool(env.helper_returns_ref(call, side.view, side.file))
+
+
+def _acquisition_removed(env: Env, pre: Side, post: Side, put_site: Call) -> bool:
+    """The patch also removes, from this function, an acquisition of an object the
+    lost put was given (`x = get(); ...; put(x)` deleted together; an
+    isolate/putback pair replaced by in-place work)."""
+    assert pre.flow is not None and post.flow is not None
+    objs = {base_name(a) for a in put_site.args} - {""}
+    remaining = Counter((c.name, c.args) for c in post.flow.calls)
+    assigned: dict[str, set[str]] = {}
+    for node in pre.flow.nodes.values():
+        for ev in node.events:
+            if isinstance(ev, Assign):
+                assigned.setdefault(ev.rhs.strip(), set()).add(base_name(ev.lhs))
+    for c in pre.flow.calls:
+        if remaining[(c.name, c.args)] > 0 or not _acquires(env, pre, c):
+            continue
+        args = {base_name(a) for a in c.args}
+        results = {n for rhs, ns in assigned.items() if c.text in rhs for n in ns}
+        if objs & (args | results):
+            return True
+    return False
 
 
 def _globals_of(side: Side) -> frozenset[str]:
@@ -390,7 +444,7 @@ class _PathHits:
 @dataclass(frozen=True)
 class Matcher:
     name: str
-    kind: str  # "state" | "change"
+    kind: str  # "state" | "change" | "table" (file-scope initializers, per file diff)
     fn: Callable[[Env, Side, Side], list[Hit]]
     doc: str
 
@@ -400,7 +454,16 @@ MATCHERS: dict[str, Matcher] = {}
 
 # Matchers kept in their own modules register themselves into MATCHERS when
 # imported (they import this module, so they are loaded last).
-for _module in ("release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards"):
+for _module in (
+    "release_paths",
+    "refs",
+    "deferred_rcu",
+    "ownership",
+    "locking",
+    "guards",
+    "ordering",
+    "tables",
+):
     importlib.import_module(f"bot.analyze.{_module}")
 
 __all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]

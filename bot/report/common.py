@@ -106,7 +106,9 @@ def location(finding: Finding) -> str:
     if finding.line is not None:
         where += f":{finding.line}"
     if finding.function:
-        where += f" {one_line(finding.function)}()"
+        fn = one_line(finding.function)
+        # a table (`struct file_operations foo_fops`) is no function: no parentheses
+        where += f" {fn}" if " " in fn else f" {fn}()"
     return where
 
 
