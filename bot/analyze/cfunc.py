@@ -20,12 +20,12 @@ import bisect
 import functools
 import itertools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot import cache
+from bot.analyze.csource import parse
 from bot.model import (
     CFunction,
     ChangeKind,
@@ -51,9 +51,6 @@ __all__ = [
 
 # Files whose hunks touched_functions looks into.
 C_SUFFIXES = (".c", ".h")
-
-# tree_sitter.Parser is not safe to share between threads (Celery may run several).
-_LOCAL = threading.local()
 
 # Words followed by `(` that are not calls.
 _NOT_CALLS = frozenset(
@@ -108,20 +105,6 @@ _NOT_NEWLINE = re.compile(r"[^\n]")
 _PARENS = re.compile(r"[()]")
 _BRACES = re.compile(r"[{}]")
 _NEWLINE = re.compile(r"\n")
-
-
-def _parser() -> tree_sitter.Parser:
-    """This thread's tree-sitter parser for C."""
-    parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
-    if parser is None:
-        # imported on the first parse: a review whose functions all come from
-        # bot.cache does not load tree-sitter at all (~10 ms)
-        import tree_sitter
-        import tree_sitter_c
-
-        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
-        _LOCAL.parser = parser
-    return parser
 
 
 # --------------------------------------------------------------------------- masking
@@ -274,7 +257,7 @@ def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
 
 def _ts_functions(text: str, data: bytes) -> list[_Found]:
     """Function definitions tree-sitter finds at file scope (inside #if blocks too)."""
-    tree = _parser().parse(data)
+    tree = parse(data)
     found: list[_Found] = []
     # tree-sitter speaks UTF-8 byte offsets, the masked text str offsets. They
     # differ after each non-ASCII character (an author's name in a comment) by

@@ -22,9 +22,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, TypeVar
 
 from bot import cache
+from bot.analyze.csource import parse_code
 
 if TYPE_CHECKING:
-    # imported by _parser() on the first parse: flows read back from bot.cache
+    # imported by csource on the first parse: flows read back from bot.cache
     # need no tree-sitter at all (~10 ms of a CLI run)
     import tree_sitter as ts
 
@@ -101,29 +102,6 @@ def _text(node: ts.Node | None) -> str:
     if node is None or node.text is None:
         return ""
     return " ".join(node.text.decode("utf-8", "replace").split())
-
-
-_parser_cache: list[ts.Parser] = []
-
-
-def _parser() -> ts.Parser:
-    if not _parser_cache:
-        import tree_sitter
-        import tree_sitter_c
-
-        language = tree_sitter.Language(tree_sitter_c.language())
-        _parser_cache.append(tree_sitter.Parser(language))
-    return _parser_cache[0]
-
-
-_CONDITIONAL = re.compile(r"(?m)^[ \t]*#[ \t]*(?:if|ifdef|ifndef|else|elif|endif)\b[^\n]*$")
-
-
-def parse(text: str) -> ts.Tree:
-    """Parse C text. Conditional-compilation lines are blanked first (line numbers
-    kept): both arms of an #ifdef are code some config builds, and a partial image
-    often holds an #if without its #endif, which would swallow the rest."""
-    return _parser().parse(_CONDITIONAL.sub("", text).encode("utf-8", "replace"))
 
 
 _LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
@@ -589,7 +567,7 @@ def _labels(n: ts.Node) -> Iterator[str]:
 @lru_cache(maxsize=256)
 def flows_in_text(text: str, file: str) -> tuple[Flow, ...]:
     """Every function definition in a file's text, as flows (parsed once per text)."""
-    tree = parse(text)
+    tree = parse_code(text)
     return tuple(build_flow(fn, file, 1) for fn in find_definitions(tree.root_node))
 
 
@@ -602,7 +580,7 @@ def flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
 
 
 def _flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
-    tree = parse(text)
+    tree = parse_code(text)
     fns = list(find_definitions(tree.root_node))
     if not fns:
         return None
@@ -710,5 +688,4 @@ __all__ = [
     "flows_in_text",
     "mentions",
     "norm_object",
-    "parse",
 ]
