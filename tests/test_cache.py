@@ -186,7 +186,7 @@ def test_parsed_functions_come_back_without_a_parse(
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr(cfunc, "_ts_functions", no_parse)
+    monkeypatch.setattr(cfunc, "ts_functions", no_parse)
     assert cfunc.parse_functions(text, "mm/obj.c") == first
     with pytest.raises(AssertionError, match="parsed again"):
         cfunc.parse_functions(text.replace("obj_get", "obj_hold"), "mm/obj.c")

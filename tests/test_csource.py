@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot import cache
-from bot.analyze import cfacts, cfunc, csource, flow
+from bot.analyze import cfacts, cfunc, csource, flow_build
 from bot.analyze.flow_source import SourceView
 from bot.analyze.simulate.sources import SourceSet
 
@@ -45,7 +45,7 @@ def test_every_reader_of_c_parses_through_the_one_parser(monkeypatch: pytest.Mon
     text = TEXT.replace("obj_release", "obj_release_once")  # not in any memo yet
     cfunc._parse(text, "mm/a.c")
     assert len(calls) == 1
-    flow.flows_in_text(text, "mm/b.c")
+    flow_build.flows_in_text(text, "mm/b.c")
     assert len(calls) == 2
     cfacts.parse_file("mm/c.c", text.encode())
     assert len(calls) == 3

@@ -29,12 +29,14 @@ from bot.analyze.flow import (
     Call,
     Event,
     Flow,
+    explore,
+    norm_object,
+)
+from bot.analyze.flow_build import (
     FunctionNode,
     build_flow,
-    explore,
     find_definitions,
     flow_of_definition,
-    norm_object,
 )
 from bot.model import CFunction
 from bot.safefs import tree_listing
