@@ -83,10 +83,15 @@ _CONDITIONAL = re.compile(r"(?m)^[ \t]*#[ \t]*(?:if|ifdef|ifndef|else|elif|endif
 
 
 def parse_code(text: str) -> tree_sitter.Tree:
-    """Parse C text with conditional-compilation lines blanked (line numbers kept):
-    both arms of an #ifdef are code some config builds, and a partial image often
-    holds an #if without its #endif, which would swallow the rest."""
-    return parse(_CONDITIONAL.sub("", text))
+    """Parse C text with conditional-compilation lines blanked: both arms of an
+    #ifdef are code some config builds, and a partial image often holds an #if
+    without its #endif, which would swallow the rest. A blanked line keeps its
+    length (spaces), so every node's offsets are offsets into `text` too."""
+    return parse(_CONDITIONAL.sub(_spaces, text))
+
+
+def _spaces(m: re.Match[str]) -> str:
+    return " " * len(m.group().encode("utf-8", "replace"))
 
 
 # (start byte, end byte, start row, start column, end row, end column)

@@ -21,6 +21,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+# Where an event or condition is in the text its flow was parsed from: (start
+# byte, end byte) of its syntax, so a reader that needs more than the text
+# (the simulator's expression values) re-parses just that (csource.parse_span).
+# Not part of an event's identity: equal text at one line is one event.
+Span = tuple[int, int]
+NO_SPAN: Span = (0, 0)
+
+
 # Bound on (node, state) pairs explored per function and matcher: reaching it
 # stops the walk (the matcher sees fewer paths, never a wrong one).
 MAX_VISITS = 20_000
@@ -36,6 +44,7 @@ class Call:
     text: str
     guards: tuple[str, ...] = ()  # enclosing if/loop conditions, innermost last
     in_condition: bool = False  # the call is (part of) an if/while condition
+    at: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,12 +54,14 @@ class Assign:
     lhs: str
     rhs: str
     line: int
+    at: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Return:
     expr: str | None
     line: int
+    at: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 Event = Call | Assign | Return
@@ -63,6 +74,7 @@ class Assume:
     cond: str
     value: bool
     line: int
+    at: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass
@@ -195,6 +207,7 @@ __all__ = [
     "Flow",
     "Node",
     "Return",
+    "Span",
     "base_name",
     "explore",
     "mentions",

@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.analyze.csource import parse_code
-from bot.analyze.flow import Assign, Assume, Call, Event, Flow, Node, Return, _balanced
+from bot.analyze.flow import (
+    NO_SPAN,
+    Assign,
+    Assume,
+    Call,
+    Event,
+    Flow,
+    Node,
+    Return,
+    Span,
+    _balanced,
+)
 
 if TYPE_CHECKING:
     import tree_sitter as ts
@@ -37,6 +48,11 @@ def _text(node: ts.Node | None) -> str:
 
 
 _LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
+
+
+def _at(node: ts.Node | None) -> Span:
+    """The syntax reference of an event: its node's byte range in the parsed text."""
+    return (node.start_byte, node.end_byte) if node is not None else NO_SPAN
 
 
 def _loop_macro_call(stmt: ts.Node) -> ts.Node | None:
@@ -111,7 +127,7 @@ class _Builder:
                 self._walk_expr(fn, out, guards, cond)
             name = _text(fn) if fn is not None and fn.type == "identifier" else ""
             if name:
-                call = Call(name, tuple(args), self.line(n), _text(n), guards, cond)
+                call = Call(name, tuple(args), self.line(n), _text(n), guards, cond, _at(n))
                 out.append(call)
                 self.calls.append(call)
             return
@@ -122,20 +138,20 @@ class _Builder:
                 self._walk_expr(right, out, guards, cond)
             if left is not None and left.type != "identifier":
                 self._walk_expr(left, out, guards, cond)
-            out.append(Assign(_text(left), _text(right), self.line(n)))
+            out.append(Assign(_text(left), _text(right), self.line(n), _at(n)))
             return
         if t == "update_expression":
             arg = n.child_by_field_name("argument")
             if arg is not None and arg.type != "identifier":
                 self._walk_expr(arg, out, guards, cond)
-            out.append(Assign(_text(arg), _text(n), self.line(n)))
+            out.append(Assign(_text(arg), _text(n), self.line(n), _at(n)))
             return
         if t == "init_declarator":
             value = n.child_by_field_name("value")
             decl = n.child_by_field_name("declarator")
             if value is not None:
                 self._walk_expr(value, out, guards, cond)
-                out.append(Assign(_declarator_name(decl), _text(value), self.line(n)))
+                out.append(Assign(_declarator_name(decl), _text(value), self.line(n), _at(n)))
             return
         if t in ("compound_statement", "function_definition"):
             return  # statement expressions / nested definitions: not evaluated here
@@ -159,8 +175,9 @@ class _Builder:
         n.events = self.events(cond, guards, cond=True)
         text = _strip_parens(_text(cond))
         line = self.line(cond) if cond is not None else 0
-        n.succ.append((then_id, Assume(text, True, line)))
-        n.succ.append((else_id, Assume(text, False, line)))
+        at = _at(cond)
+        n.succ.append((then_id, Assume(text, True, line, at)))
+        n.succ.append((else_id, Assume(text, False, line, at)))
         return n.id
 
     def stmt(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
@@ -178,7 +195,10 @@ class _Builder:
         if t == "return_statement":
             expr = s.named_children[0] if s.named_children else None
             n = self.new()
-            n.events = [*self.events(expr, ctx.guards), Return(_text(expr) or None, self.line(s))]
+            n.events = [
+                *self.events(expr, ctx.guards),
+                Return(_text(expr) or None, self.line(s), _at(s)),
+            ]
             n.succ.append((self.exit, None))
             return n.id
         if t == "if_statement":
@@ -219,11 +239,11 @@ class _Builder:
             loop_body = s.child_by_field_name("body")
             macro = _text(s.child_by_field_name("type"))
             cursor = _declarator_name(s.child_by_field_name("declarator"))
-            header = Call(macro, (cursor,), self.line(s), f"{macro}({cursor})")
+            header = Call(macro, (cursor,), self.line(s), f"{macro}({cursor})", at=_at(s))
             self.calls.append(header)
             # cursor first, then the step that yields it: a matcher sees the old
             # value go before the macro hands out the next one
-            head_events: list[Event] = [Assign(cursor, header.text, header.line), header]
+            head_events: list[Event] = [Assign(cursor, header.text, header.line, header.at), header]
             return self.macro_loop(head_events, loop_body, nxt, ctx)
         if t in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
             return nxt
@@ -278,7 +298,7 @@ class _Builder:
         at = head.index(call)
         out = list(head)
         for name in reversed(names):
-            out.insert(at, Assign(name, call.text, call.line))
+            out.insert(at, Assign(name, call.text, call.line, call.at))
         return out
 
     def macro_loop(self, head: list[Event], body: ts.Node | None, nxt: int, ctx: _Ctx) -> int:
@@ -293,10 +313,11 @@ class _Builder:
         # The cursor is non-NULL inside the body and NULL once the macro runs out.
         cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
         line = head[-1].line if head else 0
+        at = head[-1].at if head else NO_SPAN
         if cursor:
             h.succ = [
-                (body_id, Assume(cursor, True, line)),
-                (nxt, Assume(cursor, False, line)),
+                (body_id, Assume(cursor, True, line, at)),
+                (nxt, Assume(cursor, False, line, at)),
             ]
         else:
             h.succ = [(body_id, None), (nxt, None)]
@@ -315,10 +336,10 @@ class _Builder:
             body_id = self.stmt(body, upd_id, inner) if body is not None else upd_id
             if cond is not None:
                 head.events = self.events(cond, ctx.guards, cond=True)
-                line = self.line(cond)
+                line, at = self.line(cond), _at(cond)
                 head.succ = [
-                    (body_id, Assume(ctext, True, line)),
-                    (nxt, Assume(ctext, False, line)),
+                    (body_id, Assume(ctext, True, line, at)),
+                    (nxt, Assume(ctext, False, line, at)),
                 ]
             else:
                 head.succ = [(body_id, None)]
@@ -328,16 +349,22 @@ class _Builder:
             inner = ctx.loop(brk=nxt, cont=head.id).guarded(ctext)
             body_id = self.stmt(body, head.id, inner) if body is not None else head.id
             head.events = self.events(cond, ctx.guards, cond=True)
-            line = self.line(cond) if cond is not None else 0
-            head.succ = [(body_id, Assume(ctext, True, line)), (nxt, Assume(ctext, False, line))]
+            line, at = (self.line(cond) if cond is not None else 0), _at(cond)
+            head.succ = [
+                (body_id, Assume(ctext, True, line, at)),
+                (nxt, Assume(ctext, False, line, at)),
+            ]
             return head.id
         # do { body } while (cond);
         test = self.new()
         inner = ctx.loop(brk=nxt, cont=test.id)
         body_id = self.stmt(body, test.id, inner) if body is not None else test.id
         test.events = self.events(cond, ctx.guards, cond=True)
-        line = self.line(cond) if cond is not None else 0
-        test.succ = [(body_id, Assume(ctext, True, line)), (nxt, Assume(ctext, False, line))]
+        line, at = (self.line(cond) if cond is not None else 0), _at(cond)
+        test.succ = [
+            (body_id, Assume(ctext, True, line, at)),
+            (nxt, Assume(ctext, False, line, at)),
+        ]
         return body_id
 
     def switch(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
