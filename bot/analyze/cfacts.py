@@ -6,12 +6,13 @@ trees), struct layouts and who calls what, kept per text.
     facts(path, text)              FileFacts: the names a file defines, its struct
                                    layouts and (when asked) its callers index,
                                    from the process, bot.cache or a parse
-    definition(path, text, name)   one definition's syntax tree, from a parse of
+    definition(path, text, name, whole=...)
+                                   one definition's syntax tree, from a parse of
                                    its checked span alone when the whole file was
                                    not parsed in this process
     type_headers(lexicon)          the `<...-defs.h>`/`<..._types.h>` includes
 
-The simulator's SourceSet (simulate/extract.py) reads files through these;
+The simulator's SourceSet (simulate/sources.py) reads files through these;
 the lexical pre-filters and the parser are in csource.py.
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "declarator_name",
     "definition",
     "facts",
+    "is_parsed",
     "node_text",
     "parse_file",
     "parsed",
