@@ -100,3 +100,15 @@ def test_patch_images_win_over_the_tree_and_reads_stay_in_it(tmp_path: Path) -> 
     assert view.definitions("secret", "mm/a.c") == ()
     sources = SourceSet({"mm/a.c": '#include "../../secret.h"\n'}, tree)
     assert sources.text("../secret.h") is None and not sources.defines("secret")
+
+
+def test_the_simulator_lists_a_touched_directory_only_when_reached_without_a_symlink(
+    tmp_path: Path,
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "b.c").write_text("void b(void)\n{\n}\n")
+    (tree / "mm" / "notes.txt").write_text("b(\n")
+    (tree / "lnk").symlink_to(tree / "mm")
+    assert SourceSet({"mm/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["mm/a.c", "mm/b.c"]
+    assert SourceSet({"lnk/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["lnk/a.c"]

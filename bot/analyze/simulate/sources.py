@@ -18,6 +18,7 @@ from bot.analyze import cfacts
 from bot.analyze.cfacts import FileFacts, FileInfo
 from bot.analyze.csource import Lexicon, Texts, lexicon
 from bot.analyze.simulate.budget import Budget
+from bot.safefs import tree_listing
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -89,15 +90,12 @@ class SourceSet:
                     out += [d for d in self._type_headers(root, rel) if d not in seen]
                     seen.update(out)
             for d in dirs:
-                folder = (root / d).resolve()
-                if not folder.is_relative_to(root) or not folder.is_dir():
-                    continue
-                for f in sorted(folder.iterdir()):
-                    if f.suffix in (".c", ".h") and f.is_file():
-                        rel = str(f.relative_to(root))
-                        if rel not in seen:
-                            out.append(rel)
-                            seen.add(rel)
+                # listed through bot.safefs, as the rule engine's view lists them:
+                # a directory reached through a symlink is not listed
+                for rel in tree_listing(str(root), d, (".c", ".h")):
+                    if rel not in seen:
+                        out.append(rel)
+                        seen.add(rel)
         self._candidates = self.budget.files(list(self.files), out)
         return self._candidates
 
