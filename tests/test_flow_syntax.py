@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.analyze.flow import NO_SPAN, Assume, Call, Return
 from bot.analyze.flow_build import flows_in_text
 
@@ -83,3 +85,13 @@ def test_every_event_of_the_simulator_fixtures_points_at_its_syntax() -> None:
         text = path.read_text(encoding="utf-8")
         total += _check(text, str(Path(path).relative_to(FIXTURES)))
     assert total > 100
+
+
+def test_the_builder_is_still_importable_from_flow() -> None:
+    from bot.analyze import flow, flow_build
+    from bot.analyze.flow import flows_in_text as old_name
+
+    assert old_name is flow_build.flows_in_text
+    assert flow.build_flow is flow_build.build_flow  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        _ = flow.no_such_name  # type: ignore[attr-defined]

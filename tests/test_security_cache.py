@@ -85,7 +85,7 @@ def test_a_value_of_the_wrong_type_is_a_miss(cache_dir: Path) -> None:
 
 
 def test_values_round_trip_with_shared_and_cyclic_objects() -> None:
-    from bot.analyze.flow_build import flow_of_definition
+    from bot.analyze.flow import flow_of_definition
 
     flow = flow_of_definition(
         "int f(int a)\n{\n\twhile (a)\n\t\tg(a--);\n\treturn 0;\n}\n", "x.c", 1
