@@ -12,7 +12,8 @@ from bot.analyze.contract import held_on_entry
 from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
 from bot.analyze.ownership import init_removed
-from bot.analyze.rules_match import Env, Side, release_path_loses_put
+from bot.analyze.release_paths import release_path_loses_put
+from bot.analyze.rules_match import Env, Side
 from bot.config import Settings
 from bot.model import Status
 from bot.pipeline import review_inputs

@@ -48,13 +48,18 @@ ROLES = (
     "publish",
     "unpublish",
     "unlink",
+    "store_barrier",
+    "publish_entry",
+    "liveness_test",
 )
 
 # libyaml's safe loader when present (the pure-Python one is ~10x slower).
 
 # Roles whose calls take no object (a grace period is global); every other role
 # defaults to "argument 0 is the object" when the family does not say otherwise.
-_OBJECTLESS_ROLES = frozenset({"rcu_read_lock", "rcu_read_unlock", "grace_period", "barrier"})
+_OBJECTLESS_ROLES = frozenset(
+    {"rcu_read_lock", "rcu_read_unlock", "grace_period", "barrier", "store_barrier"}
+)
 
 # Roles that drop a reference (possibly the last one).
 PUT_ROLES = frozenset({"put", "dec_and_test", "iter_break"})
@@ -69,7 +74,7 @@ class ApiRole:
     """The role one API name plays in one family, and where its object is."""
 
     family: str
-    kind: str  # refcount|counter|free|deferred|rcu|lookup|iter|lock|publish
+    kind: str  # refcount|counter|free|deferred|rcu|lookup|iter|lock|publish|order|state
     role: str
     object_arg: int | None  # 0-based argument holding the object; None: no argument
     callback_arg: int | None  # argument holding the callback (INIT_WORK, call_rcu, kref_put)

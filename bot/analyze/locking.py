@@ -30,7 +30,7 @@ _RCU = "rcu read section"
 _SPINNING = frozenset({"spinlock", "rwlock", "spin", "raw_spin"})
 
 
-def _lock_family(env: Env, call: Call) -> str:
+def lock_family(env: Env, call: Call) -> str:
     """The kind of lock `call` takes (a vocabulary lock family, a trylock's
     prefix, or the RCU read section), or "" when it takes none."""
     if _TRYLOCK.match(call.name):
@@ -60,7 +60,7 @@ def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
         return alias.get(o, o)
 
     for c in flow.calls:
-        fam = _lock_family(env, c)
+        fam = lock_family(env, c)
         if fam == _RCU:
             out[(_RCU, _RCU)] += 1
         elif fam and c.args:
@@ -178,7 +178,7 @@ def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
 def _kinds_added(env: Env) -> set[str]:
     """Lock families the series takes in code it adds anywhere: a series that
     also adds locking changes the scheme rather than dropping protection."""
-    return {fam for _, call in env.added if (fam := _lock_family(env, call))}
+    return {fam for _, call in env.added if (fam := lock_family(env, call))}
 
 
 def _line_of(env: Env, flow: Flow, lock: str, text: str) -> int | None:
@@ -203,7 +203,7 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     for fn, call in env.added:
         if fn == besides or not call.args:
             continue
-        locking = _lock_family(env, call) not in ("", _RCU)
+        locking = lock_family(env, call) not in ("", _RCU)
         if locking and (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
             return True
     return False
@@ -267,7 +267,7 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
     calls = sorted(flow.calls, key=lambda c: c.line)
     last = max((c.line for c in calls), default=0)
     for i, c in enumerate(calls):
-        locking = _lock_family(env, c) not in ("", _RCU)
+        locking = lock_family(env, c) not in ("", _RCU)
         if not locking and not (_LOCKISH.search(c.name) and not env.vocab.roles_of(c.name)):
             continue
         if "unlock" in c.name or not c.args:
@@ -426,6 +426,64 @@ def _releases(env: Env, key: str) -> bool:
     )
 
 
+def _ordered_calls(flow: Flow, names: frozenset[str]) -> list[Call]:
+    return sorted((c for c in flow.calls if c.name in names), key=lambda c: c.line)
+
+
+def barrier_removed_before_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A write barrier that ordered the function's stores before a plain
+    publication (a page-table entry installed with `set_pte_at()`, which orders
+    nothing itself) is gone, and the publication stays: another CPU that finds
+    the entry may read what was written before it, not yet visible."""
+    if pre.flow is None or post.flow is None or not pre.removed_lines:
+        return []
+    barriers = env.vocab.names_with_role("store_barrier")
+    publishes = env.vocab.names_with_role("publish_entry")
+    pre_pub = _ordered_calls(pre.flow, publishes)
+    post_pub = _ordered_calls(post.flow, publishes)
+    if not pre_pub or not post_pub:
+        return []
+    pre_bar = _ordered_calls(pre.flow, barriers)
+    post_bar = _ordered_calls(post.flow, barriers)
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for i, pub in enumerate(pre_pub):
+        lo = pre_pub[i - 1].line if i else pre.flow.start_line
+        before = [b for b in pre_bar if lo <= b.line < pub.line]
+        if not before or any(b.line not in pre.removed_lines for b in before):
+            continue  # no barrier ordered this publication, or the patch kept one
+        text = "".join(pub.text.split())
+        same = [c for c in post_pub if "".join(c.text.split()) == text]
+        if len(same) != 1 or text in seen:
+            continue
+        after = same[0]
+        idx = post_pub.index(after)
+        lo_post = post_pub[idx - 1].line if idx else post.flow.start_line
+        if any(lo_post <= b.line < after.line for b in post_bar):
+            continue
+        seen.add(text)
+        hits.append(
+            Hit(
+                key=("barrier-removed", after.name, before[-1].name),
+                line=after.line,
+                removed_line=before[-1].line,
+                fields={
+                    "function": post.flow.name,
+                    "barrier": before[-1].text,
+                    "publish": after.text,
+                },
+                evidence=(
+                    f"before: `{before[-1].text}` at {pre.file}:{before[-1].line} ordered "
+                    f"the stores before `{pub.text}`",
+                    f"after: `{after.text}` at {post.file}:{after.line} follows them with "
+                    "no barrier",
+                ),
+                variant="barrier-removed",
+            )
+        )
+    return hits
+
+
 MATCHERS.update(
     (m.name, m)
     for m in (
@@ -441,7 +499,19 @@ MATCHERS.update(
         Matcher(
             "init-after-publish", "change", init_after_publish, init_after_publish.__doc__ or ""
         ),
+        Matcher(
+            "barrier-removed-before-publish",
+            "change",
+            barrier_removed_before_publish,
+            barrier_removed_before_publish.__doc__ or "",
+        ),
     )
 )
 
-__all__ = ["access_moved_out_of_lock", "init_after_publish", "protection_removed"]
+__all__ = [
+    "access_moved_out_of_lock",
+    "barrier_removed_before_publish",
+    "init_after_publish",
+    "lock_family",
+    "protection_removed",
+]

@@ -21,6 +21,7 @@ from collections import Counter
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
 from bot.analyze.flow_source import member_tail
+from bot.analyze.release_paths import _acquisition_removed
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,
@@ -28,7 +29,6 @@ from bot.analyze.rules_match import (
     Hit,
     Matcher,
     Side,
-    _acquisition_removed,
     _globals_of,
     _object_arg,
     calls_by_object,

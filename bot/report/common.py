@@ -245,7 +245,7 @@ def application_lines(app: PatchApplication | None) -> list[str]:
         head = f"applied ({app.method.value})"
     else:
         head = f"did not apply ({app.method.value})"
-    if app.message:
+    if app.message and one_line(app.message) != head:
         head += f": {one_line(app.message)}"
     lines = [head]
     if not app.message:

@@ -1,0 +1,271 @@
+"""Conditions and ordering a patch changes around an object's life: a release made
+conditional, a state check removed or demoted to a warning, a re-check under a
+lock dropped, a reset removed from a release path, a write barrier removed before
+a page-table entry is installed. Small kernel-style code written for these tests,
+run through the real flow builder and matchers."""
+
+from __future__ import annotations
+
+import difflib
+
+from bot.analyze.api import load_vocabulary
+from bot.analyze.flow import flows_in_text
+from bot.analyze.flow_source import SourceView
+from bot.analyze.guards import (
+    release_now_conditional,
+    reset_removed_from_release,
+    state_check_removed,
+)
+from bot.analyze.locking import barrier_removed_before_publish
+from bot.analyze.rules_match import Env, Hit, Side
+from bot.config import Settings
+
+VOCAB = load_vocabulary(Settings().rules_dir)
+ENV = Env(VOCAB, depth=2)
+PATH = "mm/t.c"
+
+
+def _sides(pre: str, post: str) -> tuple[Side, Side]:
+    """Both images of one function, with the lines the change removes (pre) and
+    adds (post), as the engine gives them."""
+    removed: set[int] = set()
+    added: set[int] = set()
+    matcher = difflib.SequenceMatcher(a=pre.splitlines(), b=post.splitlines(), autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("delete", "replace"):
+            removed.update(range(i1 + 1, i2 + 1))
+        if tag in ("insert", "replace"):
+            added.update(range(j1 + 1, j2 + 1))
+    (a,) = flows_in_text(pre, PATH)
+    (b,) = flows_in_text(post, PATH)
+    return (
+        Side(a, SourceView({PATH: pre}, None), PATH, frozenset(removed)),
+        Side(b, SourceView({PATH: post}, None), PATH, frozenset(added)),
+    )
+
+
+def _variants(hits: list[Hit]) -> list[str]:
+    return [h.variant for h in hits]
+
+
+# ---------------------------------------------------------------- release-now-conditional
+
+UNACCOUNT = """
+static void pool_unaccount(struct pool_slab *slab, int order)
+{
+	free_pool_stats(slab);
+	pool_mod_pages(slab, -(1 << order));
+}
+"""
+
+
+def test_a_release_put_under_a_feature_switch_is_reported() -> None:
+    pre, post = _sides(
+        UNACCOUNT,
+        UNACCOUNT.replace(
+            "\tfree_pool_stats(slab);", "\tif (pool_stats_enabled())\n\t\tfree_pool_stats(slab);"
+        ),
+    )
+    hits = release_now_conditional(ENV, pre, post)
+    assert _variants(hits) == ["release-now-conditional"]
+    assert hits[0].fields["condition"] == "pool_stats_enabled()"
+    # the other direction makes it unconditional again: nothing to say
+    assert release_now_conditional(ENV, post, pre) == []
+
+
+def test_a_null_test_of_the_object_or_a_release_on_failure_is_not_a_condition() -> None:
+    for cond in ("slab", "slab->stats", "err", "IS_ERR(slab)"):
+        pre, post = _sides(
+            UNACCOUNT,
+            UNACCOUNT.replace(
+                "\tfree_pool_stats(slab);", f"\tif ({cond})\n\t\tfree_pool_stats(slab);"
+            ),
+        )
+        assert release_now_conditional(ENV, pre, post) == [], cond
+
+
+def test_a_release_under_a_flag_the_function_keeps_is_its_own_bookkeeping() -> None:
+    # `got = pool_try_grab(slab)` ... `if (got) free_pool_stats(slab)`: the flag
+    # says whether this function holds what it releases
+    body = UNACCOUNT.replace("{\n", "{\n\tbool got = pool_try_grab(slab);\n\n", 1)
+    pre, post = _sides(
+        body, body.replace("\tfree_pool_stats(slab);", "\tif (got)\n\t\tfree_pool_stats(slab);")
+    )
+    assert release_now_conditional(ENV, pre, post) == []
+
+
+def test_a_release_on_one_branch_and_a_hand_off_on_the_other_is_not_a_leak() -> None:
+    pre, post = _sides(
+        UNACCOUNT,
+        UNACCOUNT.replace(
+            "\tfree_pool_stats(slab);",
+            "\tif (pool_stats_enabled())\n\t\tfree_pool_stats(slab);\n"
+            "\telse\n\t\tlist_add(&slab->node, &pool_orphans);",
+        ),
+    )
+    assert release_now_conditional(ENV, pre, post) == []
+
+
+# ---------------------------------------------------------------- state-check-removed
+
+SCAN = """
+static int pool_scan_mm(struct mm_struct *mm)
+{
+	struct vm_area_struct *vma;
+	int ret = 0;
+
+	mmap_read_lock(mm);
+	if (check_stable_address_space(mm))
+		goto unlock;
+	for_each_pool_vma(mm, vma)
+		ret |= pool_scan_vma(vma);
+unlock:
+	mmap_read_unlock(mm);
+	return ret;
+}
+"""
+
+
+def test_a_liveness_test_removed_before_a_walk_is_reported() -> None:
+    pre, post = _sides(
+        SCAN, SCAN.replace("\tif (check_stable_address_space(mm))\n\t\tgoto unlock;\n", "")
+    )
+    hits = state_check_removed(ENV, pre, post)
+    assert _variants(hits) == ["liveness-check-removed"]
+    assert hits[0].fields["object"] == "mm"
+
+
+def test_a_liveness_test_rewritten_into_another_exit_is_not_a_removal() -> None:
+    pre, post = _sides(
+        SCAN, SCAN.replace("if (check_stable_address_space(mm))", "if (pool_mm_unsafe(mm))")
+    )
+    assert state_check_removed(ENV, pre, post) == []
+
+
+def test_a_removed_check_that_is_not_a_liveness_test_is_not_reported() -> None:
+    pre, post = _sides(
+        SCAN.replace("check_stable_address_space(mm)", "pool_mm_empty(mm)"),
+        SCAN.replace("\tif (check_stable_address_space(mm))\n\t\tgoto unlock;\n", ""),
+    )
+    assert state_check_removed(ENV, pre, post) == []
+
+
+MOVE = """
+void pool_move_mm(struct mm_struct *mm, struct pool_group *to)
+{
+	if (!mm->pool.group)
+		return;
+
+	if (mm->pool.group == to)
+		return;
+
+	pool_del_mm(mm);
+	mm->pool.group = to;
+	pool_add_mm(mm);
+}
+"""
+
+
+def test_an_early_return_turned_into_a_warning_is_reported() -> None:
+    post = MOVE.replace("\tif (!mm->pool.group)\n\t\treturn;\n\n", "").replace(
+        "\tpool_del_mm(mm);", "\tVM_WARN_ON_ONCE(!mm->pool.group);\n\tpool_del_mm(mm);"
+    )
+    pre, post_side = _sides(MOVE, post)
+    hits = state_check_removed(ENV, pre, post_side)
+    assert _variants(hits) == ["exit-demoted-to-warning"]
+    # a warning on another condition is no demotion
+    other = post.replace("VM_WARN_ON_ONCE(!mm->pool.group)", "VM_WARN_ON_ONCE(!to)")
+    assert state_check_removed(ENV, *_sides(MOVE, other)) == []
+
+
+RETRACT = """
+static int pool_retract(struct pool_area *area)
+{
+	int result = POOL_BUSY;
+
+	if (READ_ONCE(area->owner))
+		return POOL_OWNED;
+	if (pool_write_trylock(area->space)) {
+		if (area->owner) {
+			result = POOL_OWNED;
+			goto unlock;
+		}
+		pool_free_table(area);
+		result = POOL_DONE;
+unlock:
+		pool_write_unlock(area->space);
+	}
+	return result;
+}
+"""
+
+
+def test_a_recheck_under_the_lock_removed_is_reported() -> None:
+    post = RETRACT.replace(
+        "\t\tif (area->owner) {\n\t\t\tresult = POOL_OWNED;\n\t\t\tgoto unlock;\n\t\t}\n", ""
+    )
+    hits = state_check_removed(ENV, *_sides(RETRACT, post))
+    assert _variants(hits) == ["recheck-under-lock-removed"]
+    # without the unlocked test before the lock, it is a plain check removal
+    # (not a liveness test): nothing to say
+    bare = RETRACT.replace("\tif (READ_ONCE(area->owner))\n\t\treturn POOL_OWNED;\n", "")
+    bare_post = post.replace("\tif (READ_ONCE(area->owner))\n\t\treturn POOL_OWNED;\n", "")
+    assert state_check_removed(ENV, *_sides(bare, bare_post)) == []
+
+
+# ---------------------------------------------------------------- reset-removed-from-release
+
+PREPARE = """
+static bool pool_free_prepare(struct page *page, unsigned int order)
+{
+	if (pool_page_busy(page))
+		return false;
+	page->flags &= ~POOL_CHECK_FLAGS;
+	page->private = 0;
+	pool_reset_owner(page, order);
+	return true;
+}
+"""
+
+
+def test_a_reset_removed_from_a_free_path_is_reported() -> None:
+    pre, post = _sides(PREPARE, PREPARE.replace("\tpage->private = 0;\n", ""))
+    hits = reset_removed_from_release(ENV, pre, post)
+    assert _variants(hits) == ["reset-removed-from-release"]
+    assert hits[0].fields["field"] == "page->private"
+
+
+def test_a_reset_before_the_free_of_the_object_or_outside_a_release_path_is_moot() -> None:
+    freed = PREPARE.replace("\tpool_reset_owner(page, order);", "\tkfree(page);")
+    assert (
+        reset_removed_from_release(ENV, *_sides(freed, freed.replace("\tpage->private = 0;\n", "")))
+        == []
+    )
+    named = PREPARE.replace("pool_free_prepare", "pool_scan_prepare")
+    assert (
+        reset_removed_from_release(ENV, *_sides(named, named.replace("\tpage->private = 0;\n", "")))
+        == []
+    )
+
+
+# ---------------------------------------------------------------- barrier-removed
+
+REMAP = """
+static void pool_remap_pte(pte_t *pte, unsigned long addr, struct pool_walk *walk)
+{
+	struct page *page = pool_next_page(walk);
+
+	copy_page(page_to_virt(page), walk->from);
+	smp_wmb();
+	set_pte_at(&init_mm, addr, pte, mk_pte(page, PAGE_KERNEL));
+}
+"""
+
+
+def test_a_write_barrier_removed_before_a_pte_is_installed_is_reported() -> None:
+    pre, post = _sides(REMAP, REMAP.replace("\tsmp_wmb();\n", ""))
+    hits = barrier_removed_before_publish(ENV, pre, post)
+    assert _variants(hits) == ["barrier-removed"]
+    # a barrier replaced by a stronger one still orders the stores
+    stronger = REMAP.replace("\tsmp_wmb();", "\tsmp_mb();")
+    assert barrier_removed_before_publish(ENV, *_sides(REMAP, stronger)) == []
