@@ -75,13 +75,8 @@ _SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
             "bot.analyze.simulate.vocab.Effects bot.analyze.simulate.scenario.ScenarioData",
         ),
         ("sim-bindings", "bot.analyze.simulate.extract._FileBindings", ""),
-        ("sim-facts", "bot.analyze.simulate.extract.FileFacts builtins.NoneType", ""),
+        ("sim-facts", "bot.analyze.cfacts.FileFacts builtins.NoneType", ""),
         ("sim-functions", "bot.analyze.simulate.extract._Translation", ""),
-        (
-            "sim-scan",
-            "builtins.tuple",
-            "bot.analyze.simulate.extract.FileIndex bot.analyze.simulate.extract.Lexicon",
-        ),
         ("sim-spans", "builtins.dict", "builtins.tuple builtins.NoneType"),
     )
 }

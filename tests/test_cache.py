@@ -186,7 +186,7 @@ def test_parsed_functions_come_back_without_a_parse(
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr(cfunc, "_ts_functions", no_parse)
+    monkeypatch.setattr(cfunc, "ts_functions", no_parse)
     assert cfunc.parse_functions(text, "mm/obj.c") == first
     with pytest.raises(AssertionError, match="parsed again"):
         cfunc.parse_functions(text.replace("obj_get", "obj_hold"), "mm/obj.c")
@@ -229,7 +229,7 @@ def test_tree_file_definitions_and_flows_come_back_without_a_parse(
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr(flow_source, "parse", no_parse)
+    monkeypatch.setattr(flow_source, "parse_code", no_parse)
     again = flow_source.SourceView({"mm/obj.c": text}, None).definitions("obj_put", "mm/obj.c")
     assert again == first
     # a flow no earlier review built needs the parse

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bot.analyze.api import load_vocabulary
 from bot.analyze.deferred_rcu import rcu_lookup_unprotected
-from bot.analyze.flow import flows_in_text
+from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
 from bot.analyze.refs import path_reference_leak, use_after_release
 from bot.analyze.rules_match import Env, Hit, Side

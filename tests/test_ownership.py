@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.analyze.api import load_vocabulary
 from bot.analyze.contract import held_on_entry
-from bot.analyze.flow import flows_in_text
+from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
 from bot.analyze.ownership import init_removed
 from bot.analyze.release_paths import release_path_loses_put

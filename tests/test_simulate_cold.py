@@ -17,23 +17,13 @@ from pathlib import Path
 import pytest
 
 from bot import assemble, cache, ingest
-from bot.analyze.simulate import SimulatorCheck, extract, run
-from bot.analyze.simulate.extract import (
-    Extractor,
-    FileFacts,
-    SourceSet,
-    _checked_spans,
-    _FileBindings,
-    _parse_span,
-    _same_subtree,
-    _span,
-    _verified_span,
-    clear_caches,
-    file_index,
-    parse_file,
-)
+from bot.analyze import cfacts
+from bot.analyze.cfacts import FileFacts, _checked_spans, _verified_span, parse_file
+from bot.analyze.csource import lexicon, parse_span, same_subtree, span_of
+from bot.analyze.simulate import SimulatorCheck, run
+from bot.analyze.simulate.extract import Extractor, SourceSet, _FileBindings, clear_caches
 from bot.analyze.simulate.names import glob_match
-from bot.analyze.simulate.program import Binding
+from bot.analyze.simulate.program import Binding, Loc
 from bot.analyze.simulate.scenario import ScenarioData
 from bot.analyze.simulate.vocab import ApiEffect, Effects
 from bot.apply import apply_series
@@ -89,12 +79,12 @@ def _new_process() -> None:
 
 def _parsed_paths() -> set[str]:
     """Files parsed whole in this process."""
-    return {key[0] for key in extract._PARSE_CACHE}
+    return {key[0] for key in cfacts._PARSE_CACHE}
 
 
 def _read_paths() -> set[str]:
     """Files parsed at all in this process, whole or one definition's span."""
-    return _parsed_paths() | {key[0][0] for key in extract._SPAN_CACHE}
+    return _parsed_paths() | {key[0][0] for key in cfacts._SPAN_CACHE}
 
 
 def _effects() -> Effects:
@@ -187,7 +177,7 @@ def test_the_effects_fingerprint_is_its_content_not_its_identity() -> None:
 
 def test_a_file_memo_is_plain_data_that_round_trips(cache_dir: Path) -> None:
     memo = _FileBindings(
-        [Binding("work", "obj:work", "cb", extract.Loc("f", "mm/a.c", 3, "INIT_WORK()"))],
+        [Binding("work", "obj:work", "cb", Loc("f", "mm/a.c", 3, "INIT_WORK()"))],
         [("outer", {"in": "inner"}), ("gone", None)],
         [("obj:work", "work_struct")],
     )
@@ -228,7 +218,7 @@ def test_an_edited_text_gets_new_facts_and_scans(cache_dir: Path) -> None:
     after = SourceSet({"mm/a.c": "void h(void)\n{\n\thelper(1);\n}\n"})
     assert after.callers("helper") == ["h"]
     assert after.defines("h") and not after.defines("g")
-    assert "helper" in file_index("mm/a.c", "void h(void)\n{\n\thelper(1);\n}\n").called
+    assert "helper" in lexicon("void h(void)\n{\n\thelper(1);\n}\n").called
 
 
 # ---------------------------------------------------------- definitions by span
@@ -262,7 +252,7 @@ def test_a_definition_comes_from_its_span_once_checked(cache_dir: Path) -> None:
     _new_process()
     alone = SourceSet(files).find_function("setup")
     assert _parsed_paths() == set()  # the span alone was parsed
-    assert alone is not None and _same_subtree(alone[1], whole[1])
+    assert alone is not None and same_subtree(alone[1], whole[1])
     assert alone[1].text == whole[1].text and alone[1].start_point == whole[1].start_point
     # a function no earlier process looked up has no checked span yet
     SourceSet(files).find_function("later")
@@ -338,9 +328,9 @@ def test_a_span_check_compares_every_node() -> None:
     other = b"void f(void)\n{\n\tg=1;;\n}\n"  # same length, other syntax
     tree_one = parse_file("a.c", one).functions["f"][0]
     tree_other = parse_file("a.c", other).functions["f"][0]
-    assert _same_subtree(tree_one, parse_file("a.c", one).functions["f"][0])
-    assert not _same_subtree(tree_one, tree_other)
-    assert _verified_span(one, tree_one) == _span(tree_one)
+    assert same_subtree(tree_one, parse_file("a.c", one).functions["f"][0])
+    assert not same_subtree(tree_one, tree_other)
+    assert _verified_span(one, tree_one) == span_of(tree_one)
     assert _verified_span(other, tree_one) is None
 
 
@@ -366,8 +356,8 @@ def _check_spans(images: list[tuple[str, str]]) -> int:
         info = parse_file(path, source)
         for name, nodes in info.functions.items():
             node = max(nodes, key=lambda n: n.end_byte - n.start_byte)
-            alone = _parse_span(source, _span(node))
-            assert alone is not None and _same_subtree(alone, node), (path, name)
+            alone = parse_span(source, span_of(node))
+            assert alone is not None and same_subtree(alone, node), (path, name)
             checked += 1
     return checked
 

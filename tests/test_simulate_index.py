@@ -1,4 +1,4 @@
-"""The simulator's per-text indexes and memos (extract.file_index, the bindings
+"""The simulator's per-text indexes and memos (csource.lexicon, the bindings
 memo, the parse and lexicon caches), kept across SourceSets and reviews in one
 process: a changed text gets new facts, a memo whose struct layouts differ in
 other sources is not reused, and every result with warm caches equals the
@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from bot import assemble, ingest
+from bot.analyze.cfacts import type_headers
 from bot.analyze.context import SeriesAnalysis
-from bot.analyze.simulate import SimulatorCheck
-from bot.analyze.simulate.extract import (
+from bot.analyze.csource import (
     _INCLUDE,
-    _TYPE_HEADER,
-    Extractor,
-    SourceSet,
-    _called_names,
-    _def_starts,
-    _directives,
-    _struct_bodies,
-    clear_caches,
-    file_index,
+    called_names,
+    def_starts,
+    directives,
+    lexicon,
+    struct_bodies,
 )
+from bot.analyze.simulate import SimulatorCheck
+from bot.analyze.simulate.extract import Extractor, SourceSet, clear_caches
 from bot.analyze.simulate.program import Binding
 from bot.analyze.simulate.run import load_data
 from bot.apply import apply_series
@@ -75,7 +73,7 @@ def test_the_index_lists_a_name_exactly_where_a_call_pattern_matches() -> None:
         "int f(void)\n{\n\tfoo (1);\n\tbar\n\t(2);\n\txfoo(3);\n\t1baz(4);\n"
         "\tqux /* c */ (5);\n\tfoo_bar(6);\n\tsizeof(int);\n\tñame(7);\n\tcall_é(8);\n}\n"
     )
-    called = file_index("mm/x.c", text).called
+    called = lexicon(text).called
     for name in set(re.findall(r"\w+", text)):
         if re.fullmatch(r"[A-Za-z_]\w*", name):
             expect = re.search(rf"\b{re.escape(name)}\s*\(", text) is not None
@@ -247,14 +245,14 @@ def _found(matches: Iterable[re.Match[str]]) -> list[tuple[tuple[int, int], tupl
 
 def test_the_lexical_scans_give_exactly_what_the_regexes_give(corpus: Path) -> None:
     for text in _texts(corpus):
-        assert _found(_def_starts(text)) == _found(REGEX_DEF.finditer(text)), text
-        assert _struct_bodies(text) == REGEX_STRUCT.findall(text), text
-        assert _called_names(text) == set(REGEX_CALL.findall(text)), text
+        assert _found(def_starts(text)) == _found(REGEX_DEF.finditer(text)), text
+        assert struct_bodies(text) == REGEX_STRUCT.findall(text), text
+        assert called_names(text) == set(REGEX_CALL.findall(text)), text
         # an include's match starts at the `#`, the regex's at the line start: same end
-        inc = [(m.end(), m.groups()) for m in _directives(text, _INCLUDE)]
+        inc = [(m.end(), m.groups()) for m in directives(text, _INCLUDE)]
         assert inc == [(m.end(), m.groups()) for m in REGEX_INCLUDE.finditer(text)], text
-        th = [(m.end(), m.groups()) for m in _directives(text, _TYPE_HEADER)]
-        assert th == [(m.end(), m.groups()) for m in REGEX_TYPE_HEADER.finditer(text)], text
+        th = type_headers(lexicon(text))
+        assert th == tuple(f"include/{m[1]}" for m in REGEX_TYPE_HEADER.finditer(text)), text
 
 
 def test_a_tree_file_edited_on_disk_gets_new_facts_in_the_next_review(tmp_path: Path) -> None:

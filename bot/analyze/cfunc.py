@@ -11,21 +11,32 @@ Kernel code is full of macros tree-sitter cannot know: `list_for_each_entry(...)
 recovers from most of them with ERROR nodes inside a function; what it cannot turn
 into a `function_definition` at file scope is found by a lexical scan over the text
 with comments, strings and preprocessor lines blanked out. Calls are read lexically
-from that same blanked text, so macros used like calls count as calls.
+from that same blanked text, so macros used like calls count as calls (the
+masking and the scan are in cscan.py).
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from bot import cache
+from bot.analyze.cscan import (
+    CLOSER,
+    IDENT_BEFORE,
+    INLINE_WORDS,
+    LABEL,
+    NOT_CALLS,
+    calls_in,
+    clip,
+    mask,
+    normalise_name,
+    scan_functions,
+    ts_functions,
+)
 from bot.model import (
     CFunction,
     ChangeKind,
@@ -36,9 +47,6 @@ from bot.model import (
     LineKind,
     PatchImages,
 )
-
-if TYPE_CHECKING:
-    import tree_sitter
 
 __all__ = [
     "C_SUFFIXES",
@@ -52,174 +60,6 @@ __all__ = [
 # Files whose hunks touched_functions looks into.
 C_SUFFIXES = (".c", ".h")
 
-# tree_sitter.Parser is not safe to share between threads (Celery may run several).
-_LOCAL = threading.local()
-
-# Words followed by `(` that are not calls.
-_NOT_CALLS = frozenset(
-    {
-        "if",
-        "while",
-        "for",
-        "switch",
-        "return",
-        "sizeof",
-        "typeof",
-        "__typeof__",
-        "__typeof",
-        "_Alignof",
-        "alignof",
-        "__alignof__",
-        "__attribute__",
-        "__attribute",
-        "asm",
-        "__asm__",
-        "__asm",
-        "volatile",
-        "__volatile__",
-        "_Generic",
-        "_Static_assert",
-        "static_assert",
-        "do",
-        "else",
-        "case",
-        "goto",
-        "defined",
-        "__builtin_expect",
-        "__builtin_constant_p",
-        "__builtin_offsetof",
-    }
-)
-_INLINE_WORDS = frozenset({"inline", "__inline", "__inline__", "__always_inline"})
-# Annotations written after a parameter list (`foo(...) __releases(x)`): skipped when
-# looking back from `{` for the function's own parameter list.
-# Kernel spells them all `__lowercase` (__releases, __acquires, __must_hold, ...).
-_TRAILING_ANNOTATION = re.compile(r"__[a-z_]+$")
-_SYSCALL = re.compile(r"^(COMPAT_)?SYSCALL_DEFINE\d$")
-_IDENT_CALL = re.compile(r"(?<![\w.>])([A-Za-z_]\w*)\s*\(")
-_IDENT_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*$")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_CLOSER = re.compile(r"^\}\s*(?:/[*/].*)?$")
-_LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
-# Where _mask has to look again: outside directives, and inside one.
-_MASK_STOP = re.compile(r"[\n/\"']")
-_DIRECTIVE_STOP = re.compile(r"[\n\\/]")
-_NOT_NEWLINE = re.compile(r"[^\n]")
-_PARENS = re.compile(r"[()]")
-_BRACES = re.compile(r"[{}]")
-_NEWLINE = re.compile(r"\n")
-
-
-def _parser() -> tree_sitter.Parser:
-    """This thread's tree-sitter parser for C."""
-    parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
-    if parser is None:
-        # imported on the first parse: a review whose functions all come from
-        # bot.cache does not load tree-sitter at all (~10 ms)
-        import tree_sitter
-        import tree_sitter_c
-
-        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
-        _LOCAL.parser = parser
-    return parser
-
-
-# --------------------------------------------------------------------------- masking
-
-
-def _blank(text: str) -> str:
-    """`text` with every character but newlines turned into a space."""
-    return _NOT_NEWLINE.sub(" ", text)
-
-
-def _mask(text: str) -> str:
-    """Return `text` with comments, string/char literals and preprocessor lines
-    replaced by spaces (newlines kept), so offsets and line numbers still match."""
-    out = list(text)
-    n = len(text)
-    i = 0
-    line_start = True
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line_start = True
-            i += 1
-            continue
-        if line_start and c in " \t":
-            i += 1
-            continue
-        if line_start and c == "#":
-            # A directive runs to the end of the line, or further with `\` continuations;
-            # `#define F(x) { ... }` must not count as a brace at file scope.
-            while i < n and text[i] != "\n":
-                if text[i] == "\\" and i + 1 < n and text[i + 1] == "\n":
-                    out[i] = " "
-                    i += 2
-                    continue
-                if text.startswith("/*", i):
-                    end = text.find("*/", i + 2)
-                    end = n if end < 0 else end + 2
-                    out[i:end] = _blank(text[i:end])
-                    i = end
-                    continue
-                # Plain directive text up to the next character that matters here.
-                m = _DIRECTIVE_STOP.search(text, i + 1)
-                end = m.start() if m else n
-                out[i:end] = " " * (end - i)
-                i = end
-            continue
-        line_start = False
-        if c == "/" and text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            out[i:end] = _blank(text[i:end])
-            i = end
-            continue
-        if c == "/" and text.startswith("//", i):
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            out[i:end] = " " * (end - i)
-            i = end
-            continue
-        if c in "\"'":
-            quote = c
-            j = i + 1
-            while j < n and text[j] != quote and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            end = min(j + 1, n)
-            lo, hi = i + 1, (end - 1 if end - 1 > i else end)
-            if hi > lo:
-                out[lo:hi] = _blank(text[lo:hi])
-            i = end
-            continue
-        # Ordinary code: nothing changes until the next newline, slash or quote.
-        m = _MASK_STOP.search(text, i + 1)
-        i = m.start() if m else n
-    return "".join(out)
-
-
-def _calls_in(masked_body: str) -> tuple[str, ...]:
-    """Names used like calls in a masked body, in source order, duplicates kept once."""
-    seen: dict[str, None] = {}
-    for m in _IDENT_CALL.finditer(masked_body):
-        name = m.group(1)
-        if name in _NOT_CALLS:
-            continue
-        seen.setdefault(name, None)
-    return tuple(seen)
-
-
-def _normalise_name(name: str, args: str) -> str:
-    """`SYSCALL_DEFINE3(mprotect, ...)` is the function `sys_mprotect`; the kernel
-    names it so, and callers and backtraces use that name."""
-    m = _SYSCALL.match(name)
-    if not m:
-        return name
-    first = args.strip().lstrip("(").split(",", 1)[0].strip().rstrip(")").strip()
-    if not re.fullmatch(r"[A-Za-z_]\w*", first):
-        return name
-    return ("compat_sys_" if m.group(1) else "sys_") + first
-
 
 def function_name_from_section(section: str) -> str | None:
     """The function a hunk header's section text (`static void foo(int x)`) names, or
@@ -228,230 +68,13 @@ def function_name_from_section(section: str) -> str | None:
     if not text or "(" not in text or text.endswith(";") or "=" in text.split("(", 1)[0]:
         return None
     head = text.split("(", 1)[0]
-    m = _IDENT_BEFORE.search(head)
+    m = IDENT_BEFORE.search(head)
     if not m:
         return None
     name = m.group(1)
-    if name in _NOT_CALLS or head.lstrip().startswith("#"):
+    if name in NOT_CALLS or head.lstrip().startswith("#"):
         return None
-    return _normalise_name(name, text[text.index("(") :])
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-@dataclass
-class _Found:
-    """A definition found by either parser, before it becomes a CFunction."""
-
-    name: str
-    start: int  # 0-based line
-    end: int  # 0-based line, inclusive
-    body_offset: int  # char offset of the opening brace of the body
-    end_offset: int  # char offset just past the closing brace
-
-
-def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
-    """Follow `declarator` fields down to the identifier a definition declares;
-    also return the text of the innermost parameter list."""
-    params = ""
-    while node is not None:
-        if node.type in ("identifier", "field_identifier", "type_identifier"):
-            return (node.text or b"").decode("utf-8", "replace"), params
-        if node.type == "function_declarator":
-            p = node.child_by_field_name("parameters")
-            if p is not None:
-                params = (p.text or b"").decode("utf-8", "replace")
-        nxt = node.child_by_field_name("declarator")
-        if nxt is None:
-            nxt = next(
-                (c for c in node.named_children if c.type not in ("attribute_specifier",)),
-                None,
-            )
-        node = nxt
-    return None, params
-
-
-def _ts_functions(text: str, data: bytes) -> list[_Found]:
-    """Function definitions tree-sitter finds at file scope (inside #if blocks too)."""
-    tree = _parser().parse(data)
-    found: list[_Found] = []
-    # tree-sitter speaks UTF-8 byte offsets, the masked text str offsets. They
-    # differ after each non-ASCII character (an author's name in a comment) by
-    # its extra bytes: keep those steps, sorted, to convert in O(log n).
-    steps: list[int] = []  # byte offset just past each non-ASCII character
-    extra: list[int] = []  # extra bytes up to and including that character
-    total = 0
-    for m in _NON_ASCII.finditer(text):
-        total += len(m.group().encode("utf-8", "replace")) - 1
-        steps.append(m.end() + total)
-        extra.append(total)
-
-    def char_at(byte_offset: int) -> int:
-        k = bisect.bisect_right(steps, byte_offset) - 1
-        return byte_offset - (extra[k] if k >= 0 else 0)
-
-    # Iterative walk: hostile input can nest ERROR nodes deeper than Python recursion.
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        for child in reversed(node.children):
-            if child.type == "function_definition":
-                name, params = _declarator_name(child.child_by_field_name("declarator"))
-                body = child.child_by_field_name("body")
-                if name and body is not None:
-                    found.append(
-                        _Found(
-                            name=_normalise_name(name, params),
-                            start=child.start_point.row,
-                            end=child.end_point.row,
-                            body_offset=char_at(body.start_byte),
-                            end_offset=char_at(child.end_byte),
-                        )
-                    )
-                # Definitions nested in a function are misparses of
-                # `for_each_node(n) {` style loop macros: do not descend.
-                continue
-            if child.child_count:
-                stack.append(child)
-    return found
-
-
-def _paren_partners(masked: str) -> dict[int, int]:
-    """Offset of each `)` -> offset of its `(`, in one pass (unmatched ones absent)."""
-    partners: dict[int, int] = {}
-    stack: list[int] = []
-    for m in _PARENS.finditer(masked):
-        i = m.start()
-        if masked[i] == "(":
-            stack.append(i)
-        elif stack:
-            partners[i] = stack.pop()
-    return partners
-
-
-def _scan_functions(masked: str) -> list[_Found]:
-    """Brace-matching scan: every `{` at file scope preceded by `name(...)` whose
-    declaration starts at column 0 is a function body."""
-    found: list[_Found] = []
-    partners = _paren_partners(masked)
-    newlines = [m.start() for m in _NEWLINE.finditer(masked)]
-    depth = 0
-    n = len(masked)
-    skip_to = 0  # braces before this offset lie inside a function already found
-    for m in _BRACES.finditer(masked):
-        i = m.start()
-        if i < skip_to:
-            continue
-        if masked[i] == "{":
-            if depth == 0:
-                head = _function_head(masked, i, partners)
-                if head is not None:
-                    name, start_offset = head
-                    end = _matching_brace(masked, i)
-                    found.append(
-                        _Found(
-                            name=name,
-                            # Lines before an offset = newlines before it.
-                            start=bisect.bisect_left(newlines, start_offset),
-                            end=bisect.bisect_left(newlines, end),
-                            body_offset=i,
-                            end_offset=min(end + 1, n),
-                        )
-                    )
-                    skip_to = end + 1
-                    continue
-            depth += 1
-        else:
-            # Partial images start mid-function: never go below file scope.
-            depth = max(0, depth - 1)
-    return found
-
-
-def _matching_brace(masked: str, open_at: int) -> int:
-    """Offset of the `}` closing the `{` at `open_at` (end of text if none)."""
-    depth = 0
-    for m in _BRACES.finditer(masked, open_at):
-        if masked[m.start()] == "{":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return m.start()
-    return len(masked) - 1
-
-
-# How far back from `{` a function head may reach. Parameter lists of real kernel
-# functions are a few hundred characters; the bound keeps hostile text linear.
-_HEAD_REACH = 4096
-
-
-def _function_head(masked: str, brace: int, partners: dict[int, int]) -> tuple[str, int] | None:
-    """If the `{` at `brace` opens a function body, return (name, start offset)."""
-    j = brace - 1
-    for _ in range(8):  # a few trailing annotations at most
-        while j >= 0 and masked[j].isspace():
-            j -= 1
-        if j < 0 or masked[j] != ")":
-            return None
-        open_paren = partners.get(j, -1)
-        if open_paren < 0 or j - open_paren > _HEAD_REACH:
-            return None
-        ident = _ident_before(masked, open_paren)
-        if ident is None:
-            return None
-        name_at, name = ident
-        if name in _NOT_CALLS:
-            return None
-        k = name_at - 1
-        while k >= 0 and masked[k].isspace():
-            k -= 1
-        if _TRAILING_ANNOTATION.match(name) and k >= 0 and masked[k] == ")":
-            # `foo(...) __releases(x) {`: the parameter list is further back.
-            j = k
-            continue
-        start = _declaration_start(masked, name_at)
-        if "=" in masked[start:name_at]:
-            return None
-        if start != masked.rfind("\n", 0, start) + 1:
-            return None
-        return _normalise_name(name, masked[open_paren : j + 1]), start
-    return None
-
-
-def _ident_before(masked: str, at: int) -> tuple[int, str] | None:
-    """The identifier ending just before `at` (spaces allowed), with its offset."""
-    k = at - 1
-    while k >= 0 and masked[k].isspace():
-        k -= 1
-    end = k + 1
-    while k >= 0 and (masked[k].isalnum() or masked[k] == "_"):
-        k -= 1
-    word = masked[k + 1 : end]
-    if not word or word[0].isdigit():
-        return None
-    return k + 1, word
-
-
-def _declaration_start(masked: str, name_at: int) -> int:
-    """Walk back from a function name to the first character of its declaration:
-    just after the previous `;`, `}` or `{`, or after a blank line."""
-    k = name_at - 1
-    last_nonspace = name_at
-    limit = max(name_at - _HEAD_REACH, 0)
-    while k >= limit:
-        ch = masked[k]
-        if ch in ";{}":
-            break
-        if ch == "\n":
-            prev = masked.rfind("\n", 0, k)
-            if masked[prev + 1 : k].strip() == "":
-                break
-        if not ch.isspace():
-            last_nonspace = k
-        k -= 1
-    # last_nonspace is the earliest non-space character seen; back up to its line start.
-    return last_nonspace
+    return normalise_name(name, text[text.index("(") :])
 
 
 def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
@@ -474,8 +97,8 @@ def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
 def _parse(text: str, path: str) -> tuple[CFunction, ...]:
     """parse_functions without the caches: tree-sitter, then the lexical scan."""
     data = text.encode("utf-8", "replace")
-    masked = _mask(text)
-    found = _ts_functions(text, data)
+    masked = mask(text)
+    found = ts_functions(text, data)
     # Kernel functions start at column 0; a tree-sitter "definition" starting
     # indented is a loop macro (`list_for_each_entry(...) {`) in a partial image.
     lines = text.split("\n")
@@ -485,12 +108,12 @@ def _parse(text: str, path: str) -> tuple[CFunction, ...]:
         if f.start < len(lines) and lines[f.start][:1] not in (" ", "\t") and f.name != ""
     ]
     line_starts = [0, *itertools.accumulate(len(line) + 1 for line in lines[:-1])]
-    closers = [i for i, line in enumerate(lines) if line[:1] == "}" and _CLOSER.match(line)]
-    found = [_clip(f, closers, line_starts) for f in found]
+    closers = [i for i, line in enumerate(lines) if line[:1] == "}" and CLOSER.match(line)]
+    found = [clip(f, closers, line_starts) for f in found]
     spans = [(f.body_offset, f.end_offset) for f in found]
-    for extra in _scan_functions(masked):
+    for extra in scan_functions(masked):
         if not any(lo <= extra.body_offset < hi for lo, hi in spans):
-            found.append(_clip(extra, closers, line_starts))
+            found.append(clip(extra, closers, line_starts))
     found.sort(key=lambda f: (f.start, f.body_offset))
     result: list[CFunction] = []
     for f in found:
@@ -504,26 +127,12 @@ def _parse(text: str, path: str) -> tuple[CFunction, ...]:
                 start_line=f.start + 1,
                 end_line=f.end + 1,
                 body=body,
-                calls=_calls_in(masked[f.body_offset : f.end_offset]),
+                calls=calls_in(masked[f.body_offset : f.end_offset]),
                 is_static="static" in words,
-                is_inline=bool(words & _INLINE_WORDS),
+                is_inline=bool(words & INLINE_WORDS),
             )
         )
     return tuple(result)
-
-
-def _clip(f: _Found, closers: list[int], line_starts: list[int]) -> _Found:
-    """End a function at the first column-0 `}` after its opening brace.
-
-    Kernel style closes a function, and only a function, at column 0. Braces
-    opened in both branches of an `#ifdef` inside a body (`if (a) {` / `#else` /
-    `if (b) {`) otherwise make the function run on over its neighbours."""
-    brace_line = bisect.bisect_right(line_starts, f.body_offset) - 1
-    k = bisect.bisect_right(closers, brace_line)
-    if k < len(closers) and closers[k] < f.end:
-        end = closers[k]
-        return _Found(f.name, f.start, end, f.body_offset, line_starts[end] + 1)
-    return f
 
 
 def find_function(text: str, path: str, name: str) -> CFunction | None:
@@ -574,7 +183,7 @@ def _split_lines(text: str) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=4096)
 def _body_calls(body: str) -> tuple[str, ...]:
     """The calls in a function body (the same partial body recurs per changed line)."""
-    return _calls_in(_mask(body))
+    return calls_in(mask(body))
 
 
 def _hunk_lines(text: str, start: int, length: int) -> tuple[list[str], int]:
@@ -610,7 +219,7 @@ def _inside_named(lines: Sequence[str], changed: int) -> bool:
         if line.rstrip() == "{":
             # the body's opening brace: the header's function starts right here
             return idx <= changed
-        return idx <= changed and (line[:1] in (" ", "\t") or bool(_LABEL.match(line)))
+        return idx <= changed and (line[:1] in (" ", "\t") or bool(LABEL.match(line)))
     return False
 
 

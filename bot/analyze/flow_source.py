@@ -23,21 +23,23 @@ from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
+from bot.analyze.csource import Texts, lexicon, parse_code
 from bot.analyze.flow import (
     Assume,
     Call,
     Event,
     Flow,
+    explore,
+    norm_object,
+)
+from bot.analyze.flow_build import (
     FunctionNode,
     build_flow,
-    explore,
     find_definitions,
     flow_of_definition,
-    norm_object,
-    parse,
 )
 from bot.model import CFunction
-from bot.safefs import read_tree_text, tree_listing
+from bot.safefs import tree_listing
 
 if TYPE_CHECKING:
     import tree_sitter as ts
@@ -52,9 +54,6 @@ _MAX_DIR_BYTES = 8 * 1024 * 1024
 MAX_REACH_WORK = 200_000
 
 _COMMENT_LINE = re.compile(r"^\s*(\*|/\*|\*/|//)")
-# Spaces within one line only: `^\s*` would rescan every run of blank lines (a
-# partial image is mostly blank lines) once per line, quadratically.
-_INCLUDE = re.compile(r'^[^\S\n]*#[^\S\n]*include[^\S\n]*[<"]([^>"]+)[>"]', re.MULTILINE)
 
 
 @dataclass
@@ -113,7 +112,7 @@ class _FileIndex:
 def _definitions(text: str) -> tuple[ts.Tree, dict[str, list[FunctionNode]]]:
     # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
     # definition tree-sitter cannot see is one we do not follow calls into.
-    tree = parse(text)
+    tree = parse_code(text)
     nodes: dict[str, list[FunctionNode]] = {}
     for fn in find_definitions(tree.root_node):
         nodes.setdefault(fn.name, []).append(fn)
@@ -179,36 +178,14 @@ def _brace_deficit(body: str) -> tuple[int, int]:
 
 def _includes(text: str) -> tuple[str, ...]:
     """The `#include` targets of a text, in order (scanned once per text)."""
-    return _lexical(text)[1]
-
-
-# `name(` on a line that could start a definition. One line only ([ \t], never
-# \s): a partial image is mostly blank lines, and a pattern free to span them
-# backtracks for seconds.
-# The name may start the line (kernel style puts the return type on the line above).
-_DEFINITION_LINE = re.compile(r"(?m)^(?:[A-Za-z_][\w \t*]*?\b)?([A-Za-z_]\w*)[ \t]*\(")
-
-
-@lru_cache(maxsize=4096)
-def _lexical(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Names that may be defined in `text` and its `#include` targets: two regex
-    scans of the whole text, once per text here and in bot.cache."""
-    return cache.cached(
-        "lexical",
-        cache.text_key(text),
-        lambda: (frozenset(_DEFINITION_LINE.findall(text)), tuple(_INCLUDE.findall(text))),
-    )
-
-
-def _defined_names(text: str) -> frozenset[str]:
-    """Names that may be defined in `text`: a cheap superset, read once per text,
-    so asking for a name the file does not define costs a set lookup."""
-    return _lexical(text)[0]
+    return lexicon(text).include_paths()
 
 
 def _defines(text: str, name: str) -> bool:
-    """Cheap test before parsing: `name(` on a line that could start a definition."""
-    return name in _defined_names(text)
+    """Cheap test before parsing: `name(` on a line that could start a definition
+    (a superset, read once per text, so asking for a name the file does not
+    define costs a set lookup)."""
+    return name in lexicon(text).heads
 
 
 @dataclass
@@ -229,21 +206,13 @@ class SourceView:
     _paths: dict[str, list[str]] = field(default_factory=dict, repr=False)
     # tree texts read for this side: one review reads a file once (the next
     # review, with a new view, reads it again and sees any change)
-    _texts: dict[str, str | None] = field(default_factory=dict, repr=False)
+    _texts: Texts = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._texts = Texts(self.files, self.tree_root)
 
     def text(self, path: str) -> str | None:
-        if path in self.files:
-            return self.files[path]
-        if self.tree_root is None:
-            return None
-        if path in self._texts:
-            return self._texts[path]
-        # the one checked reader: confined to the tree (an #include of
-        # "../../x" or </abs/path> reads nothing), no symlink, size-bounded,
-        # read again when the file changed (a warm daemon serves no stale text)
-        text = read_tree_text(self.tree_root, path)
-        self._texts[path] = text
-        return text
+        return self._texts.text(path)
 
     def flows_in(self, path: str) -> Iterator[Flow]:
         """Every function of `path` on this side."""

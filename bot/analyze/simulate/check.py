@@ -18,7 +18,7 @@ from bot.analyze.context import PatchAnalysis, SeriesAnalysis
 from bot.analyze.simulate.budget import INCOMPLETE, REVIEW_INCOMPLETE, SimTimeout
 from bot.analyze.simulate.budget import runaway_note as _runaway
 from bot.analyze.simulate.explain import describe_kind, reviewer_question
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor
 from bot.analyze.simulate.run import (
     Side,
     SimResult,
@@ -40,6 +40,7 @@ from bot.analyze.simulate.scenario import (
     quiesced_works,
     reachable_names,
 )
+from bot.analyze.simulate.sources import SourceSet
 from bot.analyze.simulate.vocab import Effects
 from bot.config import Settings
 from bot.model import Confidence, FileDiff, Finding, LineKind, Severity, Status

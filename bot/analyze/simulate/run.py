@@ -13,7 +13,7 @@ from bot import cache
 from bot.analyze.simulate.budget import Budget, SimTimeout, runaway_note
 from bot.analyze.simulate.explain import to_trace
 from bot.analyze.simulate.explore import Bounds, Explorer, Model, Result
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor
 from bot.analyze.simulate.scenario import (
     SCENARIO_DIRNAME,
     ActorPlan,
@@ -30,6 +30,7 @@ from bot.analyze.simulate.scenario import (
     quiesced_works,
     reachable_names,
 )
+from bot.analyze.simulate.sources import SourceSet
 from bot.analyze.simulate.vocab import Effects, load_effects
 from bot.config import Settings
 from bot.errors import UsageError

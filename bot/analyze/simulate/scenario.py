@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.analyze.simulate.explore import Model, ThreadSpec
-from bot.analyze.simulate.extract import Extractor, SourceSet
+from bot.analyze.simulate.extract import Extractor
 from bot.analyze.simulate.names import glob_match
 from bot.analyze.simulate.program import (
     Binding,
@@ -33,6 +33,7 @@ from bot.analyze.simulate.program import (
     key_object,
     walk_val,
 )
+from bot.analyze.simulate.sources import SourceSet
 from bot.errors import InputError
 from bot.yamlio import load_yaml
 

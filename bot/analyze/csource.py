@@ -1,0 +1,412 @@
+"""The C front end's source layer: one tree-sitter parser, checked reads, and what
+is known of a file text by its content.
+
+    parser() / parse(text)         this thread's tree-sitter-c parser; a raw parse
+    parse_code(text)               a parse with #if/#else/#endif lines blanked
+    parse_span(source, span)       the one definition at `span`, parsed alone
+    Texts(files, tree_root)        patch images over the tree: every tree read goes
+                                   through bot.safefs's checked reader, once per view
+    lexicon(text)                  the lexical facts of a text (definition heads,
+                                   struct bodies, #includes, calls, `.slot = fn`),
+                                   scanned once per text, kept in bot.cache
+
+The analysis (flow.py, flow_source.py, cfunc.py) and the simulator
+(simulate/extract.py) both read C through this module; what a whole parse of a
+file gives (definitions, struct layouts, callers) is in cfacts.py.
+
+Every memo here is keyed by the text itself (`text_key`), never by a path
+alone: a file edited between two reviews is a new key, so a warm worker never
+serves a stale fact.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from bot import cache
+from bot.safefs import MAX_TREE_FILE, read_tree_text
+
+if TYPE_CHECKING:
+    # imported on the first parse: a review whose facts all come from bot.cache
+    # does not load tree-sitter at all (~10 ms)
+    import tree_sitter
+
+__all__ = [
+    "Lexicon",
+    "Span",
+    "TextKey",
+    "Texts",
+    "bounded_put",
+    "disk_key",
+    "lexicon",
+    "parse",
+    "parse_code",
+    "parse_span",
+    "parser",
+    "parser_stamp",
+    "same_subtree",
+    "span_of",
+    "text_key",
+]
+
+# --------------------------------------------------------------------------- parser
+
+# tree_sitter.Parser is not safe to share between threads (Celery may run several).
+_LOCAL = threading.local()
+
+
+def parser() -> tree_sitter.Parser:
+    """This thread's tree-sitter parser for C."""
+    found: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
+    if found is None:
+        import tree_sitter
+        import tree_sitter_c
+
+        found = tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
+        _LOCAL.parser = found
+    return found
+
+
+def parse(source: str | bytes) -> tree_sitter.Tree:
+    """A raw parse of C text (str is encoded as UTF-8, bad characters replaced)."""
+    data = source if isinstance(source, bytes) else source.encode("utf-8", "replace")
+    return parser().parse(data)
+
+
+_CONDITIONAL = re.compile(r"(?m)^[ \t]*#[ \t]*(?:if|ifdef|ifndef|else|elif|endif)\b[^\n]*$")
+
+
+def parse_code(text: str) -> tree_sitter.Tree:
+    """Parse C text with conditional-compilation lines blanked: both arms of an
+    #ifdef are code some config builds, and a partial image often holds an #if
+    without its #endif, which would swallow the rest. A blanked line keeps its
+    length (spaces), so every node's offsets are offsets into `text` too."""
+    return parse(_CONDITIONAL.sub(_spaces, text))
+
+
+def _spaces(m: re.Match[str]) -> str:
+    return " " * len(m.group().encode("utf-8", "replace"))
+
+
+# (start byte, end byte, start row, start column, end row, end column)
+Span = tuple[int, int, int, int, int, int]
+
+
+def span_of(node: tree_sitter.Node) -> Span:
+    return (node.start_byte, node.end_byte, *node.start_point, *node.end_point)
+
+
+def parse_span(source: bytes, span: Span) -> tree_sitter.Node | None:
+    """The one top-level node a parse of `span` of `source` alone gives (the
+    rest of the text is skipped: tree-sitter's included ranges), or None."""
+    import tree_sitter
+
+    start, end, srow, scol, erow, ecol = span
+    alone = tree_sitter.Parser(
+        parser().language,
+        included_ranges=[tree_sitter.Range((srow, scol), (erow, ecol), start, end)],
+    )
+    children = alone.parse(source).root_node.children
+    return children[0] if len(children) == 1 else None
+
+
+def same_subtree(a: tree_sitter.Node, b: tree_sitter.Node) -> bool:
+    """Whether two syntax trees are the same node for node: kind, position,
+    field, flags, in order (two parses of the same bytes: same text too)."""
+    ca, cb = a.walk(), b.walk()
+    while True:
+        na, nb = ca.node, cb.node
+        if na is None or nb is None or ca.field_id != cb.field_id:
+            return False
+        if (
+            na.kind_id != nb.kind_id
+            or na.start_byte != nb.start_byte
+            or na.end_byte != nb.end_byte
+            or na.start_point != nb.start_point
+            or na.end_point != nb.end_point
+            or na.is_named != nb.is_named
+            or na.is_missing != nb.is_missing
+            or na.is_extra != nb.is_extra
+            or na.is_error != nb.is_error
+            or na.has_error != nb.has_error
+            or na.child_count != nb.child_count
+        ):
+            return False
+        if ca.goto_first_child():
+            if not cb.goto_first_child():
+                return False
+            continue
+        while True:
+            if ca.goto_next_sibling():
+                if not cb.goto_next_sibling():
+                    return False
+                break
+            if not ca.goto_parent():
+                return not cb.goto_parent()
+            if not cb.goto_parent():
+                return False
+
+
+@lru_cache(maxsize=1)
+def parser_stamp() -> str:
+    """The files of tree-sitter and its C grammar (size, mtime): facts derived
+    from a parse are keyed by it too, since another version may parse otherwise."""
+    from importlib.util import find_spec
+
+    files: list[Path] = []
+    for name in ("tree_sitter", "tree_sitter_c"):
+        # the package's folder without importing it (a cached review parses nothing)
+        spec = find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin:
+            folder = Path(origin).parent
+            files += [f for f in folder.iterdir() if f.suffix in (".so", ".pyd", ".py")]
+    return cache.stamp_files(files)
+
+
+# --------------------------------------------------------------------------- keys and memos
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+TextKey = tuple[str, int, int]
+
+
+def text_key(path: str, text: str) -> TextKey:
+    """A file's key in the process's memos: its path and its text (length and
+    hash), so an edit of the file is a new key."""
+    return (path, len(text), hash(text))
+
+
+def bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> V:
+    """table[key] = value, dropping the oldest entry first when a new key would
+    take the table past `limit` (the memos live as long as a worker)."""
+    if key not in table and len(table) >= limit:
+        table.pop(next(iter(table)))
+    table[key] = value
+    return value
+
+
+_MEMO_MAX = 8192
+_DISK_KEYS: dict[TextKey, str] = {}
+
+
+def disk_key(path: str, text: str) -> str | None:
+    """bot.cache.text_key(path, text, parser_stamp()), hashed once per text;
+    None when no disk cache is configured (nothing to look up, nothing to hash)."""
+    if cache.active() is None:
+        return None
+    key = text_key(path, text)
+    found = _DISK_KEYS.get(key)
+    if found is None:
+        found = bounded_put(_DISK_KEYS, key, cache.text_key(path, text, parser_stamp()), _MEMO_MAX)
+    return found
+
+
+# --------------------------------------------------------------------------- reads
+
+
+class Texts:
+    """The text of each file on one side of a review: `files` (patch images: a
+    None is a file that does not exist on this side) win over the tree. Tree
+    paths come from #include lines and call names of hostile patch text, so
+    every tree read goes through bot.safefs (confined to the tree, no symlink,
+    size-bounded, read again when the file changed); each path is read once
+    per Texts, and `memo` may share those reads between the views of one review
+    (one tree that does not change meanwhile)."""
+
+    def __init__(
+        self,
+        files: Mapping[str, str | None],
+        tree_root: str | Path | None,
+        *,
+        max_bytes: int = MAX_TREE_FILE,
+        memo: dict[str, str | None] | None = None,
+    ) -> None:
+        self.files = files
+        self.tree_root = str(tree_root) if tree_root else None
+        self.max_bytes = max_bytes
+        self._memo: dict[str, str | None] = {} if memo is None else memo
+
+    def text(self, path: str) -> str | None:
+        if path in self.files:
+            return self.files[path]
+        if self.tree_root is None:
+            return None
+        if path not in self._memo:
+            self._memo[path] = read_tree_text(self.tree_root, path, self.max_bytes)
+        return self._memo[path]
+
+
+# --------------------------------------------------------------------------- lexical facts
+
+# The scans below are lexical (no parse): they say which files may define a name
+# or a struct, so only those get parsed. A name listed is confirmed by a parse.
+#
+# Two definition scans stay apart on purpose: the analysis (flow_source) takes
+# any `name(` at a line start (`heads`), the simulator only a head that reaches
+# `{` before `;` and may break before `(` (`defines`). They differ on real
+# files: include/linux/memcontrol.h of v3.15.5 has the prototype
+# `extern ... *mem_cgroup_css(...);` at a line start and its !CONFIG_MEMCG stub
+# with `*mem_cgroup_css(` on an indented line, so only `heads` lists it (and
+# the simulator, looking first in included headers, would otherwise take the
+# stub for the definition in mm/memcontrol.c).
+
+# `name(` on a line that could start a definition. One line only ([ \t], never
+# \s): a partial image is mostly blank lines, and a pattern free to span them
+# backtracks for seconds. The name may start the line (kernel style puts the
+# return type on the line above).
+_HEAD_LINE = re.compile(r"(?m)^(?:[A-Za-z_][\w \t*]*?\b)?([A-Za-z_]\w*)[ \t]*\(")
+
+# The scans below give exactly what these regexes give, faster: the regex
+# engine tries a pattern that starts with `^`, `\b` or a class at every
+# position of a 200 KB file, a literal first character it finds by a fast scan.
+#   definitions  re.finditer(r"^(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(", text, re.M)
+#   struct bodies re.findall(r"\bstruct\s+([A-Za-z_]\w*)\s*\{", text)
+#   called names  set(re.findall(r"\b([A-Za-z_]\w*)\s*\(", text))
+_DEF_START = re.compile(r"(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(")
+_LINE_START = re.compile(r"\n[A-Za-z_]")
+_STRUCT_BODY = re.compile(r"struct\s+([A-Za-z_]\w*)\s*\{")
+_WORD_CHAR = re.compile(r"\w")
+_CALL_REVERSED = re.compile(r"\(\s*(\w+)")  # `name (` read backwards
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+# `^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]` (re.M), matched from the `#` on (see directives)
+_INCLUDE = re.compile(r'#\s*include\s*([<"])([\w/.\-]+)[>"]')
+_HASH_INCLUDE = re.compile(r"#\s*include")
+# `.slot = fn` (or `= &fn`) in an initialiser: ops tables
+_INITIALISER = re.compile(r"\.\s*(\w+)\s*=\s*&?\s*(\w+)\s*[,}\n]")
+
+
+def def_starts(text: str) -> Iterator[re.Match[str]]:
+    """Possible definition heads at column 0: the matches of the `^...` regex
+    above. A match starts at a line start with a letter or `_`, past the end of
+    the previous match (a head may run onto the next line)."""
+    end = 0
+    starts = (h.start() + 1 for h in _LINE_START.finditer(text))
+    for pos in (0, *starts) if text[:1] in _NAME_START else starts:
+        if pos < end:
+            continue
+        m = _DEF_START.match(text, pos)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
+def struct_bodies(text: str) -> list[str]:
+    """Names of `struct name {` at a word start, in order (the regex above)."""
+    out: list[str] = []
+    pos = 0
+    while (m := _STRUCT_BODY.search(text, pos)) is not None:
+        start = m.start()
+        if start > 0 and _WORD_CHAR.match(text, start - 1):
+            pos = start + 1  # inside a word (`mystruct x {`): no match starts here
+            continue
+        out.append(m.group(1))
+        pos = m.end()
+    return out
+
+
+def called_names(text: str) -> frozenset[str]:
+    """Every identifier followed by `(` (the regex above). Read backwards from
+    each `(`: the whole word before it (maximal, so at a word boundary), when
+    that word starts with a letter or `_`."""
+    return frozenset(w[::-1] for w in _CALL_REVERSED.findall(text[::-1]) if w[-1] in _NAME_START)
+
+
+def directives(text: str, tail: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """The matches `re.finditer("^\\s*" + tail.pattern, text, re.M)` would give
+    (`tail` starting with `#`), without trying the pattern at every line start:
+    only a `#` that is the first non-space of its line (or of the text) can
+    start one, and only past the end of the previous match."""
+    end = 0
+    for hit in _HASH_INCLUDE.finditer(text):
+        pos = hit.start()
+        line = text.rfind("\n", 0, pos) + 1
+        if line < end or (line < pos and not text[line:pos].isspace()):
+            continue
+        m = tail.match(text, pos)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """What one file text may define and what it refers to, found lexically in
+    one pass per text and shared by every view and review (see `lexicon`)."""
+
+    heads: frozenset[str]  # any `name(` at a line start (flow_source's filter)
+    defines: frozenset[str]  # definition heads reaching `{` before `;` (the simulator's)
+    structs: frozenset[str]  # `struct name {`
+    includes: tuple[tuple[str, str], ...]  # ("<" or '"', included path) in order
+    # every identifier followed by `(` (calls, macro uses, definitions,
+    # prototypes): `name(` occurs in the text exactly when name is in it
+    called: frozenset[str]
+    initialisers: tuple[tuple[str, str, int], ...]  # (slot, function, line) in order
+
+    def include_paths(self) -> tuple[str, ...]:
+        return tuple(inc for _, inc in self.includes)
+
+
+def _scan(text: str) -> Lexicon:
+    defines: set[str] = set()
+    for m in def_starts(text):
+        # a definition reaches its body before any `;` (a prototype or a call does not)
+        brace = text.find("{", m.end())
+        semi = text.find(";", m.end())
+        if brace != -1 and (semi == -1 or brace < semi):
+            defines.add(m.group(1))
+    inits: list[tuple[str, str, int]] = []
+    line, pos = 1, 0
+    for m in _INITIALISER.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        inits.append((m.group(1), m.group(2), line))
+    return Lexicon(
+        heads=frozenset(_HEAD_LINE.findall(text)),
+        defines=frozenset(defines),
+        structs=frozenset(struct_bodies(text)),
+        includes=tuple((m.group(1), m.group(2)) for m in directives(text, _INCLUDE)),
+        called=called_names(text),
+        initialisers=tuple(inits),
+    )
+
+
+_LEXICONS: dict[tuple[int, int], Lexicon] = {}
+
+
+def lexicon(text: str) -> Lexicon:
+    """The Lexicon of `text`: from the process's memo, else bot.cache (as plain
+    data under "lexical"), else a scan."""
+    key = (len(text), hash(text))
+    lex = _LEXICONS.get(key)
+    if lex is None:
+        lex = bounded_put(_LEXICONS, key, _lexicon_uncached(text), _MEMO_MAX)
+    return lex
+
+
+def _lexicon_uncached(text: str) -> Lexicon:
+    key = cache.text_key(text) if cache.active() is not None else None
+    hit = cache.get("lexical", key) if key is not None else None
+    if hit is not None:
+        value = hit[0]
+        if isinstance(value, tuple) and len(value) == 6:
+            heads, defines, structs, includes, called, inits = value
+            return Lexicon(heads, defines, structs, includes, called, inits)
+    lex = _scan(text)
+    if key is not None:
+        plain = (lex.heads, lex.defines, lex.structs, lex.includes, lex.called, lex.initialisers)
+        cache.put("lexical", key, plain)
+    return lex
+
+
+def clear_memos() -> None:
+    """Forget the lexicons and disk keys kept in this process."""
+    _LEXICONS.clear()
+    _DISK_KEYS.clear()

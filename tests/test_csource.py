@@ -1,0 +1,114 @@
+"""The C front end's source layer (bot.analyze.csource): one parser for every
+reader of C, checked reads over patch images, and lexical facts kept per text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import cache
+from bot.analyze import cfacts, cfunc, csource, flow_build
+from bot.analyze.flow_source import SourceView
+from bot.analyze.simulate.sources import SourceSet
+
+TEXT = (
+    "#include <linux/obj_types.h>\n"
+    '#include "local.h"\n'
+    "struct obj {\n\tstruct kref ref;\n};\n\n"
+    "static void obj_release(struct kref *ref)\n{\n\tkfree(ref);\n}\n\n"
+    "static const struct obj_ops ops = {\n\t.release = obj_release,\n};\n"
+)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Iterator[Path]:
+    before = cache.active()
+    cache.configure(tmp_path / "cache")
+    csource.clear_memos()
+    yield tmp_path / "cache"
+    cache.flush()
+    cache.configure(before)
+    csource.clear_memos()
+
+
+def test_every_reader_of_c_parses_through_the_one_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = csource.parser
+    calls: list[str] = []
+
+    def counting() -> object:
+        calls.append("parse")
+        return real()
+
+    monkeypatch.setattr(csource, "parser", counting)
+    text = TEXT.replace("obj_release", "obj_release_once")  # not in any memo yet
+    cfunc._parse(text, "mm/a.c")
+    assert len(calls) == 1
+    flow_build.flows_in_text(text, "mm/b.c")
+    assert len(calls) == 2
+    cfacts.parse_file("mm/c.c", text.encode())
+    assert len(calls) == 3
+
+
+def test_the_lexicon_lists_heads_structs_includes_calls_and_ops_slots() -> None:
+    lex = csource.lexicon(TEXT)
+    assert "obj_release" in lex.defines and "obj_release" in lex.heads
+    assert lex.structs == frozenset({"obj"})  # `struct obj_ops ops = {` defines no struct
+    assert lex.includes == (("<", "linux/obj_types.h"), ('"', "local.h"))
+    assert lex.include_paths() == ("linux/obj_types.h", "local.h")
+    assert {"kfree", "obj_release"} <= lex.called
+    assert lex.initialisers == (("release", "obj_release", 13),)
+    assert cfacts.type_headers(lex) == ("include/linux/obj_types.h",)
+
+
+def test_a_prototype_is_a_head_but_not_a_definition() -> None:
+    lex = csource.lexicon("extern int f(int);\nstatic inline int\n\tg(void)\n{\n\treturn 0;\n}\n")
+    assert "f" in lex.heads and "f" not in lex.defines
+
+
+def test_a_lexicon_read_back_from_the_disk_equals_the_scan(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scanned = csource.lexicon(TEXT)
+    cache.flush()
+    csource.clear_memos()
+
+    def no_scan(text: str) -> csource.Lexicon:
+        raise AssertionError("scanned again")
+
+    monkeypatch.setattr(csource, "_scan", no_scan)
+    assert csource.lexicon(TEXT) == scanned
+    with pytest.raises(AssertionError, match="scanned again"):
+        csource.lexicon(TEXT + "\n")
+
+
+def test_patch_images_win_over_the_tree_and_reads_stay_in_it(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "a.c").write_text("void tree_version(void)\n{\n}\n")
+    (tree / "mm" / "b.c").write_text("void b(void)\n{\n}\n")
+    (tmp_path / "secret.h").write_text("void secret(void)\n{\n}\n")
+    texts = csource.Texts({"mm/a.c": "void image(void)\n{\n}\n", "mm/gone.c": None}, tree)
+    assert texts.text("mm/a.c") == "void image(void)\n{\n}\n"
+    assert texts.text("mm/gone.c") is None
+    assert texts.text("mm/b.c") == "void b(void)\n{\n}\n"
+    assert texts.text("../secret.h") is None
+    # both views of a side read the tree through it
+    view = SourceView({"mm/a.c": "void image(void)\n{\n}\n"}, str(tree))
+    assert [f.name for f in view.definitions("b", "mm/a.c")] == ["b"]
+    assert view.definitions("secret", "mm/a.c") == ()
+    sources = SourceSet({"mm/a.c": '#include "../../secret.h"\n'}, tree)
+    assert sources.text("../secret.h") is None and not sources.defines("secret")
+
+
+def test_the_simulator_lists_a_touched_directory_only_when_reached_without_a_symlink(
+    tmp_path: Path,
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "b.c").write_text("void b(void)\n{\n}\n")
+    (tree / "mm" / "notes.txt").write_text("b(\n")
+    (tree / "lnk").symlink_to(tree / "mm")
+    assert SourceSet({"mm/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["mm/a.c", "mm/b.c"]
+    assert SourceSet({"lnk/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["lnk/a.c"]
