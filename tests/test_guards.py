@@ -299,7 +299,17 @@ def test_a_setter_reset_removed_from_an_unregister_path_is_reported() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["rules_match", "release_paths", "refs", "deferred_rcu", "ownership", "locking", "guards", "ordering"],
+    [
+        "rules_match",
+        "release_paths",
+        "refs",
+        "deferred_rcu",
+        "ownership",
+        "locking",
+        "guards",
+        "ordering",
+        "tables",
+    ],
 )
 def test_every_matcher_module_can_be_imported_first(module: str) -> None:
     # the matcher modules import rules_match, which imports them all: whichever
