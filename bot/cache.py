@@ -83,6 +83,7 @@ _SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
             "bot.analyze.simulate.extract.FileIndex bot.analyze.simulate.extract.Lexicon",
         ),
         ("sim-spans", "builtins.dict", "builtins.tuple builtins.NoneType"),
+        ("summaries", "builtins.tuple", "bot.analyze.infer.Summary builtins.tuple"),
     )
 }
 
