@@ -250,16 +250,17 @@ class _Decoder:
                 raise ValueError("bad node")
             key, item = pairs[0]
             value: Any
-            if key == "t":
-                if type(item) is not list:
-                    raise ValueError("bad tuple")
-                value = tuple(item)
-            elif key in objects:
-                cls, names, width = objects[key]
+            entry = objects.get(key)
+            if entry is not None:
+                cls, names, width = entry
                 if type(item) is not list or len(item) != width:
                     raise ValueError("bad object")
                 value = new(cls)
                 value.__dict__.update(zip(names, item, strict=True))
+            elif key == "t":
+                if type(item) is not list:
+                    raise ValueError("bad tuple")
+                value = tuple(item)
             elif key == "r":
                 if type(item) is not int or item < 0:
                     raise ValueError("bad reference")
@@ -305,7 +306,10 @@ def loads(data: bytes) -> object:
             raise ValueError("not a plain-data entry")
         table = _header(head)
         free = _POOL.get(head)
-        decoder = free.pop() if free else _Decoder(table)
+        try:
+            decoder = free.pop() if free else _Decoder(table)
+        except IndexError:  # another thread took the last one meanwhile
+            decoder = _Decoder(table)
         try:
             return decoder.json.decode(body.decode("ascii"))
         finally:
