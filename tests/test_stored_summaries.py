@@ -1,6 +1,7 @@
 """Callee summaries kept in the on-disk cache (bot/analyze/summaries.py): read
 back when the body, the vocabulary and the callees' answers are the same,
-computed again when a callee changed, and a malformed entry is a miss."""
+computed again when a callee changed, and a malformed entry is a miss; a
+diff-only review stores none."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def cache_dir(tmp_path: Path) -> Iterator[Path]:
     before = cache.active()
     directory = tmp_path / "cache"
     cache.configure(directory)
+    (tmp_path / "tree").mkdir()
     yield directory
     cache.flush()
     cache.configure(before)
@@ -59,8 +61,12 @@ def _new_process() -> None:
     cache.configure(directory)
 
 
-def _inference(callee: str) -> Inference:
-    view = SourceView({"mm/widget.c": CALLER + callee}, None)
+def _inference(callee: str, tree: bool = True) -> Inference:
+    """widget_drop() and widget_free() as the series' mm/widget.c, in a review
+    with a tree (the tree beside the cache) or diff-only."""
+    directory = cache.active()
+    root = str(directory.parent / "tree") if tree and directory is not None else None
+    view = SourceView({"mm/widget.c": CALLER + callee}, root)
     return Inference(vocab=VOCAB, views=(view,), depth=2)
 
 
@@ -133,6 +139,13 @@ def test_a_malformed_stored_summary_is_computed_again(cache_dir: Path, asked: ob
     _new_process()
     _plant(_caller_key(first), (PLANTED, asked))
     assert _inference(CALLEE_FREES).summary("widget_drop", "mm/widget.c") == computed
+
+
+def test_a_diff_only_review_stores_no_summary(cache_dir: Path) -> None:
+    inf = _inference(CALLEE_FREES, tree=False)
+    assert inf.summary("widget_drop", "mm/widget.c").releases_always == frozenset({0})
+    _new_process()
+    assert cache.get(summaries.NAMESPACE, _caller_key(inf)) is None
 
 
 def test_without_a_cache_nothing_is_stored() -> None:

@@ -4,7 +4,8 @@ A function's summary (bot.analyze.infer.Summary) is computed from three
 things: its body (the flow), the lifecycle vocabulary, the depth left, and
 the answers to the questions the computation asks the inference on the way:
 the summaries of its callees and the roles of bodiless names by convention.
-A kernel tree changes slowly, so the summaries of its functions are computed
+A kernel tree changes slowly, so the summaries of its functions (in a review
+with a tree; a diff-only review's images are new each time) are computed
 once and stored under a key made of the first three (the flow's and the
 vocabulary's plain-data encodings, hashed, and the depth), with the questions
 asked and their answers beside them.
@@ -65,7 +66,10 @@ def recorded(method: F) -> F:
 
 def summarise(inference: Inference, flow: Flow, depth: int) -> Summary:
     """inference._summarise(flow, depth), read back when stored by an earlier review."""
-    key = _key(inference.vocab, flow, depth) if cache.active() is not None else None
+    # a tree's functions are met review after review; the images of a diff-only
+    # review are new each time and cheap to summarise: no key is worth its cost
+    keep = cache.active() is not None and any(v.tree_root for v in inference.views)
+    key = _key(inference.vocab, flow, depth) if keep else None
     if key is not None:
         hit = cache.get(NAMESPACE, key)
         stored = _record(hit[0]) if hit is not None else None
