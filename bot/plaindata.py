@@ -11,24 +11,28 @@ dictionary: no constructor, `__setstate__` or `__reduce__` of any class runs,
 and an attribute name is never a dunder. Besides those, the scalars (None,
 bool, int, float, str), bytes, paths and the containers (tuple, list, dict,
 set, frozenset) are encoded. Shared objects keep their identity (a flow's
-calls are its node events' objects); a cycle cannot be expressed (no cached
-value has one) and is Unencodable, so such a value is simply not stored.
+calls are its node events' objects); a cycle, or a list met twice, cannot be
+expressed (no cached value has one) and is Unencodable: such a value is simply
+not stored.
 
 An entry is two lines: a header `[2, classes]`, where `classes` lists
 `[module, qualname, [attribute names]]`, then the value. In the value a scalar
-is itself and anything else is a JSON object of one key: `{"t": [...]}` tuple,
-`{"l": [...]}` list, `{"s": [...]}` set, `{"f": [...]}` frozenset,
+is itself, a list is a JSON array, and anything else is a JSON object of one
+key: `{"t": [...]}` tuple, `{"s": [...]}` set, `{"f": [...]}` frozenset,
 `{"d": [k, v, ...]}` dict, `{"b": latin-1 text}` bytes, `{"p": str}` path,
 `{"e": [class, name]}` enum member, `{"<n>": [v, ...]}` an object of class n
 (attribute values in the order the header lists them) and `{"r": n}` the n-th
-value met before, counting each value when it is complete (post-order).
+value met before, counting each one-key value (lists are not counted) when it
+is complete (post-order).
 
 Why this shape: reading is the cost a warm review pays per entry, so the value
 is decoded by the C JSON parser in one pass, which hands each one-key object,
-children first, to a hook that is one dict lookup and one small call
-(post-order numbering is what lets a back reference be resolved there). The
-header is parsed and its classes checked first, so the hook only ever sees
-classes already checked.
+children first, to one hook call (post-order numbering is what lets a back
+reference be resolved there; a list needs no call at all). The header is
+parsed and its classes checked first, once per process and header, so the
+hook only ever sees classes already checked. Against format 1 (a Python walk
+of tagged lists) on the values of the throughput bench: reading takes 2.3x
+fewer instructions, writing 1.7x fewer (valgrind).
 """
 
 from __future__ import annotations
