@@ -250,9 +250,7 @@ class _Decoder:
 
         def hook(pairs: list[tuple[str, Any]]) -> Any:
             # one call per node, children first: the common tags are tested inline
-            if len(pairs) != 1:
-                raise ValueError("bad node")
-            key, item = pairs[0]
+            [(key, item)] = pairs  # a node of more keys: ValueError
             value: Any
             entry = objects.get(key)
             if entry is not None:
