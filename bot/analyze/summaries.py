@@ -132,13 +132,31 @@ def _key(vocab: Vocabulary, flow: Flow, depth: int) -> str | None:
     """The content key of a summary: the flow, the vocabulary and the depth
     (None when one cannot be encoded: the summary is then not stored)."""
     vocab_key = _vocabulary_key(vocab)
+    body = _flow_digest(flow)
+    if vocab_key is None or body is None:
+        return None
+    return cache.text_key(vocab_key, str(depth), body)
+
+
+# id -> (flow, digest of its encoding): a flow read once is shared by every
+# review of a warm process (the front end memoises them, and nothing changes a
+# flow once built), so it is encoded for its key once, not once per review
+_FLOW_DIGESTS: dict[int, tuple[Flow, str | None]] = {}
+_MAX_FLOWS = 4096
+
+
+def _flow_digest(flow: Flow) -> str | None:
+    known = _FLOW_DIGESTS.get(id(flow))
+    if known is not None and known[0] is flow:
+        return known[1]
     try:
-        body = plaindata.dumps(flow)
+        digest: str | None = hashlib.sha256(plaindata.dumps(flow)).hexdigest()
     except (ValueError, TypeError, RecursionError):
-        return None
-    if vocab_key is None:
-        return None
-    return cache.text_key(vocab_key, str(depth), hashlib.sha256(body).hexdigest())
+        digest = None
+    if len(_FLOW_DIGESTS) >= _MAX_FLOWS:
+        _FLOW_DIGESTS.pop(next(iter(_FLOW_DIGESTS)))
+    _FLOW_DIGESTS[id(flow)] = (flow, digest)
+    return digest
 
 
 # id -> (vocabulary, key): the few vocabularies of a process (the objects are
