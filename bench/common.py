@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The checkpatch the bench compares against; step 2 of bench/README.md puts it here.
 DEFAULT_CHECKPATCH = Path("/work/tools/linux-source-6.12/scripts/checkpatch.pl")
+# ... or the 6.12 tree scripts/prepare-eval-trees.sh builds (its data files beside it).
+HELDOUT_CHECKPATCH = Path("~/.cache/heldout-linux/linux-6.12/scripts/checkpatch.pl").expanduser()
 # Where scripts/prepare-eval-trees.sh builds the eval-dev case repos.
 DEFAULT_EVAL_TREES = Path("/work/eval-trees")
 
@@ -45,9 +47,16 @@ def corpus_dir(override: str | None = None) -> Path:
 
 
 def checkpatch_path() -> Path:
-    """checkpatch.pl from BOT_CHECKPATCH (default DEFAULT_CHECKPATCH). Raises Skip
-    when it is absent, naming the tar command that extracts it."""
-    path = Path(os.environ.get("BOT_CHECKPATCH", str(DEFAULT_CHECKPATCH)))
+    """checkpatch.pl from BOT_CHECKPATCH, else DEFAULT_CHECKPATCH, else the
+    eval trees' HELDOUT_CHECKPATCH. Raises Skip when it is absent, naming the tar
+    command that extracts it."""
+    named = os.environ.get("BOT_CHECKPATCH")
+    if named:
+        path = Path(named)
+    else:
+        path = next(
+            (p for p in (DEFAULT_CHECKPATCH, HELDOUT_CHECKPATCH) if p.is_file()), DEFAULT_CHECKPATCH
+        )
     if not path.is_file():
         raise Skip(
             f"checkpatch.pl not found at {path} (set BOT_CHECKPATCH, or extract "

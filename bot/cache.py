@@ -5,7 +5,9 @@ What goes in, each keyed by what it is computed from:
 * the loaded and validated rules, API vocabulary and simulator data, keyed by a
   stamp (path, size, mtime) of the rule files;
 * the functions tree-sitter finds in a file's text and the control-flow graph of a
-  function's text, keyed by a hash of the text itself.
+  function's text, keyed by a hash of the text itself;
+* the callee summaries of a tree (bot.analyze.summaries), keyed by the function's
+  flow, the vocabulary and the depth, with the answers they were computed from.
 
 A kernel tree changes slowly and a series is reviewed again after each edit, so
 most texts of a review were seen by an earlier one: the parse is the same, and
@@ -78,6 +80,7 @@ _SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
         ("sim-facts", "bot.analyze.cfacts.FileFacts builtins.NoneType", ""),
         ("sim-functions", "bot.analyze.simulate.extract._Translation", ""),
         ("sim-spans", "builtins.dict", "builtins.tuple builtins.NoneType"),
+        ("summaries", "builtins.tuple", "bot.analyze.infer.Summary builtins.tuple"),
     )
 }
 

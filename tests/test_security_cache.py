@@ -62,13 +62,51 @@ def test_a_planted_pickle_is_never_loaded(cache_dir: Path, tmp_path: Path) -> No
     assert not marker.exists()
 
 
+def _entry(classes: list[list[object]], body: object) -> bytes:
+    """A hand-made entry in the format plaindata writes (header line, value line)."""
+    return json.dumps([plaindata.FORMAT, classes]).encode() + b"\n" + json.dumps(body).encode()
+
+
+def test_the_hand_made_entries_below_are_in_the_format_written() -> None:
+    from bot.analyze.flow import Return
+
+    made = _entry([["bot.analyze.flow", "Return", ["expr", "line"]]], {"t": [{"0": ["x", 3]}]})
+    assert plaindata.loads(made) == (Return("x", 3),)
+    assert plaindata.loads(plaindata.dumps((Return("x", 3),))) == (Return("x", 3),)
+
+
 def test_an_entry_naming_a_class_outside_the_bot_is_a_miss(cache_dir: Path) -> None:
     for module, qual in (("os", "system"), ("subprocess", "Popen"), ("builtins", "eval")):
-        doc = {"v": 1, "c": [[module, qual, []]], "x": ["t", ["o", 0]]}
-        _store_raw(cache_dir, "flow", "k", json.dumps(doc).encode())
+        _store_raw(cache_dir, "flow", "k", _entry([[module, qual, []]], {"t": [{"0": []}]}))
         assert cache.get("flow", "k") is None
+    # a name the bot module merely imports is not a class of the bot
+    _store_raw(cache_dir, "flow", "k", _entry([["bot.cache", "Path", []]], {"t": [{"0": []}]}))
+    assert cache.get("flow", "k") is None
     # a dunder attribute cannot be set either (it would change the class)
-    doc = {"v": 1, "c": [["bot.analyze.flow", "Flow", ["__class__"]]], "x": ["t", ["o", 0, 1]]}
+    doc = _entry([["bot.analyze.flow", "Flow", ["__class__"]]], {"t": [{"0": [1]}]})
+    _store_raw(cache_dir, "flow", "k", doc)
+    assert cache.get("flow", "k") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"t": [{"r": -1}]},  # a reference before the first value
+        {"t": [{"r": 5}]},  # a reference to no value
+        {"t": [{"0": ["x"]}]},  # an object with too few attributes
+        {"t": [{"0": ["x", 3], "t": []}]},  # a node of two keys
+        {"t": [{"e": [0, "x"]}]},  # an enum member of a class that is no enum
+        {"t": [{"q": []}]},  # an unknown tag
+        {"t": "abc"},  # a tuple of no list
+    ],
+)
+def test_a_malformed_entry_is_refused(body: object) -> None:
+    with pytest.raises(ValueError):
+        plaindata.loads(_entry([["bot.analyze.flow", "Return", ["expr", "line"]]], body))
+
+
+def test_an_entry_of_the_earlier_format_is_a_miss(cache_dir: Path) -> None:
+    doc = {"v": 1, "c": [], "x": ["t", None]}
     _store_raw(cache_dir, "flow", "k", json.dumps(doc).encode())
     assert cache.get("flow", "k") is None
 
@@ -84,7 +122,7 @@ def test_a_value_of_the_wrong_type_is_a_miss(cache_dir: Path) -> None:
     assert cache.get("flow", "none") == (None,)
 
 
-def test_values_round_trip_with_shared_and_cyclic_objects() -> None:
+def test_values_round_trip_keeping_shared_objects() -> None:
     from bot.analyze.flow import flow_of_definition
 
     flow = flow_of_definition(
@@ -94,6 +132,24 @@ def test_values_round_trip_with_shared_and_cyclic_objects() -> None:
     back = plaindata.loads(plaindata.dumps((flow, flow)))
     assert isinstance(back, tuple) and back[0] is back[1]
     assert back[0] == flow
+    # the calls are the node events' own objects, after a round trip too
+    (call,) = back[0].calls
+    assert any(ev is call for node in back[0].nodes.values() for ev in node.events)
+
+
+def test_a_cycle_or_a_shared_list_is_not_stored(cache_dir: Path) -> None:
+    from bot.analyze.flow import Node
+
+    node = Node(id=1)
+    node.events.append(node)  # type: ignore[arg-type]
+    with pytest.raises(plaindata.Unencodable):
+        plaindata.dumps(node)
+    shared: list[object] = []
+    with pytest.raises(plaindata.Unencodable):
+        plaindata.dumps((shared, shared))
+    cache.put("demo", "cycle", node)
+    cache.flush()
+    assert cache.get("demo", "cycle") is None
 
 
 def _review(cache_dir: Path) -> tuple[int, str]:

@@ -38,6 +38,7 @@ from bot.analyze.api import (
 )
 from bot.analyze.flow import Assign, Call, Event, Flow, Return, base_name, explore
 from bot.analyze.flow_source import SourceView
+from bot.analyze.summaries import recorded, summarise
 
 # Bound on names summarised per series and on (node, state) visits per body:
 # summaries are cheap, but a hostile series may call thousands of names.
@@ -154,6 +155,7 @@ class Inference:
     visible: frozenset[str] = frozenset()  # every name called or defined in view
     _memo: dict[str, Summary] = field(default_factory=dict)
     _active: set[str] = field(default_factory=set)
+    _asked: list[list[object]] = field(default_factory=list)  # see bot.analyze.summaries
     # what extend_vocabulary learnt: names given a role by body / by name, and
     # names the series calls whose body no view shows
     by_body: int = 0
@@ -179,6 +181,7 @@ class Inference:
                 return found
         return ()
 
+    @recorded
     def summary(self, name: str, near: str, depth: int | None = None) -> Summary:
         """The summary of `name` (memoised per series; recursion is unknown)."""
         if name in self._memo:
@@ -194,7 +197,7 @@ class Inference:
             return _UNKNOWN
         self._active.add(name)
         try:
-            s = self._summarise(flows[0], d)
+            s = summarise(self, flows[0], d)  # stored by content in bot.cache
         finally:
             self._active.discard(name)
         self._memo[name] = s
@@ -206,6 +209,8 @@ class Inference:
         return self.summary(call.name, flow.file, depth - 1)
 
     def _summarise(self, flow: Flow, depth: int) -> Summary:
+        # stored by bot.analyze.summaries: what this reads besides the flow, the
+        # vocabulary and the depth must come through a @recorded method
         params = flow.params
         index = {p: i for i, p in enumerate(params) if p}
         release_kind = release_family = ""
@@ -375,6 +380,7 @@ class Inference:
 
     # ------------------------------------------------------------------ names
 
+    @recorded
     def by_name(self, name: str) -> ApiRole | None:
         """The role a bodiless name plays by convention, when its counterpart is
         visible (`foo_alloc` with `foo_free`), else None."""
