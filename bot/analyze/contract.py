@@ -16,6 +16,7 @@ in order of cost:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from bot.analyze.api import Vocabulary
 from bot.analyze.flow import Call, Event, Flow, explore
@@ -38,9 +39,8 @@ _COMMENT_LINES = 25
 _MAX_CALLERS = 16
 
 
-def _preamble(text: str, start_line: int) -> str:
+def _preamble(lines: Sequence[str], start_line: int) -> str:
     """The comment block and signature lines just above and at `start_line`."""
-    lines = text.splitlines()
     lo = max(0, start_line - 1 - _COMMENT_LINES)
     chunk = lines[lo : start_line + 2]
     # only what follows the previous definition's closing brace
@@ -71,7 +71,7 @@ def _callers_hold(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) ->
 def _callers_hold_uncached(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) -> bool:
     callers: list[Flow] = []
     for path in [file, *view.files]:
-        for f in view.flows_in(path):
+        for f in view.flows_mentioning(path, flow.name):
             if f.name != flow.name and any(c.name == flow.name for c in f.calls):
                 callers.append(f)
             if len(callers) >= _MAX_CALLERS:
@@ -107,9 +107,9 @@ def held_on_entry(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) ->
         return True
     if any(_BODY.search(c.name) for c in flow.calls):
         return True
-    text = view.text(file) or ""
-    if text:
-        pre = _preamble(text, flow.start_line)
+    lines = view.lines(file)
+    if lines:
+        pre = _preamble(lines, flow.start_line)
         if _ANNOTATION.search(pre) or _COMMENT.search(pre):
             return True
     return _callers_hold(flow, view, file, vocab)

@@ -207,12 +207,20 @@ class SourceView:
     # tree texts read for this side: one review reads a file once (the next
     # review, with a new view, reads it again and sees any change)
     _texts: Texts = field(init=False, repr=False)
+    _lines: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._texts = Texts(self.files, self.tree_root)
 
     def text(self, path: str) -> str | None:
         return self._texts.text(path)
+
+    def lines(self, path: str) -> tuple[str, ...]:
+        """The text's lines (split once per view and file; () when unreadable)."""
+        got = self._lines.get(path)
+        if got is None:
+            got = self._lines[path] = tuple((self.text(path) or "").splitlines())
+        return got
 
     def flows_in(self, path: str) -> Iterator[Flow]:
         """Every function of `path` on this side."""
@@ -222,6 +230,16 @@ class SourceView:
         idx = _index(text, path)
         for name in idx.by_name:
             yield from idx.flows_named(name)
+
+    def flows_mentioning(self, path: str, name: str) -> Iterator[Flow]:
+        """The functions of `path` whose body spells `name` (the only ones that
+        can call it): built without building the file's other functions."""
+        text = self.text(path)
+        if not text:
+            return
+        idx = _index(text, path)
+        for fn in idx.names_mentioning(frozenset({name})):
+            yield from idx.flows_named(fn)
 
     def _candidate_paths(self, near: str) -> list[str]:
         cached = self._paths.get(near)

@@ -24,7 +24,7 @@ Registered into bot.analyze.rules_match.MATCHERS when imported.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, base_name
@@ -151,7 +151,7 @@ def _changed_exits(side: Side) -> list[tuple[int, str, str]]:
     text = side.view.text(side.file) if side.flow is not None else None
     if not text or not side.removed_lines:
         return []
-    lines = text.splitlines()
+    lines = side.view.lines(side.file)
     out: list[tuple[int, str, str]] = []
     for ln in sorted(side.removed_lines):
         if not 0 < ln <= len(lines):
@@ -242,7 +242,7 @@ def _recheck_hit(
 _SIMPLE_STORE = re.compile(r"^[A-Za-z_][\w.>-]*\s*=\s*[^;=]+;$")
 
 
-def _block_exit(lines: list[str], at: int, changed: frozenset[int]) -> str:
+def _block_exit(lines: Sequence[str], at: int, changed: frozenset[int]) -> str:
     """The exit of a small changed `{ ... }` block opened on line `at`: a few
     plain stores (`result = SCAN_FAIL;`) then `return`/`goto`/`break`, or ""."""
     body: list[str] = []
@@ -490,7 +490,7 @@ def _setter_resets_removed(
 
 def _reset_added(post: Side, fld: str) -> bool:
     """A line the patch adds to this file resets `->fld` (or clears it by call)."""
-    lines = (post.view.text(post.file) or "").splitlines()
+    lines = post.view.lines(post.file)
     pattern = re.compile(
         rf"->\s*{re.escape(fld)}\s*=\s*(?:0|NULL|false)\b|\b\w*{re.escape(fld)}\w*\("
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from bot.analyze.contract import held_on_entry
 from bot.analyze.flow import Assign, Call, Flow, norm_object
@@ -68,10 +69,11 @@ def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
 
 def _body(side: Side) -> str:
     flow = side.flow
-    text = side.view.text(side.file) if flow is not None else None
-    if flow is None or not text:
+    if flow is None:
         return ""
-    lines = text.splitlines()
+    lines = side.view.lines(side.file)
+    if not lines:
+        return ""
     last = max((c.line for c in flow.calls), default=flow.start_line)
     return "\n".join(lines[max(flow.start_line - 1, 0) : last + 1])
 
@@ -114,7 +116,7 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue  # the series deletes the lock itself: and what it guarded
         if lock == _RCU and env.series_adds_role(("rcu_read_lock",), "rcu", besides=pre.flow.name):
             continue
-        line = _line_of(env, pre.flow, lock, pre_text)
+        line = _line_of(env, pre.flow, lock, pre.view.lines(pre.file))
         if pre.removed_lines and (line is None or line not in pre.removed_lines):
             continue  # the patch did not delete it: two windows of a partial image
         if line is not None and not _work_left(env, pre.flow, post.flow, line):
@@ -177,7 +179,7 @@ def _kinds_added(env: Env) -> set[str]:
     return {fam for _, call in env.added if (fam := lock_family(env, call))}
 
 
-def _line_of(env: Env, flow: Flow, lock: str, text: str) -> int | None:
+def _line_of(env: Env, flow: Flow, lock: str, lines: Sequence[str]) -> int | None:
     """The line where `flow` takes `lock` (a call, or a guard scope in `text`)."""
     for c in flow.calls:
         if lock == _RCU:
@@ -185,7 +187,6 @@ def _line_of(env: Env, flow: Flow, lock: str, text: str) -> int | None:
                 return c.line
         elif c.args and norm_object(c.args[0]) == lock:
             return c.line
-    lines = text.splitlines()
     last = max((c.line for c in flow.calls), default=flow.start_line)
     for n in range(max(flow.start_line - 1, 0), min(last, len(lines))):
         m = _GUARD.search(lines[n])

@@ -213,8 +213,10 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     post_text = post.view.text(post.file) or ""
     if not pre_text or not post_text:
         return []
-    pre_lines = pre_text.splitlines()
-    post_gotos = Counter(m.group(1) for line in post_text.splitlines() if (m := _GOTO.match(line)))
+    pre_lines = pre.view.lines(pre.file)
+    post_gotos = Counter(
+        m.group(1) for line in post.view.lines(post.file) if (m := _GOTO.match(line))
+    )
     post_sets = Counter(
         (norm_object(e.lhs), e.rhs.replace(" ", ""))
         for n in post.flow.nodes.values()

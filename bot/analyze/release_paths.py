@@ -302,7 +302,7 @@ def _exit_went_too(pre: Side, site: Call) -> bool:
     """The statement after the put in the pre-image is an exit (`return`, `goto`,
     `break`) that the patch removes as well: the path that ended there now goes
     on, and in a partial image the code it goes on to is not shown."""
-    lines = (pre.view.text(pre.file) or "").splitlines()
+    lines = pre.view.lines(pre.file)
     for ln in range(site.line + 1, min(site.line + 4, len(lines)) + 1):
         text = lines[ln - 1].strip()
         if not text or text.startswith(("/*", "*", "//")):

@@ -305,7 +305,7 @@ def _globals_of(side: Side) -> frozenset[str]:
     text = side.view.text(side.file) if flow is not None else None
     if flow is None or not text:
         return frozenset()
-    lines = text.splitlines()
+    lines = side.view.lines(side.file)
     last = max((c.line for c in flow.calls), default=flow.start_line)
     body = lines[max(flow.start_line - 1, 0) : last]
     local = declared_names(body)
