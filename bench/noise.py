@@ -196,6 +196,9 @@ class Variants:
         from bot.yamlio import load_yaml
 
         self._by_rule: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+        # the rule's own message: its current name -> the rule's symbol, the name
+        # the judged file gave it while the rule had no variants (MMLC001)
+        self.symbol_of_default: dict[tuple[str, str], str] = {}
         for path in sorted(rules_dir.glob("*/rule.yaml")):
             doc = load_yaml(path.read_text(encoding="utf-8"))
             if not isinstance(doc, dict) or "id" not in doc:
@@ -209,6 +212,7 @@ class Variants:
             matchers = [str(m.get("matcher")) for m in doc.get("match") or [] if m]
             default = matchers[0] if variants and matchers else str(doc.get("symbol") or "")
             patterns.append((default, _template_regex(str(doc.get("message") or ""))))
+            self.symbol_of_default[(str(doc["id"]), default)] = str(doc.get("symbol") or "")
             self._by_rule[str(doc["id"])] = patterns
 
     def of(self, finding: Mapping[str, Any]) -> str:
@@ -298,6 +302,9 @@ def judge(
     for hit, f in zip(review.run.introduced, raw, strict=True):
         variant = variants.of(f)
         row = judged.get((review.patch.id, hit.rule_id, variant, hit.function))
+        older = variants.symbol_of_default.get((hit.rule_id, variant))
+        if row is None and older:
+            row = judged.get((review.patch.id, hit.rule_id, older, hit.function))
         review.findings.append(
             Finding(
                 patch_id=review.patch.id,

@@ -70,7 +70,10 @@ def _entry(classes: list[list[object]], body: object) -> bytes:
 def test_the_hand_made_entries_below_are_in_the_format_written() -> None:
     from bot.analyze.flow import Return
 
-    made = _entry([["bot.analyze.flow", "Return", ["expr", "line"]]], {"t": [{"0": ["x", 3]}]})
+    made = _entry(
+        [["bot.analyze.flow", "Return", ["expr", "line", "at"]]],
+        {"t": [{"0": ["x", 3, {"t": [0, 0]}]}]},
+    )
     assert plaindata.loads(made) == (Return("x", 3),)
     assert plaindata.loads(plaindata.dumps((Return("x", 3),))) == (Return("x", 3),)
 
