@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot import cache, plaindata
-from bot.analyze.flow import Flow
+from bot.analyze.flow import Flow, Return
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "objpool"
@@ -97,15 +97,20 @@ def test_an_entry_naming_a_class_outside_the_bot_is_a_miss(cache_dir: Path) -> N
         {"t": [{"r": -1}]},  # a reference before the first value
         {"t": [{"r": 5}]},  # a reference to no value
         {"t": [{"0": ["x"]}]},  # an object with too few attributes
-        {"t": [{"0": ["x", 3], "t": []}]},  # a node of two keys
+        {"t": [{"0": ["x", 3, {"t": [0, 0]}], "t": []}]},  # a node of two keys
         {"t": [{"e": [0, "x"]}]},  # an enum member of a class that is no enum
         {"t": [{"q": []}]},  # an unknown tag
         {"t": "abc"},  # a tuple of no list
     ],
 )
 def test_a_malformed_entry_is_refused(body: object) -> None:
+    header = [["bot.analyze.flow", "Return", ["expr", "line", "at"]]]
+    # the header itself is sound: the body alone makes the entry bad
+    assert plaindata.loads(_entry(header, {"t": [{"0": ["x", 3, {"t": [0, 0]}]}]})) == (
+        Return("x", 3),
+    )
     with pytest.raises(ValueError):
-        plaindata.loads(_entry([["bot.analyze.flow", "Return", ["expr", "line"]]], body))
+        plaindata.loads(_entry(header, body))
 
 
 def test_an_entry_of_the_earlier_format_is_a_miss(cache_dir: Path) -> None:
