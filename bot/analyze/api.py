@@ -104,6 +104,10 @@ class Vocabulary:
     families: tuple[ApiFamily, ...]
     _by_name: Mapping[str, tuple[ApiRole, ...]] = field(repr=False)
     _effects: Mapping[str, tuple[str, ...]] = field(repr=False)
+    # role -> names, built on first use (the matchers ask per function)
+    _by_role: dict[str, frozenset[str]] = field(
+        default_factory=dict, repr=False, compare=False, hash=False
+    )
 
     def role_of(self, name: str) -> ApiRole | None:
         """The primary role of `name` (first family that lists it), or None."""
@@ -116,7 +120,11 @@ class Vocabulary:
 
     def names_with_role(self, role: str) -> frozenset[str]:
         """All call names that play `role` in some family."""
-        return frozenset(n for n, rs in self._by_name.items() if any(r.role == role for r in rs))
+        got = self._by_role.get(role)
+        if got is None:
+            got = frozenset(n for n, rs in self._by_name.items() if any(r.role == role for r in rs))
+            self._by_role[role] = got
+        return got
 
     def effects_of(self, name: str) -> tuple[str, ...]:
         """Side effects the data records for `name` (may_release_pages, ...)."""

@@ -208,6 +208,9 @@ class SourceView:
     # review, with a new view, reads it again and sees any change)
     _texts: Texts = field(init=False, repr=False)
     _lines: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _callbacks: dict[tuple[int, str], tuple[Vocabulary, dict[str, list[tuple[str, Call]]]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._texts = Texts(self.files, self.tree_root)
@@ -288,7 +291,17 @@ class SourceView:
 
     def callbacks_of(self, vocab: Vocabulary, near: str) -> dict[str, list[tuple[str, Call]]]:
         """Work/timer/rcu member -> callbacks bound to it by an init call (INIT_WORK
-        and friends) in `near` or the series files: `destroy` -> [(fn, call)]."""
+        and friends) in `near` or the series files: `destroy` -> [(fn, call)].
+        Once per view, vocabulary and file (each matcher asks again)."""
+        key = (id(vocab), near)
+        hit = self._callbacks.get(key)
+        if hit is not None and hit[0] is vocab:
+            return hit[1]
+        out = self._callbacks_of(vocab, near)
+        self._callbacks[key] = (vocab, out)
+        return out
+
+    def _callbacks_of(self, vocab: Vocabulary, near: str) -> dict[str, list[tuple[str, Call]]]:
         out: dict[str, list[tuple[str, Call]]] = {}
         paths = [near, *[p for p in self.files if p != near]]
         # Only functions that spell an init call can bind a callback: the others'
