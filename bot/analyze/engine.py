@@ -235,6 +235,15 @@ class _Prepared:
     env: Env
     patches: list[_PatchSides]
     notes: list[str] = field(default_factory=list)
+    # both sides of each touched function, built once for every rule
+    _sides: dict[int, tuple[FunctionChange, Side, Side]] = field(default_factory=dict)
+
+    def sides(self, ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
+        got = self._sides.get(id(ch))
+        if got is None or got[0] is not ch:
+            got = (ch, *_sides(ps, ch))
+            self._sides[id(ch)] = got
+        return got[1], got[2]
 
 
 def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
@@ -481,7 +490,7 @@ def run_rule(
             if ch.post is None and ch.name in moved:
                 continue  # judged where it moved to, against this body
             try:
-                pre, post = _sides(ps, ch)
+                pre, post = prep.sides(ps, ch)
                 if ch.pre is None and ch.name in moved:
                     pre = moved[ch.name]
             except RecursionError:

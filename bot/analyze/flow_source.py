@@ -308,7 +308,7 @@ class SourceView:
         # flows are neither built nor walked (a big file has hundreds).
         inits = frozenset(
             n
-            for n in vocab.names
+            for n in vocab.names_with_role("init")
             if any(r.role == "init" and r.callback_arg is not None for r in vocab.roles_of(n))
         )
         for path in paths:
