@@ -112,3 +112,26 @@ def test_the_simulator_lists_a_touched_directory_only_when_reached_without_a_sym
     (tree / "lnk").symlink_to(tree / "mm")
     assert SourceSet({"mm/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["mm/a.c", "mm/b.c"]
     assert SourceSet({"lnk/a.c": "void a(void)\n{\n}\n"}, tree).candidates() == ["lnk/a.c"]
+
+
+def test_a_partial_image_looks_up_its_own_file_in_the_tree_before_a_namesake(
+    tmp_path: Path,
+) -> None:
+    # mm/pool_b.c's image shows only a hunk; pool_shrink() is defined in the
+    # tree's mm/pool_b.c and, for another build, in mm/pool_a.c as well
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "pool_a.c").write_text(
+        "int pool_shrink(struct pool *p)\n{\n\tpool_a_drain(p);\n\treturn 0;\n}\n"
+    )
+    (tmp_path / "mm" / "pool_b.c").write_text(
+        "int pool_shrink(struct pool *p)\n{\n\tpool_b_flush(p);\n\treturn 0;\n}\n\n"
+        "void pool_offline(struct pool *p)\n{\n\tpool_shrink(p);\n}\n"
+    )
+    hunk = "\n" * 6 + "void pool_offline(struct pool *p)\n{\n\tpool_shrink(p);\n}\n"
+    partial = SourceView({"mm/pool_b.c": hunk}, str(tmp_path), partial=True)
+    (found,) = partial.definitions("pool_shrink", "mm/pool_b.c")
+    assert [c.name for c in found.calls] == ["pool_b_flush"]
+    # a whole image is the file: nothing else is consulted for it
+    whole = SourceView({"mm/pool_b.c": hunk}, str(tmp_path))
+    (other,) = whole.definitions("pool_shrink", "mm/pool_b.c")
+    assert [c.name for c in other.calls] == ["pool_a_drain"]

@@ -243,6 +243,18 @@ class Texts:
             self._memo[path] = read_tree_text(self.tree_root, path, self.max_bytes)
         return self._memo[path]
 
+    def tree_text(self, path: str) -> str | None:
+        """The tree's own copy of `path`, even where a patch image stands for it
+        (a partial image shows only the hunks; the rest of the file is here)."""
+        if self.tree_root is None:
+            return None
+        if path not in self.files:
+            return self.text(path)
+        key = "\0tree\0" + path
+        if key not in self._memo:
+            self._memo[key] = read_tree_text(self.tree_root, path, self.max_bytes)
+        return self._memo[key]
+
 
 # --------------------------------------------------------------------------- lexical facts
 

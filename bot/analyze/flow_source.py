@@ -279,12 +279,18 @@ class SourceView:
             return self._cache[key]
         found: tuple[Flow, ...] = ()
         for path in self._candidate_paths(near):
-            text = self.text(path)
-            if not text or not _defines(text, name):
-                continue
-            flows = _index(text, path).flows_named(name)
-            if flows:
-                found = flows
+            texts = [self.text(path)]
+            if self.partial and path == near:
+                # a partial image shows only the hunks: the file's other functions
+                # are in the tree's copy, before any other file's namesake
+                texts.append(self._texts.tree_text(path))
+            for text in texts:
+                if not text or not _defines(text, name):
+                    continue
+                found = _index(text, path).flows_named(name)
+                if found:
+                    break
+            if found:
                 break
         self._cache[key] = found
         return found
