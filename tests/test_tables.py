@@ -81,3 +81,20 @@ def test_a_table_named_only_by_a_cut_hunk_section_is_still_found(tmp_path: Path)
     body = [ln for ln in TABLE if "struct file_operations" not in ln]
     found = _review(tmp_path, _patch(body, section="static const struct file_operations gizmo_st"))
     assert [f.function for f in found] == ["struct file_operations gizmo_st..."]
+
+
+def test_hostile_initializer_lines_are_read_in_one_pass(tmp_path: Path) -> None:
+    # long runs of spaces where a member's value or a table's name ends: read
+    # by hand, not by a backtracking regex (the review must still come back)
+    wide = " " * 20000
+    body = [
+        " ",
+        f" static const struct file_operations gizmo_stats_fops{wide}= {{",
+        f" \t.open = gizmo_stats_open{wide}x",
+        "-\t.release = seq_release,",
+        f"-\t.flush = {wide};",
+        " };",
+        " ",
+    ]
+    found = _review(tmp_path, _patch(body))
+    assert [f.function for f in found] == ["struct file_operations gizmo_stats_fops"]

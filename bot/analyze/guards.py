@@ -45,9 +45,9 @@ _RELEASE_VERBS = frozenset({"free", "destroy", "put", "release", "unref", "unreg
 _WARNING = re.compile(r"^(?:VM_)?(?:WARN|BUG)_ON(?:_ONCE)?(?:_\w+)?$|^WARN(?:_ONCE)?$")
 # A condition about the function's own outcome (`if (err)`, `if (!ret)`):
 # releasing on failure only is how ownership passes on success.
-_OUTCOME = re.compile(r"^!?\s*\(?\s*(?:ret|err|error|rc|status|res|result)\s*\)?$|IS_ERR")
+_OUTCOME = re.compile(r"^!?\s*(?:\(\s*)?(?:ret|err|error|rc|status|res|result)\s*\)?$|IS_ERR")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
-_EXIT = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+|break)\s*;")
+_EXIT = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+\s*|break\s*);")
 _IF = re.compile(r"^\s*if\s*\((?P<cond>.*)\)\s*(?P<rest>.*)$")
 
 
@@ -239,7 +239,7 @@ def _recheck_hit(
     )
 
 
-_SIMPLE_STORE = re.compile(r"^[A-Za-z_][\w.>-]*\s*=\s*[^;=]+;$")
+_SIMPLE_STORE = re.compile(r"^[A-Za-z_][\w.>-]*\s*=[^;=]+;$")
 
 
 def _block_exit(lines: Sequence[str], at: int, changed: frozenset[int]) -> str:
@@ -350,7 +350,7 @@ def state_check_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
         for name in _IDENT.findall(cond):
             if name not in live:
                 continue
-            m = re.search(rf"\b{re.escape(name)}\s*\(\s*&?\s*([A-Za-z_]\w*)", cond)
+            m = re.search(rf"\b{re.escape(name)}\s*\(\s*(?:&\s*)?([A-Za-z_]\w*)", cond)
             obj = m.group(1) if m else ""
             if not obj or not _still_used(post.flow, obj):
                 continue

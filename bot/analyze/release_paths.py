@@ -295,7 +295,7 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-_EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+|break|continue)\s*;")
+_EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+\s*|break\s*|continue\s*);")
 
 
 def _exit_went_too(pre: Side, site: Call) -> bool:

@@ -25,13 +25,15 @@ from bot.model import LineKind
 
 # `static const struct file_operations foo_fops = {`
 _TABLE_START = re.compile(
-    r"^\s*(?:static\s+)?(?:const\s+)?struct\s+(?P<type>\w+)\s+(?P<name>\w+)\s*(?:\[\w*\])?\s*=\s*\{?"
+    r"^\s*(?:static\s+)?(?:const\s+)?struct\s+(?P<type>\w+)\s+(?P<name>\w+)\s*(?:\[\w*\]\s*)?="
 )
 # the same in a hunk's section, which git cuts short (`...file_operations obje`)
 _SECTION_START = re.compile(
-    r"^\s*(?:static\s+)?(?:const\s+)?struct\s+(?P<type>\w+)\s+(?P<name>\w+)(?:\s*(?:\[\w*\])?\s*=.*)?$"
+    r"^\s*(?:static\s+)?(?:const\s+)?struct\s+(?P<type>\w+)\s+(?P<name>\w+)(?:\s*(?:\[\w*\]\s*)?=.*)?$"
 )
-_MEMBER = re.compile(r"^\s*\.(?P<member>\w+)\s*=\s*(?P<value>[^,;]+?)\s*,?\s*(?:/\*.*)?$")
+# `.member =` (the value is cut out by hand: a regex over the rest of a hostile
+# line of spaces backtracks quadratically)
+_MEMBER_HEAD = re.compile(r"\s*\.(\w+)\s*=")
 _TABLE_END = re.compile(r"^\s*\}\s*;")
 # Teardown members beyond the release words of rule names
 _TEARDOWN_MEMBERS = frozenset({"close"})
@@ -48,6 +50,18 @@ class _Table:
     started_here: bool = False  # the start line is in the hunk
     start_removed: bool = False
     cut: bool = False  # the name comes from a hunk section and may be cut short
+
+
+def _member(line: str) -> tuple[str, str] | None:
+    """(member, value) of a designated-initializer line `.release = fn,`."""
+    m = _MEMBER_HEAD.match(line)
+    if m is None:
+        return None
+    value = line[m.end() :].split("/*", 1)[0].strip()
+    value = value[:-1].rstrip() if value.endswith(",") else value
+    if not value or "," in value or ";" in value:
+        return None
+    return m.group(1), value
 
 
 def _teardown(member: str) -> bool:
@@ -80,15 +94,13 @@ def _tables(side: Side) -> list[_Table]:
                 current.ended = current.ended or hl.kind is LineKind.CONTEXT
                 current = None
                 continue
-            member = _MEMBER.match(hl.text)
+            member = _member(hl.text)
             if member is None:
                 continue
             if hl.kind is LineKind.REMOVED and hl.source_line is not None:
-                current.removed.append(
-                    (hl.source_line, member.group("member"), member.group("value"))
-                )
+                current.removed.append((hl.source_line, *member))
             elif hl.kind is LineKind.ADDED:
-                current.added.add(member.group("member"))
+                current.added.add(member[0])
             else:
                 current.kept += 1
     return out
@@ -104,7 +116,7 @@ def teardown_callback_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     for table in tables:
         # a name cut short in a hunk's section: completed from the file when it shows it
         full = re.search(
-            rf"struct\s+{re.escape(table.type)}\s+({re.escape(table.name)}\w*)\s*(?:\[\w*\])?\s*=",
+            rf"struct\s+{re.escape(table.type)}\s+({re.escape(table.name)}\w*)\s*(?:\[\w*\]\s*)?=",
             post_text,
         )
         if full is not None:
