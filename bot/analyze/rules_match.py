@@ -454,7 +454,7 @@ MATCHERS: dict[str, Matcher] = {}
 
 # Matchers kept in their own modules register themselves into MATCHERS when
 # imported (they import this module, so they are loaded last).
-for _module in (
+MATCHER_MODULES = (
     "release_paths",
     "refs",
     "deferred_rcu",
@@ -463,7 +463,8 @@ for _module in (
     "guards",
     "ordering",
     "tables",
-):
+)
+for _module in MATCHER_MODULES:
     importlib.import_module(f"bot.analyze.{_module}")
 
-__all__ = ["MATCHERS", "Env", "Hit", "Matcher", "Side", "is_release_path"]
+__all__ = ["MATCHERS", "MATCHER_MODULES", "Env", "Hit", "Matcher", "Side", "is_release_path"]
