@@ -252,3 +252,30 @@ void user(struct page *page, bool *held)
     assert env.infer is not None
     assert env.infer.summary("maybe_hold", "mm/widget.c").gets == frozenset()
     assert env.infer.summary("always_hold", "mm/widget.c").gets == frozenset({0})
+    role = env.vocab.role_of("always_hold")
+    assert role is not None and role.role == "get"
+
+
+def test_a_helper_that_takes_a_reference_and_batches_what_it_made_passes_it_on() -> None:
+    # get_page() then pagevec_add(pvec, tag_page(page)): the reference goes with
+    # the batch, so a caller of batch_hold() holds nothing
+    code = """
+static void batch_hold(struct page *page)
+{
+	struct pagevec *pvec = this_cpu_ptr(&hold_pvec);
+
+	get_page(page);
+	if (!pagevec_add(pvec, tag_page(page)))
+		hold_drain(pvec);
+}
+
+void batch_user(struct page *page)
+{
+	batch_hold(page);
+}
+"""
+    env, _ = _env(code)
+    assert env.infer is not None
+    s = env.infer.summary("batch_hold", "mm/widget.c")
+    assert s.gets == frozenset({0}) and 0 in s.hands_off
+    assert env.vocab.role_of("batch_hold") is None

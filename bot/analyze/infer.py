@@ -54,6 +54,7 @@ _VERB_RE = re.compile(
     r"^(?:(?P<pre>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r")_(?P<s1>\w+)"
     r"|(?P<s2>\w+?)_(?P<post>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r"))$"
 )
+_WORD = re.compile(r"[A-Za-z_]\w*")
 # Calls that may store a pointer they are given (shared with the matchers).
 STORING_CALL = re.compile(
     r"(add|insert|install|store|assign|set|push|enqueue|publish|attach|hash|link|list_|xa_|"
@@ -285,11 +286,16 @@ class Inference:
                     release_kind, release_family = kind, fam
             if self.vocab.roles_of(call.name):
                 continue
+            storing = STORING_CALL.search(call.name) and not _LOGGING.search(call.name)
             for a_i, a in enumerate(call.args):
                 pi = param_of(a)
                 if pi is None:
+                    if storing:
+                        # `pagevec_add(pvec, mlock_new(page))`: what is stored is
+                        # made from the parameter, and goes with its reference
+                        hands.update(index[w] for w in _WORD.findall(a) if w in index)
                     continue
-                if STORING_CALL.search(call.name) and not _LOGGING.search(call.name):
+                if storing:
                     hands.add(pi)
                     continue
                 if a_i in self._callee(call, flow, depth).hands_off and _whole(a):
@@ -572,7 +578,9 @@ def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
         if s.release_kind == "put":
             return ApiRole(fam, "refcount", "put", i, None)
         return ApiRole(fam, "free", "free", i, None)
-    if len(s.gets) == 1:
+    if len(s.gets) == 1 and not s.gets & s.hands_off:
+        # a helper that takes a reference on a parameter and stores it (in a
+        # batch, a list, a field) passes the reference on: no get for its caller
         (i,) = s.gets
         return ApiRole(f"inferred:{name}", "refcount", "get", i, None)
     return None
