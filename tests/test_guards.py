@@ -309,3 +309,14 @@ def test_every_matcher_module_can_be_imported_first(module: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-400:]
+
+
+def test_a_lock_call_the_patch_adds_in_the_file_is_the_same_protection_moved() -> None:
+    from bot.analyze.locking import _added_line_takes
+
+    text = "void f(struct zone *zone)\n{\n\tdo {\n\t\tspin_lock_irqsave(&zone->lock, flags);\n"
+    view = SourceView({PATH: text}, None)
+    moved = Side(None, view, PATH, frozenset({4}))
+    assert _added_line_takes(ENV, moved, "zone->lock")
+    assert not _added_line_takes(ENV, moved, "zone->lru_lock")  # another lock
+    assert not _added_line_takes(ENV, Side(None, view, PATH, frozenset({3})), "zone->lock")

@@ -24,6 +24,7 @@ from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
 from bot.analyze.rules_match import (
+    _TRYLOCK,
     MATCHERS,
     Env,
     Hit,
@@ -112,6 +113,8 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     for lock in dict.fromkeys(gone):
         if lock != _RCU and _series_takes(env, lock, pre.flow.name):
             continue  # moved to a caller or a helper of the series
+        if lock != _RCU and _added_line_takes(env, post, lock):
+            continue  # moved within the function (a partial image may not parse it)
         if lock != _RCU and _definition_removed(member_tail(lock) or lock, pre_text, post_text):
             continue  # the series deletes the lock itself: and what it guarded
         if lock == _RCU and env.series_adds_role(("rcu_read_lock",), "rcu", besides=pre.flow.name):
@@ -161,6 +164,28 @@ def _work_left(env: Env, pre: Flow, post: Flow, lock_line: int) -> bool:
         for c in pre.calls
         if lock_line < c.line < end
     )
+
+
+def _added_line_takes(env: Env, post: Side, lock: str) -> bool:
+    """A line the patch adds to this function's file calls a lock of the
+    vocabulary (or a trylock) on `lock`: the same protection, moved."""
+    want = "".join(lock.split())
+    lines = post.view.lines(post.file)
+    for ln in post.removed_lines:
+        if not 0 < ln <= len(lines):
+            continue
+        text = "".join(lines[ln - 1].split())
+        for m in _CALL_HEAD.finditer(text):
+            name = m.group(1)
+            if not (_TRYLOCK.match(name) or env.vocab.has_role(name, "lock")):
+                continue
+            arg = text[m.end() :].lstrip("&")
+            if arg.startswith(want) and not arg[len(want) : len(want) + 1].isalnum():
+                return True
+    return False
+
+
+_CALL_HEAD = re.compile(r"([A-Za-z_]\w*)\(")
 
 
 def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
