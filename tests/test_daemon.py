@@ -371,6 +371,10 @@ def _interrupt_a_served_review(bot: Bot, env: dict[str, str] | None = None) -> N
     with one line; the daemon lets go of its stdout and stderr, logs the cancel and
     is no longer busy."""
     # `-` with a stdin that never ends: the daemon waits on it until cancelled
+    # a Ctrl-C must reach the client even when the suite runs with SIGINT
+    # ignored (a background job of a non-interactive shell inherits SIG_IGN, and
+    # Python then leaves it ignored): a handled signal is default after exec
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(
         bot.command("review", "--daemon", "-"),
         stdin=subprocess.PIPE,
@@ -379,6 +383,7 @@ def _interrupt_a_served_review(bot: Bot, env: dict[str, str] | None = None) -> N
         cwd=bot.home,
         env={**bot.env, **(env or {})},
     )
+    signal.signal(signal.SIGINT, inherited)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         deadline = time.monotonic() + WAIT
