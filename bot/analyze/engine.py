@@ -354,7 +354,9 @@ class _SafeFields(dict[str, str]):
 
 
 def _render(template: str, fields: Mapping[str, str]) -> str:
-    return " ".join(template.format_map(_SafeFields(fields)).split())
+    # a family the bot inferred from names reads as the kernel's own word
+    shown = {k: v.replace("inferred:", "") for k, v in fields.items()}
+    return " ".join(template.format_map(_SafeFields(shown)).split())
 
 
 @dataclass(frozen=True)
@@ -440,8 +442,8 @@ def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
     changed = frozenset(c.name for c in ps.pa.changes)
     shown_pre, shown_post = _shown_lines(diff) if ps.pa.partial else (None, None)
     return (
-        Side(pre_flow, ps.pre, pre_file, removed, changed, shown_pre),
-        Side(post_flow, ps.post, ch.file, added, changed, shown_post),
+        Side(pre_flow, ps.pre, pre_file, removed, changed, shown_pre, diff),
+        Side(post_flow, ps.post, ch.file, added, changed, shown_post, diff),
     )
 
 

@@ -170,13 +170,25 @@ def _balanced(text: str) -> bool:
 
 
 _IDENT = re.compile(r"[A-Za-z_]\w*")
+# A pointer cast in front of an object: `(struct pid *)`, `(void *)`, `(unsigned long)`.
+_CAST = re.compile(
+    r"\(\s*(?:const\s+)?(?:(?:struct|union|enum)\s+)?[A-Za-z_]\w*(?:\s+[A-Za-z_]\w*)*"
+    r"\s*\*+\s*\)|\(\s*(?:unsigned\s+)?(?:long|int|char|void)\s*\)"
+)
 
 
 def base_name(expr: str) -> str:
-    """The variable an object expression hangs off: `&wb->memcg_css` -> `wb`."""
+    """The variable an object expression hangs off: `&wb->memcg_css` -> `wb`,
+    `(struct pid *)t->id` -> `t`."""
     e = expr.strip()
-    while e[:1] in "&*(" and e:
-        e = e[1:].strip()
+    while e:
+        cast = _CAST.match(e)
+        if cast:
+            e = e[cast.end() :].strip()
+        elif e[:1] in "&*(":
+            e = e[1:].strip()
+        else:
+            break
     m = _IDENT.match(e)
     return m.group(0) if m else ""
 

@@ -36,18 +36,22 @@ from bot.analyze.flow import (
 if TYPE_CHECKING:
     import tree_sitter as ts
 
-_LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
+LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
 
-__all__ = ["FunctionNode", "build_flow", "find_definitions", "flow_of_definition", "flows_in_text"]
+__all__ = [
+    "LOOP_MACRO",
+    "FunctionNode",
+    "build_flow",
+    "find_definitions",
+    "flow_of_definition",
+    "flows_in_text",
+]
 
 
 def _text(node: ts.Node | None) -> str:
     if node is None or node.text is None:
         return ""
     return " ".join(node.text.decode("utf-8", "replace").split())
-
-
-_LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
 
 
 def _at(node: ts.Node | None) -> Span:
@@ -61,7 +65,7 @@ def _loop_macro_call(stmt: ts.Node) -> ts.Node | None:
     if call is None or call.type != "call_expression":
         return None
     name = _text(call.child_by_field_name("function"))
-    return call if _LOOP_MACRO.search(name) else None
+    return call if LOOP_MACRO.search(name) else None
 
 
 def _macro_then_body(stmt: ts.Node) -> tuple[ts.Node, ts.Node] | None:
@@ -73,7 +77,7 @@ def _macro_then_body(stmt: ts.Node) -> tuple[ts.Node, ts.Node] | None:
     left = expr.child_by_field_name("left")
     if left is None or left.type != "call_expression":
         return None
-    if not _LOOP_MACRO.search(_text(left.child_by_field_name("function"))):
+    if not LOOP_MACRO.search(_text(left.child_by_field_name("function"))):
         return None
     right = expr.child_by_field_name("right")
     return (left, right) if right is not None else None

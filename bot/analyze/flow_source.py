@@ -142,9 +142,18 @@ def flow_of(fn: CFunction) -> Flow | None:
 
 
 def _flow_of(fn: CFunction) -> Flow | None:
-    flow = flow_of_definition(fn.body, fn.file, fn.start_line)
+    body = _open_hidden_blocks(fn.body)
+    flow = flow_of_definition(body, fn.file, fn.start_line)
     if flow is not None:
         return flow
+    if _PARAM_TAIL.match(body):
+        # the hunk starts inside the header (its first line ends the parameter
+        # list): name it, and close what the partial image leaves open
+        _, left_open = _brace_deficit(body)
+        text = f"void {fn.name}(" + body + "\n" + "}" * left_open + "\n"
+        flow = flow_of_definition(text, fn.file, fn.start_line)
+        if flow is not None:
+            return flow
     # A partial body (no header in the diff): parse it as the body of a stand-in.
     # It may start inside a block comment, so comment-looking lines are blanked
     # (keeping line numbers) rather than read as code.
@@ -161,6 +170,43 @@ def _flow_of(fn: CFunction) -> Flow | None:
 
 
 _STRINGS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
+
+
+# The tail of a parameter list, then the body's `{`: a hunk that starts in a header.
+_PARAM_TAIL = re.compile(r"[^{};()]*\)\s*\n\s*\{")
+# What stands for a block opened in lines a partial image does not show.
+HIDDEN_BLOCK = "if (__hidden__) {"
+# Lines of a partial image the diff does not show are blank; hunks are never
+# closer than this (their context would have merged them).
+_HIDDEN_RUN = 3
+
+
+def _open_hidden_blocks(body: str) -> str:
+    """A definition seen through several hunks of a partial image: a `}` in a
+    later hunk that closes a block opened in the hidden lines between them would
+    end the function early. Open a block on the last hidden line before such a
+    `}` (line numbers kept), so the code after it stays in the function."""
+    lines = body.split("\n")
+    last_code = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    depth = blanks = 0
+    hidden: int | None = None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            blanks += 1
+            if blanks >= _HIDDEN_RUN and depth > 0:
+                hidden = i
+            continue
+        blanks = 0
+        for ch in _STRINGS.sub("", line):
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                if depth == 1 and i < last_code and hidden is not None:
+                    lines[hidden] = HIDDEN_BLOCK
+                    hidden = None
+                    depth += 1
+                depth -= 1
+    return "\n".join(lines)
 
 
 def _brace_deficit(body: str) -> tuple[int, int]:

@@ -389,14 +389,18 @@ class Inference:
     @recorded
     def by_name(self, name: str) -> ApiRole | None:
         """The role a bodiless name plays by convention, when its counterpart is
-        visible (`foo_alloc` with `foo_free`), else None."""
+        visible (`foo_alloc` with `foo_free`) or it is a put, else None."""
         sv = split_verb(name)
         if sv is None:
             return None
         verb, stem = sv
         if len(stem) < 3 or _STATE_STEM.search(stem):
             return None  # get_cpu_var/put_cpu_var pin preemption, not an object
-        if not any(c in self.visible for c in _counterparts(verb, stem)):
+        if verb not in ("put", "unref") and not any(
+            c in self.visible for c in _counterparts(verb, stem)
+        ):
+            # `put_*`/`*_put` drops a reference by the kernel's own convention, seen
+            # or not; other verbs are believed only beside their counterpart
             return None
         fam = f"inferred:{stem.replace('_*_', '_')}"
         if verb in ("unregister", "remove"):

@@ -19,7 +19,18 @@ from collections import Counter
 from collections.abc import Callable
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES
-from bot.analyze.flow import Assign, Call, Flow, base_name, mentions, norm_object
+from bot.analyze.flow import (
+    Assign,
+    Call,
+    Event,
+    Flow,
+    Return,
+    base_name,
+    explore,
+    mentions,
+    norm_object,
+)
+from bot.analyze.flow_build import LOOP_MACRO
 from bot.analyze.flow_source import Reached, SourceView, member_tail, reach
 from bot.analyze.rules_match import (
     _DESTROY_WORK,
@@ -143,11 +154,17 @@ def _removed_here(pre: Side, post: Side, site: Call) -> bool:
     """The call leading to a lost destroy/put is gone from the function, or its
     helper changed in this patch: either way the patch, not the diff's cropping of
     a partial image, lost it."""
-    assert post.flow is not None
+    assert pre.flow is not None and post.flow is not None
     # The object must still be there after the patch: a release path that stops
     # freeing an array the patch deletes has not lost a destroy, it lost the array.
     names = _names_in(post.flow)
     bases = {base_name(a) for a in site.args} - {""}
+    # a loop cursor stands for the container it walks: a loop the patch replaces
+    # (`for_each_target(t, ctx) put(t->pid)` -> `set_targets(ctx, NULL)`) did not
+    # lose its object while the container is still there
+    for loop in (c for c in pre.flow.calls if LOOP_MACRO.search(c.name)):
+        if loop.args and base_name(loop.args[0]) in bases:
+            bases |= {base_name(a) for a in loop.args[1:]} - {""}
     if bases and not bases & names:
         return False
     if all(c.name != site.name for c in post.flow.calls):
@@ -264,7 +281,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         site = r.site
         if r.chain and env.series_adds(site.name, besides=pre.flow.name):
             continue  # the call that reached the put moved elsewhere in the series
-        if not _removed_here(pre, post, site):
+        exit_line = _exit_loses_put(env, pre, post, site, r.role.family)
+        if exit_line is None and not _removed_here(pre, post, site):
             continue
         if post.shown_lines is not None and _exit_went_too(pre, site):
             continue  # the path no longer leaves here: it runs on into code not shown
@@ -275,9 +293,15 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         if pin is not None:
             evidence.insert(0, f"removed: {pin.text} at {_loc(pre.file, pin)}")
         evidence += _chain_evidence(r)
+        variant = "lost-put" if pin is None else "pin-removed"
+        via = ""
+        if exit_line is not None and pin is None:
+            variant = "lost-put-on-path"
+            via = _line_text(post, exit_line)
+            evidence.append(f"still leaves through `{via}` at {post.file}:{exit_line}")
         hits.append(
             Hit(
-                key=("lost-put" if pin is None else "pin-removed", *key),
+                key=(variant, *key),
                 line=None,
                 removed_line=site.line,
                 fields={
@@ -287,15 +311,68 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
                     "terminal_name": r.terminal.name,
                     "family": r.role.family,
                     "pin": pin.text if pin is not None else "",
+                    "exit": via,
                 },
                 evidence=tuple(evidence),
-                variant="lost-put" if pin is None else "pin-removed",
+                variant=variant,
             )
         )
     return hits
 
 
 _EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+\s*|break\s*|continue\s*);")
+
+
+def _line_text(side: Side, line: int) -> str:
+    lines = side.view.lines(side.file)
+    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+
+def _exit_loses_put(env: Env, pre: Side, post: Side, site: Call, family: str) -> int | None:
+    """The patch removes a put that a `return` right after it relied on, keeps
+    that return, and the function still puts elsewhere: the post-image line of
+    the return when some path reaches it without a put of `family` on the
+    object (the put is lost on that path, not moved). None otherwise."""
+    assert post.flow is not None
+    if site.line not in pre.removed_lines or all(c.name != site.name for c in post.flow.calls):
+        return None  # gone entirely: the whole-function check judges it
+    lines = pre.view.lines(pre.file)
+    exit_pre = next(
+        (
+            ln
+            for ln in range(site.line + 1, min(site.line + 4, len(lines)) + 1)
+            if ln not in pre.removed_lines
+            and (t := lines[ln - 1].strip())
+            and not t.startswith(("/*", "*", "//"))
+        ),
+        None,
+    )
+    if exit_pre is None or not re.match(r"return\b", lines[exit_pre - 1].strip()):
+        return None
+    exit_post = pre.post_line(exit_pre)
+    if exit_post is None or not post.shows(exit_post, exit_post):
+        return None
+    objs = {base_name(a) for a in site.args} - {""}
+
+    def puts(c: Call) -> bool:
+        if not objs or not any(base_name(a) in objs for a in c.args):
+            return False
+        if c.name == site.name:
+            return True
+        return any(r.role in PUT_ROLES and r.family == family for r in env.vocab.roles_of(c.name))
+
+    bare = False
+
+    def on_event(held: bool, ev: Event) -> bool:
+        nonlocal bare
+        if isinstance(ev, Call) and puts(ev):
+            return True
+        if isinstance(ev, Return) and ev.line == exit_post and not held:
+            bare = True
+        return held
+
+    explore(post.flow, False, on_event)
+    return exit_post if bare else None
 
 
 def _exit_went_too(pre: Side, site: Call) -> bool:

@@ -104,12 +104,33 @@ class Side:
     # The file's diff (given to "table" matchers, which read hunks, not functions).
     diff: FileDiff | None = None
 
+    def post_line(self, pre_line: int) -> int | None:
+        """Where a line of the pre-image the patch keeps is in the post-image
+        (None when the patch removes it, or no diff is known)."""
+        return post_line_of(self.diff, pre_line) if self.diff is not None else None
+
     def shows(self, first: int, last: int) -> bool:
         """Every line from `first` to `last` is known on this side."""
         if self.shown_lines is None:
             return True
         lo, hi = min(first, last), max(first, last)
         return all(n in self.shown_lines for n in range(lo, hi + 1))
+
+
+def post_line_of(diff: FileDiff, pre_line: int) -> int | None:
+    """The post-image line of pre-image line `pre_line` under `diff`: shifted by
+    the hunks before it, its context line inside a hunk, None when removed."""
+    delta = 0
+    for h in diff.hunks:
+        # an empty side (`-10,0`: insert after line 10) starts after its line
+        src_end = h.source_start + (h.source_length or 1)
+        tgt_end = h.target_start + (h.target_length or 1)
+        if h.source_length and h.source_start <= pre_line < src_end:
+            return next((hl.target_line for hl in h.lines if hl.source_line == pre_line), None)
+        if pre_line < src_end:
+            break
+        delta = tgt_end - src_end
+    return pre_line + delta
 
 
 @dataclass
