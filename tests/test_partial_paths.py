@@ -1,0 +1,170 @@
+"""Partial images and lost puts on one path: hunks that start inside a header or
+close a block opened in lines the diff does not show, pre-to-post line mapping,
+casts and loop cursors resolved to their objects, a `put_*` known by convention,
+and a put removed from one path whose exit stays (release_paths)."""
+
+from __future__ import annotations
+
+from bot.analyze.api import load_vocabulary
+from bot.analyze.diff import parse_diff
+from bot.analyze.flow import base_name
+from bot.analyze.flow_build import flows_in_text
+from bot.analyze.flow_source import HIDDEN_BLOCK, SourceView, _open_hidden_blocks, flow_of
+from bot.analyze.infer import extend_vocabulary
+from bot.analyze.release_paths import release_path_loses_put
+from bot.analyze.rules_match import Env, Side, post_line_of
+from bot.config import Settings
+from bot.model import CFunction
+
+VOCAB = load_vocabulary(Settings().rules_dir)
+
+DIFF = """\
+--- a/mm/x.c
++++ b/mm/x.c
+@@ -10,0 +11,2 @@ int f(void)
++\ta();
++\tb();
+@@ -20,2 +21,0 @@ int f(void)
+-\tc();
+-\td();
+@@ -40,3 +39,3 @@ int g(void)
+ \te();
+-\tf();
++\tff();
+ \th();
+"""
+
+
+def test_post_line_of_follows_insertions_removals_and_context() -> None:
+    (d,) = parse_diff(DIFF, "t")
+    assert [post_line_of(d, n) for n in (9, 10, 11, 19)] == [9, 10, 13, 21]
+    assert post_line_of(d, 20) is None and post_line_of(d, 21) is None
+    assert post_line_of(d, 22) == 22
+    assert post_line_of(d, 40) == 39  # context inside a hunk
+    assert post_line_of(d, 41) is None  # replaced
+    assert post_line_of(d, 42) == 41
+    assert post_line_of(d, 100) == 99
+
+
+def test_casts_and_parentheses_resolve_to_the_variable() -> None:
+    assert base_name("(struct pid *)t->id") == "t"
+    assert base_name("(void *)&w->node") == "w"
+    assert base_name("(unsigned long)page") == "page"
+    assert base_name("(a->b)") == "a"
+    assert base_name("(x * y)") == "x"
+
+
+PARTIAL = (
+    "int f(struct ctx *ctx)\n{\n\tint err;\n\n"
+    + "\n" * 12
+    + "\t\tgoto out;\n\t}\n\tput_thing(ctx->thing);\n\treturn 0;\nout:\n\treturn err;\n}\n"
+)
+
+
+def test_a_brace_closing_a_hidden_block_does_not_end_the_function() -> None:
+    opened = _open_hidden_blocks(PARTIAL)
+    assert HIDDEN_BLOCK in opened
+    assert opened.count("\n") == PARTIAL.count("\n")  # line numbers kept
+    flow = flow_of(CFunction("f", "mm/x.c", 1, PARTIAL.count("\n"), PARTIAL, ()))
+    assert flow is not None and "put_thing" in flow.call_names()
+
+
+def test_a_whole_function_is_left_as_it_is() -> None:
+    whole = "int f(void)\n{\n\tif (a) {\n\n\n\n\t\tb();\n\t}\n\tc();\n}\n"
+    assert _open_hidden_blocks(whole) == whole
+
+
+def test_a_hunk_that_starts_in_the_header_is_read_as_the_function() -> None:
+    body = "\t\tsize_t count, loff_t *ppos)\n{\n\tstruct ctx *c = get_ctx(count);\n\tput_ctx(c);\n"
+    flow = flow_of(CFunction("w", "mm/x.c", 5, 8, body, ()))
+    assert flow is not None and flow.call_names() == ["get_ctx", "put_ctx"]
+    assert [c.line for c in flow.calls] == [7, 8]
+
+
+PRE = """\
+static int pin_range(unsigned long pfn, unsigned long end)
+{
+\tstruct dev_pagemap *pgmap = NULL;
+
+\tfor (; pfn < end; pfn++) {
+\t\tpgmap = get_dev_pagemap(pfn, pgmap);
+\t\tif (!pin_pfn(pfn)) {
+\t\t\tput_dev_pagemap(pgmap);
+\t\t\treturn 0;
+\t\t}
+\t}
+\tput_dev_pagemap(pgmap);
+\treturn 1;
+}
+"""
+
+
+def _review(post: str, diff: str) -> list[tuple[str, ...]]:
+    view_pre, view_post = SourceView({"mm/p.c": PRE}, None), SourceView({"mm/p.c": post}, None)
+    (pre_flow,) = flows_in_text(PRE, "mm/p.c")
+    (post_flow,) = flows_in_text(post, "mm/p.c")
+    vocab, inf = extend_vocabulary(VOCAB, [view_pre, view_post], [pre_flow, post_flow], depth=2)
+    (d,) = parse_diff(diff, "t")
+    removed = frozenset(
+        hl.source_line
+        for h in d.hunks
+        for hl in h.lines
+        if hl.kind.name == "REMOVED" and hl.source_line
+    )
+    added = frozenset(
+        hl.target_line
+        for h in d.hunks
+        for hl in h.lines
+        if hl.kind.name == "ADDED" and hl.target_line
+    )
+    pre = Side(pre_flow, view_pre, "mm/p.c", removed, diff=d)
+    post_side = Side(post_flow, view_post, "mm/p.c", added, diff=d)
+    hits = release_path_loses_put(Env(vocab, depth=2, infer=inf), pre, post_side)
+    return [(h.variant or "", h.fields.get("exit", "")) for h in hits]
+
+
+def test_a_put_removed_from_a_path_that_keeps_its_return_is_lost_there() -> None:
+    post = PRE.replace("\t\t\tput_dev_pagemap(pgmap);\n", "").replace(
+        "\tput_dev_pagemap(pgmap);\n\treturn 1;",
+        "\tif (pgmap)\n\t\tput_dev_pagemap(pgmap);\n\treturn 1;",
+    )
+    diff = """\
+--- a/mm/p.c
++++ b/mm/p.c
+@@ -7,7 +7,7 @@ static int pin_range(unsigned long pfn, unsigned long end)
+ \t\tif (!pin_pfn(pfn)) {
+-\t\t\tput_dev_pagemap(pgmap);
+ \t\t\treturn 0;
+ \t\t}
+ \t}
+-\tput_dev_pagemap(pgmap);
++\tif (pgmap)
++\t\tput_dev_pagemap(pgmap);
+ \treturn 1;
+"""
+    assert _review(post, diff) == [("lost-put-on-path", "return 0;")]
+
+
+def test_a_put_hoisted_above_the_branch_is_not_lost() -> None:
+    post = (
+        PRE.replace("\t\t\tput_dev_pagemap(pgmap);\n", "")
+        .replace("\tput_dev_pagemap(pgmap);\n\treturn 1;", "\treturn 1;")
+        .replace(
+            "\t\tif (!pin_pfn(pfn)) {", "\t\tput_dev_pagemap(pgmap);\n\t\tif (!pin_pfn(pfn)) {"
+        )
+    )
+    diff = """\
+--- a/mm/p.c
++++ b/mm/p.c
+@@ -6,8 +6,7 @@ static int pin_range(unsigned long pfn, unsigned long end)
+ \t\tpgmap = get_dev_pagemap(pfn, pgmap);
++\t\tput_dev_pagemap(pgmap);
+ \t\tif (!pin_pfn(pfn)) {
+-\t\t\tput_dev_pagemap(pgmap);
+ \t\t\treturn 0;
+ \t\t}
+ \t}
+-\tput_dev_pagemap(pgmap);
+ \treturn 1;
+"""
+    assert all(v != "lost-put-on-path" for v, _ in _review(post, diff))
