@@ -477,6 +477,7 @@ MATCHERS: dict[str, Matcher] = {}
 # imported (they import this module, so they are loaded last).
 MATCHER_MODULES = (
     "release_paths",
+    "pathdiff",
     "refs",
     "deferred_rcu",
     "ownership",
