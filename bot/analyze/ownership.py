@@ -201,10 +201,11 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     del env
     if pre.flow is None or post.flow is None:
         return []
+    failed_get = _failed_get_lines(pre.flow)
     if not any(
         isinstance(e, Assign)
         and e.line in pre.removed_lines
-        and _ERRNO.fullmatch(e.rhs.replace(" ", ""))
+        and _failure_value(e.rhs, e.line, failed_get)
         for n in pre.flow.nodes.values()
         for e in n.events
     ):
@@ -239,7 +240,8 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
             if not isinstance(ev, Assign) or ev.line not in pre.removed_lines:
                 continue
             code = ev.rhs.replace(" ", "")
-            if not _ERRNO.fullmatch(code):
+            failed = _failure_value(ev.rhs, ev.line, failed_get)
+            if not failed:
                 continue
             var = norm_object(ev.lhs)
             nxt = next(
@@ -249,9 +251,14 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
             m = _GOTO.match(nxt)
             if m is None or post_gotos[m.group(1)] == 0:
                 continue  # not an error jump, or the jump went with it
-            if post_sets[(var, code)] > 0 or post_returns[code] > pre_returns[code]:
+            if failed != "errno":
+                # 0/false/NULL is set all over a function: only the branch counts
+                nxt_post = pre.post_line(ev.line + 1) if pre.diff is not None else None
+                if _set_in_branch(post, var, code, nxt_post):
+                    continue
+            elif post_sets[(var, code)] > 0 or post_returns[code] > pre_returns[code]:
                 continue  # the code is still set (moved) or now returned directly
-            if _count(post_text, code) >= _count(pre_text, code):
+            elif _count(post_text, code) >= _count(pre_text, code):
                 continue  # as many uses of the code as before: moved, not dropped
             hits.append(
                 Hit(
@@ -263,16 +270,62 @@ def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
                         "var": var,
                         "code": code,
                         "label": m.group(1),
+                        "failed": failed,
                     },
                     evidence=(
                         f"removed: {var} = {code} at {pre.file}:{ev.line}",
                         f"the path still jumps to `{m.group(1)}:` and unwinds, with {var} "
                         "holding whatever it held before",
                     ),
-                    variant="error-code-dropped",
+                    variant="error-code-dropped" if failed == "errno" else "failure-value-dropped",
                 )
             )
     return hits
+
+
+_FALSY = frozenset({"0", "false", "NULL"})
+_GET_VERB = re.compile(r"^(?:\w+_)?(?:get|tryget|grab|hold)(?:_\w+)?$")
+
+
+def _failed_get_lines(flow: Flow) -> dict[int, str]:
+    """Lines inside a branch taken when a get failed (`if (!get_x(o)) { ... }`):
+    line -> the get's text. Calls carry their enclosing conditions."""
+    out: dict[int, str] = {}
+    for c in flow.calls:
+        if not c.guards:
+            continue
+        g = "".join(c.guards[-1].split())
+        m = re.fullmatch(r"(?:unlikely\()?!([A-Za-z_]\w*)\((.*)\)\)?", g)
+        if m and _GET_VERB.match(m.group(1)) and not c.in_condition:
+            out[c.line] = f"{m.group(1)}({m.group(2)})"
+    return out
+
+
+def _failure_value(rhs: str, line: int, failed_get: dict[int, str]) -> str:
+    """ "errno" for `-EFOO`; the failed get's text for 0/false/NULL set in the
+    branch where a get failed (a call of that branch within two lines above);
+    "" otherwise."""
+    code = rhs.replace(" ", "")
+    if _ERRNO.fullmatch(code):
+        return "errno"
+    if code in _FALSY:
+        return next((failed_get[n] for n in (line - 1, line - 2) if n in failed_get), "")
+    return ""
+
+
+def _set_in_branch(post: Side, var: str, code: str, after: int | None) -> bool:
+    """The post-image sets `var = code` on the lines just before `after` (the
+    same branch, where the patch left the jump)."""
+    if post.flow is None or after is None:
+        return False
+    return any(
+        isinstance(e, Assign)
+        and norm_object(e.lhs) == var
+        and e.rhs.replace(" ", "") == code
+        and after - 4 <= e.line < after
+        for n in post.flow.nodes.values()
+        for e in n.events
+    )
 
 
 _UNLINK_ROLES = frozenset({"unlink", "unpublish"})
