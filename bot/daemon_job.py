@@ -60,15 +60,19 @@ class Job:
 
 
 def well_formed(request: dict[str, Any]) -> bool:
-    """Whether a review request carries every field, each of its type."""
+    """Whether a review request carries every field, each of its type and range."""
     argv, env, stdio = request.get("argv"), request.get("env"), request.get("stdio")
+    umask = request.get("umask")
     return (
         isinstance(argv, list)
         and all(isinstance(a, str) for a in argv)
         and isinstance(request.get("argv0"), str)
         and isinstance(env, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-        and isinstance(request.get("umask"), int)
+        # os.umask raises on more than a C int holds: before the review's error
+        # handling (the daemon died of it); any real umask is 0-0o777
+        and isinstance(umask, int)
+        and 0 <= umask <= 0o777
         and isinstance(request.get("identity"), dict)
         and isinstance(stdio, list)
         and len(stdio) == 3
