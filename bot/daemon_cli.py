@@ -15,14 +15,8 @@ import time
 from typing import TypeVar
 
 from bot.config import Settings
-from bot.daemon import (
-    ask,
-    lock_holder,
-    serve,
-    socket_dir,
-    socket_path,
-    start_daemon,
-)
+from bot.daemon import ask, lock_holder, socket_dir, socket_path, start_daemon
+from bot.daemon_server import serve
 from bot.errors import EXIT_OK, UsageError
 from bot.private import private_dir
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import bot.apply.series as series_mod
+import bot.apply.scratch
+import bot.apply.series
+import bot.apply.strategies
 from bot.apply.gitcmd import GitResult, git
 from bot.config import load_settings
 
@@ -64,7 +66,9 @@ def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(args[0])
         return git(args, cwd, stdin=stdin, check=check)
 
-    monkeypatch.setattr(series_mod, "git", recording)
+    # every module of apply_series that runs git itself
+    for module in (bot.apply.scratch, bot.apply.strategies, bot.apply.series):
+        monkeypatch.setattr(module, "git", recording)
     return calls
 
 

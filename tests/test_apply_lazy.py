@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import bot.apply.series as series_mod
+import bot.apply.scratch as scratch_mod
+import bot.apply.strategies as strategies_mod
 from bot.apply import apply_series
 from bot.apply.fuzzy import MAX_FUZZ, Placement, _context_run, _old, locate_hunks
 from bot.config import Settings, load_settings
@@ -283,17 +284,17 @@ def test_head_read_from_the_repository_matches_rev_parse(tmp_path: Path) -> None
     run_git(repo, "init", "-q", "-b", "master")
     run_git(repo, "add", "-A")
     run_git(repo, "commit", "-q", "-m", "base")
-    assert series_mod._head(repo) == run_git(repo, "rev-parse", "HEAD").strip()
+    assert scratch_mod.head_commit(repo) == run_git(repo, "rev-parse", "HEAD").strip()
     run_git(repo, "commit", "-q", "--allow-empty", "-m", "two")
-    assert series_mod._head(repo) == run_git(repo, "rev-parse", "HEAD").strip()
+    assert scratch_mod.head_commit(repo) == run_git(repo, "rev-parse", "HEAD").strip()
     # A detached HEAD names the commit itself.
     run_git(repo, "checkout", "-q", "--detach", "HEAD~1")
-    assert series_mod._head(repo) == run_git(repo, "rev-parse", "HEAD").strip()
+    assert scratch_mod.head_commit(repo) == run_git(repo, "rev-parse", "HEAD").strip()
     # A packed branch has no loose ref file: git is asked.
     run_git(repo, "checkout", "-q", "master")
     run_git(repo, "pack-refs", "--all")
     assert not (repo / ".git" / "refs" / "heads" / "master").exists()
-    assert series_mod._head(repo) == run_git(repo, "rev-parse", "HEAD").strip()
+    assert scratch_mod.head_commit(repo) == run_git(repo, "rev-parse", "HEAD").strip()
 
 
 def test_loose_blobs_written_in_python_are_read_by_git(tmp_path: Path) -> None:
@@ -301,9 +302,9 @@ def test_loose_blobs_written_in_python_are_read_by_git(tmp_path: Path) -> None:
     run_git(tmp_path, "init", "-q", str(repo))
     data = [b"", b"int x;\n", bytes(range(256)) * 40]
     for blob in data:
-        series_mod._write_blob(repo / ".git", blob)
+        scratch_mod._write_blob(repo / ".git", blob)
     for blob in data:
-        oid = series_mod._blob_id(blob)
+        oid = scratch_mod._blob_id(blob)
         assert run_git(repo, "cat-file", "-t", oid).strip() == "blob"
         shown = subprocess.run(
             ["git", "cat-file", "blob", oid], cwd=repo, capture_output=True, check=True
@@ -318,7 +319,7 @@ def test_contains_agrees_with_a_scan_of_every_position() -> None:
         lines = [rng.choice("abc") for _ in range(rng.randrange(0, 12))]
         block = [rng.choice("abc") for _ in range(rng.randrange(1, 4))]
         scan = any(lines[i : i + len(block)] == block for i in range(len(lines)))
-        assert series_mod._contains(lines, block) == scan
+        assert strategies_mod._contains(lines, block) == scan
 
 
 def test_locate_hunks_on_random_inputs_matches_an_exhaustive_reference() -> None:
@@ -410,7 +411,7 @@ def test_results_equal_a_repository_made_up_front(
     # copies and every fuzzy result is committed at once, as before lazy git.
     git_calls.clear()
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(series_mod, "UNSAVED_LIMIT", -1)
+        patched.setattr(scratch_mod, "UNSAVED_LIMIT", -1)
         eager = apply_series(series_of(mails), str(tree), settings)
     assert git_calls[:3] == ["init", "add", "commit"]
     assert len(git_calls) > len(lazy_calls)

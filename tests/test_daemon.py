@@ -490,6 +490,48 @@ def test_a_socket_dir_writable_by_others_is_refused(bot: Bot) -> None:
     assert sorted(p.name for p in directory.iterdir()) == []
 
 
+def test_a_request_with_an_impossible_umask_is_refused_and_the_daemon_serves_on(
+    bot: Bot,
+) -> None:
+    """A umask too large for a C int (a client of the same user, but not our own)
+    made os.umask raise outside the review's error handling: the daemon died."""
+    import json
+    import socket
+
+    bot.run("daemon", "start")
+    pid = bot.wait_ready()["pid"]
+    request = {
+        "op": "review",
+        "argv": list(REVIEW),
+        "argv0": "bot",
+        "env": dict(bot.env),
+        "umask": 1 << 40,
+        "identity": {
+            **daemon.identity(),
+            "package": str((bot.root / "bot").resolve()),
+            "hashseed": "",
+        },
+        "stdio": [{"encoding": "utf-8", "errors": "strict"}] * 3,
+    }
+    null = os.open(os.devnull, os.O_RDWR)
+    cwd = os.open(bot.home, os.O_RDONLY | os.O_DIRECTORY)
+    sock = daemon.connect(str(Path(bot.socket_dir) / daemon.SOCKET_NAME), WAIT)
+    try:
+        socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [null, null, null, cwd])
+        reply = daemon.Lines(sock).read()
+        if reply == {"status": "ready"}:
+            sock.sendall(b"go\n")
+            reply = daemon.Lines(sock).read()
+    finally:
+        sock.close()
+        os.close(null)
+        os.close(cwd)
+    assert reply == {"status": "refused"}
+    info = bot.status()
+    assert info is not None and info["pid"] == pid, bot.log()
+    assert info["served"] == 0
+
+
 def test_only_reviews_are_served(bot: Bot) -> None:
     """`rules list` with BOT_DAEMON=1 runs in its own process; no daemon starts."""
     got = bot.run("rules", "list", env={"BOT_DAEMON": "1"})

@@ -2,8 +2,10 @@
 
     apply_series(series, tree, settings, progress=) -> AppliedSeries
 
-See bot.apply.series for the scratch-repository handling and the fallbacks
-(git am -3, git apply, GNU-patch-style fuzzy apply in bot.apply.fuzzy).
+bot.apply.series drives it: bot.apply.parse reads the series, bot.apply.scratch
+makes the scratch repository, bot.apply.strategies holds the fallbacks (git am -3,
+git apply, GNU-patch-style fuzzy apply in bot.apply.fuzzy), bot.apply.guard the
+checks against hostile paths and mails.
 """
 
 from __future__ import annotations
