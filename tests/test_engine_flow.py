@@ -403,3 +403,37 @@ void f(struct ctx *ctx, struct pid **ids, int nr)
 """,
     )
     assert hits == []
+
+
+def test_a_put_repeated_in_a_loop_is_not_a_use_of_its_own_arguments() -> None:
+    hits = _run(
+        use_after_release,
+        """
+void f(struct dev_pagemap *pgmap)
+{
+	int i;
+
+	for (i = 0; i < pgmap->nr_range; i++)
+		percpu_ref_put_many(&pgmap->ref, range_len(pgmap, i));
+}
+""",
+    )
+    assert hits == []
+
+
+def test_a_use_on_the_next_line_of_a_loop_after_its_put_is_still_reported() -> None:
+    hits = _run(
+        use_after_release,
+        """
+void f(struct dev_pagemap *pgmap)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		percpu_ref_put(&pgmap->ref);
+		pgmap->count--;
+	}
+}
+""",
+    )
+    assert [h.fields["object"] for h in hits] == ["pgmap"]

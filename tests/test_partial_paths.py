@@ -168,3 +168,21 @@ def test_a_put_hoisted_above_the_branch_is_not_lost() -> None:
  \treturn 1;
 """
     assert all(v != "lost-put-on-path" for v, _ in _review(post, diff))
+
+
+def test_a_put_whose_get_the_series_removes_elsewhere_is_not_lost() -> None:
+    post = PRE.replace("\t\t\tput_dev_pagemap(pgmap);\n", "").replace(
+        "\tput_dev_pagemap(pgmap);\n\treturn 1;", "\treturn 1;"
+    )
+    view_pre, view_post = SourceView({"mm/p.c": PRE}, None), SourceView({"mm/p.c": post}, None)
+    (pre_flow,) = flows_in_text(PRE, "mm/p.c")
+    (post_flow,) = flows_in_text(post, "mm/p.c")
+    vocab, inf = extend_vocabulary(VOCAB, [view_pre, view_post], [pre_flow, post_flow], depth=2)
+    gets = [c for c in pre_flow.calls if c.name == "get_dev_pagemap"]
+    removed = frozenset(c.line for c in pre_flow.calls if c.name == "put_dev_pagemap")
+    pre = Side(pre_flow, view_pre, "mm/p.c", removed)
+    post_side = Side(post_flow, view_post, "mm/p.c")
+    lost = release_path_loses_put(Env(vocab, depth=2, infer=inf), pre, post_side)
+    assert [h.variant for h in lost] == ["lost-put"]
+    elsewhere = Env(vocab, depth=2, infer=inf, removed=[("other_fn", g) for g in gets])
+    assert release_path_loses_put(elsewhere, pre, post_side) == []

@@ -272,19 +272,30 @@ def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
     return out
 
 
-def _added_calls(patches: Sequence[_PatchSides]) -> list[tuple[str, Call]]:
+def _changed_calls(
+    patches: Sequence[_PatchSides],
+) -> tuple[list[tuple[str, Call]], list[tuple[str, Call]]]:
+    """Calls the series adds (post minus pre) and removes (pre minus post), per
+    touched function: (function, call)."""
     added: list[tuple[str, Call]] = []
+    removed: list[tuple[str, Call]] = []
     for ps in patches:
         for ch in ps.pa.changes:
             pre = flow_of(ch.pre) if ch.pre is not None else None
             post = flow_of(ch.post) if ch.post is not None else None
             before = Counter((c.name, c.args) for c in pre.calls) if pre else Counter()
+            after = Counter((c.name, c.args) for c in post.calls) if post else Counter()
             for c in post.calls if post else ():
                 if before[(c.name, c.args)] > 0:
                     before[(c.name, c.args)] -= 1
                 else:
                     added.append((ch.name, c))
-    return added
+            for c in pre.calls if pre else ():
+                if after[(c.name, c.args)] > 0:
+                    after[(c.name, c.args)] -= 1
+                else:
+                    removed.append((ch.name, c))
+    return added, removed
 
 
 _PREPARED: dict[int, tuple[SeriesAnalysis, _Prepared]] = {}
@@ -307,7 +318,8 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
     ]
     views = [v for ps in reversed(patches) for v in (ps.post, ps.pre)]
     vocab, inference = extend_vocabulary(load_vocabulary(settings.rules_dir), views, flows, depth)
-    env = Env(vocab=vocab, depth=depth, added=_added_calls(patches), infer=inference)
+    added, removed = _changed_calls(patches)
+    env = Env(vocab=vocab, depth=depth, added=added, removed=removed, infer=inference)
     prepared = _Prepared(env, patches)
     # Only the latest few series: a long-running worker must not grow without bound.
     if len(_PREPARED) > 4:

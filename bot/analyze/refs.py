@@ -516,6 +516,10 @@ def use_after_release(env: Env, side: Side, other: Side) -> list[Hit]:
         for s in state:
             if s[0] in released_here:
                 continue  # double put: another rule's business
+            if ev.line == s[3]:
+                # the releasing statement again, on the loop's next turn: the
+                # code drops one of several references it holds each time round
+                continue
             for a in ev.args:
                 if logging and norm_object(a) == s[0]:
                     continue  # printing the pointer's value does not touch the object

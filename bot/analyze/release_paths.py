@@ -278,6 +278,8 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
     for key, r, _ in _lost(env, pre, post, keep, lambda r: (r.role.family,)):
         if env.series_adds_role(PUT_ROLES, r.role.family, besides=pre.flow.name):
             continue
+        if env.series_removes_role(GET_ROLES, r.role.family, besides=pre.flow.name):
+            continue  # the get that reference paired with went too, elsewhere
         site = r.site
         if r.chain and env.series_adds(site.name, besides=pre.flow.name):
             continue  # the call that reached the put moved elsewhere in the series

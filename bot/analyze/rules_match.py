@@ -141,6 +141,8 @@ class Env:
     depth: int
     # Calls the series adds (post minus pre, per touched function), anywhere.
     added: Sequence[tuple[str, Call]] = ()  # (function, call)
+    # Calls the series removes (pre minus post, per touched function).
+    removed: Sequence[tuple[str, Call]] = ()
     # Summaries of the series' callees (bot.analyze.infer); None: names only.
     infer: Inference | None = None
     _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
@@ -155,6 +157,16 @@ class Env:
             if not tail or any(member_tail(a) == tail for a in call.args):
                 return True
         return False
+
+    def series_removes_role(self, roles: Iterable[str], family: str, *, besides: str = "") -> bool:
+        """True when the series removes a call with one of `roles` in `family`
+        from a function other than `besides` (a get that went with a put)."""
+        wanted = set(roles)
+        return any(
+            fn != besides
+            and any(r.role in wanted and r.family == family for r in self.vocab.roles_of(c.name))
+            for fn, c in self.removed
+        )
 
     def series_adds_role(self, roles: Iterable[str], family: str, *, besides: str = "") -> bool:
         wanted = set(roles)
