@@ -92,7 +92,8 @@ def test_an_early_return_before_the_object_is_made_owes_nothing() -> None:
 def test_a_new_exit_that_hands_the_object_back_owes_nothing() -> None:
     post = PRE.replace(
         "\terr = widget_bind(w, dev);\n",
-        "\tif (w->busy) {\n\t\tdev->pending = w;\n\t\treturn -EBUSY;\n\t}\n\terr = widget_bind(w, dev);\n",
+        "\tif (w->busy) {\n\t\tdev->pending = w;\n\t\treturn -EBUSY;\n\t}\n"
+        "\terr = widget_bind(w, dev);\n",
     )
     assert _hits(PRE, post) == []
 
@@ -100,7 +101,8 @@ def test_a_new_exit_that_hands_the_object_back_owes_nothing() -> None:
 def test_a_new_exit_that_puts_first_is_balanced() -> None:
     post = PRE.replace(
         "\terr = widget_bind(w, dev);\n",
-        "\tif (w->busy) {\n\t\twidget_put(w);\n\t\treturn -EBUSY;\n\t}\n\terr = widget_bind(w, dev);\n",
+        "\tif (w->busy) {\n\t\twidget_put(w);\n\t\treturn -EBUSY;\n\t}\n"
+        "\terr = widget_bind(w, dev);\n",
     )
     assert _hits(PRE, post) == []
 
