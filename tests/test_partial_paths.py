@@ -186,3 +186,22 @@ def test_a_put_whose_get_the_series_removes_elsewhere_is_not_lost() -> None:
     assert [h.variant for h in lost] == ["lost-put"]
     elsewhere = Env(vocab, depth=2, infer=inf, removed=[("other_fn", g) for g in gets])
     assert release_path_loses_put(elsewhere, pre, post_side) == []
+
+
+def test_a_hunk_starting_at_an_else_or_inside_a_do_loop_keeps_its_calls() -> None:
+    body = (
+        "\t\tflags &= ~ALLOC_CPUSET;\n\t} else if (rt_task(current) && in_task())\n"
+        "\t\tflags |= ALLOC_HARDER;\n\tdo {\n\t\tif (check(page))\n\t\t\tclear_skip(page);\n"
+    )
+    flow = flow_of(CFunction("g", "mm/x.c", 10, 15, body, ()))
+    assert flow is not None
+    assert set(flow.call_names()) >= {"rt_task", "in_task", "check", "clear_skip"}
+
+
+def test_a_hunk_ending_inside_a_call_keeps_the_statements_before_it() -> None:
+    body = (
+        "\tif (lock_killable(mm))\n\t\treturn -EINTR;\n\tvma = find_vma(mm, addr);\n"
+        "\tret = remap_to(addr, old_len, /* (see below */\n\t\tnew_addr,"
+    )
+    flow = flow_of(CFunction("h", "mm/x.c", 20, 24, body, ()))
+    assert flow is not None and flow.call_names() == ["lock_killable", "find_vma"]

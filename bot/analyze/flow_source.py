@@ -142,7 +142,7 @@ def flow_of(fn: CFunction) -> Flow | None:
 
 
 def _flow_of(fn: CFunction) -> Flow | None:
-    body = _open_hidden_blocks(fn.body)
+    body = _open_hidden_blocks(_trim_open_statement(fn.body))
     flow = flow_of_definition(body, fn.file, fn.start_line)
     if flow is not None:
         return flow
@@ -157,13 +157,26 @@ def _flow_of(fn: CFunction) -> Flow | None:
     # A partial body (no header in the diff): parse it as the body of a stand-in.
     # It may start inside a block comment, so comment-looking lines are blanked
     # (keeping line numbers) rather than read as code.
-    body = "\n".join("" if _COMMENT_LINE.match(line) else line for line in fn.body.split("\n"))
+    body = "\n".join(
+        "" if _COMMENT_LINE.match(line) else line
+        for line in _trim_open_statement(fn.body).split("\n")
+    )
     # A hunk often starts inside a block and closes it (`}` of an `if` opened above
     # the hunk): open as many blocks as it closes, so the code after that `}` stays
     # in the function instead of ending it.
-    opened, closed = _brace_deficit(body)
+    # The blocks it opens are `if`s, so a leading `} else ...` still has its `if`;
+    # the blocks it leaves open are closed, a `do {` with its `while`.
+    opened, _ = _brace_deficit(body)
     text = (
-        "void " + fn.name + "(void)\n{" + "{" * opened + "\n" + body + "\n}" + "}" * closed + "\n"
+        "void "
+        + fn.name
+        + "(void)\n{"
+        + HIDDEN_BLOCK * opened
+        + "\n"
+        + body
+        + "\n"
+        + _closers(body)
+        + "}\n"
     )
     # the stand-in's first definition, two lines above the body (cached like any)
     return flow_of_definition(text, fn.file, fn.start_line - 2)
@@ -207,6 +220,40 @@ def _open_hidden_blocks(body: str) -> str:
                     depth += 1
                 depth -= 1
     return "\n".join(lines)
+
+
+def _trim_open_statement(body: str) -> str:
+    """A partial image may end inside a statement (a call whose arguments go on
+    past the hunk): cut it after the last line where every parenthesis is
+    closed, so the statements before it still parse. A whole body is kept."""
+    depth = 0
+    lines = body.split("\n")
+    # strings and comments out, their line breaks kept: a comment spans lines
+    code_lines = _STRINGS.sub(lambda m: "\n" * m.group(0).count("\n"), body).split("\n")
+    last_closed = len(lines)
+    for i, code in enumerate(code_lines):
+        depth += code.count("(") - code.count(")")
+        if depth <= 0:
+            last_closed = i + 1
+            depth = 0
+    if depth == 0:
+        return body
+    return "\n".join(lines[:last_closed])
+
+
+def _closers(body: str) -> str:
+    """What closes the blocks `body` leaves open, innermost first: `}` or, for a
+    `do {` whose `while` the image does not show, `} while (0);`."""
+    stack: list[bool] = []  # open blocks: is it a do-block?
+    code = _STRINGS.sub("", body)
+    for m in re.finditer(r"\bdo\s*\{|[{}]", code):
+        tok = m.group(0)
+        if tok == "}":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(tok != "{")
+    return "".join("} while (0);" if is_do else "}" for is_do in reversed(stack))
 
 
 def _brace_deficit(body: str) -> tuple[int, int]:
