@@ -5,6 +5,8 @@ and a put removed from one path whose exit stays (release_paths)."""
 
 from __future__ import annotations
 
+import difflib
+
 from bot.analyze.api import load_vocabulary
 from bot.analyze.diff import parse_diff
 from bot.analyze.flow import base_name
@@ -14,7 +16,7 @@ from bot.analyze.infer import extend_vocabulary
 from bot.analyze.release_paths import release_path_loses_put
 from bot.analyze.rules_match import Env, Side, post_line_of
 from bot.config import Settings
-from bot.model import CFunction
+from bot.model import CFunction, LineKind
 
 VOCAB = load_vocabulary(Settings().rules_dir)
 
@@ -205,3 +207,78 @@ def test_a_hunk_ending_inside_a_call_keeps_the_statements_before_it() -> None:
     )
     flow = flow_of(CFunction("h", "mm/x.c", 20, 24, body, ()))
     assert flow is not None and flow.call_names() == ["lock_killable", "find_vma"]
+
+
+def _lost_puts(pre: str, post: str) -> list[str]:
+
+    text = "".join(
+        difflib.unified_diff(
+            pre.splitlines(keepends=True), post.splitlines(keepends=True), "a/mm/q.c", "b/mm/q.c"
+        )
+    )
+    (d,) = parse_diff(text, "t")
+    lines = [hl for h in d.hunks for hl in h.lines]
+    removed = frozenset(
+        hl.source_line for hl in lines if hl.kind is LineKind.REMOVED and hl.source_line
+    )
+    vpre, vpost = SourceView({"mm/q.c": pre}, None), SourceView({"mm/q.c": post}, None)
+    (fpre,), (fpost,) = flows_in_text(pre, "mm/q.c"), flows_in_text(post, "mm/q.c")
+    vocab, inf = extend_vocabulary(VOCAB, [vpre, vpost], [fpre, fpost], depth=2)
+    pre_side = Side(fpre, vpre, "mm/q.c", removed, diff=d)
+    hits = release_path_loses_put(
+        Env(vocab, depth=2, infer=inf), pre_side, Side(fpost, vpost, "mm/q.c", diff=d)
+    )
+    return [h.variant for h in hits]
+
+
+SUBMIT = """\
+static int submit(struct seg *seg, struct bio *bio)
+{
+	int err;
+
+	if (seg->nbio > 0 && congested(seg)) {
+		wait(seg);
+		if (failed(seg)) {
+			bio_put(bio);
+			err = -EIO;
+			goto failed;
+		}
+	}
+	bio->private = seg;
+	submit_bio(bio);
+	return 0;
+failed:
+	return err;
+}
+"""
+
+
+def test_a_removed_error_branch_takes_its_put_with_it() -> None:
+    start = SUBMIT.index("\tif (seg->nbio")
+    end = SUBMIT.index("\tbio->private")
+    assert _lost_puts(SUBMIT, SUBMIT[:start] + SUBMIT[end:]) == []
+
+
+def test_a_put_removed_from_a_kept_error_branch_is_lost() -> None:
+    assert _lost_puts(SUBMIT, SUBMIT.replace("\t\t\tbio_put(bio);\n", "")) == ["lost-put"]
+
+
+RELEASE = """\
+void release_one(struct page *page)
+{
+	if (page_ref_dec_and_test(page))
+		put_dev_pagemap(page->pgmap);
+}
+"""
+
+
+def test_a_put_replaced_by_a_call_we_cannot_read_on_its_owner_is_handed_off() -> None:
+    post = RELEASE.replace("put_dev_pagemap(page->pgmap);", "free_device_page(page);")
+    assert _lost_puts(RELEASE, post) == []
+
+
+def test_a_put_replaced_by_a_test_of_its_owner_is_still_lost() -> None:
+    post = RELEASE.replace(
+        "\t\tput_dev_pagemap(page->pgmap);\n", "\t\tif (PageTest(page))\n\t\t\tcount++;\n"
+    )
+    assert _lost_puts(RELEASE, post) == ["lost-put"]

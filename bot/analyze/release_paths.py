@@ -288,6 +288,10 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if post.shown_lines is not None and _exit_went_too(pre, site):
             continue  # the path no longer leaves here: it runs on into code not shown
+        if _branch_went(pre, site):
+            continue  # the whole error branch went, put and exit: that path is gone
+        if exit_line is None and _handed_to_new_call(pre, post, site):
+            continue  # a new callee we cannot read takes what the put was given
         pin = _pin_removed(env, pre, post, site)
         if pin is None and _acquisition_removed(env, pre, post, site):
             continue  # the get went with the put: nothing is held any more
@@ -375,6 +379,70 @@ def _exit_loses_put(env: Env, pre: Side, post: Side, site: Call, family: str) ->
 
     explore(post.flow, False, on_event)
     return exit_post if bare else None
+
+
+_IF_LINE = re.compile(r"^\s*(?:\}\s*else\s+)?if\s*\(")
+_SIMPLE_ASSIGN = re.compile(r"^\s*[\w>.-]+\s*=\s*[^;]*;\s*$")
+
+
+def _branch_went(pre: Side, site: Call) -> bool:
+    """The put sat in a branch the patch removes whole: its `if` line, the put,
+    and the exit after it (past simple assignments such as `err = -EIO;`)."""
+    if site.line not in pre.removed_lines or not site.guards:
+        return False
+    lines = pre.view.lines(pre.file)
+    start = next(
+        (
+            ln
+            for ln in range(site.line - 1, max(site.line - 8, 0), -1)
+            if _IF_LINE.match(lines[ln - 1])
+        ),
+        None,
+    )
+    if start is None or any(ln not in pre.removed_lines for ln in range(start, site.line)):
+        return False
+    for ln in range(site.line + 1, min(site.line + 5, len(lines)) + 1):
+        if ln not in pre.removed_lines:
+            return False
+        text = lines[ln - 1]
+        if _EXIT_LINE.match(text):
+            return True
+        if text.strip() and not _SIMPLE_ASSIGN.match(text):
+            return False
+    return False
+
+
+def _handed_to_new_call(pre: Side, post: Side, site: Call) -> bool:
+    """The post-image makes a new call that takes the put's object, or what it
+    hangs off, whole, and whose body it cannot read in full: that callee may drop
+    the reference now (an object handed to an unknown callee is taken as handed
+    off, as everywhere else)."""
+    assert pre.flow is not None and post.flow is not None
+    objs = {norm_object(a) for a in site.args} - {""}
+    owners = objs | {base_name(o) for o in objs}
+    before = {c.name for c in pre.flow.calls}
+    lo, hi = _replaced_by(pre, site.line)
+    for c in post.flow.calls:
+        if c.name in before or c.in_condition or not lo < c.line < hi:
+            continue  # only a statement where the put was: a test is not a hand-off
+        if not any(norm_object(a) in owners for a in c.args):
+            continue
+        if post.view.partial or not post.view.definitions(c.name, post.file):
+            return True
+    return False
+
+
+def _replaced_by(pre: Side, line: int) -> tuple[int, int]:
+    """The post-image lines strictly between the kept lines around a removed
+    pre-image line: what the patch put in its place."""
+    if pre.diff is None:
+        return (0, 1 << 30)
+    lo = next((p for ln in range(line - 1, 0, -1) if (p := pre.post_line(ln)) is not None), 0)
+    hi = next(
+        (p for ln in range(line + 1, line + 200) if (p := pre.post_line(ln)) is not None),
+        1 << 30,
+    )
+    return lo, hi
 
 
 def _exit_went_too(pre: Side, site: Call) -> bool:
