@@ -8,7 +8,7 @@ from bot.analyze.api import load_vocabulary
 from bot.analyze.deferred_rcu import rcu_lookup_unprotected
 from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
-from bot.analyze.refs import path_reference_leak, use_after_release
+from bot.analyze.refs import double_put, path_reference_leak, use_after_release
 from bot.analyze.rules_match import Env, Hit, Side
 from bot.config import Settings
 
@@ -437,3 +437,39 @@ void f(struct dev_pagemap *pgmap)
 """,
     )
     assert [h.fields["object"] for h in hits] == ["pgmap"]
+
+
+def test_a_put_of_each_subpage_in_a_loop_is_not_a_double_put() -> None:
+    hits = _run(
+        double_put,
+        """
+void f(struct page *page, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		set_page_refcounted(page + i);
+		put_page(page + i);
+	}
+}
+""",
+    )
+    assert hits == []
+
+
+def test_the_same_page_put_twice_in_a_loop_is_still_a_double_put() -> None:
+    hits = _run(
+        double_put,
+        """
+void f(struct page *page, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		put_page(page);
+		put_page(page);
+	}
+}
+""",
+    )
+    assert [h.key[0] for h in hits] == ["double-put"]

@@ -328,7 +328,15 @@ def double_put(env: Env, side: Side, other: Side) -> list[Hit]:
 
     def on_event(state: State, ev: Event) -> State:
         if isinstance(ev, Assign):
-            return frozenset(s for s in state if base_name(s[0]) != base_name(ev.lhs))
+            # a new value for the object, its base, or a variable in it (`page + i`
+            # after `i++`: the next subpage) names another object from here on
+            lhs = norm_object(ev.lhs)
+            plain = re.fullmatch(r"[A-Za-z_]\w*", lhs) is not None
+            return frozenset(
+                s
+                for s in state
+                if base_name(s[0]) != base_name(ev.lhs) and not (plain and mentions(s[0], lhs))
+            )
         if not isinstance(ev, Call):
             return state
         for role in env.vocab.roles_of(ev.name):
