@@ -11,7 +11,7 @@ from bot.analyze.api import load_vocabulary
 from bot.analyze.contract import held_on_entry
 from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
-from bot.analyze.ownership import init_removed
+from bot.analyze.ownership import init_removed, local_release_lost
 from bot.analyze.release_paths import release_path_loses_put
 from bot.analyze.rules_match import Env, Side
 from bot.config import Settings
@@ -623,3 +623,32 @@ def test_a_put_removed_with_the_exit_it_preceded_is_unknown_in_a_partial_image()
         ),
     )
     assert partial == []
+
+
+LOCAL_FREE = """
+void test_swap(struct args *args)
+{
+	struct page *page;
+
+	page = alloc_test_page(GFP_KERNEL);
+	if (!page)
+		return;
+	lock_page(page);
+	check(page);
+	unlock_page(page);
+	__free_page(page);
+}
+"""
+
+
+def test_a_free_that_went_with_the_allocation_it_paired_is_not_lost() -> None:
+    post_text = LOCAL_FREE.replace("alloc_test_page(GFP_KERNEL)", "pfn_to_page(args->pfn)").replace(
+        "\t__free_page(page);\n", ""
+    )
+    pre, post = _sides(LOCAL_FREE, post_text)
+    assert local_release_lost(ENV, pre, post) == []
+
+
+def test_a_free_removed_while_the_page_is_still_allocated_here_is_lost() -> None:
+    pre, post = _sides(LOCAL_FREE, LOCAL_FREE.replace("\t__free_page(page);\n", ""))
+    assert [h.variant for h in local_release_lost(ENV, pre, post)] == ["lost-free"]

@@ -21,6 +21,7 @@ from collections import Counter
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
 from bot.analyze.flow_source import member_tail
+from bot.analyze.infer import split_verb
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,
@@ -115,7 +116,7 @@ def local_release_lost(env: Env, pre: Side, post: Side) -> list[Hit]:
                 continue
             if not _still_owned(env, post, obj, _anchor(pre.flow, post.flow, c)):
                 continue
-            if _acquisition_removed(env, pre, post, c):
+            if _acquisition_removed(env, pre, post, c) or _origin_changed(env, pre, post, obj):
                 continue
             if env.series_adds_role(RELEASE_ROLES, role.family, besides=pre.flow.name):
                 continue
@@ -140,6 +141,38 @@ def local_release_lost(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
             break
     return hits
+
+
+_CALLED = re.compile(r"([A-Za-z_]\w*)\s*\(")
+
+
+def _origin_changed(env: Env, pre: Side, post: Side, obj: str) -> bool:
+    """The local no longer comes from where it did: the patch removes an
+    assignment that made it (an allocation, by role or by name) and what it is
+    assigned now makes nothing (`page = alloc_page()` -> `page = pfn_to_page()`):
+    the free went with the allocation, not lost."""
+    assert pre.flow is not None and post.flow is not None
+
+    def sources(flow: Flow) -> set[str]:
+        return {
+            " ".join(e.rhs.split())
+            for n in flow.nodes.values()
+            for e in n.events
+            if isinstance(e, Assign) and norm_object(e.lhs) == obj
+        }
+
+    def makes(rhs: str) -> bool:
+        for name in _CALLED.findall(rhs):
+            if any(r.role in ("create", "get", "tryget") for r in env.vocab.roles_of(name)):
+                return True
+            sv = split_verb(name)
+            if sv is not None and sv[0] in ("alloc", "new", "create", "dup", "clone", "zalloc"):
+                return True
+        return False
+
+    before, after = sources(pre.flow), sources(post.flow)
+    gone, new = before - after, after - before
+    return any(makes(r) for r in gone) and not any(makes(r) for r in new)
 
 
 def _anchor(pre: Flow, post: Flow, removed: Call) -> int:
