@@ -271,7 +271,7 @@ void name_put(struct vm_area_struct *vma)
 
 
 def test_an_error_branch_that_no_longer_runs_its_undo_is_reported() -> None:
-    from bot.analyze.ownership import undo_dropped
+    from bot.analyze.errpaths import undo_dropped
 
     pre, post = _sides(
         """
@@ -394,7 +394,7 @@ int try_destroy(struct ns *ns, struct seg *s)
 
 
 def test_restoring_irq_state_or_undoing_a_removed_setup_is_not_a_dropped_undo() -> None:
-    from bot.analyze.ownership import undo_dropped
+    from bot.analyze.errpaths import undo_dropped
 
     pre, post = _sides(
         """
@@ -652,3 +652,28 @@ def test_a_free_that_went_with_the_allocation_it_paired_is_not_lost() -> None:
 def test_a_free_removed_while_the_page_is_still_allocated_here_is_lost() -> None:
     pre, post = _sides(LOCAL_FREE, LOCAL_FREE.replace("\t__free_page(page);\n", ""))
     assert [h.variant for h in local_release_lost(ENV, pre, post)] == ["lost-free"]
+
+
+def test_an_undo_whose_setup_the_series_removes_from_a_callee_is_not_dropped() -> None:
+    from bot.analyze.errpaths import undo_dropped
+    from bot.analyze.flow import Call
+
+    code = """
+int add_node(int nid)
+{
+	int ret = online_node(nid);
+
+	if (ret)
+		goto error;
+	return 0;
+error:
+	if (new_node)
+		rollback_node_add(nid);
+	return ret;
+}
+"""
+    pre, post = _sides(code, code.replace("\tif (new_node)\n\t\trollback_node_add(nid);\n", ""))
+    assert [h.variant for h in undo_dropped(ENV, pre, post)] == ["undo-dropped"]
+    setup = Call("node_alloc_pgdat", ("nid",), 3, "node_alloc_pgdat(nid)")
+    env = Env(VOCAB, depth=2, removed=[("online_node", setup)])
+    assert undo_dropped(env, pre, post) == []

@@ -223,144 +223,6 @@ def _still_owned(env: Env, post: Side, obj: str, after: int) -> bool:
     return used
 
 
-_ERRNO = re.compile(r"-E[A-Z][A-Z0-9_]*")
-_GOTO = re.compile(r"^\s*goto\s+([A-Za-z_]\w*)\s*;")
-
-
-def error_code_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
-    """An error path that set an error code before jumping to the unwind label (or
-    returning it) no longer sets it: the unwind still runs, releasing what the
-    function built, but the caller is told it succeeded and goes on to use it."""
-    del env
-    if pre.flow is None or post.flow is None:
-        return []
-    failed_get = _failed_get_lines(pre.flow)
-    if not any(
-        isinstance(e, Assign)
-        and e.line in pre.removed_lines
-        and _failure_value(e.rhs, e.line, failed_get)
-        for n in pre.flow.nodes.values()
-        for e in n.events
-    ):
-        return []  # no error code assignment removed: nothing to read further
-    pre_text = pre.view.text(pre.file) or ""
-    post_text = post.view.text(post.file) or ""
-    if not pre_text or not post_text:
-        return []
-    pre_lines = pre.view.lines(pre.file)
-    post_gotos = Counter(
-        m.group(1) for line in post.view.lines(post.file) if (m := _GOTO.match(line))
-    )
-    post_sets = Counter(
-        (norm_object(e.lhs), e.rhs.replace(" ", ""))
-        for n in post.flow.nodes.values()
-        for e in n.events
-        if isinstance(e, Assign)
-    )
-
-    def returns(flow: Flow) -> Counter[str]:
-        return Counter(
-            e.expr.replace(" ", "")
-            for n in flow.nodes.values()
-            for e in n.events
-            if isinstance(e, Return) and e.expr
-        )
-
-    pre_returns, post_returns = returns(pre.flow), returns(post.flow)
-    hits: list[Hit] = []
-    for node in pre.flow.nodes.values():
-        for ev in node.events:
-            if not isinstance(ev, Assign) or ev.line not in pre.removed_lines:
-                continue
-            code = ev.rhs.replace(" ", "")
-            failed = _failure_value(ev.rhs, ev.line, failed_get)
-            if not failed:
-                continue
-            var = norm_object(ev.lhs)
-            nxt = next(
-                (t for t in pre_lines[ev.line : ev.line + 3] if t.strip() and t.strip() != "}"),
-                "",
-            )
-            m = _GOTO.match(nxt)
-            if m is None or post_gotos[m.group(1)] == 0:
-                continue  # not an error jump, or the jump went with it
-            if failed != "errno":
-                # 0/false/NULL is set all over a function: only the branch counts
-                nxt_post = pre.post_line(ev.line + 1) if pre.diff is not None else None
-                if _set_in_branch(post, var, code, nxt_post):
-                    continue
-            elif post_sets[(var, code)] > 0 or post_returns[code] > pre_returns[code]:
-                continue  # the code is still set (moved) or now returned directly
-            elif _count(post_text, code) >= _count(pre_text, code):
-                continue  # as many uses of the code as before: moved, not dropped
-            hits.append(
-                Hit(
-                    key=("error-code-dropped", var, code, m.group(1)),
-                    line=None,
-                    removed_line=ev.line,
-                    fields={
-                        "function": pre.flow.name,
-                        "var": var,
-                        "code": code,
-                        "label": m.group(1),
-                        "failed": failed,
-                    },
-                    evidence=(
-                        f"removed: {var} = {code} at {pre.file}:{ev.line}",
-                        f"the path still jumps to `{m.group(1)}:` and unwinds, with {var} "
-                        "holding whatever it held before",
-                    ),
-                    variant="error-code-dropped" if failed == "errno" else "failure-value-dropped",
-                )
-            )
-    return hits
-
-
-_FALSY = frozenset({"0", "false", "NULL"})
-_GET_VERB = re.compile(r"^(?:\w+_)?(?:get|tryget|grab|hold)(?:_\w+)?$")
-
-
-def _failed_get_lines(flow: Flow) -> dict[int, str]:
-    """Lines inside a branch taken when a get failed (`if (!get_x(o)) { ... }`):
-    line -> the get's text. Calls carry their enclosing conditions."""
-    out: dict[int, str] = {}
-    for c in flow.calls:
-        if not c.guards:
-            continue
-        g = "".join(c.guards[-1].split())
-        m = re.fullmatch(r"(?:unlikely\()?!([A-Za-z_]\w*)\((.*)\)\)?", g)
-        if m and _GET_VERB.match(m.group(1)) and not c.in_condition:
-            out[c.line] = f"{m.group(1)}({m.group(2)})"
-    return out
-
-
-def _failure_value(rhs: str, line: int, failed_get: dict[int, str]) -> str:
-    """ "errno" for `-EFOO`; the failed get's text for 0/false/NULL set in the
-    branch where a get failed (a call of that branch within two lines above);
-    "" otherwise."""
-    code = rhs.replace(" ", "")
-    if _ERRNO.fullmatch(code):
-        return "errno"
-    if code in _FALSY:
-        return next((failed_get[n] for n in (line - 1, line - 2) if n in failed_get), "")
-    return ""
-
-
-def _set_in_branch(post: Side, var: str, code: str, after: int | None) -> bool:
-    """The post-image sets `var = code` on the lines just before `after` (the
-    same branch, where the patch left the jump)."""
-    if post.flow is None or after is None:
-        return False
-    return any(
-        isinstance(e, Assign)
-        and norm_object(e.lhs) == var
-        and e.rhs.replace(" ", "") == code
-        and after - 4 <= e.line < after
-        for n in post.flow.nodes.values()
-        for e in n.events
-    )
-
-
 _UNLINK_ROLES = frozenset({"unlink", "unpublish"})
 
 
@@ -473,76 +335,6 @@ def release_before_unlink(env: Env, pre: Side, post: Side) -> list[Hit]:
 
 # Compensating actions by name: what an error path runs to take back a
 # reservation, a charge or a state change before it releases the object.
-_UNDO = re.compile(
-    r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
-)
-
-
-# Restoring interrupt, preemption or lock state is not taking back an object's.
-_NOT_UNDO = re.compile(r"irq|preempt|lock|spin|rcu|flags")
-_SETUP = re.compile(r"charge|reserve|alloc|get|try|inc|add|account|map")
-
-
-def _setup_removed(pre: Flow, post: Flow, undo: Call) -> bool:
-    """The patch also removes a setup call on the same objects as `undo`
-    (`try_charge(&c->kmem, n)` with its `cancel_charge(c, n)`)."""
-    kept = {(c.name, c.args) for c in post.calls}
-    objs = {base_name(a) for a in undo.args} - {""}
-    return any(
-        (c.name, c.args) not in kept
-        and c is not undo
-        and _SETUP.search(c.name)
-        and objs & {base_name(a) for a in c.args}
-        for c in pre.calls
-    )
-
-
-def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
-    """An error path that took back what the function had set up (a call named as
-    an undo: `restore_*_on_error()`, `*_uncharge()`, `undo_*()`) before releasing
-    the object no longer does, and the series runs that undo nowhere else: the
-    reservation, charge or state the object carried leaks with it."""
-    if pre.flow is None or post.flow is None:
-        return []
-    after = Counter(c.name for c in post.flow.calls)
-    hits: list[Hit] = []
-    seen: set[str] = set()
-    for c in pre.flow.calls:
-        if not _UNDO.search(c.name) or _NOT_UNDO.search(c.name) or c.name in seen:
-            continue
-        if env.vocab.roles_of(c.name):
-            continue  # a known lifecycle call: the other matchers judge it
-        if pre.removed_lines and c.line not in pre.removed_lines:
-            continue
-        before = sum(1 for d in pre.flow.calls if d.name == c.name)
-        if after[c.name] >= before or env.series_adds(c.name, besides=pre.flow.name):
-            continue
-        if not c.guards:
-            continue  # only what an error branch ran
-        if _setup_removed(pre.flow, post.flow, c):
-            continue  # what it undid is no longer done either
-        seen.add(c.name)
-        hits.append(
-            Hit(
-                key=("undo-dropped", c.name),
-                line=None,
-                removed_line=c.line,
-                fields={"function": pre.flow.name, "undo": c.text, "undo_name": c.name},
-                evidence=(
-                    f"removed: {c.text} at {pre.file}:{c.line} (under `{c.guards[-1]}`)",
-                    f"{pre.flow.name}() calls {c.name}() {after[c.name]} time(s) after the "
-                    f"patch, {before} before, and the series adds it nowhere else",
-                ),
-                variant="undo-dropped",
-            )
-        )
-    return hits
-
-
-def _count(text: str, code: str) -> int:
-    return len(re.findall(re.escape(code) + r"\b", text))
-
-
 _REINIT = re.compile(r"^(INIT_LIST_HEAD|INIT_HLIST_HEAD|list_del_init|list_splice_init)$")
 _EMPTIES = re.compile(r"(^|_)(free|put|release|destroy|drain)(_|$)")
 
@@ -605,10 +397,6 @@ def matchers() -> tuple[Matcher, ...]:
             "local-release-lost", "change", local_release_lost, local_release_lost.__doc__ or ""
         ),
         Matcher(
-            "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
-        ),
-        Matcher("undo-dropped", "change", undo_dropped, undo_dropped.__doc__ or ""),
-        Matcher(
             "list-reinit-removed", "change", list_reinit_removed, list_reinit_removed.__doc__ or ""
         ),
         Matcher(
@@ -630,12 +418,10 @@ MATCHERS.update((m.name, m) for m in matchers())
 
 
 __all__ = [
-    "error_code_dropped",
     "init_removed",
     "list_reinit_removed",
     "local_release_lost",
     "matchers",
     "release_before_unlink",
-    "undo_dropped",
     "unlink_removed_before_free",
 ]

@@ -493,6 +493,7 @@ MATCHER_MODULES = (
     "refs",
     "deferred_rcu",
     "ownership",
+    "errpaths",
     "locking",
     "guards",
     "ordering",
