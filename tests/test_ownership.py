@@ -677,3 +677,40 @@ error:
     setup = Call("node_alloc_pgdat", ("nid",), 3, "node_alloc_pgdat(nid)")
     env = Env(VOCAB, depth=2, removed=[("online_node", setup)])
     assert undo_dropped(env, pre, post) == []
+
+
+def test_finding_a_new_lock_before_taking_it_is_no_access_moved_out() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+int migrate(struct address_space *mapping, struct page *page)
+{
+	struct pool *pool;
+	struct zspage *zspage = get_zspage(page);
+
+	migrate_write_lock(zspage);
+	pool = mapping->private_data;
+	move(pool, page);
+	migrate_write_unlock(zspage);
+	return 0;
+}
+""",
+        """
+int migrate(struct address_space *mapping, struct page *page)
+{
+	struct pool *pool;
+	struct zspage *zspage;
+
+	pool = mapping->private_data;
+	write_lock(&pool->migrate_lock);
+	zspage = get_zspage(page);
+	migrate_write_lock(zspage);
+	move(pool, page);
+	migrate_write_unlock(zspage);
+	write_unlock(&pool->migrate_lock);
+	return 0;
+}
+""",
+    )
+    assert access_moved_out_of_lock(ENV, pre, post) == []

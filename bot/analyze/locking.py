@@ -394,6 +394,8 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
             if not (before or after):
                 continue
+            if _under_new_lock(pre_locks, post_locks, at) or _lock_lookup(key, post_locks):
+                continue  # another lock the patch takes covers it, or it finds the lock
             lo_touch, hi_touch = (at, post_lo) if before else (post_hi, at)
             if post.removed_lines and not any(
                 lo_touch <= n <= hi_touch for n in post.removed_lines
@@ -423,6 +425,31 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
             break
     return hits
+
+
+def _under_new_lock(
+    pre_locks: dict[str, list[tuple[int, int]]],
+    post_locks: dict[str, list[tuple[int, int]]],
+    line: int,
+) -> bool:
+    """`line` of the post-image runs under a lock the pre-image never took: the
+    patch replaced the protection, it did not drop it."""
+    return any(
+        lo < line < hi
+        for lock, spans in post_locks.items()
+        if lock not in pre_locks
+        for lo, hi in spans
+    )
+
+
+def _lock_lookup(key: str, post_locks: dict[str, list[tuple[int, int]]]) -> bool:
+    """The access assigns the variable a lock of the post-image hangs off
+    (`pool = mapping->private_data` before `write_lock(&pool->migrate_lock)`):
+    finding the lock has to happen before taking it."""
+    m = re.match(r"([A-Za-z_]\w*)=", key.replace(" ", ""))
+    return m is not None and any(
+        re.search(rf"(?<![\w>.]){re.escape(m.group(1))}\b", lock) for lock in post_locks
+    )
 
 
 def _found_under(flow: Flow, key: str, lo: int, hi: int) -> bool:
