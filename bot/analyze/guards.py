@@ -445,6 +445,8 @@ def reset_removed_from_release(env: Env, pre: Side, post: Side) -> list[Hit]:
 
 # A setter by name: `bdi_set_min_ratio(bdi, 0)`, `set_page_private(page, 0)`.
 _SETTER = re.compile(r"(?:^|_)set(?:_|$)")
+# A state that says the object is going away: `*_set_exiting()`, `set_*_dying()`.
+_GOING = re.compile(r"(?:^|_)(?:exiting|dying|dead|shutdown|closing|going|unusable)(?:_|$)")
 
 
 def _setter_resets_removed(
@@ -456,33 +458,37 @@ def _setter_resets_removed(
     assert pre.flow is not None and post.flow is not None
     hits: list[Hit] = []
     for c in pre.flow.calls:
-        if c.line not in pre.removed_lines or c.in_condition or len(c.args) < 2:
+        if c.line not in pre.removed_lines or c.in_condition or not c.args:
             continue
         obj = base_name(c.args[0])
         if not _SETTER.search(c.name) or not obj or not given(obj):
             continue
-        if not any(_RESET.match(a.strip()) for a in c.args[1:]):
+        # a reset value, or a setter that announces the object is going away
+        # (`mapping_set_exiting(mapping)`): others test it before using the object
+        if not any(_RESET.match(a.strip()) for a in c.args[1:]) and not _GOING.search(c.name):
             continue
         if any(k.name == c.name for k in post.flow.calls) or env.series_adds(c.name):
             continue
         if _released(env, post.flow, obj):
             continue
+        going = not any(_RESET.match(a.strip()) for a in c.args[1:])
         hits.append(
             Hit(
-                key=("reset-removed-from-release", c.name),
+                key=("going-mark-removed" if going else "reset-removed-from-release", c.name),
                 line=None,
                 removed_line=c.line,
                 fields={
                     "function": post.flow.name,
                     "object": obj,
                     "field": f"{obj} (`{c.text}`)",
+                    "call": c.text,
                 },
                 evidence=(
                     f"before: `{c.text}` at {pre.file}:{c.line}",
                     f"after: {post.flow.name}() releases {obj} without it, and the series "
                     f"calls {c.name}() nowhere else",
                 ),
-                variant="reset-removed-from-release",
+                variant="going-mark-removed" if going else "reset-removed-from-release",
             )
         )
     return hits

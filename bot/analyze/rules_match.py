@@ -47,7 +47,7 @@ from bot.model import FileDiff
 # A function is a release path by name when one of these words is in it.
 _RELEASE_WORDS = (
     "release", "free", "put", "destroy", "exit", "teardown", "offline", "uncharge",
-    "unregister", "remove", "kill", "drop", "cleanup", "shutdown", "reap",
+    "unregister", "remove", "kill", "drop", "cleanup", "shutdown", "reap", "evict",
 )  # fmt: skip
 # Deferred callbacks: what they run is usually the tail of a release.
 _CALLBACK_NAME = re.compile(r"(_workfn|_work_func|_work_fn|_rcu_cb|_rcu_free)$")
