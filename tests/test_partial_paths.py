@@ -282,3 +282,20 @@ def test_a_put_replaced_by_a_test_of_its_owner_is_still_lost() -> None:
         "\t\tput_dev_pagemap(page->pgmap);\n", "\t\tif (PageTest(page))\n\t\t\tcount++;\n"
     )
     assert _lost_puts(RELEASE, post) == ["lost-put"]
+
+
+def test_a_stand_in_opens_a_hidden_block_where_it_was_hidden_not_at_the_top() -> None:
+    body = (
+        "\t\tgoto put_task;\n\t}\n\tmm = p->mm;\n\tmmgrab(mm);\n\ttask_unlock(p);\n"
+        + "\n" * 4
+        + "\t\tret = -EINTR;\n\t\tgoto drop_mm;\n\t}\n\tunlock(mm);\ndrop_mm:\n\tmmdrop(mm);\n"
+        "put_task:\n\tput_task_struct(task);\n\treturn ret;\n"
+    )
+    flow = flow_of(CFunction("rel", "mm/x.c", 10, 30, body, ()))
+    assert flow is not None
+    grab = next(c for c in flow.calls if c.name == "mmgrab")
+    drop = next(c for c in flow.calls if c.name == "mmdrop")
+    # the block the first hunk closes opens at the top and holds only its goto;
+    # the one the second hunk closes opens in the hidden lines before it
+    assert grab.guards == () and drop.guards == ()
+    assert next(c for c in flow.calls if c.name == "task_unlock").guards == ()

@@ -161,6 +161,7 @@ def _flow_of(fn: CFunction) -> Flow | None:
         "" if _COMMENT_LINE.match(line) else line
         for line in _trim_open_statement(fn.body).split("\n")
     )
+    body = _open_hidden_blocks(body, floor=-1)
     # A hunk often starts inside a block and closes it (`}` of an `if` opened above
     # the hunk): open as many blocks as it closes, so the code after that `}` stays
     # in the function instead of ending it.
@@ -194,19 +195,21 @@ HIDDEN_BLOCK = "if (__hidden__) {"
 _HIDDEN_RUN = 3
 
 
-def _open_hidden_blocks(body: str) -> str:
-    """A definition seen through several hunks of a partial image: a `}` in a
-    later hunk that closes a block opened in the hidden lines between them would
-    end the function early. Open a block on the last hidden line before such a
-    `}` (line numbers kept), so the code after it stays in the function."""
+def _open_hidden_blocks(body: str, *, floor: int = 0) -> str:
+    """A body seen through several hunks of a partial image: a `}` in a later
+    hunk that closes a block opened in the hidden lines between them would end
+    the function (or the enclosing block) early. Open a block on the last hidden
+    line before such a `}` (line numbers kept), so the code after it stays where
+    it was. `floor` is the depth outside the body: 0 for a definition (its own
+    `{` is in the text, and its last `}` is legit), -1 for a stand-in's body."""
     lines = body.split("\n")
     last_code = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    depth = blanks = 0
+    depth = low = blanks = 0
     hidden: int | None = None
     for i, line in enumerate(lines):
         if not line.strip():
             blanks += 1
-            if blanks >= _HIDDEN_RUN and depth > 0:
+            if blanks >= _HIDDEN_RUN and (floor < 0 or depth > 0):
                 hidden = i
             continue
         blanks = 0
@@ -214,11 +217,15 @@ def _open_hidden_blocks(body: str) -> str:
             if ch == "{":
                 depth += 1
             elif ch == "}":
-                if depth == 1 and i < last_code and hidden is not None:
+                # the function's own block closing before its end, or (a stand-in's
+                # body) a block the body never opened
+                outside = depth == 1 and i < last_code if floor == 0 else depth == low
+                if outside and hidden is not None:
                     lines[hidden] = HIDDEN_BLOCK
                     hidden = None
                     depth += 1
                 depth -= 1
+                low = min(low, depth)
     return "\n".join(lines)
 
 
