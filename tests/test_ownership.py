@@ -714,3 +714,28 @@ int migrate(struct address_space *mapping, struct page *page)
 """,
     )
     assert access_moved_out_of_lock(ENV, pre, post) == []
+
+
+def test_the_same_undo_dropped_in_two_functions_is_reported_in_both() -> None:
+    from bot.analyze.errpaths import undo_dropped
+    from bot.analyze.flow import Call
+
+    code = """
+int copy_one(struct pool *p, struct item *it)
+{
+	int ret = fill(it);
+
+	if (ret) {
+		restore_reservation_on_error(p, it);
+		item_put(it);
+		return ret;
+	}
+	return 0;
+}
+"""
+    pre, post = _sides(code, code.replace("\t\trestore_reservation_on_error(p, it);\n", ""))
+    other = Call(
+        "restore_reservation_on_error", ("p", "it"), 9, "restore_reservation_on_error(p, it)"
+    )
+    env = Env(VOCAB, depth=2, removed=[("copy_two", other)])
+    assert [h.variant for h in undo_dropped(env, pre, post)] == ["undo-dropped"]

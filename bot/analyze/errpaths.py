@@ -188,7 +188,10 @@ def _setup_removed_elsewhere(env: Env, pre: Side, undo: Call) -> bool:
     assert pre.flow is not None
     objs = {base_name(a) for a in undo.args} - {""}
     return any(
-        fn != pre.flow.name and _SETUP.search(c.name) and objs & {base_name(a) for a in c.args}
+        fn != pre.flow.name
+        and _SETUP.search(c.name)
+        and not _UNDO.search(c.name)  # the same undo dropped elsewhere too is no setup
+        and objs & {base_name(a) for a in c.args}
         for fn, c in env.removed
     )
 
