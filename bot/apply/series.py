@@ -45,6 +45,7 @@ from bot.model import (
     PatchImages,
     Series,
 )
+from bot.safefs import note_copy
 
 __all__ = ["apply_series"]
 
@@ -227,12 +228,14 @@ def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> _Scratch:
     for path in paths:
         src = tree / path
         if not src.is_file():
+            note_copy(tree, path, None, 0)
             continue
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
         data = src.read_bytes()
         target.write_bytes(data)
         shutil.copymode(src, target)
+        note_copy(tree, path, data, src.stat().st_mode & 0o7777)
         _remember(scratch, data)
     _limit_unsaved(scratch)
     return scratch
