@@ -22,8 +22,9 @@ few milliseconds. What a review is computed from:
 Only reviews on a plain directory are kept: a git tree is applied through git
 (base-commit, a scratch clone) whose inputs are not questions bot.safefs asks.
 Diff-only reviews are not kept either: they cost little more than reading one
-back. A review whose tree changed while it ran, that a check failed in, or that
-reached the simulator's runaway stop is not kept.
+back. A review that read a file twice and got two texts (the tree changed while it
+ran), that a check failed in, or that reached the simulator's runaway stop is not
+kept.
 """
 
 from __future__ import annotations
@@ -92,9 +93,11 @@ def lookup(entry_key: str) -> Kept | None:
 
 
 def store(entry_key: str, kept: Kept, journal: safefs.Journal) -> None:
-    """Keep `kept` with the questions of `journal`, unless the tree changed while
-    the review ran (then the answers no longer describe one tree)."""
-    if journal.unstable or not safefs.still_true(journal.answers):
+    """Keep `kept` with the questions of `journal`, unless a question got two
+    answers while the review ran (the tree changed under it: the answers do not
+    describe one tree). A file changed after the review read it needs no check
+    here: lookup() compares the tree of that time with the recorded answers."""
+    if journal.unstable:
         return
     answers = tuple((*q, a) for q, a in journal.answers.items())
     cache.put(NAMESPACE, entry_key, Kept(**{**kept.__dict__, "answers": answers}))
