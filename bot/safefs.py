@@ -21,7 +21,7 @@ so every read of a tree file goes through here:
 What a review asked of a tree, and what it was told, can be written down:
 
     with asked() as journal: ...   every question asked in the block, with its answer
-    still_true(journal) -> bool    whether the tree still gives every one of those answers
+    still_true(journal.answers)    whether the tree still gives every one of those answers
     tree_is_file(root, rel)        Path.is_file(), as a question the journal records
     note_copy(root, rel, data, mode)   a file apply copied (bot.apply reads it itself)
 
