@@ -12,12 +12,15 @@ of them alike):
       - after v2: the cache as reviewing the seed's v2 (two patches on the same
         tree) left it, restored before every run: the tree's files and the
         functions the respin did not change are known, the new texts are not;
-      - same series again: the cache after an earlier review of these patches;
+      - same series again: the cache after an earlier review of these patches
+        (which holds that whole review: bot/review_cache.py);
       - daemon: `bot review --daemon` handed to the warm daemon (bot/daemon.py,
         docs/daemon.md), started and warmed by the untimed warm-up, its socket in
-        the bench's temporary directory, stopped at the end;
-  * bot.pipeline.review_inputs + bot.report.render in this process (the cost the
-    Celery worker pays per series, start-up excluded).
+        the bench's temporary directory, stopped at the end (it reads back the
+        review the warm-up kept, as a re-run with the daemon does);
+  * bot.pipeline.review_inputs + bot.report.render in this process, without the
+    on-disk cache, its in-process memos warm: the analysis a warm Celery worker
+    pays per new series, start-up excluded (a kept review would skip it).
 
 The bot's modules are byte-compiled first (`compileall`): this machine sets
 PYTHONDONTWRITEBYTECODE=1, so without it every run would compile ~50 modules,
@@ -151,7 +154,9 @@ def _bench(
     from bot.pipeline import review_inputs
     from bot.report import render
 
-    settings = load_settings().with_(cache_dir=scratch / "inprocess")
+    # no on-disk cache: a review kept there (bot/review_cache.py) would be read
+    # back from the second run on, and this row measures the analysis itself
+    settings = load_settings().with_(cache_dir=None)
     cli_cmd = [*bot_command(), "review", *map(str, patches), "--tree", str(tree), "-q"]
     cp_cmd = ["perl", str(checkpatch), "--no-tree", "--color=never", *map(str, patches)]
     respin = [str(corpus / "seed" / name) for name in RESPIN_PATCHES]

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from common import Skip, child_env, corpus_dir, machine_note, peak_rss_mb, run_main
+from common import ROOT, Skip, child_env, corpus_dir, machine_note, peak_rss_mb, run_main
 
 NAME = "bench_throughput"
 TARGET_PPS = 50.0
@@ -166,6 +166,11 @@ def main(argv: list[str]) -> int:
         print(json.dumps(child(args.child, files)))
         return 0
 
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "bot")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     results = [run_child(mode, args) for mode in (args.mode or MODES)]
     if args.json:
         doc = {"targets": _targets(), "machine": machine_note(), "results": results}

@@ -69,6 +69,7 @@ _SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
         ("flow", "bot.analyze.flow.Flow builtins.NoneType", ""),
         ("flows-named", "builtins.tuple", "bot.analyze.flow.Flow"),
         ("lexical", "builtins.tuple", "builtins.frozenset builtins.tuple"),
+        ("review", "bot.review_cache.Kept", ""),
         ("rules", "builtins.tuple", "bot.analyze.engine.Rule"),
         ("vocabulary", "bot.analyze.api.Vocabulary", ""),
         (

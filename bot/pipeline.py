@@ -88,11 +88,53 @@ def review_series(
     progress: Progress | None = None,
 ) -> Review:
     """Apply one series to `tree` (or use the diff alone), analyse it, and collect
-    every finding and check outcome into a Review."""
-    from bot import cache
-    from bot.apply import apply_series
+    every finding and check outcome into a Review.
+
+    A review on a plain tree is kept in the on-disk cache with what it asked of
+    the tree (bot.review_cache): the same series on the same tree files, rules
+    and code is read back instead of computed again."""
+    from bot import cache, review_cache, safefs
 
     cache.configure(settings.cache_dir)
+    entry_key = review_cache.key(
+        series, versions, others=others, notes=notes, tree=tree, settings=settings
+    )
+    kept = review_cache.lookup(entry_key) if entry_key is not None else None
+    if kept is not None:
+        if progress:
+            progress("the same series on the same tree files: the earlier review is reused")
+        applied = AppliedSeries(
+            series=series,
+            tree=tree,
+            applications=kept.applications,
+            images=kept.images,
+            base_commit=kept.base_commit,
+            notes=kept.applied_notes,
+        )
+        return _review(versions, others, notes, applied, findings=kept.findings, checks=kept.checks)
+    with safefs.asked() as journal:
+        applied, findings, checks = _computed(series, tree, settings, progress)
+    review = _review(versions, others, notes, applied, findings=findings, checks=checks)
+    if entry_key is not None and all(c.ok for c in checks) and not _incomplete(checks):
+        computed = review_cache.Kept(
+            applications=applied.applications,
+            images=applied.images,
+            base_commit=applied.base_commit,
+            applied_notes=applied.notes,
+            findings=review.findings,
+            checks=review.checks,
+        )
+        review_cache.store(entry_key, computed, journal)
+    cache.flush()  # what this review parsed serves the next one
+    return review
+
+
+def _computed(
+    series: Series, tree: str | None, settings: Settings, progress: Progress | None
+) -> tuple[AppliedSeries, list[Finding], list[CheckResult]]:
+    """Apply, find the touched functions, run every check."""
+    from bot.apply import apply_series
+
     if progress:
         where = f"onto {tree}" if tree else "diff-only"
         progress(f"applying {len(series.patches)} patch(es) {where}")
@@ -101,12 +143,23 @@ def review_series(
         progress("analysing touched functions")
     analysis = build_analysis(applied, settings)
     findings, checks = run_checks(analysis, settings, load_checks(settings))
-    cache.flush()  # what this review parsed serves the next one
+    return applied, findings, checks
+
+
+def _review(
+    versions: tuple[Series, ...],
+    others: tuple[Series, ...],
+    notes: tuple[str, ...],
+    applied: AppliedSeries,
+    *,
+    findings: Sequence[Finding],
+    checks: Sequence[CheckResult],
+) -> Review:
     # MISSING slots are shown by the renderers from the Series itself.
     review_notes = list(notes) + list(applied.notes) + _incomplete(checks)
     return Review(
-        series=series,
-        versions=versions or (series,),
+        series=applied.series,
+        versions=versions or (applied.series,),
         applied=applied,
         findings=tuple(_ordered(findings)),
         checks=tuple(checks),

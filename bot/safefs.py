@@ -17,16 +17,41 @@ so every read of a tree file goes through here:
 * a text is kept by (path, device, inode, size, mtime), checked by one lstat
   per call: a file edited since it was read (a warm daemon, a tree updated
   between reviews) is read again, never served stale.
+
+What a review asked of a tree, and what it was told, can be written down:
+
+    with asked() as journal: ...   every question asked in the block, with its answer
+    still_true(journal.answers)    whether the tree still gives every one of those answers
+    tree_is_file(root, rel)        Path.is_file(), as a question the journal records
+    note_copy(root, rel, data, mode)   a file apply copied (bot.apply reads it itself)
+
+so a result computed from nothing but these answers can be reused while they
+hold (bot.review_cache). An answer is the text's SHA-256, never its stamp alone:
+a file touched but not changed still gives the same answer.
 """
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import os
 import posixpath
 import stat
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["MAX_TREE_FILE", "read_tree_text", "tree_listing"]
+__all__ = [
+    "MAX_TREE_FILE",
+    "Journal",
+    "asked",
+    "note_copy",
+    "read_tree_text",
+    "still_true",
+    "tree_is_file",
+    "tree_listing",
+]
 
 # Files larger than this are not read from the tree: the biggest mm/ files are
 # ~300 KB; anything larger is generated or not C we need.
@@ -112,6 +137,19 @@ def _read(root: str, parts: list[str], max_bytes: int) -> tuple[_Stamp, str] | N
 def read_tree_text(root: str, rel: str, max_bytes: int = MAX_TREE_FILE) -> str | None:
     """The text of the regular file `rel` under `root` (see the module docstring),
     or None when it is not one, is outside the tree, or is over `max_bytes`."""
+    text = _read_tree_text(root, rel, max_bytes)
+    journal = _JOURNAL.get()
+    if journal is not None:
+        question = ("text", root, rel, str(max_bytes))
+        if question not in journal.answers:
+            journal.answers[question] = _digest(text)
+            journal.texts[question] = text
+        elif journal.texts[question] is not text and _digest(text) != journal.answers[question]:
+            journal.unstable = True  # the file changed during the review
+    return text
+
+
+def _read_tree_text(root: str, rel: str, max_bytes: int) -> str | None:
     parts = _parts(rel)
     if parts is None:
         return None
@@ -139,6 +177,17 @@ def tree_listing(root: str, rel_dir: str, suffixes: tuple[str, ...]) -> tuple[st
     """Tree-relative paths of the entries of directory `rel_dir` whose names end in
     one of `suffixes`, sorted; () when it is not a directory of the tree reached
     without a symlink. Kept per directory until the directory changes."""
+    found = _tree_listing(root, rel_dir, suffixes)
+    journal = _JOURNAL.get()
+    if journal is not None:
+        question = ("listing", root, rel_dir, "\0".join(suffixes))
+        answer = "\0".join(found)
+        if journal.answers.setdefault(question, answer) != answer:
+            journal.unstable = True
+    return found
+
+
+def _tree_listing(root: str, rel_dir: str, suffixes: tuple[str, ...]) -> tuple[str, ...]:
     parts = _parts(rel_dir) if rel_dir not in ("", ".") else []
     if parts is None:
         return ()
@@ -162,3 +211,100 @@ def tree_listing(root: str, rel_dir: str, suffixes: tuple[str, ...]) -> tuple[st
     if len(_listings) > _KEEP:
         _listings.popitem(last=False)
     return found
+
+
+# --------------------------------------------------------------------------- journal
+
+
+class Journal:
+    """The questions asked of trees in an `asked()` block, each with its first
+    answer: (kind, root, path, detail) -> answer (a digest, a listing, a flag)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, str, str], str | None] = {}
+        # the text first read for each question: the same object again (safefs
+        # kept it) is the same answer without hashing it again
+        self.texts: dict[tuple[str, str, str, str], str | None] = {}
+        # a question answered two ways in one review (the tree changed meanwhile)
+        self.unstable = False
+
+
+_JOURNAL: contextvars.ContextVar[Journal | None] = contextvars.ContextVar(
+    "mmlc_tree_journal", default=None
+)
+
+
+@contextmanager
+def asked() -> Iterator[Journal]:
+    """Write down every question this thread asks of a tree in the block (a
+    context variable: a concurrent review in another thread keeps its own)."""
+    journal = Journal()
+    token = _JOURNAL.set(journal)
+    try:
+        yield journal
+    finally:
+        _JOURNAL.reset(token)
+
+
+def _digest(data: str | bytes | None) -> str | None:
+    if data is None:
+        return None
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()
+
+
+def tree_is_file(root: Path, rel: str) -> bool:
+    """`(root / rel).is_file()` (symlinks followed, as Path does), recorded in the
+    journal: the simulator picks candidate files by it."""
+    found = (root / rel).is_file()
+    journal = _JOURNAL.get()
+    question = ("is-file", str(root), rel, "")
+    if journal is not None and journal.answers.setdefault(question, str(found)) != str(found):
+        journal.unstable = True
+    return found
+
+
+def _copy_answer(root: str, rel: str, data: bytes | None, mode: int) -> str:
+    # a symlink on the way makes apply refuse the series: part of the answer
+    prefixes = ["/".join(rel.split("/")[: i + 1]) for i in range(rel.count("/") + 1)]
+    linked = any(os.path.islink(os.path.join(root, p)) for p in prefixes)
+    return f"{linked}\0{mode:o}\0{_digest(data)}"
+
+
+def note_copy(root: Path, rel: str, data: bytes | None, mode: int) -> None:
+    """Record that apply copied `rel` of a plain tree: its bytes (None: not a
+    regular file), its mode, and whether a symlink is on its way."""
+    journal = _JOURNAL.get()
+    if journal is not None:
+        question = ("copy", str(root), rel, "")
+        journal.answers.setdefault(question, _copy_answer(str(root), rel, data, mode))
+
+
+def _copy_now(root: str, rel: str) -> str:
+    """The answer note_copy() would record for `rel` now."""
+    path = Path(root) / rel
+    if not path.is_file():
+        return _copy_answer(root, rel, None, 0)
+    try:
+        return _copy_answer(root, rel, path.read_bytes(), path.stat().st_mode & 0o7777)
+    except OSError:
+        return ""
+
+
+def still_true(answers: dict[tuple[str, str, str, str], str | None]) -> bool:
+    """Whether asking every question of `answers` again gets the same answer."""
+    for (kind, root, rel, detail), answer in answers.items():
+        if kind == "text":
+            now = _digest(_read_tree_text(root, rel, int(detail)))
+        elif kind == "listing":
+            suffixes = tuple(detail.split("\0")) if detail else ()
+            now = "\0".join(_tree_listing(root, rel, suffixes))
+        elif kind == "is-file":
+            now = str((Path(root) / rel).is_file())
+        elif kind == "copy":
+            now = _copy_now(root, rel)
+        else:
+            return False  # a question this version does not know how to ask
+        if now != answer:
+            return False
+    return True

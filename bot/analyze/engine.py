@@ -100,6 +100,15 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
 
     With `examples` (what `bot rules validate` does) a rule must also ship a
     README.md and at least one bad and one good example patch."""
+    return _checked_rules(rules_dir, examples=examples)[0]
+
+
+def _checked_rules(
+    rules_dir: Path, *, examples: bool
+) -> tuple[list[str], list[tuple[Path, dict[str, Any]]]]:
+    """(problems, (folder, parsed rule.yaml) of every rule): each file is read and
+    parsed once, for the check and for building the rules."""
+    docs: list[tuple[Path, dict[str, Any]]] = []
     import jsonschema  # only when rules are (re)validated: it costs ~0.06 s to import
     import yaml
 
@@ -107,7 +116,7 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
     try:
         validator = jsonschema.Draft202012Validator(_rule_schema(rules_dir))
     except InputError as exc:
-        return [exc.one_line()]
+        return [exc.one_line()], docs
     ids: dict[str, str] = {}
     symbols: dict[str, str] = {}
     folders = rule_folders(rules_dir)
@@ -126,6 +135,7 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
             problems.append(f"{rel}/{RULE_FILE}: {where}: {err.message}")
         if errors or not isinstance(doc, dict):
             continue
+        docs.append((folder, doc))
         rid = doc["id"]
         if rid != rel:
             problems.append(f"{rel}/{RULE_FILE}: id {rid} does not match its folder name")
@@ -148,7 +158,7 @@ def validate_rules(rules_dir: Path, *, examples: bool = True) -> list[str]:
                 list(fields.parse(doc[key]))
             except ValueError as exc:
                 problems.append(f"{rel}/{RULE_FILE}: {key}: bad template: {exc}")
-    return problems
+    return problems, docs
 
 
 def load_rules(rules_dir: Path) -> list[Rule]:
@@ -166,7 +176,7 @@ def _load_rules_cached(rules_dir: Path, stamp: str) -> tuple[Rule, ...]:
 
 
 def _read_rules(rules_dir: Path) -> tuple[Rule, ...]:
-    problems = validate_rules(rules_dir, examples=False)
+    problems, docs = _checked_rules(rules_dir, examples=False)
     if problems:
         more = (
             f" (and {len(problems) - 1} more; run `bot rules validate`)"
@@ -175,8 +185,7 @@ def _read_rules(rules_dir: Path) -> tuple[Rule, ...]:
         )
         raise InputError(f"invalid rules: {problems[0]}{more}", source=str(rules_dir))
     rules: list[Rule] = []
-    for folder in rule_folders(rules_dir):
-        doc = _yaml((folder / RULE_FILE).read_text(encoding="utf-8"))
+    for folder, doc in docs:
         variants = {
             name: Variant(**dict(spec or {})) for name, spec in (doc.get("variants") or {}).items()
         }

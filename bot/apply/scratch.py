@@ -28,6 +28,7 @@ from bot.apply.gitcmd import foreign_config, git
 from bot.apply.guard import inside, refuse_symlinks_in_commit, refuse_symlinks_on_disk
 from bot.config import Settings
 from bot.errors import InputError
+from bot.safefs import note_copy
 
 # Bytes of uncommitted file versions a scratch may hold in memory (Scratch.unsaved)
 # before it is made a repository and committed anyway (a long series of big files).
@@ -140,12 +141,14 @@ def _prepare_plain(tree: Path, dest: Path, paths: Sequence[str]) -> Scratch:
     for path in paths:
         src = tree / path
         if not src.is_file():
+            note_copy(tree, path, None, 0)
             continue
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
         data = src.read_bytes()
         target.write_bytes(data)
         shutil.copymode(src, target)
+        note_copy(tree, path, data, src.stat().st_mode & 0o7777)
         _remember(scratch, data)
     limit_unsaved(scratch)
     return scratch

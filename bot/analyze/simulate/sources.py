@@ -18,7 +18,7 @@ from bot.analyze import cfacts
 from bot.analyze.cfacts import FileFacts, FileInfo
 from bot.analyze.csource import Lexicon, Texts, lexicon
 from bot.analyze.simulate.budget import Budget
-from bot.safefs import tree_listing
+from bot.safefs import tree_is_file, tree_listing
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -84,7 +84,7 @@ class SourceSet:
                     rel = f"include/{inc}" if delim == "<" else str(Path(path).parent / inc)
                     includes.append(rel)
             for rel in includes:
-                if rel not in seen and ".." not in rel and (root / rel).is_file():
+                if rel not in seen and ".." not in rel and tree_is_file(root, rel):
                     out.append(rel)
                     seen.add(rel)
                     out += [d for d in self._type_headers(root, rel) if d not in seen]
@@ -106,7 +106,7 @@ class SourceSet:
         if text is None:
             return []
         found = cfacts.type_headers(lexicon(text))
-        return [f for f in found if ".." not in f and (root / f).is_file()]
+        return [f for f in found if ".." not in f and tree_is_file(root, f)]
 
     def tick(self) -> None:
         """Raise SimTimeout once the runaway deadline has passed."""
