@@ -21,6 +21,7 @@ from bot import cache
 from bot.analyze import cfacts, csource
 from bot.analyze.cfacts import FileInfo, node_text
 from bot.analyze.csource import bounded_put, disk_key, text_key
+from bot.analyze.simulate.lower import lower_function
 from bot.analyze.simulate.program import (
     Binding,
     Function,
@@ -28,7 +29,6 @@ from bot.analyze.simulate.program import (
     Kind,
 )
 from bot.analyze.simulate.sources import SourceSet
-from bot.analyze.simulate.translate import FunctionTranslator
 from bot.analyze.simulate.values import ExprTranslator
 from bot.analyze.simulate.vocab import Effects
 
@@ -208,7 +208,7 @@ class Extractor:
             memo = _Translation(Function(name, path, 0))
             self._translating = memo
             try:
-                memo.function = FunctionTranslator(self, info, node, name).compile()
+                memo.function = lower_function(self, info, node, name)
             finally:
                 self._translating = None
             disk = disk or self._translation_disk_key(path, text, name)
