@@ -21,7 +21,8 @@ What each node evaluates to is values.ExprTranslator's (the expression half).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from bot.analyze.cfacts import declarator_name, node_text, type_name
 from bot.analyze.flow_build import FunctionNode, Syntax, build_flow
@@ -44,6 +45,18 @@ _Key = tuple[int, tuple[int, ...]]
 _LOOP_HEADS = frozenset({"loop", "do", "macro"})
 
 
+@dataclass
+class _Block:
+    """The code of one key, at [start, end) of the code emitted so far; the
+    BRANCHes in it and the key each goes to when its condition fails; the key
+    it falls through to (None: it ends in a RET)."""
+
+    start: int
+    end: int = -1
+    fall: _Key | None = None
+    targets: list[tuple[int, _Key]] = field(default_factory=list)
+
+
 def lower_function(ex: Extractor, info: FileInfo, node: Node, name: str) -> Function:
     """The program of the definition `node` (a function_definition of `info`)."""
     return _Lowering(ex, info, node, name).compile()
@@ -57,20 +70,20 @@ class _Lowering(ExprTranslator):
         fn = FunctionNode(name, body or node, node.child_by_field_name("declarator"), 0)
         self.flow: Flow = build_flow(fn, info.path, 1, syntax=self.syntax)
         self.notes: list[str] = []
-        self.placed: dict[_Key, int] = {}
-        self.fixups: list[tuple[int, _Key]] = []
+        self.blocks: dict[_Key, _Block] = {}
+        self.current = _Block(0)  # the block being emitted
         self.todo: deque[_Key] = deque()
 
     def compile(self) -> Function:
         params = self._params()
         self._declare_all()
-        self._emit_from(self._enter(self.flow.entry, {}))
+        entry = self._enter(self.flow.entry, {})
+        self.todo.append(entry)
         while self.todo:
             key = self.todo.popleft()
-            if key not in self.placed:
+            if key not in self.blocks:
                 self._emit_from(key)
-        for idx, key in self.fixups:
-            self.patch(idx, self.placed[key])
+        self.code = self._layout(entry)
         fn = Function(
             name=self.name,
             file=self.info.path,
@@ -135,21 +148,70 @@ class _Lowering(ExprTranslator):
         return self._enter(dst, counts)
 
     def _jump_to(self, idx: int, key: _Key) -> None:
-        self.fixups.append((idx, key))
-        if key not in self.placed:
+        """Instruction `idx` (a BRANCH) goes to `key` when its condition fails."""
+        self.current.targets.append((idx, key))
+        if key not in self.blocks:
             self.todo.append(key)
 
-    # -- emission
+    # -- emission: blocks first (in the order the graph is walked, so that
+    # the uses a loop macro's arguments leave go with its body's first step),
+    # then laid out in reverse postorder, so that every jump goes forward (the
+    # explorer's tables of what is still to come rely on it)
 
     def _emit_from(self, key: _Key | None) -> None:
-        """Straight-line code from `key` until a node already placed (a jump
-        to it) or the end of a path."""
-        while key is not None:
-            if key in self.placed:
-                self._jump_to(self.emit(Kind.JUMP, self.node), key)
-                return
-            self.placed[key] = self.here()
+        """The blocks of the straight-line code from `key` on."""
+        while key is not None and key not in self.blocks:
+            self.current = block = _Block(self.here())
+            self.blocks[key] = block
             key = self._node(key)
+            block.end = self.here()
+            block.fall = key
+        # uses left over for a block already emitted would go with a jump,
+        # which is no step: dropped, as they always were
+        self.uses = set()
+
+    def _layout(self, entry: _Key) -> list[list[Any]]:
+        """The blocks in reverse postorder (a block's fall-through successor
+        right after it where it can be), joined by jumps."""
+        order: list[_Key] = []
+        seen: set[_Key] = set()
+        stack: list[tuple[_Key, list[_Key]]] = [(entry, self._successors(entry))]
+        seen.add(entry)
+        while stack:
+            key, rest = stack[-1]
+            if rest:
+                nxt = rest.pop()
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, self._successors(nxt)))
+                continue
+            stack.pop()
+            order.append(key)
+        order.reverse()
+        code: list[list[Any]] = []
+        where: dict[_Key, int] = {}
+        patches: list[tuple[int, _Key]] = []
+        for i, key in enumerate(order):
+            block = self.blocks[key]
+            where[key] = len(code)
+            shift = len(code) - block.start
+            code.extend(list(ins) for ins in self.code[block.start : block.end])
+            patches.extend((idx + shift, dst) for idx, dst in block.targets)
+            follows = order[i + 1] if i + 1 < len(order) else None
+            if block.fall is not None and block.fall != follows:
+                patches.append((len(code), block.fall))
+                last = code[-1][1] if code else self._loc(self.node)
+                code.append([Kind.JUMP, last, None, -1, "", frozenset()])
+        for idx, dst in patches:
+            code[idx][3] = where[dst]
+        return code
+
+    def _successors(self, key: _Key) -> list[_Key]:
+        """What a block leads to, its fall-through last (visited first, so
+        that the reverse postorder puts it right after the block)."""
+        block = self.blocks[key]
+        out = [dst for _, dst in block.targets]
+        return [*out, block.fall] if block.fall is not None else out
 
     def _node(self, key: _Key) -> _Key | None:
         """Emit node `key`'s code; the key it falls through to (None: none)."""
