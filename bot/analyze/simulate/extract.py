@@ -1,7 +1,8 @@
 """Extraction: C source -> lifecycle program (see program.py).
 
 `Extractor` translates the functions reachable from the actors' entry points,
-a few call levels deep, into `Function`s of `Instr`: counter and refcount
+a few call levels deep, into `Function`s of `Instr` (each lowered from the
+function's flow graph by lower.py; no statement walk here): counter and refcount
 updates, flag stores and loads, work scheduling, frees, RCU, and every
 dereference of a struct pointer (a "use" of that struct type). Everything
 else becomes an unknown value, so a branch on it goes both ways. Where the
