@@ -416,7 +416,7 @@ class _Builder:
         if s.type == "do_statement":
             # do { body } while (cond);
             head = self.new("do", s, ctx)
-            test = self.new("do-test", s, ctx)
+            test = self.new("do-test", cond, ctx)
             inner = ctx.enter(head.id, brk=nxt, cont=test.id)
             head.loops = test.loops = inner.loops
             head.exit = nxt
@@ -429,7 +429,7 @@ class _Builder:
                 (nxt, Assume(ctext, False, line, at)),
             ]
             return head.id
-        head = self.new("loop", s, ctx)
+        head = self.new("loop", cond, ctx)
         head.exit = nxt
         if s.type == "for_statement":
             init = s.child_by_field_name("initializer")

@@ -247,26 +247,12 @@ class _Lowering(ExprTranslator):
                 self.emit(Kind.RET, syn.what)
                 return None
             return self._edge(key, succ[0])
-        if kind == "if":
-            assert syn is not None
-            br = self.emit(Kind.BRANCH, syn.what, self.value(syn.what))
-            self._jump_to(br, self._edge(key, succ[1]))
-            return self._edge(key, succ[0])
-        if kind == "loop":
-            assert syn is not None
-            cond = syn.what.child_by_field_name("condition")
-            if cond is None:
-                return self._edge(key, succ[0])
-            br = self.emit(Kind.BRANCH, cond, self.value(cond))
-            self._jump_to(br, self._edge(key, succ[1]))
-            return self._edge(key, succ[0])
-        if kind == "do-test":
-            assert syn is not None
-            head = node.loops[-1]
-            if counts[-1] + 1 >= self._unroll(head):
+        if kind in ("if", "loop", "do-test"):
+            if kind == "do-test" and counts[-1] + 1 >= self._unroll(node.loops[-1]):
                 return self._edge(key, succ[1])  # the last pass: assumed to end
-            cond = syn.what.child_by_field_name("condition")
-            br = self.emit(Kind.BRANCH, cond or syn.where, self.value(cond))
+            if syn is None:
+                return self._edge(key, succ[0])  # for (;;)
+            br = self.emit(Kind.BRANCH, syn.what, self.value(syn.what))
             self._jump_to(br, self._edge(key, succ[1]))
             return self._edge(key, succ[0])
         if kind == "macro":
