@@ -22,6 +22,7 @@ from bot import cache
 from bot.analyze import cfacts, csource
 from bot.analyze.cfacts import FileInfo, node_text
 from bot.analyze.csource import bounded_put, disk_key, text_key
+from bot.analyze.flow_build import FunctionNode, build_flow
 from bot.analyze.simulate.lower import lower_function
 from bot.analyze.simulate.program import (
     Binding,
@@ -331,25 +332,27 @@ class Extractor:
         bounded_put(_BINDINGS_CACHE, key, memo, _BINDINGS_CACHE_MAX)
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
+        """The bindings the calls of definition `node` make: the calls are the
+        events of its flow graph (the one statement walk), each read by its
+        syntax for the key of the field it binds (typed by the locals)."""
         comp = ExprTranslator(self, info, node, fname)
         comp.learn_types()
+        body = node.child_by_field_name("body")
+        decl = node.child_by_field_name("declarator")
+        flow = build_flow(FunctionNode(fname, body or node, decl, 0), info.path, 1)
         out: list[Binding] = []
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.type == "call_expression":
-                callee = comp._callee_name(n)
-                api = self.effects.lookup(callee) if callee else None
-                if api is not None and api.effect in _BINDING_EFFECTS and api.callback is not None:
-                    args = comp._args(n)
-                    field_arg = api.work if api.work is not None else api.counter
-                    if field_arg is not None and max(field_arg, api.callback) < len(args):
-                        key = comp.key_of(args[field_arg])
-                        cb = node_text(args[api.callback]).lstrip("&").strip()
-                        if key and re.fullmatch(r"\w+", cb):
-                            kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[
-                                api.effect
-                            ]
-                            out.append(Binding(kind, key, cb, comp._loc(n)))
-            stack.extend(n.children)
+        for call in reversed(flow.calls):
+            api = self.effects.lookup(call.name)
+            if api is None or api.effect not in _BINDING_EFFECTS or api.callback is None:
+                continue
+            n = node.descendant_for_byte_range(*call.at)
+            args = comp._args(n) if n is not None and n.type == "call_expression" else []
+            field_arg = api.work if api.work is not None else api.counter
+            if n is None or field_arg is None or max(field_arg, api.callback) >= len(args):
+                continue
+            key = comp.key_of(args[field_arg])
+            cb = node_text(args[api.callback]).lstrip("&").strip()
+            if key and re.fullmatch(r"\w+", cb):
+                kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[api.effect]
+                out.append(Binding(kind, key, cb, comp._loc(n)))
         return out
