@@ -1,13 +1,17 @@
 """Building control-flow graphs from tree-sitter-c syntax (see flow.py for the graph).
 
     find_definitions(root)            top-level definitions of a parse (SYSCALL_DEFINEn too)
-    build_flow(fn, file, line0)       the Flow of one definition
+    build_flow(fn, file, line0[, syntax])  the Flow of one definition (and the
+                                      syntax node of each graph node, for a lowering)
     flows_in_text(text, file)         every definition of a text, as flows
     flow_of_definition(text, ...)     the flow of one definition's text (through bot.cache)
 
 Kernel loop macros (`list_for_each_entry(...) { }`, `for_each_node(nid) { }`) are
-loops whose header assigns the cursor; both arms of an `#if` are code (the text is
-parsed with conditional lines blanked: csource.parse_code).
+loops whose header assigns the cursor; both arms of an `#if` are code (the rules'
+text is parsed with conditional lines blanked: csource.parse_code; on a raw parse
+the arms after the first start at an "arm" node). This is the one statement walk
+of the bot: the rules and the summaries read the graph, the simulator lowers its
+program from it (simulate/lower.py).
 """
 
 from __future__ import annotations
