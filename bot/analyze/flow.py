@@ -77,11 +77,41 @@ class Assume:
     at: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
+# What a node of the graph is, for a reader that lowers the graph (the
+# simulator, simulate/lower.py); a matcher needs only events and edges:
+#   ""        a statement (or a part of one: a `for` loop's initialiser, update)
+#   "if"      an if's condition: succ (then, else)
+#   "loop"    the head of a while or for loop: its condition, succ (body, exit)
+#   "do"      the head of a do-while loop (no events): succ (body)
+#   "do-test" a do-while's condition: succ (back to the head, exit)
+#   "macro"   the head of a loop macro (`list_for_each_entry(...) { }`): succ (body, exit)
+#   "switch"  a switch's condition: succ (each case, in order[, past them all])
+#   "return", "goto", "label"
+#   "arm"     where an #else/#elif arm starts: succ (the arm), `exit` past it
+NODE_KINDS = (
+    "",
+    "if",
+    "loop",
+    "do",
+    "do-test",
+    "macro",
+    "switch",
+    "return",
+    "goto",
+    "label",
+    "arm",
+)
+
+
 @dataclass
 class Node:
     id: int
     events: list[Event] = field(default_factory=list)
     succ: list[tuple[int, Assume | None]] = field(default_factory=list)
+    kind: str = ""  # one of NODE_KINDS
+    at: Span = NO_SPAN  # the syntax the node was built from
+    exit: int = -1  # loop heads, switch, arm: the node after the construct
+    loops: tuple[int, ...] = ()  # heads of the loops around the node (a head: itself last)
 
 
 @dataclass
@@ -227,6 +257,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "NODE_KINDS",
     "Assign",
     "Assume",
     "Call",

@@ -1,13 +1,17 @@
 """Building control-flow graphs from tree-sitter-c syntax (see flow.py for the graph).
 
     find_definitions(root)            top-level definitions of a parse (SYSCALL_DEFINEn too)
-    build_flow(fn, file, line0)       the Flow of one definition
+    build_flow(fn, file, line0[, syntax])  the Flow of one definition (and the
+                                      syntax node of each graph node, for a lowering)
     flows_in_text(text, file)         every definition of a text, as flows
     flow_of_definition(text, ...)     the flow of one definition's text (through bot.cache)
 
 Kernel loop macros (`list_for_each_entry(...) { }`, `for_each_node(nid) { }`) are
-loops whose header assigns the cursor; both arms of an `#if` are code (the text is
-parsed with conditional lines blanked: csource.parse_code).
+loops whose header assigns the cursor; both arms of an `#if` are code (the rules'
+text is parsed with conditional lines blanked: csource.parse_code; on a raw parse
+the arms after the first start at an "arm" node). This is the one statement walk
+of the bot: the rules and the summaries read the graph, the simulator lowers its
+program from it (simulate/lower.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ LOOP_MACRO = re.compile(r"(^|_)for_each|_foreach|^for_|_for$")
 __all__ = [
     "LOOP_MACRO",
     "FunctionNode",
+    "Syntax",
     "build_flow",
     "find_definitions",
     "flow_of_definition",
@@ -88,19 +93,58 @@ def _is_missing_semicolon(stmt: ts.Node) -> bool:
     return last is not None and last.type == ";" and last.start_byte == last.end_byte
 
 
+@dataclass(frozen=True)
+class Syntax:
+    """The syntax a node of a flow was built from, for a reader that evaluates
+    more than events (the simulator's values): `what` the node stands for (a
+    statement, a condition, a loop or switch statement, a loop macro's call),
+    `where` the statement it is part of (what a trace shows), `whole` for a
+    statement the grammar did not make out (a macro's ERROR), whose
+    expressions are read one by one. Kept in the process only (build_flow's
+    `syntax`), never in a Flow."""
+
+    what: ts.Node
+    where: ts.Node
+    whole: bool = False
+
+
+def _is_statement(n: ts.Node) -> bool:
+    return n.type.endswith("_statement") or n.type in ("compound_statement", "declaration")
+
+
 class _Builder:
-    def __init__(self, file: str, line0: int) -> None:
+    def __init__(self, file: str, line0: int, syntax: dict[int, Syntax] | None = None) -> None:
         self.file = file
         self.line0 = line0  # absolute line of tree row 0
         self.nodes: dict[int, Node] = {}
         self.labels: dict[str, int] = {}
         self.calls: list[Call] = []
+        self.syntax = syntax
         self.exit = self.new().id
 
-    def new(self) -> Node:
-        n = Node(id=len(self.nodes))
+    def new(
+        self,
+        kind: str = "",
+        what: ts.Node | None = None,
+        ctx: _Ctx | None = None,
+        *,
+        where: ts.Node | None = None,
+        whole: bool = False,
+    ) -> Node:
+        n = Node(id=len(self.nodes), kind=kind, loops=ctx.loops if ctx is not None else ())
         self.nodes[n.id] = n
+        self.keep(n, what, where, whole)
         return n
+
+    def keep(
+        self, n: Node, what: ts.Node | None, where: ts.Node | None = None, whole: bool = False
+    ) -> None:
+        """Record the syntax node `n` stands for."""
+        if what is None:
+            return
+        n.at = _at(what)
+        if self.syntax is not None:
+            self.syntax[n.id] = Syntax(what, where or what, whole)
 
     def line(self, node: ts.Node) -> int:
         return self.line0 + node.start_point[0]
@@ -164,19 +208,27 @@ class _Builder:
 
     # ------------------------------------------------------------------ statements
 
-    def simple(self, events: list[Event], nxt: int) -> int:
-        if not events:
+    def simple(  # noqa: PLR0917
+        self,
+        events: list[Event],
+        nxt: int,
+        ctx: _Ctx,
+        what: ts.Node | None = None,
+        where: ts.Node | None = None,
+        whole: bool = False,
+    ) -> int:
+        """A node for a statement (or part of one): also one without events,
+        for its syntax (a lowering evaluates more than calls and assignments)."""
+        if not events and what is None:
             return nxt
-        n = self.new()
+        n = self.new("", what, ctx, where=where, whole=whole)
         n.events = events
         n.succ.append((nxt, None))
         return n.id
 
-    def branch(
-        self, cond: ts.Node | None, then_id: int, else_id: int, guards: tuple[str, ...]
-    ) -> int:
-        n = self.new()
-        n.events = self.events(cond, guards, cond=True)
+    def branch(self, cond: ts.Node | None, then_id: int, else_id: int, ctx: _Ctx) -> int:
+        n = self.new("if", cond, ctx)
+        n.events = self.events(cond, ctx.guards, cond=True)
         text = _strip_parens(_text(cond))
         line = self.line(cond) if cond is not None else 0
         at = _at(cond)
@@ -192,13 +244,17 @@ class _Builder:
             # `for_each_x(pos, head)\n\tval += f(pos);` parses as one statement
             # `macro(...) val += ...`: a loop over the statement after the macro
             macro_call, rest = split
-            head = self.events(macro_call, ctx.guards)
-            return self.macro_loop_events(head, self.events(rest, ctx.guards), nxt, ctx)
+            head_events = self.events(macro_call, ctx.guards)
+            head = self.new("macro", macro_call, ctx, where=s)
+            inner = ctx.enter(head.id, brk=nxt)
+            head.loops = inner.loops
+            body_id = self.simple(self.events(rest, ctx.guards), head.id, inner, rest, s)
+            return self._macro_head(head, self._with_cursors(head_events), body_id, nxt)
         if t in ("expression_statement", "declaration"):
-            return self.simple(self.events(s, ctx.guards), nxt)
+            return self.simple(self.events(s, ctx.guards), nxt, ctx, s)
         if t == "return_statement":
             expr = s.named_children[0] if s.named_children else None
-            n = self.new()
+            n = self.new("return", s, ctx)
             n.events = [
                 *self.events(expr, ctx.guards),
                 Return(_text(expr) or None, self.line(s), _at(s)),
@@ -215,28 +271,31 @@ class _Builder:
             if alt is not None:
                 body = alt.named_children[-1] if alt.type == "else_clause" else alt
                 else_id = self.stmt(body, nxt, ctx.guarded("!(" + ctext + ")"))
-            return self.branch(cond, then_id, else_id, ctx.guards)
+            return self.branch(cond, then_id, else_id, ctx)
         if t in ("while_statement", "for_statement", "do_statement"):
             return self.loop(s, nxt, ctx)
         if t == "switch_statement":
             return self.switch(s, nxt, ctx)
         if t == "goto_statement":
             label = _text(s.child_by_field_name("label"))
-            n = self.new()
-            n.succ.append((self.labels.get(label, self.exit), None))
-            return n.id
+            jump = self.new("goto", s, ctx)
+            jump.succ.append((self.labels.get(label, self.exit), None))
+            return jump.id
         if t == "break_statement":
             return ctx.brk if ctx.brk is not None else nxt
         if t == "continue_statement":
             return ctx.cont if ctx.cont is not None else nxt
         if t == "labeled_statement":
             label = _text(s.child_by_field_name("label"))
-            inner = s.named_children[-1] if len(s.named_children) > 1 else None
-            target = self.stmt(inner, nxt, ctx) if inner is not None else nxt
+            labelled = s.named_children[-1] if len(s.named_children) > 1 else None
+            target = self.stmt(labelled, nxt, ctx) if labelled is not None else nxt
             placeholder = self.labels.get(label)
             if placeholder is None:
                 return target
-            self.nodes[placeholder].succ = [(target, None)]
+            place = self.nodes[placeholder]
+            place.succ = [(target, None)]
+            place.loops = ctx.loops
+            self.keep(place, s)
             return placeholder
         if t == "function_definition":
             # `for_each_node(nid) { ... }` parses as a nested definition
@@ -247,16 +306,37 @@ class _Builder:
             self.calls.append(header)
             # cursor first, then the step that yields it: a matcher sees the old
             # value go before the macro hands out the next one
-            head_events: list[Event] = [Assign(cursor, header.text, header.line, header.at), header]
-            return self.macro_loop(head_events, loop_body, nxt, ctx)
+            cursor_first: list[Event] = [
+                Assign(cursor, header.text, header.line, header.at),
+                header,
+            ]
+            return self.macro_loop(cursor_first, s, loop_body, nxt, ctx)
         if t in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
             return nxt
         if t.startswith("preproc_if") or t in {"preproc_else", "preproc_elif"}:
-            # Both arms of #if/#else are code a config may build: walk them in turn.
+            # Both arms of #if/#else are code a config may build: walk them in
+            # turn (the arms after the first start at an "arm" node).
             skip = {s.child_by_field_name("condition"), s.child_by_field_name("name")}
             kids = [c for c in s.named_children if c not in skip]
-            return self.seq(kids, nxt, ctx)
-        return self.simple(self.events(s, ctx.guards), nxt)
+            entry = self.seq(kids, nxt, ctx)
+            if t in {"preproc_else", "preproc_elif"}:
+                arm = self.new("arm", None, ctx)
+                arm.succ = [(entry, None)]
+                arm.exit = nxt
+                return arm.id
+            return entry
+        if any(_is_statement(c) for c in s.named_children):
+            # a statement the grammar did not make out (a macro's ERROR) with
+            # statements in it: those, and its other parts as expressions
+            cur = nxt
+            for c in reversed(s.named_children):
+                if _is_statement(c):
+                    cur = self.stmt(c, cur, ctx)
+                else:
+                    expr = c if c.type.endswith("expression") else None
+                    cur = self.simple(self.events(c, ctx.guards), cur, ctx, expr, s)
+            return cur
+        return self.simple(self.events(s, ctx.guards), nxt, ctx, s, whole=True)
 
     def seq(self, stmts: list[ts.Node], nxt: int, ctx: _Ctx) -> int:
         # Pair `macro(args)` with a missing `;` and the block after it: a loop macro.
@@ -282,14 +362,9 @@ class _Builder:
                 cur = self.stmt(s, cur, ctx)
                 continue
             head = self._with_cursors(self.events(s, ctx.guards))
-            cur = self.macro_loop(head, body, cur, ctx)
+            call = s.named_children[0] if s.named_children else s
+            cur = self.macro_loop(head, call, body, cur, ctx, s)
         return cur
-
-    def macro_loop_events(self, head: list[Event], body: list[Event], nxt: int, ctx: _Ctx) -> int:
-        """A loop macro whose body is a plain expression (no statement node)."""
-        placeholder = self.new()
-        body_id = self.simple(body, placeholder.id)
-        return self._macro_head(placeholder, self._with_cursors(head), body_id, nxt)
 
     def _with_cursors(self, head: list[Event]) -> list[Event]:
         call = next((e for e in reversed(head) if isinstance(e, Call)), None)
@@ -305,15 +380,24 @@ class _Builder:
             out.insert(at, Assign(name, call.text, call.line, call.at))
         return out
 
-    def macro_loop(self, head: list[Event], body: ts.Node | None, nxt: int, ctx: _Ctx) -> int:
-        h = self.new()
-        h.events = head
-        inner = ctx.loop(brk=nxt, cont=h.id)
+    def macro_loop(  # noqa: PLR0917
+        self,
+        head: list[Event],
+        what: ts.Node,
+        body: ts.Node | None,
+        nxt: int,
+        ctx: _Ctx,
+        where: ts.Node | None = None,
+    ) -> int:
+        h = self.new("macro", what, ctx, where=where)
+        inner = ctx.enter(h.id, brk=nxt)
+        h.loops = inner.loops
         body_id = self.stmt(body, h.id, inner) if body is not None else h.id
         return self._macro_head(h, head, body_id, nxt)
 
     def _macro_head(self, h: Node, head: list[Event], body_id: int, nxt: int) -> int:
         h.events = head
+        h.exit = nxt
         # The cursor is non-NULL inside the body and NULL once the macro runs out.
         cursor = next((e.lhs for e in head if isinstance(e, Assign)), "")
         line = head[-1].line if head else 0
@@ -331,12 +415,33 @@ class _Builder:
         cond = s.child_by_field_name("condition")
         body = s.child_by_field_name("body")
         ctext = _strip_parens(_text(cond))
+        if s.type == "do_statement":
+            # do { body } while (cond);
+            head = self.new("do", s, ctx)
+            test = self.new("do-test", cond, ctx)
+            inner = ctx.enter(head.id, brk=nxt, cont=test.id)
+            head.loops = test.loops = inner.loops
+            head.exit = nxt
+            body_id = self.stmt(body, test.id, inner) if body is not None else test.id
+            head.succ = [(body_id, None)]
+            test.events = self.events(cond, ctx.guards, cond=True)
+            line, at = (self.line(cond) if cond is not None else 0), _at(cond)
+            test.succ = [
+                (head.id, Assume(ctext, True, line, at)),
+                (nxt, Assume(ctext, False, line, at)),
+            ]
+            return head.id
+        head = self.new("loop", cond, ctx)
+        head.exit = nxt
         if s.type == "for_statement":
             init = s.child_by_field_name("initializer")
             update = s.child_by_field_name("update")
-            head = self.new()
-            upd_id = self.simple(self.events(update, ctx.guards), head.id)
-            inner = ctx.loop(brk=nxt, cont=upd_id).guarded(ctext) if cond else ctx.loop(nxt, upd_id)
+            inner = ctx.enter(head.id, brk=nxt)
+            head.loops = inner.loops
+            upd_id = self.simple(self.events(update, ctx.guards), head.id, inner, update, s)
+            inner = inner.loop(brk=nxt, cont=upd_id)
+            if cond is not None:
+                inner = inner.guarded(ctext)
             body_id = self.stmt(body, upd_id, inner) if body is not None else upd_id
             if cond is not None:
                 head.events = self.events(cond, ctx.guards, cond=True)
@@ -347,34 +452,24 @@ class _Builder:
                 ]
             else:
                 head.succ = [(body_id, None)]
-            return self.simple(self.events(init, ctx.guards), head.id)
-        if s.type == "while_statement":
-            head = self.new()
-            inner = ctx.loop(brk=nxt, cont=head.id).guarded(ctext)
-            body_id = self.stmt(body, head.id, inner) if body is not None else head.id
-            head.events = self.events(cond, ctx.guards, cond=True)
-            line, at = (self.line(cond) if cond is not None else 0), _at(cond)
-            head.succ = [
-                (body_id, Assume(ctext, True, line, at)),
-                (nxt, Assume(ctext, False, line, at)),
-            ]
-            return head.id
-        # do { body } while (cond);
-        test = self.new()
-        inner = ctx.loop(brk=nxt, cont=test.id)
-        body_id = self.stmt(body, test.id, inner) if body is not None else test.id
-        test.events = self.events(cond, ctx.guards, cond=True)
+            return self.simple(self.events(init, ctx.guards), head.id, ctx, init, s)
+        # while (cond) body
+        inner = ctx.enter(head.id, brk=nxt, cont=head.id)
+        head.loops = inner.loops
+        body_id = self.stmt(body, head.id, inner.guarded(ctext)) if body is not None else head.id
+        head.events = self.events(cond, ctx.guards, cond=True)
         line, at = (self.line(cond) if cond is not None else 0), _at(cond)
-        test.succ = [
+        head.succ = [
             (body_id, Assume(ctext, True, line, at)),
             (nxt, Assume(ctext, False, line, at)),
         ]
-        return body_id
+        return head.id
 
     def switch(self, s: ts.Node, nxt: int, ctx: _Ctx) -> int:
         cond = s.child_by_field_name("condition")
         body = s.child_by_field_name("body")
-        head = self.new()
+        head = self.new("switch", s, ctx)
+        head.exit = nxt
         head.events = self.events(cond, ctx.guards, cond=True)
         cases = [
             c
@@ -402,12 +497,18 @@ class _Ctx:
     brk: int | None = None
     cont: int | None = None
     guards: tuple[str, ...] = ()
+    loops: tuple[int, ...] = ()  # heads of the enclosing loops, innermost last
 
     def loop(self, brk: int, cont: int) -> _Ctx:
-        return _Ctx(brk, cont, self.guards)
+        return _Ctx(brk, cont, self.guards, self.loops)
+
+    def enter(self, head: int, brk: int, cont: int | None = None) -> _Ctx:
+        """The context inside the loop headed by `head` (`continue`: to `cont`,
+        else the head)."""
+        return _Ctx(brk, head if cont is None else cont, self.guards, (*self.loops, head))
 
     def guarded(self, cond: str) -> _Ctx:
-        return _Ctx(self.brk, self.cont, (*self.guards, cond))
+        return _Ctx(self.brk, self.cont, (*self.guards, cond), self.loops)
 
 
 def _strip_parens(text: str) -> str:
@@ -484,11 +585,14 @@ def find_definitions(root: ts.Node) -> Iterator[FunctionNode]:
             yield from find_definitions(n)
 
 
-def build_flow(fn: FunctionNode, file: str, line0: int) -> Flow:
-    """The control-flow graph of `fn`; `line0` is the absolute line of tree row 0."""
-    b = _Builder(file, line0)
+def build_flow(
+    fn: FunctionNode, file: str, line0: int, syntax: dict[int, Syntax] | None = None
+) -> Flow:
+    """The control-flow graph of `fn`; `line0` is the absolute line of tree row 0.
+    `syntax`, when given, is filled with the syntax of each node (see Syntax)."""
+    b = _Builder(file, line0, syntax)
     for lab in _labels(fn.body):
-        b.labels[lab] = b.new().id
+        b.labels[lab] = b.new("label").id
     entry = b.stmt(fn.body, b.exit, _Ctx())
     for nid in b.labels.values():
         if not b.nodes[nid].succ:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bot.analyze.simulate.explore import Model, Violation
 from bot.analyze.simulate.scenario import entry_name
+from bot.analyze.simulate.state import Model, Violation
 from bot.model import Status, Trace, TraceStep
 
 _ROLE_WORDS = {

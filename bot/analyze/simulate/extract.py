@@ -1,7 +1,8 @@
 """Extraction: C source -> lifecycle program (see program.py).
 
 `Extractor` translates the functions reachable from the actors' entry points,
-a few call levels deep, into `Function`s of `Instr`: counter and refcount
+a few call levels deep, into `Function`s of `Instr` (each lowered from the
+function's flow graph by lower.py; no statement walk here): counter and refcount
 updates, flag stores and loads, work scheduling, frees, RCU, and every
 dereference of a struct pointer (a "use" of that struct type). Everything
 else becomes an unknown value, so a branch on it goes both ways. Where the
@@ -21,6 +22,8 @@ from bot import cache
 from bot.analyze import cfacts, csource
 from bot.analyze.cfacts import FileInfo, node_text
 from bot.analyze.csource import bounded_put, disk_key, text_key
+from bot.analyze.flow_build import FunctionNode, build_flow
+from bot.analyze.simulate.lower import lower_function
 from bot.analyze.simulate.program import (
     Binding,
     Function,
@@ -28,7 +31,6 @@ from bot.analyze.simulate.program import (
     Kind,
 )
 from bot.analyze.simulate.sources import SourceSet
-from bot.analyze.simulate.translate import FunctionTranslator
 from bot.analyze.simulate.values import ExprTranslator
 from bot.analyze.simulate.vocab import Effects
 
@@ -208,7 +210,7 @@ class Extractor:
             memo = _Translation(Function(name, path, 0))
             self._translating = memo
             try:
-                memo.function = FunctionTranslator(self, info, node, name).compile()
+                memo.function = lower_function(self, info, node, name)
             finally:
                 self._translating = None
             disk = disk or self._translation_disk_key(path, text, name)
@@ -330,25 +332,27 @@ class Extractor:
         bounded_put(_BINDINGS_CACHE, key, memo, _BINDINGS_CACHE_MAX)
 
     def _bindings_in(self, info: FileInfo, node: Node, fname: str) -> list[Binding]:
+        """The bindings the calls of definition `node` make: the calls are the
+        events of its flow graph (the one statement walk), each read by its
+        syntax for the key of the field it binds (typed by the locals)."""
         comp = ExprTranslator(self, info, node, fname)
         comp.learn_types()
+        body = node.child_by_field_name("body")
+        decl = node.child_by_field_name("declarator")
+        flow = build_flow(FunctionNode(fname, body or node, decl, 0), info.path, 1)
         out: list[Binding] = []
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.type == "call_expression":
-                callee = comp._callee_name(n)
-                api = self.effects.lookup(callee) if callee else None
-                if api is not None and api.effect in _BINDING_EFFECTS and api.callback is not None:
-                    args = comp._args(n)
-                    field_arg = api.work if api.work is not None else api.counter
-                    if field_arg is not None and max(field_arg, api.callback) < len(args):
-                        key = comp.key_of(args[field_arg])
-                        cb = node_text(args[api.callback]).lstrip("&").strip()
-                        if key and re.fullmatch(r"\w+", cb):
-                            kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[
-                                api.effect
-                            ]
-                            out.append(Binding(kind, key, cb, comp._loc(n)))
-            stack.extend(n.children)
+        for call in reversed(flow.calls):
+            api = self.effects.lookup(call.name)
+            if api is None or api.effect not in _BINDING_EFFECTS or api.callback is None:
+                continue
+            n = node.descendant_for_byte_range(*call.at)
+            args = comp._args(n) if n is not None and n.type == "call_expression" else []
+            field_arg = api.work if api.work is not None else api.counter
+            if n is None or field_arg is None or max(field_arg, api.callback) >= len(args):
+                continue
+            key = comp.key_of(args[field_arg])
+            cb = node_text(args[api.callback]).lstrip("&").strip()
+            if key and re.fullmatch(r"\w+", cb):
+                kind = {"bind": "work", "call_rcu": "rcu", "bind_release": "release"}[api.effect]
+                out.append(Binding(kind, key, cb, comp._loc(n)))
         return out

@@ -1,7 +1,8 @@
 """The lifecycle program: what the simulator runs instead of C.
 
-Extraction (extract.py) turns each C function into a flat list of `Instr`
-with jump targets, keeping only what matters for object lifecycles. Values
+Each C function's flow graph (bot/analyze/flow_build.py) is lowered
+(lower.py, for extract.py) into a flat list of `Instr` with jump targets,
+always forward, keeping only what matters for object lifecycles. Values
 are small tuples so the explorer can evaluate them fast and states stay
 hashable:
 
@@ -45,7 +46,7 @@ RMW_OPS = ("add", "sub", "add_ret", "sub_ret", "sub_test", "add_test", "set")
 
 class Kind(enum.Enum):
     EVAL = "eval"  # evaluate expr for its effects
-    BRANCH = "branch"  # evaluate expr, go to `target` when true, else fall through
+    BRANCH = "branch"  # evaluate expr, fall through when true, else go to `target`
     JUMP = "jump"
     CALL = "call"  # push a frame of `callee`
     RET = "ret"  # pop a frame; expr (may be None) is the return value

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.analyze.simulate.explore import Model, ThreadSpec
 from bot.analyze.simulate.extract import Extractor
 from bot.analyze.simulate.names import glob_match
 from bot.analyze.simulate.program import (
@@ -34,6 +33,7 @@ from bot.analyze.simulate.program import (
     walk_val,
 )
 from bot.analyze.simulate.sources import SourceSet
+from bot.analyze.simulate.state import Model, ThreadSpec
 from bot.errors import InputError
 from bot.yamlio import load_yaml
 

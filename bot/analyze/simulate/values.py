@@ -5,9 +5,9 @@ program (see program.py): the expression half of the translation.
 refcount updates, flag stores and loads, work scheduling, frees, RCU, locks),
 emits the instructions it implies (a call to a translated function is a CALL
 in the middle of the statement) and records every dereference of a struct
-pointer as a use of that struct type. The statement half, control flow from
-the syntax tree, is `translate.FunctionTranslator`; the binding search uses
-this half alone (extract.py).
+pointer as a use of that struct type. The control flow is the flow graph's
+(bot/analyze/flow_build.py), lowered in lower.py, which evaluates each node's
+syntax here; the binding search uses this half alone (extract.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ class _Chain:
 class ExprTranslator:
     """Translates the statements and expressions of one function definition
     (one at a time, appending to `code`; `env` is the type of each local)."""
-
-    """Translates one function definition into a Function."""
 
     def __init__(self, ex: Extractor, info: FileInfo, node: Node, name: str) -> None:
         self.ex = ex
