@@ -242,9 +242,104 @@ def _count(text: str, code: str) -> int:
     return len(re.findall(re.escape(code) + r"\b", text))
 
 
+# Undo words and the set-up words they pair with, as name tokens (split at `_`).
+_UNDO_OF = {
+    "clear": ("set",),
+    "del": ("add",),
+    "delete": ("add", "insert"),
+    "remove": ("add", "insert", "install"),
+    "unmap": ("map",),
+    "uninstall": ("install",),
+    "unregister": ("register",),
+    "disable": ("enable",),
+    "stop": ("start",),
+    "deactivate": ("activate",),
+    "detach": ("attach",),
+    "unlink": ("link",),
+    "unpin": ("pin",),
+    "unaccount": ("account",),
+}
+
+
+def _tokens(name: str) -> set[str]:
+    return {t for t in name.lower().split("_") if t}
+
+
+def _pair_undo(name: str) -> tuple[str, ...]:
+    """The set-up words an undo name pairs with (`ptep_get_and_clear` -> set)."""
+    return tuple(w for tok in _tokens(name) for w in _UNDO_OF.get(tok, ()))
+
+
+def _shared_args(a: Call, b: Call) -> int:
+    mine = {norm_object(x) for x in a.args} - {"", "0", "1", "NULL", "true", "false"}
+    return len(mine & {norm_object(x) for x in b.args})
+
+
+def teardown_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """The function set something up (`set_pte_at(mm, addr, ptep, pte)`) and tore
+    it down again later (`ptep_get_and_clear(mm, addr, ptep)`, named as the undo of
+    the set-up, on the same objects); the patch removes the teardown, keeps the
+    set-up, and nothing else in the series or in what replaced it undoes it."""
+    if pre.flow is None or post.flow is None or not pre.removed_lines:
+        return []
+    kept = Counter((c.name, c.args) for c in post.flow.calls)
+    before = Counter((c.name, c.args) for c in pre.flow.calls)
+    hits: list[Hit] = []
+    for undo in pre.flow.calls:
+        if undo.line not in pre.removed_lines or undo.in_condition:
+            continue
+        if kept[(undo.name, undo.args)] >= before[(undo.name, undo.args)]:
+            continue  # as many of these teardowns as before: moved, not dropped
+        words = _pair_undo(undo.name)
+        if not words or env.vocab.roles_of(undo.name) or _NOT_UNDO.search(undo.name):
+            continue  # lifecycle calls of the vocabulary: the other matchers judge them
+        # the set-up it undid: after the previous teardown of the same kind
+        since = max(
+            (c.line for c in pre.flow.calls if c.name == undo.name and c.line < undo.line),
+            default=0,
+        )
+        setup = next(
+            (
+                c
+                for c in reversed(pre.flow.calls)
+                if since < c.line < undo.line
+                and kept[(c.name, c.args)] > 0
+                and _tokens(c.name) & set(words)
+                and _shared_args(c, undo) >= 2
+            ),
+            None,
+        )
+        if setup is None or env.series_adds(undo.name, besides=pre.flow.name):
+            continue
+        if any(
+            _shared_args(c, undo) >= 2 for c in post.flow.calls if before[(c.name, c.args)] == 0
+        ):
+            continue  # a new call on the same objects: the teardown moved into it
+        hits.append(
+            Hit(
+                key=("teardown-dropped", undo.name),
+                line=None,
+                removed_line=undo.line,
+                fields={
+                    "function": pre.flow.name,
+                    "undo": undo.text,
+                    "undo_name": undo.name,
+                    "setup": setup.text,
+                },
+                evidence=(
+                    f"kept: {setup.text} at {pre.file}:{setup.line}",
+                    f"removed: {undo.text} at {pre.file}:{undo.line}, which undid it",
+                ),
+                variant="teardown-dropped",
+            )
+        )
+    return hits
+
+
 MATCHERS.update(
     (m.name, m)
     for m in (
+        Matcher("teardown-dropped", "change", teardown_dropped, teardown_dropped.__doc__ or ""),
         Matcher(
             "error-code-dropped", "change", error_code_dropped, error_code_dropped.__doc__ or ""
         ),
@@ -252,4 +347,4 @@ MATCHERS.update(
     )
 )
 
-__all__ = ["error_code_dropped", "undo_dropped"]
+__all__ = ["error_code_dropped", "teardown_dropped", "undo_dropped"]
