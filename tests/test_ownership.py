@@ -739,3 +739,39 @@ int copy_one(struct pool *p, struct item *it)
     )
     env = Env(VOCAB, depth=2, removed=[("copy_two", other)])
     assert [h.variant for h in undo_dropped(env, pre, post)] == ["undo-dropped"]
+
+
+def test_checking_what_was_taken_off_the_free_list_after_the_unlock_is_no_race() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+struct page *take(struct zone *zone, int order)
+{
+	struct page *page;
+	unsigned long flags;
+
+	spin_lock_irqsave(&zone->lock, flags);
+	do {
+		page = __rmqueue(zone, order);
+	} while (page && check_new_pages(page, order));
+	spin_unlock_irqrestore(&zone->lock, flags);
+	return page;
+}
+""",
+        """
+struct page *take(struct zone *zone, int order)
+{
+	struct page *page;
+	unsigned long flags;
+
+	do {
+		spin_lock_irqsave(&zone->lock, flags);
+		page = __rmqueue(zone, order);
+		spin_unlock_irqrestore(&zone->lock, flags);
+	} while (page && check_new_pages(page, order));
+	return page;
+}
+""",
+    )
+    assert access_moved_out_of_lock(ENV, pre, post) == []

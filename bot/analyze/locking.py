@@ -452,16 +452,30 @@ def _lock_lookup(key: str, post_locks: dict[str, list[tuple[int, int]]]) -> bool
     )
 
 
+# A call that takes what it returns out of the shared structure (a queue, list,
+# free list, tree): the caller owns the object once the lock is dropped.
+_TAKES_OUT = re.compile(
+    r"(?:^|_)(?:rmqueue|dequeue|pop|take|isolate|remove|del|detach|steal|unlink)(?:_|$)"
+)
+
+
 def _found_under(flow: Flow, key: str, lo: int, hi: int) -> bool:
     """The access `key` uses a local pointer that `flow` assigned between `lo`
-    and `hi` (while the lock was held)."""
-    found = {
-        ev.lhs
-        for n in flow.nodes.values()
-        for ev in n.events
-        if isinstance(ev, Assign) and lo <= ev.line <= hi and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs)
-    }
-    return any(re.search(rf"(?<![\w>.]){re.escape(v)}\b", key) for v in found)
+    and `hi` (while the lock was held), and not from a call that took it out
+    of the shared structure (then it is the function's own after the unlock)."""
+    found: dict[str, bool] = {}
+    for n in flow.nodes.values():
+        for ev in n.events:
+            if (
+                isinstance(ev, Assign)
+                and lo <= ev.line <= hi
+                and re.fullmatch(r"[A-Za-z_]\w*", ev.lhs)
+            ):
+                taken = any(_TAKES_OUT.search(name) for name in re.findall(r"(\w+)\s*\(", ev.rhs))
+                found[ev.lhs] = found.get(ev.lhs, True) and not taken
+    return any(
+        shared and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key) for v, shared in found.items()
+    )
 
 
 def _releases(env: Env, key: str) -> bool:
