@@ -143,9 +143,10 @@ def flow_of(fn: CFunction) -> Flow | None:
 
 def _flow_of(fn: CFunction) -> Flow | None:
     body = _open_hidden_blocks(_trim_open_statement(fn.body))
-    flow = flow_of_definition(body, fn.file, fn.start_line)
-    if flow is not None:
-        return flow
+    if _HEADER_START.match(body):
+        flow = flow_of_definition(body, fn.file, fn.start_line)
+        if flow is not None:
+            return flow
     if _PARAM_TAIL.match(body):
         # the hunk starts inside the header (its first line ends the parameter
         # list): name it, and close what the partial image leaves open
@@ -186,6 +187,9 @@ def _flow_of(fn: CFunction) -> Flow | None:
 _STRINGS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
 
 
+# What a definition's text starts with (kernel style: the header at column 0, not
+# a label); a partial body starts indented, with `}`, a label or a directive.
+_HEADER_START = re.compile(r"\s*?^(?![A-Za-z_]\w*:(?!:))[A-Za-z_]", re.MULTILINE)
 # The tail of a parameter list, then the body's `{`: a hunk that starts in a header.
 _PARAM_TAIL = re.compile(r"[^{};()]*\)\s*\n\s*\{")
 # What stands for a block opened in lines a partial image does not show.

@@ -166,6 +166,8 @@ def path_loses_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     corresponding pre-image path released, while the patch keeps those releases."""
     if pre.flow is None or post.flow is None or not post.removed_lines:
         return []
+    if not any(_released(env, c) for c in pre.flow.calls):
+        return []  # nothing released before the patch: nothing a path can owe
     pre_paths, post_paths = _paths(pre.flow), _paths(post.flow)
     if not pre_paths or not post_paths:
         return []

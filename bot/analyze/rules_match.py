@@ -103,6 +103,8 @@ class Side:
     shown_lines: frozenset[int] | None = None
     # The file's diff (given to "table" matchers, which read hunks, not functions).
     diff: FileDiff | None = None
+    # File-scope names the function does not redeclare (computed once, _globals_of).
+    _globals: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def post_line(self, pre_line: int) -> int | None:
         """Where a line of the pre-image the patch keeps is in the post-image
@@ -147,6 +149,7 @@ class Env:
     infer: Inference | None = None
     _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
     _returns_cache: dict[tuple[int, str], str] = field(default_factory=dict)
+    _callback_cache: dict[tuple[int, str], frozenset[str]] = field(default_factory=dict)
 
     def series_adds(self, name: str, tail: str = "", *, besides: str = "") -> bool:
         """True when the series adds a call to `name` in a function other than
@@ -273,7 +276,10 @@ def is_release_path(flow: Flow, side: Side, env: Env) -> str:
         role = env.vocab.role_of(call.name)
         if role is not None and role.role in PUT_ROLES:
             return f"it drops a reference ({call.name}())"
-    if flow.name in _callback_names(env.vocab, side.view, side.file):
+    key = (id(side.view), side.file)
+    if key not in env._callback_cache:
+        env._callback_cache[key] = frozenset(_callback_names(env.vocab, side.view, side.file))
+    if flow.name in env._callback_cache[key]:
         return "it is registered as a release callback"
     return ""
 
@@ -333,7 +339,13 @@ def _acquisition_removed(env: Env, pre: Side, post: Side, put_site: Call) -> boo
 
 def _globals_of(side: Side) -> frozenset[str]:
     """Names the file declares at file scope that `side`'s function does not
-    declare again as locals."""
+    declare again as locals (read once per side)."""
+    if side._globals is None:
+        side._globals = _read_globals(side)
+    return side._globals
+
+
+def _read_globals(side: Side) -> frozenset[str]:
     flow = side.flow
     text = side.view.text(side.file) if flow is not None else None
     if flow is None or not text:
