@@ -614,12 +614,15 @@ def declared_names(lines: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+# A line at column 0 that starts with a letter and ends a statement: a file-scope
+# declaration (one regex pass: a partial image is mostly blank lines).
+_SCOPE_LINE = re.compile(r"^[A-Za-z][^\n]*;[ \t\r\f\v]*$", re.MULTILINE)
+
+
 @lru_cache(maxsize=256)
 def file_scope_names(text: str) -> frozenset[str]:
     """Names declared at column 0 (globals and statics of a file); once per text."""
-    return declared_names(
-        line for line in text.splitlines() if line[:1].isalpha() and line.rstrip().endswith(";")
-    )
+    return declared_names(_SCOPE_LINE.findall(text))
 
 
 __all__ = [
