@@ -775,3 +775,32 @@ struct page *take(struct zone *zone, int order)
 """,
     )
     assert access_moved_out_of_lock(ENV, pre, post) == []
+
+
+def test_a_parameter_no_longer_reassigned_under_the_lock_is_the_callers_after_it() -> None:
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    pre, post = _sides(
+        """
+int migrate(struct pool *pool, struct page *newpage, struct page *page)
+{
+	spin_lock(&pool->lock);
+	copy(newpage, page);
+	page = newpage;
+	check_zone(page_zone(page));
+	spin_unlock(&pool->lock);
+	return 0;
+}
+""",
+        """
+int migrate(struct pool *pool, struct page *newpage, struct page *page)
+{
+	spin_lock(&pool->lock);
+	copy(newpage, page);
+	spin_unlock(&pool->lock);
+	check_zone(page_zone(page));
+	return 0;
+}
+""",
+    )
+    assert access_moved_out_of_lock(ENV, pre, post) == []

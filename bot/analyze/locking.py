@@ -390,7 +390,7 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
                 at > post_hi
                 and post_hi <= post_last
                 and not _releases(env, key)
-                and _found_under(pre.flow, key, lo, hi)
+                and _found_under(pre.flow, key, lo, hi, post.flow)
             )
             if not (before or after):
                 continue
@@ -459,10 +459,13 @@ _TAKES_OUT = re.compile(
 )
 
 
-def _found_under(flow: Flow, key: str, lo: int, hi: int) -> bool:
+def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
     """The access `key` uses a local pointer that `flow` assigned between `lo`
     and `hi` (while the lock was held), and not from a call that took it out
-    of the shared structure (then it is the function's own after the unlock)."""
+    of the shared structure (then it is the function's own after the unlock).
+    A variable the patched function (`after`) no longer assigns is not the one
+    found under the lock there (a parameter is the caller's object again)."""
+    still = {ev.lhs for n in after.nodes.values() for ev in n.events if isinstance(ev, Assign)}
     found: dict[str, bool] = {}
     for n in flow.nodes.values():
         for ev in n.events:
@@ -474,7 +477,10 @@ def _found_under(flow: Flow, key: str, lo: int, hi: int) -> bool:
                 taken = any(_TAKES_OUT.search(name) for name in re.findall(r"(\w+)\s*\(", ev.rhs))
                 found[ev.lhs] = found.get(ev.lhs, True) and not taken
     return any(
-        shared and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key) for v, shared in found.items()
+        shared
+        and v in still
+        and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
+        for v, shared in found.items()
     )
 
 
