@@ -787,7 +787,8 @@ int migrate(struct pool *pool, struct page *newpage, struct page *page)
 	spin_lock(&pool->lock);
 	copy(newpage, page);
 	page = newpage;
-	check_zone(page_zone(page));
+	if (page_zone(page) != pool->zone)
+		pool->moved++;
 	spin_unlock(&pool->lock);
 	return 0;
 }
@@ -798,7 +799,8 @@ int migrate(struct pool *pool, struct page *newpage, struct page *page)
 	spin_lock(&pool->lock);
 	copy(newpage, page);
 	spin_unlock(&pool->lock);
-	check_zone(page_zone(page));
+	if (page_zone(page) != pool->zone)
+		pool->moved++;
 	return 0;
 }
 """,
