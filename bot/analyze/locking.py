@@ -477,9 +477,7 @@ def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
                 taken = any(_TAKES_OUT.search(name) for name in re.findall(r"(\w+)\s*\(", ev.rhs))
                 found[ev.lhs] = found.get(ev.lhs, True) and not taken
     return any(
-        shared
-        and v in still
-        and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
+        shared and v in still and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
         for v, shared in found.items()
     )
 
