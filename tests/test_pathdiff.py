@@ -125,3 +125,27 @@ def test_a_release_function_that_now_returns_early_leaks_its_parameter() -> None
 def test_an_unchanged_path_is_never_reported() -> None:
     post = PRE.replace("err = widget_bind(w, dev);", "err = widget_bind(w, dev) ?: 0;")
     assert _hits(PRE, post) == []
+
+
+def _many(n: int) -> tuple[str, str]:
+    branches = "".join(f"\tif (c{i})\n\t\tstep{i}(w);\n" for i in range(n))
+    pre = (
+        "int many(struct widget *w)\n{\n" + branches + "\tif (w->busy)\n\t\tgoto out;\n"
+        "\tbind(w);\nout:\n\twidget_put(w);\n\treturn 0;\n}\n"
+    )
+    return pre, pre.replace("\t\tgoto out;\n", "\t\treturn -EBUSY;\n")
+
+
+def test_a_function_with_more_paths_than_the_bound_is_skipped_not_walked() -> None:
+    pre, post = _many(3)
+    assert _hits(pre, post) == [("w", "return -EBUSY;")]
+    pre, post = _many(40)  # 2**40 paths
+    assert _paths_of(pre) == []  # past MAX_PATHS: no enumeration at all
+    assert _hits(pre, post) == []
+
+
+def _paths_of(code: str) -> list[object]:
+    from bot.analyze.pathdiff import _paths
+
+    got = _paths(flows_in_text(code, PATH)[-1])
+    return [] if got is None else list(got)
