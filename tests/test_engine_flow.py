@@ -473,3 +473,45 @@ void f(struct page *page, int n)
 """,
     )
     assert [h.key[0] for h in hits] == ["double-put"]
+
+
+def test_a_reference_held_when_the_loop_moves_on_leaks() -> None:
+    code = """
+void f(struct list_head *list)
+{
+	struct folio *folio;
+
+	list_for_each_entry(folio, list, lru) {
+		folio_get(folio);
+		if (folio_test_dirty(folio))
+			continue;
+		process(folio);
+		folio_put(folio);
+	}
+}
+"""
+    hits = _run(path_reference_leak, code)
+    assert [h.key for h in hits] == [("leak-overwritten", "folio", "folio")]
+    balanced = code.replace(
+        "\t\tif (folio_test_dirty(folio))\n\t\t\tcontinue;\n",
+        "\t\tif (folio_test_dirty(folio)) {\n\t\t\tfolio_put(folio);\n\t\t\tcontinue;\n\t\t}\n",
+    )
+    assert _run(path_reference_leak, balanced) == []
+
+
+def test_a_reference_handed_over_before_the_local_is_reused_does_not_leak() -> None:
+    hits = _run(
+        path_reference_leak,
+        """
+void f(struct list_head *list, struct list_head *keep)
+{
+	struct folio *folio;
+
+	list_for_each_entry(folio, list, lru) {
+		folio_get(folio);
+		list_add(&folio->lru, keep);
+	}
+}
+""",
+    )
+    assert hits == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole
+from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
 from bot.analyze.flow import (
     Assign,
     Assume,
@@ -21,6 +21,7 @@ from bot.analyze.flow import (
     mentions,
     norm_object,
 )
+from bot.analyze.flow_build import LOOP_MACRO
 from bot.analyze.flow_source import (
     container_of_arg,
 )
@@ -156,6 +157,8 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
                     held = held - {h}
                     if rest:
                         held = held | {_Held(h.obj, h.family, h.api, h.line, rest)}
+                    elif side.shows(h.line, ev.line) and not _manages_refs(vocab, ev.rhs):
+                        overwritten(h, ev)
             # after the kills above: `x = iter(root, x)` re-takes what it dropped
             for text, family, api, line in list(pending):
                 if text in "".join(ev.rhs.split()) or text in ev.rhs:
@@ -174,6 +177,29 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         return state
 
     last_line = max((c.line for c in flow.calls), default=flow.start_line)
+
+    def overwritten(h: _Held, ev: Assign) -> None:
+        """The last name holding the reference gets a new value (the loop's next
+        turn, `x = other`) while the reference is still held: nothing can drop it."""
+        loop = LOOP_MACRO.search(ev.rhs.split("(")[0]) is not None
+        how = "the loop's next turn" if loop else f"`{ev.lhs} = {' '.join(ev.rhs.split())}`"
+        hits.add(
+            ("leak-overwritten", h.family, h.obj),
+            ev.line,
+            {
+                "object": h.obj,
+                "get": h.api,
+                "get_line": str(h.line),
+                "overwrite": how,
+                "family": h.family,
+                "drop": _drop_call(vocab, h.family),
+            },
+            (
+                f"{h.api}() at {side.file}:{h.line} takes a reference on {h.obj}",
+                f"{how} at {side.file}:{ev.line} replaces {h.obj} while the reference "
+                "is still held, not dropped, stored or returned",
+            ),
+        )
 
     def leave(held: frozenset[_Held], expr: str | None, line: int | None) -> None:
         """The function returns `expr` (None: falls off its end) holding `held`."""
@@ -238,6 +264,14 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
     start: State = (frozenset(), frozenset(), frozenset())
     del other
     return hits.walk(start, on_event, on_assume=on_assume, on_exit=on_exit)
+
+
+def _manages_refs(vocab: Vocabulary, rhs: str) -> bool:
+    """The new value comes from a call of the vocabulary (an iterator that drops
+    the previous position's reference as it takes the next: `mem_cgroup_iter()`,
+    `for_each_mem_cgroup_tree()`), which looks after the old reference itself."""
+    m = re.match(r"\s*([A-Za-z_]\w*)\s*\(", rhs)
+    return m is not None and bool(vocab.roles_of(m.group(1)))
 
 
 # Vocabulary kinds whose objects a function owns until it drops, frees or hands them on.
