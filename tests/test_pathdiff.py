@@ -149,3 +149,41 @@ def _paths_of(code: str) -> list[object]:
 
     got = _paths(flows_in_text(code, PATH)[-1])
     return [] if got is None else list(got)
+
+
+OWNED = """\
+int demo_attach(struct demo_dev *dev)
+{
+	struct demo_ctx *ctx;
+	int err;
+
+	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	err = demo_setup(ctx, dev);
+	if (err)
+		goto free;
+	dev->ctx = ctx;
+	return 0;
+free:
+	kfree(ctx);
+	return err;
+}
+"""
+
+
+def test_an_object_stored_on_success_and_freed_on_error_is_owed_on_a_new_exit() -> None:
+    post = OWNED.replace(
+        "\terr = demo_setup(ctx, dev);\n",
+        "\terr = demo_setup(ctx, dev);\n\tif (dev->flags & DEMO_RO)\n\t\treturn -EROFS;\n",
+    )
+    assert _hits(OWNED, post) == [("ctx", "return -EROFS;")]
+
+
+def test_a_new_exit_that_stores_the_object_owes_nothing() -> None:
+    post = OWNED.replace(
+        "\terr = demo_setup(ctx, dev);\n",
+        "\terr = demo_setup(ctx, dev);\n\tif (dev->flags & DEMO_RO) {\n"
+        "\t\tdev->ro_ctx = ctx;\n\t\treturn -EROFS;\n\t}\n",
+    )
+    assert _hits(OWNED, post) == []

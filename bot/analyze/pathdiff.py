@@ -1,11 +1,12 @@
 """Ownership on every path, compared across the patch: a path that loses a release.
 
-`path-loses-release` (MMLC002 `lost-release-on-path`): the function releases an
-object (free, destroy or put, by the vocabulary or an inferred callee summary)
-on every path of the pre-image that a given post-image path corresponds to, the
-patch keeps those releases, and the post-image path leaves without one: a new
-early `return`, a `goto` retargeted past the cleanup, a `break` out of the loop
-that held the put.
+`path-loses-release` (MMLC002 `lost-release-on-path`): the function disposes of
+an object (releases it: free, destroy or put, by the vocabulary or an inferred
+callee summary; or hands it on: stores, returns, gives it to a storing call) on
+every path of the pre-image that a given post-image path corresponds to,
+releasing it on one at least; the patch keeps those releases, and the post-image
+path leaves without disposing of it: a new early `return`, a `goto` retargeted
+past the cleanup, a `break` out of the loop that held the put.
 
 Paths are matched by their branch decisions: a pre path corresponds to a post
 path when they agree on every condition both test (a condition the patch adds or
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
+from bot.analyze.rules_match import _STORING_CALL as STORING_CALL
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, _object_arg
 
 MAX_PATHS = 300
@@ -148,6 +150,24 @@ def _handed_off(path: _Path, obj: str, known: set[str]) -> bool:
     return False
 
 
+def _disposed(path: _Path, obj: str) -> bool:
+    """The path hands the object on instead of releasing it: stores it (in a
+    field, a global, another name), returns it, or gives it to a storing call
+    (`list_add()`, `xa_store()`...). Ownership is kept on such a path too."""
+    for ev in path.events:
+        if isinstance(ev, Return) and ev.expr and mentions(ev.expr, obj):
+            return True
+        if isinstance(ev, Assign) and norm_object(ev.rhs) == obj and norm_object(ev.lhs) != obj:
+            return True
+        if (
+            isinstance(ev, Call)
+            and STORING_CALL.search(ev.name)
+            and any(mentions(a, obj) for a in ev.args)
+        ):
+            return True
+    return False
+
+
 def _compatible(a: dict[str, bool], b: dict[str, bool]) -> bool:
     return all(b[c] == v for c, v in a.items() if c in b)
 
@@ -163,7 +183,8 @@ def _exit_text(side: Side, path: _Path) -> tuple[str, int | None]:
 
 def path_loses_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     """A post-image path leaves without releasing an object that every
-    corresponding pre-image path released, while the patch keeps those releases."""
+    corresponding pre-image path released or handed on (one at least released
+    it), while the patch keeps those releases."""
     if pre.flow is None or post.flow is None or not post.removed_lines:
         return []
     if not any(_released(env, c) for c in pre.flow.calls):
@@ -188,7 +209,10 @@ def path_loses_release(env: Env, pre: Side, post: Side) -> list[Hit]:
         owed = {
             o: c
             for o, c in owed.items()
-            if all(o in pre_rel[i] or _tests(pre_paths[i], o) for i in matched)
+            if all(
+                o in pre_rel[i] or _tests(pre_paths[i], o) or _disposed(pre_paths[i], o)
+                for i in matched
+            )
         }
         known = {ev.text for i in matched for ev in pre_paths[i].events if isinstance(ev, Call)}
         for obj, release in sorted(owed.items()):
