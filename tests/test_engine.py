@@ -170,3 +170,32 @@ def test_a_call_graph_too_large_to_follow_is_cut_and_said(
     assert any("call graph too large" in n for n in check.notes)
     # the helper that scheduled the destroy is no longer followed: no finding
     assert [f for f in review.reportable if f.rule_id == "MMLC001"] == []
+
+
+NEW_EXIT = """\
+diff --git a/mm/demo_e.c b/mm/demo_e.c
+--- a/mm/demo_e.c
++++ b/mm/demo_e.c
+@@ -60,11 +60,13 @@ int demo_lookup_use(struct demo_table *t, int id)
+ \tstruct demo_obj *obj;
+ \tint ret;
+\x20
+ \tobj = demo_obj_get(t, id);
+ \tif (!obj)
+ \t\treturn -ENOENT;
+ \tret = demo_use(obj);
++\tif (ret == -EAGAIN)
++\t\treturn ret;
+ \tdemo_obj_put(obj);
+ \treturn ret;
+ }
+\x20
+"""
+
+
+def test_two_matchers_of_a_rule_on_one_line_give_one_finding(tmp_path: Path) -> None:
+    patch = tmp_path / "new-exit.patch"
+    patch.write_text(NEW_EXIT)
+    review = review_inputs([str(patch)], SETTINGS)
+    found = [(f.rule_id, f.line) for f in review.findings if f.status is Status.INTRODUCED]
+    assert found == [("MMLC002", 68)]  # path walk and path comparison both see it

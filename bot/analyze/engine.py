@@ -14,7 +14,6 @@ after patch j is FIXED_IN_SERIES with fixed_by=j. Matchers find; rule.yaml words
 from __future__ import annotations
 
 import string
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,8 +22,14 @@ from typing import Any
 
 from bot import cache
 from bot.analyze.api import load_schema, load_vocabulary
+from bot.analyze.changes import (
+    changed_calls,
+    changed_lines,
+    one_per_line,
+    post_line_of_removed,
+    shown_lines,
+)
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
-from bot.analyze.flow import Call
 from bot.analyze.flow_source import SourceView, flow_of
 from bot.analyze.infer import extend_vocabulary
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Side
@@ -36,7 +41,6 @@ from bot.model import (
     FileDiff,
     Finding,
     FunctionChange,
-    LineKind,
     Severity,
     Status,
 )
@@ -281,32 +285,6 @@ def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
     return out
 
 
-def _changed_calls(
-    patches: Sequence[_PatchSides],
-) -> tuple[list[tuple[str, Call]], list[tuple[str, Call]]]:
-    """Calls the series adds (post minus pre) and removes (pre minus post), per
-    touched function: (function, call)."""
-    added: list[tuple[str, Call]] = []
-    removed: list[tuple[str, Call]] = []
-    for ps in patches:
-        for ch in ps.pa.changes:
-            pre = flow_of(ch.pre) if ch.pre is not None else None
-            post = flow_of(ch.post) if ch.post is not None else None
-            before = Counter((c.name, c.args) for c in pre.calls) if pre else Counter()
-            after = Counter((c.name, c.args) for c in post.calls) if post else Counter()
-            for c in post.calls if post else ():
-                if before[(c.name, c.args)] > 0:
-                    before[(c.name, c.args)] -= 1
-                else:
-                    added.append((ch.name, c))
-            for c in pre.calls if pre else ():
-                if after[(c.name, c.args)] > 0:
-                    after[(c.name, c.args)] -= 1
-                else:
-                    removed.append((ch.name, c))
-    return added, removed
-
-
 _PREPARED: dict[int, tuple[SeriesAnalysis, _Prepared]] = {}
 
 
@@ -327,7 +305,7 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
     ]
     views = [v for ps in reversed(patches) for v in (ps.post, ps.pre)]
     vocab, inference = extend_vocabulary(load_vocabulary(settings.rules_dir), views, flows, depth)
-    added, removed = _changed_calls(patches)
+    added, removed = changed_calls(ch for ps in patches for ch in ps.pa.changes)
     env = Env(vocab=vocab, depth=depth, added=added, removed=removed, infer=inference)
     prepared = _Prepared(env, patches)
     # Only the latest few series: a long-running worker must not grow without bound.
@@ -338,32 +316,6 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
 
 
 # --------------------------------------------------------------------------- lines
-
-
-def post_line_of_removed(diff: FileDiff | None, pre_line: int) -> int | None:
-    """The post-image line where a removed pre-image line used to be (the next
-    surviving line of the hunk, else the previous one)."""
-    if diff is None:
-        return None
-    delta = 0
-    for hunk in diff.hunks:
-        end = hunk.source_start + max(hunk.source_length, 1)
-        if pre_line < hunk.source_start:
-            break
-        if pre_line >= end:
-            delta = (hunk.target_start + hunk.target_length) - end
-            continue
-        lines = hunk.lines
-        for i, hl in enumerate(lines):
-            if hl.source_line != pre_line:
-                continue
-            if hl.kind is not LineKind.REMOVED:
-                return hl.target_line
-            after = next((x.target_line for x in lines[i + 1 :] if x.target_line), None)
-            if after is not None:
-                return after
-            return next((x.target_line for x in reversed(lines[:i]) if x.target_line), None)
-    return pre_line + delta
 
 
 # --------------------------------------------------------------------------- findings
@@ -426,42 +378,14 @@ def _finding(
     )
 
 
-def _changed_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int]]:
-    if diff is None:
-        return frozenset(), frozenset()
-    removed = {
-        hl.source_line
-        for h in diff.hunks
-        for hl in h.lines
-        if hl.kind is LineKind.REMOVED and hl.source_line is not None
-    }
-    added = {
-        hl.target_line
-        for h in diff.hunks
-        for hl in h.lines
-        if hl.kind is LineKind.ADDED and hl.target_line is not None
-    }
-    return frozenset(removed), frozenset(added)
-
-
-def _shown_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int]]:
-    """Lines of the pre and post image the diff shows (a partial image knows
-    nothing of the others)."""
-    if diff is None:
-        return frozenset(), frozenset()
-    pre = {hl.source_line for h in diff.hunks for hl in h.lines if hl.source_line is not None}
-    post = {hl.target_line for h in diff.hunks for hl in h.lines if hl.target_line is not None}
-    return frozenset(pre), frozenset(post)
-
-
 def _sides(ps: _PatchSides, ch: FunctionChange) -> tuple[Side, Side]:
     pre_flow = flow_of(ch.pre) if ch.pre is not None else None
     post_flow = flow_of(ch.post) if ch.post is not None else None
     pre_file = ch.pre.file if ch.pre is not None else ch.file
     diff = next((d for d in ps.pa.images.files if d.path == ch.file), None)
-    removed, added = _changed_lines(diff)
+    removed, added = changed_lines(diff)
     changed = frozenset(c.name for c in ps.pa.changes)
-    shown_pre, shown_post = _shown_lines(diff) if ps.pa.partial else (None, None)
+    shown_pre, shown_post = shown_lines(diff) if ps.pa.partial else (None, None)
     return (
         Side(pre_flow, ps.pre, pre_file, removed, changed, shown_pre, diff),
         Side(post_flow, ps.post, ch.file, added, changed, shown_post, diff),
@@ -478,7 +402,7 @@ def _moved(patches: Sequence[_PatchSides]) -> dict[str, Side]:
         for ch in ps.pa.changes:
             if ch.pre is not None and ch.post is None:
                 diff = next((d for d in ps.pa.images.files if d.path == ch.file), None)
-                removed_lines, _ = _changed_lines(diff)
+                removed_lines, _ = changed_lines(diff)
                 changed = frozenset(c.name for c in ps.pa.changes)
                 removed[ch.name] = Side(
                     flow_of(ch.pre), ps.pre, ch.pre.file, removed_lines, changed
@@ -554,7 +478,7 @@ def run_rule(
     tables = [MATCHERS[n] for n in rule.matchers if MATCHERS[n].kind == "table"]
     for ps in prep.patches if tables else ():
         for fdiff in ps.pa.images.files:
-            removed, added = _changed_lines(fdiff)
+            removed, added = changed_lines(fdiff)
             pre = Side(None, ps.pre, fdiff.old_path or fdiff.path, removed, diff=fdiff)
             post = Side(None, ps.post, fdiff.path, added, diff=fdiff)
             for m in tables:
@@ -602,7 +526,7 @@ def run_rule(
         findings.append(
             _finding(rule, raw, Status.PRE_EXISTING, diffs.get((raw.patch, raw.change.file)), None)
         )
-    return findings
+    return one_per_line(findings)
 
 
 class RuleCheck:
