@@ -187,3 +187,17 @@ def test_a_new_exit_that_stores_the_object_owes_nothing() -> None:
         "\t\tdev->ro_ctx = ctx;\n\t\treturn -EROFS;\n\t}\n",
     )
     assert _hits(OWNED, post) == []
+
+
+def test_a_documented_leak_is_the_authors_choice() -> None:
+    pre = (
+        "void res_free(struct res *res)\n{\n\tif (!res)\n\t\treturn;\n"
+        "\tif (!slab_backed(res)) {\n\t\tres->next = boot_free;\n\t\tboot_free = res;\n"
+        "\t} else {\n\t\tkfree(res);\n\t}\n}\n"
+    )
+    leaky = (
+        "void res_free(struct res *res)\n{\n\tif (res && slab_backed(res))\n\t\tkfree(res);\n}\n"
+    )
+    assert _hits(pre, leaky) == [("res", "the end of the function")]
+    noted = leaky.replace("{\n", "{\n\t/* boot memory cannot be freed: we leak it here */\n", 1)
+    assert _hits(pre, noted) == []

@@ -189,6 +189,8 @@ def path_loses_release(env: Env, pre: Side, post: Side) -> list[Hit]:
         return []
     if not any(_released(env, c) for c in pre.flow.calls):
         return []  # nothing released before the patch: nothing a path can owe
+    if _leak_documented(post):
+        return []  # the author says the function leaks on purpose (`we'll leak it here`)
     pre_paths, post_paths = _paths(pre.flow), _paths(post.flow)
     if not pre_paths or not post_paths:
         return []
@@ -253,6 +255,24 @@ def path_loses_release(env: Env, pre: Side, post: Side) -> list[Hit]:
     # one report per exit: `g` rather than also `g->name` it hangs off
     shown = {k for k in hits if not (base_name(k[0]) != k[0] and (base_name(k[0]), k[1]) in hits)}
     return [hits[k] for k in sorted(shown, key=lambda k: (k[1] or 0, k[0]))]
+
+
+_LEAK_NOTE = re.compile(r"\bleak", re.IGNORECASE)
+
+
+def _leak_documented(side: Side) -> bool:
+    """A comment in the function's (shown) lines speaks of leaking: the author
+    documents a path that keeps what it does not release."""
+    assert side.flow is not None
+    lines = side.view.lines(side.file)
+    last = max((c.line for c in side.flow.calls), default=side.flow.start_line)
+    for text in lines[max(side.flow.start_line - 1, 0) : last]:
+        comment = text.split("//", 1)[1] if "//" in text else ""
+        if "/*" in text or text.lstrip().startswith("*"):
+            comment += text
+        if comment and _LEAK_NOTE.search(comment):
+            return True
+    return False
 
 
 def _live(flow: Flow, path: _Path, obj: str) -> bool:
