@@ -279,3 +279,10 @@ void batch_user(struct page *page)
     s = env.infer.summary("batch_hold", "mm/widget.c")
     assert s.gets == frozenset({0}) and 0 in s.hands_off
     assert env.vocab.role_of("batch_hold") is None
+
+
+def test_a_predicate_name_is_no_lifecycle_step() -> None:
+    assert split_verb("want_init_on_alloc") is None
+    assert split_verb("is_free_buddy_page") is None
+    assert split_verb("can_put_page") is None
+    assert split_verb("page_alloc") == ("alloc", "page")

@@ -101,9 +101,16 @@ _REG_RE = re.compile(
 _STATE_STEM = re.compile(r"(^|_)(cpu|irq|preempt|lock|user|rcu)(_|$)")
 
 
+# Names that ask a question about a step rather than take it.
+_PREDICATE = re.compile(r"^_*(?:is|has|have|can|should|want|need|may|must|will|did|does)_")
+
+
 def split_verb(name: str) -> tuple[str, str] | None:
     """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo");
-    registrations: `sysfs_remove_group` -> ("remove", "sysfs_*_group")."""
+    registrations: `sysfs_remove_group` -> ("remove", "sysfs_*_group"). A
+    predicate (`want_init_on_alloc`, `is_*`, `can_*`) names no lifecycle step."""
+    if _PREDICATE.match(name):
+        return None
     m = _VERB_RE.match(name)
     if m is not None:
         if m.group("pre"):
