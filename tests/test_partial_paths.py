@@ -299,3 +299,39 @@ def test_a_stand_in_opens_a_hidden_block_where_it_was_hidden_not_at_the_top() ->
     # the one the second hunk closes opens in the hidden lines before it
     assert grab.guards == () and drop.guards == ()
     assert next(c for c in flow.calls if c.name == "task_unlock").guards == ()
+
+
+DROP = """\
+static void demo_drop(struct demo_obj *obj)
+{
+	list_del(&obj->node);
+	kfree(obj);
+}
+
+int demo_remove(struct demo_obj *obj)
+{
+	demo_drop(obj);
+	pr_info("removed %d\\n", obj->id);
+	kfree(obj);
+	return 0;
+}
+"""
+
+
+def test_a_release_path_that_still_frees_its_object_once_loses_no_destroy() -> None:
+    from bot.analyze.release_paths import release_path_loses_destroy
+
+    post = DROP.replace("\tdemo_drop(obj);\n", "\tlist_del(&obj->node);\n")
+    vpre, vpost = SourceView({"mm/d.c": DROP}, None), SourceView({"mm/d.c": post}, None)
+    fpre = next(f for f in flows_in_text(DROP, "mm/d.c") if f.name == "demo_remove")
+    fpost = next(f for f in flows_in_text(post, "mm/d.c") if f.name == "demo_remove")
+    flows = list(flows_in_text(DROP, "mm/d.c")) + list(flows_in_text(post, "mm/d.c"))
+    vocab, inf = extend_vocabulary(VOCAB, [vpre, vpost], flows, depth=2)
+    env = Env(vocab, depth=2, infer=inf)
+    pre_side = Side(fpre, vpre, "mm/d.c", frozenset({9}))
+    assert release_path_loses_destroy(env, pre_side, Side(fpost, vpost, "mm/d.c")) == []
+    gone = post.replace("\tkfree(obj);\n\treturn 0;", "\treturn 0;")
+    fgone = next(f for f in flows_in_text(gone, "mm/d.c") if f.name == "demo_remove")
+    vgone = SourceView({"mm/d.c": gone}, None)
+    pre_both = Side(fpre, vpre, "mm/d.c", frozenset({9, 11}))
+    assert release_path_loses_destroy(env, pre_both, Side(fgone, vgone, "mm/d.c")) != []

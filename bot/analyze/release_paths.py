@@ -105,8 +105,11 @@ def _lost(
     post: Side,
     keep: Callable[[Reached], str],
     key_of: Callable[[Reached], tuple[str, ...]],
+    *,
+    once: bool = False,
 ) -> list[tuple[tuple[str, ...], Reached, str]]:
-    """Reached calls (filtered by `keep`) pre reaches more often than post."""
+    """Reached calls (filtered by `keep`) pre reaches more often than post; with
+    `once` (a destroy: an object dies once), only those post no longer reaches."""
     assert pre.flow is not None and post.flow is not None
     pre_r = [(r, k) for r in reach(pre.flow, pre.view, env.vocab, env.depth) if (k := keep(r))]
     # One level deeper after the patch: a refactor that adds a wrapper must not
@@ -131,7 +134,7 @@ def _lost(
     if len(post_r) >= len(pre_r):
         return out  # as many final calls as before: moved or replaced, not lost
     for key, n in before.items():
-        if after.get(key, 0) >= n:
+        if after.get(key, 0) >= (1 if once else n):
             continue
         # the reached call whose top-level site is gone from post, else the first
         post_sites = Counter(
@@ -190,9 +193,16 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not why:
         return []
     hits: list[Hit] = []
+    still = {
+        _terminal_key(x)[1]
+        for x in reach(post.flow, post.view, env.vocab, env.depth + 1)
+        if _destroyish(x, env, post.view)
+    }
     for key, r, what in _lost(
-        env, pre, post, lambda r: _destroyish(r, env, pre.view), _terminal_key
+        env, pre, post, lambda r: _destroyish(r, env, pre.view), _terminal_key, once=True
     ):
+        if key[1] and key[1] in still:
+            continue  # the object is still destroyed on this release path (once is enough)
         site = r.site
         if not _removed_here(pre, post, site):
             continue
