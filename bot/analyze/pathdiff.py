@@ -25,6 +25,7 @@ deterministically.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
@@ -134,38 +135,37 @@ def _assigns(path: _Path, obj: str) -> bool:
     return any(isinstance(ev, Assign) and norm_object(ev.lhs) == obj for ev in path.events)
 
 
-def _handed_off(path: _Path, obj: str, known: set[str]) -> bool:
-    """Stored, returned, or passed whole to a call the pre paths did not make."""
+def _passes_on(path: _Path, obj: str, gives: Callable[[Call], bool]) -> bool:
+    """The path returns the object, stores it (a field, a global, another
+    name), or makes a call `gives` says takes it."""
     for ev in path.events:
         if isinstance(ev, Return) and ev.expr and mentions(ev.expr, obj):
             return True
         if isinstance(ev, Assign) and norm_object(ev.rhs) == obj and norm_object(ev.lhs) != obj:
             return True
-        if (
-            isinstance(ev, Call)
-            and ev.text not in known
-            and any(norm_object(a) == obj for a in ev.args)
-        ):
+        if isinstance(ev, Call) and gives(ev):
             return True
     return False
+
+
+def _handed_off(path: _Path, obj: str, known: set[str]) -> bool:
+    """Stored, returned, or passed whole to a call the pre paths did not make."""
+    return _passes_on(
+        path,
+        obj,
+        lambda c: c.text not in known and any(norm_object(a) == obj for a in c.args),
+    )
 
 
 def _disposed(path: _Path, obj: str) -> bool:
-    """The path hands the object on instead of releasing it: stores it (in a
-    field, a global, another name), returns it, or gives it to a storing call
-    (`list_add()`, `xa_store()`...). Ownership is kept on such a path too."""
-    for ev in path.events:
-        if isinstance(ev, Return) and ev.expr and mentions(ev.expr, obj):
-            return True
-        if isinstance(ev, Assign) and norm_object(ev.rhs) == obj and norm_object(ev.lhs) != obj:
-            return True
-        if (
-            isinstance(ev, Call)
-            and STORING_CALL.search(ev.name)
-            and any(mentions(a, obj) for a in ev.args)
-        ):
-            return True
-    return False
+    """The path hands the object on instead of releasing it: stores it, returns
+    it, or gives it to a storing call (`list_add()`, `xa_store()`...).
+    Ownership is kept on such a path too."""
+    return _passes_on(
+        path,
+        obj,
+        lambda c: STORING_CALL.search(c.name) is not None and any(mentions(a, obj) for a in c.args),
+    )
 
 
 def _compatible(a: dict[str, bool], b: dict[str, bool]) -> bool:
@@ -175,8 +175,7 @@ def _compatible(a: dict[str, bool], b: dict[str, bool]) -> bool:
 def _exit_text(side: Side, path: _Path) -> tuple[str, int | None]:
     last = path.events[-1] if path.events else None
     if isinstance(last, Return):
-        lines = side.view.lines(side.file)
-        text = lines[last.line - 1].strip() if 0 < last.line <= len(lines) else ""
+        text = side.line_text(last.line)
         return (text or f"return {last.expr or ''};".replace(" ;", ";")), last.line
     return "the end of the function", None
 

@@ -313,7 +313,7 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
         via = ""
         if exit_line is not None and pin is None:
             variant = "lost-put-on-path"
-            via = _line_text(post, exit_line)
+            via = post.line_text(exit_line)
             evidence.append(f"still leaves through `{via}` at {post.file}:{exit_line}")
         hits.append(
             Hit(
@@ -337,11 +337,6 @@ def release_path_loses_put(env: Env, pre: Side, post: Side) -> list[Hit]:
 
 
 _EXIT_LINE = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+\s*|break\s*|continue\s*);")
-
-
-def _line_text(side: Side, line: int) -> str:
-    lines = side.view.lines(side.file)
-    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
 def _exit_loses_put(env: Env, pre: Side, post: Side, site: Call, family: str) -> int | None:

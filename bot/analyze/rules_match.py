@@ -111,6 +111,11 @@ class Side:
         (None when the patch removes it, or no diff is known)."""
         return post_line_of(self.diff, pre_line) if self.diff is not None else None
 
+    def line_text(self, line: int) -> str:
+        """The stripped text of `line` of this image ("" when not there)."""
+        lines = self.view.lines(self.file)
+        return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
     def shows(self, first: int, last: int) -> bool:
         """Every line from `first` to `last` is known on this side."""
         if self.shown_lines is None:
