@@ -753,7 +753,7 @@ struct page *take(struct zone *zone, int order)
 
 	spin_lock_irqsave(&zone->lock, flags);
 	do {
-		page = __rmqueue(zone, order);
+		page = free_list_take(zone, order);
 	} while (page && check_new_pages(page, order));
 	spin_unlock_irqrestore(&zone->lock, flags);
 	return page;
@@ -767,7 +767,7 @@ struct page *take(struct zone *zone, int order)
 
 	do {
 		spin_lock_irqsave(&zone->lock, flags);
-		page = __rmqueue(zone, order);
+		page = free_list_take(zone, order);
 		spin_unlock_irqrestore(&zone->lock, flags);
 	} while (page && check_new_pages(page, order));
 	return page;

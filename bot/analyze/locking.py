@@ -455,7 +455,7 @@ def _lock_lookup(key: str, post_locks: dict[str, list[tuple[int, int]]]) -> bool
 # A call that takes what it returns out of the shared structure (a queue, list,
 # free list, tree): the caller owns the object once the lock is dropped.
 _TAKES_OUT = re.compile(
-    r"(?:^|_)(?:rmqueue|dequeue|pop|take|isolate|remove|del|detach|steal|unlink)(?:_|$)"
+    r"(?:^|_)(?:dequeue|pop|take|isolate|remove|del|detach|steal|unlink)(?:_|$)"
 )
 
 
