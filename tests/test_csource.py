@@ -45,10 +45,14 @@ def test_every_reader_of_c_parses_through_the_one_parser(monkeypatch: pytest.Mon
     text = TEXT.replace("obj_release", "obj_release_once")  # not in any memo yet
     cfunc._parse(text, "mm/a.c")
     assert len(calls) == 1
+    # one parse of a text serves every reader of it: cfunc's definitions, the
+    # rules' flows and the simulator's facts
     flow_build.flows_in_text(text, "mm/b.c")
-    assert len(calls) == 2
     cfacts.parse_file("mm/c.c", text.encode())
-    assert len(calls) == 3
+    assert len(calls) == 1
+    csource.forget_trees()
+    cfacts.parse_file("mm/c.c", text.encode())
+    assert len(calls) == 2
 
 
 def test_the_lexicon_lists_heads_structs_includes_calls_and_ops_slots() -> None:
@@ -135,3 +139,42 @@ def test_a_partial_image_looks_up_its_own_file_in_the_tree_before_a_namesake(
     whole = SourceView({"mm/pool_b.c": hunk}, str(tmp_path))
     (other,) = whole.definitions("pool_shrink", "mm/pool_b.c")
     assert [c.name for c in other.calls] == ["pool_a_drain"]
+
+
+def test_arms_that_each_open_a_block_keep_the_first_arm_only() -> None:
+    text = (
+        "int f(struct pool *p)\n{\n"
+        "#ifdef CONFIG_POOL_DEBUG\n\tif (p->debug && p->ready) {\n"
+        "#else\n\tif (p->ready) {\n#endif\n"
+        "\t\treturn 1;\n\t}\n\treturn 0;\n}\n"
+    )
+    code = csource.code_text(text)
+    assert len(code.data) == len(text.encode())
+    assert "p->debug && p->ready" in code.text and "if (p->ready)" not in code.text
+    assert code.arms == ()  # nothing of the second arm is left to skip
+    assert "ERROR" not in str(csource.parse_code(text).root_node)
+
+
+def test_balanced_arms_are_both_code_and_the_later_one_is_marked() -> None:
+    text = (
+        "void f(struct obj *o)\n{\n"
+        "#ifdef CONFIG_OBJ /* a comment with { */\n\tkfree(o);\n"
+        "#elif defined(CONFIG_OTHER)\n\tvfree(o);\n"
+        "#else\n\to->ready = 1;\n#endif\n"
+        '\tpr_info("}");\n}\n'
+    )
+    code = csource.code_text(text)
+    data = text.encode()
+    assert len(code.data) == len(data) and "#" not in code.text
+    # the #elif and the #else arm (the configured build runs the first)
+    assert [data[a:b].decode() for a, b in code.arms] == ["\tvfree(o);\n", "\to->ready = 1;\n"]
+    (flow,) = flow_build.flows_in_text(text, "mm/f.c")
+    assert {c.name for c in flow.calls} == {"kfree", "vfree", "pr_info"}
+    arms = [n for n in flow.nodes.values() if n.kind == "arm"]
+    assert len(arms) == 2
+
+
+def test_an_unterminated_group_in_a_partial_image_keeps_every_line() -> None:
+    text = "\tkfree(o);\n#else\n\tif (x) {\n"
+    code = csource.code_text(text)
+    assert code.arms == () and "if (x) {" in code.text and "#else" not in code.text

@@ -352,11 +352,10 @@ def _images(patches: list[Path], tree: Path | None) -> list[tuple[str, str]]:
 def _check_spans(images: list[tuple[str, str]]) -> int:
     checked = 0
     for path, text in dict.fromkeys(images):  # a fix's post-image is its bug's pre-image
-        source = text.encode("utf-8")
-        info = parse_file(path, source)
+        info = parse_file(path, text)
         for name, nodes in info.functions.items():
             node = max(nodes, key=lambda n: n.end_byte - n.start_byte)
-            alone = parse_span(source, span_of(node))
+            alone = parse_span(info.source, span_of(node))
             assert alone is not None and same_subtree(alone, node), (path, name)
             checked += 1
     return checked

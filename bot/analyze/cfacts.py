@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.analyze.csource import (
+    CodeText,
     Lexicon,
     Span,
     TextKey,
     bounded_put,
     called_names,
+    code_text,
+    code_tree,
     disk_key,
-    parse,
+    forget_trees,
     parse_span,
     same_subtree,
     span_of,
@@ -108,6 +111,7 @@ class FileInfo:
     structs: dict[str, dict[str, str]] = field(
         default_factory=dict
     )  # struct -> field -> struct type
+    arms: tuple[tuple[int, int], ...] = ()  # later #else arms (csource.Code.arms)
     _callers: dict[str, list[str]] | None = None
 
     def callers(self) -> dict[str, list[str]]:
@@ -165,10 +169,15 @@ def _collect_struct(node: Node, out: dict[str, dict[str, str]]) -> None:
     scan(body)
 
 
-def parse_file(path: str, source: bytes) -> FileInfo:
-    """Parse one C file: its function definitions (every #ifdef variant) and structs."""
-    tree = parse(source)
-    info = FileInfo(path=path, source=source)
+def parse_file(path: str, text: str | bytes) -> FileInfo:
+    """Parse one C file: its function definitions (every #ifdef variant) and
+    structs, from the one parse of its text every reader shares (conditional
+    lines blanked: csource.code_tree); `source` holds the bytes parsed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    code = code_tree(text)
+    tree = code.tree
+    info = FileInfo(path=path, source=code.data, arms=code.arms)
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
@@ -197,9 +206,7 @@ def parsed(path: str, text: str) -> FileInfo:
     key = text_key(path, text)
     info = _PARSE_CACHE.get(key)
     if info is None:
-        info = bounded_put(
-            _PARSE_CACHE, key, parse_file(path, text.encode("utf-8")), _PARSE_CACHE_MAX
-        )
+        info = bounded_put(_PARSE_CACHE, key, parse_file(path, text), _PARSE_CACHE_MAX)
     return info
 
 
@@ -286,7 +293,7 @@ def _record_span(path: str, text: str, name: str, span: Span | None) -> None:
 
 _SPAN_CACHE: dict[tuple[TextKey, Span], tuple[FileInfo, Node] | None] = {}
 _SPAN_CACHE_MAX = 4096
-_SOURCES: dict[TextKey, bytes] = {}
+_SOURCES: dict[TextKey, CodeText] = {}
 _SOURCES_MAX = 64
 
 
@@ -296,14 +303,14 @@ def _span_definition(path: str, text: str, name: str, span: Span) -> tuple[FileI
     top-level node there."""
     key = (text_key(path, text), span)
     if key not in _SPAN_CACHE:
-        source = _SOURCES.get(key[0])
-        if source is None:
-            # the bytes every span of the text is parsed from, encoded once
-            source = bounded_put(_SOURCES, key[0], text.encode("utf-8"), _SOURCES_MAX)
-        node = parse_span(source, span)
+        code = _SOURCES.get(key[0])
+        if code is None:
+            # the bytes every span of the text is parsed from, blanked once
+            code = bounded_put(_SOURCES, key[0], code_text(text), _SOURCES_MAX)
+        node = parse_span(code.data, span)
         found = None
         if node is not None and (node.start_byte, node.end_byte) == span[:2]:
-            info = FileInfo(path=path, source=source)
+            info = FileInfo(path=path, source=code.data, arms=code.arms)
             info.functions[name] = [node]
             found = (info, node)
         bounded_put(_SPAN_CACHE, key, found, _SPAN_CACHE_MAX)
@@ -354,3 +361,4 @@ def clear_memos() -> None:
     """Forget every parse and fact kept in this process."""
     for memo in (_PARSE_CACHE, _FACTS_CACHE, _SPANS, _SPAN_CACHE, _SOURCES):
         memo.clear()
+    forget_trees()

@@ -96,9 +96,8 @@ def _parse_cached(text: str, path: str) -> tuple[CFunction, ...]:
 
 def _parse(text: str, path: str) -> tuple[CFunction, ...]:
     """parse_functions without the caches: tree-sitter, then the lexical scan."""
-    data = text.encode("utf-8", "replace")
     masked = mask(text)
-    found = ts_functions(text, data)
+    found = ts_functions(text)
     # Kernel functions start at column 0; a tree-sitter "definition" starting
     # indented is a loop macro (`list_for_each_entry(...) {`) in a partial image.
     lines = text.split("\n")

@@ -3,7 +3,7 @@ scan, and tree-sitter's file-scope definitions as offsets into the text.
 
     mask(text)                 comments, strings and directives blanked (offsets kept)
     calls_in(masked_body)      names used like calls, in source order
-    ts_functions(text, data)   file-scope definitions tree-sitter finds
+    ts_functions(text)         file-scope definitions tree-sitter finds
     scan_functions(masked)     `name(...) {` at column 0 that tree-sitter missed
     clip(found, ...)           end a definition at the first column-0 `}`
 
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.analyze.csource import parse
+from bot.analyze.csource import code_tree
 
 if TYPE_CHECKING:
     import tree_sitter
@@ -224,9 +224,10 @@ def _declarator_name(node: tree_sitter.Node | None) -> tuple[str | None, str]:
     return None, params
 
 
-def ts_functions(text: str, data: bytes) -> list[Found]:
-    """Function definitions tree-sitter finds at file scope (inside #if blocks too)."""
-    tree = parse(data)
+def ts_functions(text: str) -> list[Found]:
+    """Function definitions tree-sitter finds at file scope (both arms of an
+    #if too), in the text's one shared parse (csource.code_tree)."""
+    tree = code_tree(text).tree
     found: list[Found] = []
     # tree-sitter speaks UTF-8 byte offsets, the masked text str offsets. They
     # differ after each non-ASCII character (an author's name in a comment) by

@@ -3,6 +3,8 @@ is known of a file text by its content.
 
     parser() / parse(text)         this thread's tree-sitter-c parser; a raw parse
     parse_code(text)               a parse with #if/#else/#endif lines blanked
+    code_tree(text)                parse_code, once per text in the process: the one
+                                   parse every reader of a whole text shares
     parse_span(source, span)       the one definition at `span`, parsed alone
     Texts(files, tree_root)        patch images over the tree: every tree read goes
                                    through bot.safefs's checked reader, once per view
@@ -38,12 +40,19 @@ if TYPE_CHECKING:
     import tree_sitter
 
 __all__ = [
+    "Code",
+    "CodeText",
     "Lexicon",
     "Span",
     "TextKey",
     "Texts",
+    "blank_conditionals",
     "bounded_put",
+    "code_bytes",
+    "code_text",
+    "code_tree",
     "disk_key",
+    "forget_trees",
     "lexicon",
     "parse",
     "parse_code",
@@ -87,11 +96,149 @@ def parse_code(text: str) -> tree_sitter.Tree:
     #ifdef are code some config builds, and a partial image often holds an #if
     without its #endif, which would swallow the rest. A blanked line keeps its
     length (spaces), so every node's offsets are offsets into `text` too."""
-    return parse(_CONDITIONAL.sub(_spaces, text))
+    return parse(code_text(text).data)
 
 
 def _spaces(m: re.Match[str]) -> str:
     return " " * len(m.group().encode("utf-8", "replace"))
+
+
+# A conditional directive, read on a line whose comments and literals are blanked.
+_DIRECTIVE = re.compile(r"[ \t]*#[ \t]*(ifdef|ifndef|if|elif|else|endif)\b")
+# Comments and literals (their braces are not the code's).
+_NOISE = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
+_NOT_NL = re.compile(r"[^\n]")
+
+
+def blank_conditionals(text: str) -> str:
+    """`text` with its #if/#elif/#else/#endif lines blanked (see `code_text`)."""
+    return code_text(text).text
+
+
+@dataclass(frozen=True)
+class CodeText:
+    """What the parser reads of a text: the text with its conditional lines
+    blanked, its UTF-8 bytes, and `arms`: the byte ranges of the #else/#elif
+    arms kept as code (outermost first, sorted, disjoint), where the
+    configured build runs the first arm instead (the simulator's reading)."""
+
+    text: str
+    data: bytes
+    arms: tuple[tuple[int, int], ...]
+
+
+def code_text(text: str) -> CodeText:
+    """`text` with its #if/#elif/#else/#endif lines blanked, keeping both arms as
+    code, except where the arms are alternatives of one opening: a complete
+    group whose arms do not each balance their braces (`#ifdef A` / `if (x) {` /
+    `#else` / `if (y) {` / `#endif`) keeps its first arm only, since the two
+    arms one after the other are no C at all. Lengths in bytes are kept."""
+    if "#el" not in text:  # no arm to choose between
+        plain = _CONDITIONAL.sub(_spaces, text)
+        return CodeText(plain, plain.encode("utf-8", "replace"), ())
+    code = _NOISE.sub(lambda m: _NOT_NL.sub(" ", m.group()), text)
+    lines = text.split("\n")
+    blank = [False] * len(lines)
+    arms: list[tuple[int, int]] = []  # later arms kept as code: (first line, end line)
+    # open groups, innermost last: each a list of arms [first line, brace delta]
+    groups: list[list[list[int]]] = []
+    continued = False
+    for i, line in enumerate(code.split("\n")):
+        if continued:  # a directive's `\` continuation line
+            continued = line.endswith("\\")
+            continue
+        m = _DIRECTIVE.match(line)
+        if m is None:
+            if line.lstrip().startswith("#"):
+                continued = line.endswith("\\")
+            elif groups:
+                groups[-1][-1][1] += line.count("{") - line.count("}")
+            continue
+        continued = line.endswith("\\")
+        blank[i] = True
+        word = m.group(1)
+        if word.startswith("if"):
+            groups.append([[i + 1, 0]])
+        elif not groups:
+            continue  # an #else/#endif whose #if the text does not show
+        elif word in ("elif", "else"):
+            groups[-1].append([i + 1, 0])
+        else:
+            group = groups.pop()
+            ends = [arm[0] - 1 for arm in group[1:]] + [i]
+            later = list(zip((arm[0] for arm in group[1:]), ends[1:], strict=True))
+            if any(arm[1] for arm in group):
+                for first, end in later:
+                    for j in range(first, end):
+                        blank[j] = True
+            else:
+                arms += later
+            if groups:
+                groups[-1][-1][1] += group[0][1]
+    out = "\n".join(
+        " " * len(line.encode("utf-8", "replace")) if gone else line
+        for line, gone in zip(lines, blank, strict=True)
+    )
+    data = out.encode("utf-8", "replace")
+    if not arms:
+        return CodeText(out, data, ())
+    starts = [0]  # byte offset of each line
+    for line in lines:
+        starts.append(starts[-1] + len(line.encode("utf-8", "replace")) + 1)
+    outer: list[tuple[int, int]] = []
+    for first, end in sorted(arms, key=lambda a: (a[0], -a[1])):
+        if outer and first < outer[-1][1]:
+            continue  # inside a later arm already kept apart
+        outer.append((first, end))
+    return CodeText(out, data, tuple((starts[f], starts[e]) for f, e in outer if f < e))
+
+
+def code_bytes(text: str) -> bytes:
+    """The bytes parse_code parses: `text` as UTF-8 with its conditional lines
+    blanked (same length, so a node's byte offsets hold in the raw text too)."""
+    return code_text(text).data
+
+
+@dataclass(frozen=True)
+class Code:
+    """One parse of a text (see code_tree): the bytes parsed, the tree, and the
+    byte ranges of its later #else/#elif arms (CodeText.arms)."""
+
+    data: bytes
+    tree: tree_sitter.Tree
+    arms: tuple[tuple[int, int], ...]
+
+
+# text -> (the text, its Code). One parse per text, shared by every reader of
+# whole texts (cfunc's definitions, the flow index, the simulator's facts):
+# keyed by the text itself (length and hash, the text kept to compare),
+# bounded by count and by the bytes the trees stand for.
+_TREES: dict[tuple[int, int], tuple[str, Code]] = {}
+_TREES_MAX = 128
+_TREES_MAX_BYTES = 24 << 20
+
+
+def code_tree(text: str) -> Code:
+    """parse_code(text), the bytes it parsed and its arms, once per text in the process."""
+    key = (len(text), hash(text))
+    hit = _TREES.get(key)
+    if hit is not None and hit[0] == text:
+        _TREES[key] = _TREES.pop(key)  # most recently used last
+        return hit[1]
+    blanked = code_text(text)
+    found = Code(blanked.data, parser().parse(blanked.data), blanked.arms)
+    _TREES.pop(key, None)
+    _TREES[key] = (text, found)
+    total = sum(len(v[1].data) for v in _TREES.values())
+    while len(_TREES) > _TREES_MAX or (total > _TREES_MAX_BYTES and len(_TREES) > 1):
+        oldest = next(iter(_TREES))
+        total -= len(_TREES.pop(oldest)[1].data)
+    return found
+
+
+def forget_trees() -> None:
+    """Drop the kept parses (tests; a worker between unrelated trees)."""
+    _TREES.clear()
 
 
 # (start byte, end byte, start row, start column, end row, end column)

@@ -16,6 +16,7 @@ program from it (simulate/lower.py).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from bot import cache
-from bot.analyze.csource import parse_code
+from bot.analyze.csource import code_text, code_tree, parse
 from bot.analyze.flow import (
     NO_SPAN,
     Assign,
@@ -113,8 +114,16 @@ def _is_statement(n: ts.Node) -> bool:
 
 
 class _Builder:
-    def __init__(self, file: str, line0: int, syntax: dict[int, Syntax] | None = None) -> None:
+    def __init__(
+        self,
+        file: str,
+        line0: int,
+        syntax: dict[int, Syntax] | None = None,
+        arms: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         self.file = file
+        self.arms = arms
+        self.arm_starts = [a for a, _ in arms]
         self.line0 = line0  # absolute line of tree row 0
         self.nodes: dict[int, Node] = {}
         self.labels: dict[str, int] = {}
@@ -357,14 +366,38 @@ class _Builder:
             items.append((s, None))
             i += 1
         cur = nxt
-        for s, body in reversed(items):
-            if body is None:
-                cur = self.stmt(s, cur, ctx)
-                continue
-            head = self._with_cursors(self.events(s, ctx.guards))
-            call = s.named_children[0] if s.named_children else s
-            cur = self.macro_loop(head, call, body, cur, ctx, s)
+        end = len(items)
+        while end > 0:
+            arm = self._arm_of(items[end - 1][0])
+            start = end - 1
+            while arm is not None and start > 0 and self._arm_of(items[start - 1][0]) == arm:
+                start -= 1
+            after = cur
+            for s, body in reversed(items[start:end]):
+                cur = self._item(s, body, cur, ctx)
+            if arm is not None:
+                # an #else/#elif arm kept as code (csource.CodeText.arms): the
+                # rules walk it in turn, the simulator's configured build skips it
+                node = self.new("arm", None, ctx)
+                node.succ = [(cur, None)]
+                node.exit = after
+                cur = node.id
+            end = start
         return cur
+
+    def _item(self, s: ts.Node, body: ts.Node | None, nxt: int, ctx: _Ctx) -> int:
+        if body is None:
+            return self.stmt(s, nxt, ctx)
+        head = self._with_cursors(self.events(s, ctx.guards))
+        call = s.named_children[0] if s.named_children else s
+        return self.macro_loop(head, call, body, nxt, ctx, s)
+
+    def _arm_of(self, s: ts.Node) -> int | None:
+        """The index of the later #if arm `s` starts in, if any."""
+        if not self.arms:
+            return None
+        k = bisect.bisect_right(self.arm_starts, s.start_byte) - 1
+        return k if k >= 0 and s.start_byte < self.arms[k][1] else None
 
     def _with_cursors(self, head: list[Event]) -> list[Event]:
         call = next((e for e in reversed(head) if isinstance(e, Call)), None)
@@ -586,11 +619,17 @@ def find_definitions(root: ts.Node) -> Iterator[FunctionNode]:
 
 
 def build_flow(
-    fn: FunctionNode, file: str, line0: int, syntax: dict[int, Syntax] | None = None
+    fn: FunctionNode,
+    file: str,
+    line0: int,
+    syntax: dict[int, Syntax] | None = None,
+    arms: tuple[tuple[int, int], ...] = (),
 ) -> Flow:
     """The control-flow graph of `fn`; `line0` is the absolute line of tree row 0.
-    `syntax`, when given, is filled with the syntax of each node (see Syntax)."""
-    b = _Builder(file, line0, syntax)
+    `syntax`, when given, is filled with the syntax of each node (see Syntax);
+    `arms`, the later #else/#elif arms of the parsed text (csource.Code.arms),
+    whose statements start at an "arm" node."""
+    b = _Builder(file, line0, syntax, arms)
     for lab in _labels(fn.body):
         b.labels[lab] = b.new("label").id
     entry = b.stmt(fn.body, b.exit, _Ctx())
@@ -622,8 +661,10 @@ def _labels(n: ts.Node) -> Iterator[str]:
 @lru_cache(maxsize=256)
 def flows_in_text(text: str, file: str) -> tuple[Flow, ...]:
     """Every function definition in a file's text, as flows (parsed once per text)."""
-    tree = parse_code(text)
-    return tuple(build_flow(fn, file, 1) for fn in find_definitions(tree.root_node))
+    code = code_tree(text)
+    return tuple(
+        build_flow(fn, file, 1, arms=code.arms) for fn in find_definitions(code.tree.root_node)
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -635,8 +676,9 @@ def flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
 
 
 def _flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
-    tree = parse_code(text)
+    code = code_text(text)
+    tree = parse(code.data)
     fns = list(find_definitions(tree.root_node))
     if not fns:
         return None
-    return build_flow(fns[0], file, start_line)
+    return build_flow(fns[0], file, start_line, arms=code.arms)

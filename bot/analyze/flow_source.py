@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
-from bot.analyze.csource import Texts, lexicon, parse_code
+from bot.analyze.csource import Texts, code_tree, lexicon
 from bot.analyze.flow import (
     Assume,
     Call,
@@ -101,9 +101,10 @@ class _FileIndex:
         if self._nodes is None:
             self._tree, self._nodes = _definitions(self.text)
         flows: list[Flow] = []
+        arms = code_tree(self.text).arms
         for fn in self._nodes.get(name, ()):
             try:
-                flows.append(build_flow(fn, self.path, 1))
+                flows.append(build_flow(fn, self.path, 1, arms=arms))
             except RecursionError:
                 continue  # too deeply nested to follow: treat as unknown
         return tuple(flows)
@@ -112,7 +113,7 @@ class _FileIndex:
 def _definitions(text: str) -> tuple[ts.Tree, dict[str, list[FunctionNode]]]:
     # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
     # definition tree-sitter cannot see is one we do not follow calls into.
-    tree = parse_code(text)
+    tree = code_tree(text).tree
     nodes: dict[str, list[FunctionNode]] = {}
     for fn in find_definitions(tree.root_node):
         nodes.setdefault(fn.name, []).append(fn)

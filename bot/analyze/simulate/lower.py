@@ -68,7 +68,7 @@ class _Lowering(ExprTranslator):
         self.syntax: dict[int, Syntax] = {}
         body = node.child_by_field_name("body")
         fn = FunctionNode(name, body or node, node.child_by_field_name("declarator"), 0)
-        self.flow: Flow = build_flow(fn, info.path, 1, syntax=self.syntax)
+        self.flow: Flow = build_flow(fn, info.path, 1, syntax=self.syntax, arms=info.arms)
         self.notes: list[str] = []
         self.blocks: dict[_Key, _Block] = {}
         self.current = _Block(0)  # the block being emitted
