@@ -66,7 +66,6 @@ _SHAPES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
     for name, top, items in (
         ("cfunc", "builtins.tuple", "bot.model.CFunction"),
         ("definitions", "builtins.dict", "builtins.tuple"),
-        ("flow", "bot.analyze.flow.Flow builtins.NoneType", ""),
         ("flows-named", "builtins.tuple", "bot.analyze.flow.Flow"),
         ("lexical", "builtins.tuple", "builtins.frozenset builtins.tuple"),
         ("review", "bot.review_cache.Kept", ""),

@@ -202,7 +202,7 @@ def test_the_cli_fills_the_cache_and_no_cache_leaves_it_alone(tmp_path: Path) ->
     cmd += ["--tree", str(example / "tree"), "-q", "--format", "json"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert first.returncode == 1, first.stderr
-    for namespace in ("rules", "vocabulary", "cfunc", "flow"):
+    for namespace in ("rules", "vocabulary", "cfunc", "flows-named"):
         assert _entries(tmp_path / "c1", namespace), namespace
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert second.returncode == 1 and second.stdout == first.stdout

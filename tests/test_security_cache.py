@@ -120,14 +120,14 @@ def test_an_entry_of_the_earlier_format_is_a_miss(cache_dir: Path) -> None:
 
 
 def test_a_value_of_the_wrong_type_is_a_miss(cache_dir: Path) -> None:
-    cache.put("flow", "k", "not a flow")
+    cache.put("sim-facts", "k", "not the facts of a file")
     cache.put("rules", "k", ("not a rule",))
     cache.flush()
-    assert cache.get("flow", "k") is None
+    assert cache.get("sim-facts", "k") is None
     assert cache.get("rules", "k") is None
-    assert cache.get("flow", "none") is None
-    cache.put("flow", "none", None)
-    assert cache.get("flow", "none") == (None,)
+    assert cache.get("sim-facts", "none") is None
+    cache.put("sim-facts", "none", None)
+    assert cache.get("sim-facts", "none") == (None,)
 
 
 def test_values_round_trip_keeping_shared_objects() -> None:

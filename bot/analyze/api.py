@@ -126,6 +126,17 @@ class Vocabulary:
             self._by_role[role] = got
         return got
 
+    def callback_takers(self) -> frozenset[str]:
+        """All call names with a role that is given a callback (`callback_arg`)."""
+        key = "\0callback"
+        got = self._by_role.get(key)
+        if got is None:
+            got = frozenset(
+                n for n, rs in self._by_name.items() if any(r.callback_arg is not None for r in rs)
+            )
+            self._by_role[key] = got
+        return got
+
     def effects_of(self, name: str) -> tuple[str, ...]:
         """Side effects the data records for `name` (may_release_pages, ...)."""
         return self._effects.get(name, ())

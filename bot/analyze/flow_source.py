@@ -339,14 +339,14 @@ class SourceView:
         for name in idx.by_name:
             yield from idx.flows_named(name)
 
-    def flows_mentioning(self, path: str, name: str) -> Iterator[Flow]:
-        """The functions of `path` whose body spells `name` (the only ones that
-        can call it): built without building the file's other functions."""
+    def flows_mentioning(self, path: str, name: str | frozenset[str]) -> Iterator[Flow]:
+        """The functions of `path` whose body spells `name` (or one of the names:
+        the only ones that can call it), built without the file's other functions."""
         text = self.text(path)
         if not text:
             return
         idx = _index(text, path)
-        for fn in idx.names_mentioning(frozenset({name})):
+        for fn in idx.names_mentioning(name if isinstance(name, frozenset) else frozenset({name})):
             yield from idx.flows_named(fn)
 
     def _candidate_paths(self, near: str) -> list[str]:
@@ -424,8 +424,8 @@ class SourceView:
         )
         for path in paths:
             text = self.text(path)
-            if not text:
-                continue
+            if not text or not lexicon(text).called & inits:
+                continue  # no init call spelled anywhere in it: nothing to parse
             idx = _index(text, path)
             flows = [f for name in idx.names_mentioning(inits) for f in idx.flows_named(name)]
             for flow in flows:

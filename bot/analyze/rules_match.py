@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
+from bot.analyze.csource import lexicon
 from bot.analyze.flow import (
     Assign,
     Assume,
@@ -263,8 +264,12 @@ def _loc(file: str, call: Call) -> str:
 
 def _callback_names(vocab: Vocabulary, view: SourceView, file: str) -> set[str]:
     names = {cb for cbs in view.callbacks_of(vocab, file).values() for cb, _ in cbs}
-    for path in [file, *view.files]:
-        for flow in view.flows_in(path):
+    takers = vocab.callback_takers()
+    for path in dict.fromkeys([file, *view.files]):
+        # only a function that spells a callback-taking call can register one
+        if not lexicon(view.text(path) or "").called & takers:
+            continue
+        for flow in view.flows_mentioning(path, takers):
             for call in flow.calls:
                 for role in vocab.roles_of(call.name):
                     if role.callback_arg is not None and role.callback_arg < len(call.args):
