@@ -178,3 +178,21 @@ def test_an_unterminated_group_in_a_partial_image_keeps_every_line() -> None:
     text = "\tkfree(o);\n#else\n\tif (x) {\n"
     code = csource.code_text(text)
     assert code.arms == () and "if (x) {" in code.text and "#else" not in code.text
+
+
+def test_kept_parses_are_bounded_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    csource.forget_trees()
+    monkeypatch.setattr(csource, "_TREES_MAX", 2)
+    texts = [f"int f{i}(void)\n{{\n\treturn {i};\n}}\n" for i in range(3)]
+    first = csource.code_tree(texts[0])
+    assert csource.code_tree(texts[0]) is first  # kept
+    for text in texts[1:]:
+        csource.code_tree(text)
+    assert len(csource._TREES) == 2 and csource.code_tree(texts[0]) is not first
+    assert csource._TREES_BYTES[0] == sum(len(c.data) for _, c in csource._TREES.values())
+    monkeypatch.setattr(csource, "_TREES_MAX_BYTES", 1)
+    csource.code_tree(texts[1])
+    csource.code_tree("int g(void);\n")
+    assert len(csource._TREES) == 1  # over the byte bound: only the newest stays
+    csource.forget_trees()
+    assert csource._TREES_BYTES[0] == 0

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from bot.analyze.api import Vocabulary
+from bot.analyze.csource import lexicon
 from bot.analyze.flow import Call, Event, Flow, explore
 from bot.analyze.flow_source import SourceView
 
@@ -70,7 +72,9 @@ def _callers_hold(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) ->
 
 def _callers_hold_uncached(flow: Flow, view: SourceView, file: str, vocab: Vocabulary) -> bool:
     callers: list[Flow] = []
-    for path in [file, *view.files]:
+    for path in dict.fromkeys([file, *view.files]):
+        if not _may_call(view.text(path) or "", flow.name):
+            continue  # no `name(` but its own definition: nothing to parse here
         for f in view.flows_mentioning(path, flow.name):
             if f.name != flow.name and any(c.name == flow.name for c in f.calls):
                 callers.append(f)
@@ -79,6 +83,30 @@ def _callers_hold_uncached(flow: Flow, view: SourceView, file: str, vocab: Vocab
     if not callers:
         return False
     return all(_every_call_held(c, flow.name, vocab) for c in callers)
+
+
+@lru_cache(maxsize=1024)
+def _call_pattern(name: str) -> re.Pattern[str]:
+    # no leading \b: a pattern that starts with a literal is searched fast
+    return re.compile(rf"{re.escape(name)}\s*\(")
+
+
+def _may_call(text: str, name: str) -> bool:
+    """Whether `text` may call `name`: it spells `name(` more often than it
+    defines `name` (a lexical superset of the calls, read before any parse)."""
+    lex = lexicon(text)
+    if name not in lex.called:
+        return False
+    spelled = 0
+    defined = 1 if name in lex.defines else 0
+    for m in _call_pattern(name).finditer(text):
+        before = text[m.start() - 1] if m.start() else " "
+        if before.isalnum() or before == "_":
+            continue  # the tail of a longer name
+        spelled += 1
+        if spelled > defined:
+            return True
+    return False
 
 
 def _every_call_held(caller: Flow, name: str, vocab: Vocabulary) -> bool:

@@ -216,6 +216,7 @@ class Code:
 _TREES: dict[tuple[int, int], tuple[str, Code]] = {}
 _TREES_MAX = 128
 _TREES_MAX_BYTES = 24 << 20
+_TREES_BYTES = [0]  # the bytes of the texts _TREES holds
 
 
 def code_tree(text: str) -> Code:
@@ -227,18 +228,20 @@ def code_tree(text: str) -> Code:
         return hit[1]
     blanked = code_text(text)
     found = Code(blanked.data, parser().parse(blanked.data), blanked.arms)
-    _TREES.pop(key, None)
+    if hit is not None:  # another text of the same length and hash
+        _TREES_BYTES[0] -= len(_TREES.pop(key)[1].data)
     _TREES[key] = (text, found)
-    total = sum(len(v[1].data) for v in _TREES.values())
-    while len(_TREES) > _TREES_MAX or (total > _TREES_MAX_BYTES and len(_TREES) > 1):
+    _TREES_BYTES[0] += len(found.data)
+    while len(_TREES) > _TREES_MAX or (_TREES_BYTES[0] > _TREES_MAX_BYTES and len(_TREES) > 1):
         oldest = next(iter(_TREES))
-        total -= len(_TREES.pop(oldest)[1].data)
+        _TREES_BYTES[0] -= len(_TREES.pop(oldest)[1].data)
     return found
 
 
 def forget_trees() -> None:
     """Drop the kept parses (tests; a worker between unrelated trees)."""
     _TREES.clear()
+    _TREES_BYTES[0] = 0
 
 
 # (start byte, end byte, start row, start column, end row, end column)
