@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from bot import cache
 from bot.analyze import cfacts, csource
 from bot.analyze.cfacts import FileInfo, node_text
-from bot.analyze.csource import bounded_put, disk_key, text_key
+from bot.analyze.csource import bounded_put, disk_key, lexicon, text_key
 from bot.analyze.flow_build import FunctionNode, build_flow
 from bot.analyze.simulate.lower import lower_function
 from bot.analyze.simulate.program import (
@@ -296,7 +296,11 @@ class Extractor:
         is neither parsed nor looked up."""
         key = (*text_key(path, text), self.effects.fingerprint, self.generic_types)
         memo = _BINDINGS_CACHE.get(key)
-        if memo is None and any(n in text for n in names):
+        # a binding is a call: only the binding APIs the text spells as calls
+        # (its lexicon, read once per text) can make one
+        called = lexicon(text).called
+        names = [n for n in names if n in called]
+        if memo is None and names:
             bdisk = _bindings_disk_key(path, text, self.effects, self.generic_types)
             hit = cache.get(_BINDINGS_NAMESPACE, bdisk) if bdisk is not None else None
             if hit is not None and isinstance(hit[0], _FileBindings):
@@ -307,7 +311,7 @@ class Extractor:
             self._remember(key, memo)
             return list(memo.bindings)
         memo = _FileBindings()
-        if any(n in text for n in names):
+        if names:
             info = self.sources.parsed(path)
             if info is not None:
                 needles = [n.encode("utf-8") for n in names]
