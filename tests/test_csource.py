@@ -196,3 +196,23 @@ def test_kept_parses_are_bounded_by_count_and_bytes(monkeypatch: pytest.MonkeyPa
     assert len(csource._TREES) == 1  # over the byte bound: only the newest stays
     csource.forget_trees()
     assert csource._TREES_BYTES[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("x = obj_get (o);", "obj_get"),
+        ("x = my_obj_get(o);", "obj_get"),
+        ("obj_get\n\t(o)", "obj_get"),
+        ("obj_getter(o)", "obj_get"),
+        ("/* obj_get */ obj_get(a); obj_get(b);", "obj_get"),
+        ("", "f"),
+        ("f", "f"),
+    ],
+)
+def test_calls_spelled_agrees_with_the_pattern(text: str, name: str) -> None:
+    import re
+
+    count = len(re.findall(rf"\b{re.escape(name)}\s*\(", text))
+    for more_than in range(3):
+        assert csource.calls_spelled(text, name, more_than=more_than) == (count > more_than)

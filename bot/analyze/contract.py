@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 
 from bot.analyze.api import Vocabulary
-from bot.analyze.csource import lexicon
+from bot.analyze.csource import calls_spelled, lexicon
 from bot.analyze.flow import Call, Event, Flow, explore
 from bot.analyze.flow_source import SourceView
 
@@ -85,28 +84,13 @@ def _callers_hold_uncached(flow: Flow, view: SourceView, file: str, vocab: Vocab
     return all(_every_call_held(c, flow.name, vocab) for c in callers)
 
 
-@lru_cache(maxsize=1024)
-def _call_pattern(name: str) -> re.Pattern[str]:
-    # no leading \b: a pattern that starts with a literal is searched fast
-    return re.compile(rf"{re.escape(name)}\s*\(")
-
-
 def _may_call(text: str, name: str) -> bool:
     """Whether `text` may call `name`: it spells `name(` more often than it
     defines `name` (a lexical superset of the calls, read before any parse)."""
     lex = lexicon(text)
     if name not in lex.called:
         return False
-    spelled = 0
-    defined = 1 if name in lex.defines else 0
-    for m in _call_pattern(name).finditer(text):
-        before = text[m.start() - 1] if m.start() else " "
-        if before.isalnum() or before == "_":
-            continue  # the tail of a longer name
-        spelled += 1
-        if spelled > defined:
-            return True
-    return False
+    return calls_spelled(text, name, more_than=1 if name in lex.defines else 0)
 
 
 def _every_call_held(caller: Flow, name: str, vocab: Vocabulary) -> bool:

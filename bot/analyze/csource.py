@@ -48,6 +48,7 @@ __all__ = [
     "Texts",
     "blank_conditionals",
     "bounded_put",
+    "calls_spelled",
     "code_bytes",
     "code_text",
     "code_tree",
@@ -436,6 +437,7 @@ _DEF_START = re.compile(r"(?:[A-Za-z_][^;{}()\n=]*?[\s*])?([A-Za-z_]\w*)\s*\(")
 _LINE_START = re.compile(r"\n[A-Za-z_]")
 _STRUCT_BODY = re.compile(r"struct\s+([A-Za-z_]\w*)\s*\{")
 _WORD_CHAR = re.compile(r"\w")
+_OPEN_PAREN = re.compile(r"\s*\(")
 _CALL_REVERSED = re.compile(r"\(\s*(\w+)")  # `name (` read backwards
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 # `^\s*#\s*include\s*([<"])([\w/.\-]+)[>"]` (re.M), matched from the `#` on (see directives)
@@ -472,6 +474,23 @@ def struct_bodies(text: str) -> list[str]:
         out.append(m.group(1))
         pos = m.end()
     return out
+
+
+def calls_spelled(text: str, name: str, *, more_than: int = 0) -> bool:
+    """Whether `text` spells `name(` (as `\\bname\\s*\\(` would find it) more
+    than `more_than` times: str.find, no pattern compiled per name (a review
+    asks this of many names, past the re module's cache)."""
+    seen = 0
+    width = len(name)
+    at = text.find(name) if name else -1
+    while at >= 0:
+        nxt = at + width
+        if (at == 0 or not _WORD_CHAR.match(text, at - 1)) and _OPEN_PAREN.match(text, nxt):
+            seen += 1
+            if seen > more_than:
+                return True
+        at = text.find(name, at + 1)
+    return False
 
 
 def called_names(text: str) -> frozenset[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
-from bot.analyze.csource import lexicon
+from bot.analyze.csource import calls_spelled, lexicon
 from bot.analyze.flow import (
     Assign,
     Assume,
@@ -366,7 +366,7 @@ def _read_globals(side: Side) -> frozenset[str]:
     local = declared_names(body)
     out = file_scope_names(text) - local
     head = lines[flow.start_line - 1 : flow.start_line + 1] if flow.start_line >= 1 else []
-    if any(re.search(rf"\b{re.escape(flow.name)}\s*\(", h) for h in head):
+    if any(calls_spelled(h, flow.name) for h in head):
         # the whole definition is in view: a name it assigns without declaring
         # it (nor taking it as a parameter) is file scope, declared elsewhere
         assigned = {
