@@ -11,10 +11,25 @@ from bot.analyze.flow import Call
 from bot.analyze.flow_source import flow_of
 from bot.model import FileDiff, Finding, FunctionChange, LineKind, Status
 
+# diff -> its changed lines: every rule asks of every file diff of a series
+_CHANGED: dict[int, tuple[FileDiff, tuple[frozenset[int], frozenset[int]]]] = {}
+
 
 def changed_lines(diff: FileDiff | None) -> tuple[frozenset[int], frozenset[int]]:
+    """The pre-image lines `diff` removes and the post-image lines it adds."""
     if diff is None:
         return frozenset(), frozenset()
+    hit = _CHANGED.get(id(diff))
+    if hit is not None and hit[0] is diff:
+        return hit[1]
+    if len(_CHANGED) > 256:
+        _CHANGED.clear()  # a worker's memo stays small: the last series' diffs
+    found = _changed_lines(diff)
+    _CHANGED[id(diff)] = (diff, found)
+    return found
+
+
+def _changed_lines(diff: FileDiff) -> tuple[frozenset[int], frozenset[int]]:
     removed = {
         hl.source_line
         for h in diff.hunks

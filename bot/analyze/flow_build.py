@@ -629,8 +629,9 @@ def build_flow(
     `arms`, the later #else/#elif arms of the parsed text (csource.Code.arms),
     whose statements start at an "arm" node."""
     b = _Builder(file, line0, syntax, arms)
-    for lab in _labels(fn.body):
-        b.labels[lab] = b.new("label").id
+    if _MAY_LABEL.search(fn.body.text or b""):  # a walk of every node only then
+        for lab in _labels(fn.body):
+            b.labels[lab] = b.new("label").id
     entry = b.stmt(fn.body, b.exit, _Ctx())
     for nid in b.labels.values():
         if not b.nodes[nid].succ:
@@ -648,6 +649,10 @@ def build_flow(
         exit=b.exit,
         calls=calls,
     )
+
+
+# `name :` anywhere (a superset of the labels: `case X:`, `a ? b : c` too)
+_MAY_LABEL = re.compile(rb"[A-Za-z_]\w*\s*:(?!:)")
 
 
 def _labels(n: ts.Node) -> Iterator[str]:
