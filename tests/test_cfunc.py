@@ -385,3 +385,20 @@ def test_ifdef_twins_touched_in_separate_hunks_stay_apart() -> None:
     assert first.pre is not None and first.pre.start_line == 11 and first.pre.end_line == 14
     assert second.post is not None and second.post.calls == ()
     assert first.post is not None and first.post.calls == ("pool_alloc_node",)
+
+
+def test_mask_blanks_comments_literals_and_directives_in_place() -> None:
+    from bot.analyze.cscan import mask
+
+    text = (
+        '#define F(x) { \\\n\tx; }\nint f(void) /* a { */\n{\n\tchar *s = "}{";\n'
+        "\tint c = '{'; // }\n#if A\n\treturn 0;\n#endif\n\tx = \"open\n# not a directive\n}\n"
+    )
+    masked = mask(text)
+    assert len(masked) == len(text)
+    assert [i for i, c in enumerate(masked) if c == "\n"] == [
+        i for i, c in enumerate(text) if c == "\n"
+    ]
+    braces = "".join(c for c in masked if c in "{}")
+    assert braces == "{}"  # only the body's own braces are left
+    assert "return 0;" in masked and "#if" not in masked and "not a directive" in masked

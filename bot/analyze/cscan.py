@@ -84,9 +84,9 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 CLOSER = re.compile(r"^\}\s*(?:/[*/].*)?$")
 LABEL = re.compile(r"^[A-Za-z_]\w*:\s*$")
 # Where mask has to look again: outside directives, and inside one.
-_MASK_STOP = re.compile(r"[\n/\"']")
+_MASK_STOP = re.compile(r"[/\"']|\n[ \t]*#")
+_DIRECTIVE_HEAD = re.compile(r"[ \t]*#")
 _DIRECTIVE_STOP = re.compile(r"[\n\\/]")
-_NOT_NEWLINE = re.compile(r"[^\n]")
 _PARENS = re.compile(r"[()]")
 _BRACES = re.compile(r"[{}]")
 _NEWLINE = re.compile(r"\n")
@@ -97,73 +97,84 @@ _NEWLINE = re.compile(r"\n")
 
 def _blank(text: str) -> str:
     """`text` with every character but newlines turned into a space."""
-    return _NOT_NEWLINE.sub(" ", text)
+    if "\n" not in text:
+        return " " * len(text)
+    return "\n".join(" " * len(line) for line in text.split("\n"))
 
 
 def mask(text: str) -> str:
     """Return `text` with comments, string/char literals and preprocessor lines
-    replaced by spaces (newlines kept), so offsets and line numbers still match."""
-    out = list(text)
+    replaced by spaces (newlines kept), so offsets and line numbers still match.
+
+    A directive is a `#` first on a line (after blanks) that the scan reaches
+    at a line start: not one on the line after an unterminated literal, which
+    runs on to the next line."""
     n = len(text)
-    i = 0
-    line_start = True
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line_start = True
-            i += 1
-            continue
-        if line_start and c in " \t":
-            i += 1
-            continue
-        if line_start and c == "#":
-            # A directive runs to the end of the line, or further with `\` continuations;
-            # `#define F(x) { ... }` must not count as a brace at file scope.
-            while i < n and text[i] != "\n":
-                if text[i] == "\\" and i + 1 < n and text[i + 1] == "\n":
-                    out[i] = " "
-                    i += 2
-                    continue
-                if text.startswith("/*", i):
-                    end = text.find("*/", i + 2)
-                    end = n if end < 0 else end + 2
-                    out[i:end] = _blank(text[i:end])
-                    i = end
-                    continue
-                # Plain directive text up to the next character that matters here.
-                m = _DIRECTIVE_STOP.search(text, i + 1)
-                end = m.start() if m else n
-                out[i:end] = " " * (end - i)
+    spans: list[tuple[int, int]] = []  # [lo, hi) to blank, in order, disjoint
+    head = _DIRECTIVE_HEAD.match(text)
+    i = _directive(text, head.end() - 1, spans) if head else 0
+    while True:
+        m = _MASK_STOP.search(text, i)
+        if m is None:
+            break
+        at = m.start()
+        c = text[at]
+        if c == "\n":  # a directive: `#` first on its line
+            i = _directive(text, m.end() - 1, spans)
+        elif c == "/":
+            if text.startswith("/*", at):
+                end = text.find("*/", at + 2)
+                end = n if end < 0 else end + 2
+                spans.append((at, end))
                 i = end
-            continue
-        line_start = False
-        if c == "/" and text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            out[i:end] = _blank(text[i:end])
-            i = end
-            continue
-        if c == "/" and text.startswith("//", i):
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            out[i:end] = " " * (end - i)
-            i = end
-            continue
-        if c in "\"'":
-            quote = c
-            j = i + 1
-            while j < n and text[j] != quote and text[j] != "\n":
+            elif text.startswith("//", at):
+                end = text.find("\n", at)
+                end = n if end < 0 else end
+                spans.append((at, end))
+                i = end
+            else:
+                i = at + 1
+        else:  # a quote: the literal runs to its closing quote or the line's end
+            j = at + 1
+            while j < n and text[j] != c and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
             end = min(j + 1, n)
-            lo, hi = i + 1, (end - 1 if end - 1 > i else end)
+            lo, hi = at + 1, (end - 1 if end - 1 > at else end)
             if hi > lo:
-                out[lo:hi] = _blank(text[lo:hi])
+                spans.append((lo, hi))
+            i = end
+    pieces: list[str] = []
+    done = 0
+    for lo, hi in spans:  # in order and disjoint
+        pieces.append(text[done:lo])
+        pieces.append(_blank(text[lo:hi]))
+        done = hi
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _directive(text: str, i: int, spans: list[tuple[int, int]]) -> int:
+    """Blank the directive whose `#` is at `i`: to the end of its line, or
+    further with `\\` continuations (`#define F(x) { ... }` must not count as a
+    brace at file scope). Returns where it ends (its newline, or the end)."""
+    n = len(text)
+    while i < n and text[i] != "\n":
+        if text[i] == "\\" and i + 1 < n and text[i + 1] == "\n":
+            spans.append((i, i + 1))
+            i += 2
+            continue
+        if text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            spans.append((i, end))
             i = end
             continue
-        # Ordinary code: nothing changes until the next newline, slash or quote.
-        m = _MASK_STOP.search(text, i + 1)
-        i = m.start() if m else n
-    return "".join(out)
+        # Plain directive text up to the next character that matters here.
+        m = _DIRECTIVE_STOP.search(text, i + 1)
+        end = m.start() if m else n
+        spans.append((i, end))
+        i = end
+    return i
 
 
 def calls_in(masked_body: str) -> tuple[str, ...]:
