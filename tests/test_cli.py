@@ -231,3 +231,23 @@ def test_review_parses_without_building_the_other_subcommands() -> None:
     assert vars(alone.parse_args(argv)) == vars(full.parse_args(argv))
     sub = next(a for a in alone._actions if a.dest == "command")
     assert set(sub.choices) == {"review"}  # type: ignore[arg-type]
+
+
+def test_a_review_ends_with_everything_written_and_a_closed_pipe_is_no_error(
+    tmp_path: Path,
+) -> None:
+    # `bot review` ends without tearing the interpreter down (bot.cli.run): the
+    # whole review still reaches stdout, the cache's exit handler still runs
+    cache_dir = tmp_path / "cache"
+    env = {"PATH": "/usr/bin:/bin", "BOT_CACHE_DIR": str(cache_dir), "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "bot", "review", str(EXAMPLE / "series.mbox")]
+    cmd += ["--tree", str(EXAMPLE / "tree"), "--format", "json"]
+    whole = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert whole.returncode == 1, whole.stderr
+    assert json.loads(whole.stdout)["findings"]
+    assert (cache_dir / "cache.sqlite3").stat().st_size > 0
+    # a reader that stops after a few bytes: no traceback, the review's own exit code
+    shell = f"{' '.join(cmd)} | head -c 16"
+    cut = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True, check=False)
+    assert cut.returncode == 0 and len(cut.stdout) == 16
+    assert "Traceback" not in cut.stderr and "Exception ignored" not in cut.stderr
