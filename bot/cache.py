@@ -112,7 +112,8 @@ class _State:
         self.directory: Path | None = None
         self.db: sqlite3.Connection | None = None
         self.broken = False
-        self.pending: dict[str, bytes] = {}
+        # full key -> value, encoded when flushed (see put)
+        self.pending: dict[str, object] = {}
 
 
 _STATE = _State()
@@ -214,8 +215,12 @@ def get(namespace: str, key: str) -> tuple[object] | None:
     """The stored value in a 1-tuple (a stored None is a hit), or None on a miss
     (absent, corrupt, or no usable cache)."""
     full = _full_key(namespace, key)
-    data = _STATE.pending.get(full)
-    if data is None:
+    if full in _STATE.pending:
+        try:  # a copy, as a read back from the disk would give
+            data: bytes = plaindata.dumps((_STATE.pending[full],))
+        except (ValueError, TypeError, RecursionError):
+            return None
+    else:
         db = _connect()
         if db is None:
             return None
@@ -238,13 +243,12 @@ def get(namespace: str, key: str) -> tuple[object] | None:
 
 
 def put(namespace: str, key: str, value: object) -> None:
-    """Keep `value` for flush(); values plaindata cannot express are skipped."""
+    """Keep `value` for flush(), which encodes it: a value put again under its
+    key (a file's facts once its callers index is added, say) is encoded once,
+    as it is then. A value plaindata cannot express is not written."""
     if _STATE.directory is None or _STATE.broken:
         return
-    try:
-        _STATE.pending[_full_key(namespace, key)] = plaindata.dumps((value,))
-    except (ValueError, TypeError, RecursionError):
-        return
+    _STATE.pending[_full_key(namespace, key)] = value
 
 
 def flush() -> None:
@@ -259,12 +263,17 @@ def flush() -> None:
     import sqlite3
 
     now = time.time()
+    rows: list[tuple[str, bytes, float]] = []
+    for full, value in pending.items():
+        try:
+            rows.append((full, plaindata.dumps((value,)), now))
+        except (ValueError, TypeError, RecursionError):
+            continue  # not expressible: simply not kept
     try:
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
-                "INSERT OR REPLACE INTO entries (key, value, stored) VALUES (?, ?, ?)",
-                [(k, v, now) for k, v in pending.items()],
+                "INSERT OR REPLACE INTO entries (key, value, stored) VALUES (?, ?, ?)", rows
             )
             if _used_bytes(db) > MAX_BYTES:
                 # over the bound: count the values (a full scan) only now, and
