@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import cache
-from bot.analyze.api import load_schema, load_vocabulary
+from bot.analyze.api import Vocabulary, load_schema, load_vocabulary
 from bot.analyze.changes import (
     changed_calls,
     changed_lines,
@@ -299,7 +299,9 @@ def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
 _PREPARED: dict[int, tuple[SeriesAnalysis, _Prepared]] = {}
 
 
-def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
+def _prepare(
+    ctx: SeriesAnalysis, settings: Settings, vocab: Vocabulary | None = None
+) -> _Prepared:
     hit = _PREPARED.get(id(ctx))
     if hit is not None and hit[0] is ctx:
         return hit[1]
@@ -315,7 +317,8 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings) -> _Prepared:
         if fn is not None and (f := flow_of(fn)) is not None
     ]
     views = [v for ps in reversed(patches) for v in (ps.post, ps.pre)]
-    vocab, inference = extend_vocabulary(load_vocabulary(settings.rules_dir), views, flows, depth)
+    data = vocab if vocab is not None else load_vocabulary(settings.rules_dir)
+    vocab, inference = extend_vocabulary(data, views, flows, depth)
     added, removed = changed_calls(ch for ps in patches for ch in ps.pa.changes)
     env = Env(vocab=vocab, depth=depth, added=added, removed=removed, infer=inference)
     prepared = _Prepared(env, patches)
@@ -432,11 +435,16 @@ def _table_change(diff: FileDiff, hit: Hit) -> FunctionChange:
 
 
 def run_rule(
-    rule: Rule, ctx: SeriesAnalysis, settings: Settings, notes: list[str] | None = None
+    rule: Rule,
+    ctx: SeriesAnalysis,
+    settings: Settings,
+    notes: list[str] | None = None,
+    vocab: Vocabulary | None = None,
 ) -> list[Finding]:
     """All findings of one rule over the series, with their differential status.
-    What the rule could not look at is appended to `notes`."""
-    prep = _prepare(ctx, settings)
+    What the rule could not look at is appended to `notes`. `vocab`: the
+    vocabulary the checks were loaded with (else it is loaded here)."""
+    prep = _prepare(ctx, settings, vocab)
     env = prep.env
     introduced: list[_Raw] = []
     fixed: list[_Raw] = []
@@ -543,23 +551,24 @@ def run_rule(
 class RuleCheck:
     """One rule as a pipeline Check."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, vocab: Vocabulary | None = None) -> None:
         self.rule = rule
+        self.vocab = vocab  # loaded once with the rules: one vocabulary per review
         self.name = rule.id
         self.last_notes: tuple[str, ...] = ()
 
     def run(self, ctx: SeriesAnalysis, settings: Settings) -> Sequence[Finding]:
         notes: list[str] = []
-        findings = run_rule(self.rule, ctx, settings, notes)
+        findings = run_rule(self.rule, ctx, settings, notes, self.vocab)
         self.last_notes = tuple(dict.fromkeys(notes))
         return findings
 
 
 def load_checks(settings: Settings) -> list[Check]:
     """One Check per rule that settings enable (all by default)."""
-    load_vocabulary(settings.rules_dir)  # a broken vocabulary is an input error up front
+    vocab = load_vocabulary(settings.rules_dir)  # a broken one is an input error up front
     rules = select_rules(load_rules(settings.rules_dir), settings)
-    return [RuleCheck(r) for r in rules]
+    return [RuleCheck(r, vocab) for r in rules]
 
 
 __all__ = [
