@@ -299,9 +299,7 @@ def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
 _PREPARED: dict[int, tuple[SeriesAnalysis, _Prepared]] = {}
 
 
-def _prepare(
-    ctx: SeriesAnalysis, settings: Settings, vocab: Vocabulary | None = None
-) -> _Prepared:
+def _prepare(ctx: SeriesAnalysis, settings: Settings, vocab: Vocabulary | None = None) -> _Prepared:
     hit = _PREPARED.get(id(ctx))
     if hit is not None and hit[0] is ctx:
         return hit[1]

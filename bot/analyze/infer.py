@@ -36,6 +36,7 @@ from bot.analyze.api import (
     ApiRole,
     Vocabulary,
 )
+from bot.analyze.csource import lexicon
 from bot.analyze.flow import Assign, Call, Event, Flow, Return, base_name, explore
 from bot.analyze.flow_source import SourceView
 from bot.analyze.summaries import recorded, summarise
@@ -472,15 +473,6 @@ def _result_used(name: str, flows: Iterable[Flow]) -> bool:
     return False
 
 
-_WORD_CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
-
-
-@lru_cache(maxsize=256)
-def _called_in(text: str) -> frozenset[str]:
-    """Every identifier followed by `(` in `text` (once per text)."""
-    return frozenset(_WORD_CALL.findall(text))
-
-
 def visible_names(views: Iterable[SourceView], flows: Iterable[Flow]) -> frozenset[str]:
     """Every identifier followed by `(` in the series' texts and the given flows:
     the names a convention-based family may pair with."""
@@ -488,7 +480,7 @@ def visible_names(views: Iterable[SourceView], flows: Iterable[Flow]) -> frozens
     for view in views:
         for text in view.files.values():
             if text:
-                out.update(_called_in(text))
+                out.update(lexicon(text).called)  # every `name(`, scanned once per text
     for f in flows:
         out.update(c.name for c in f.calls)
         out.add(f.name)
