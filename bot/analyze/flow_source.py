@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
 from bot.analyze.csource import Texts, lexicon, parse_code
+from bot.analyze.entry_locks import entry_held
 from bot.analyze.flow import (
     Assume,
     Call,
@@ -501,8 +502,18 @@ def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
             return state - {obj}
         return state
 
-    empty: frozenset[str] = frozenset()
-    explore(flow, empty, on_event)
+    def role(c: Call) -> str:
+        r = vocab.role_of(c.name)
+        return r.role if r is not None and r.kind == "lock" else ""
+
+    # a lock the function releases before taking it is held when it starts
+    held = entry_held(flow, lambda c: role(c) == "lock", lambda c: role(c) == "unlock")
+    explore(flow, frozenset(held), on_event)
+    # code the shown lines never reach (after a label the hidden gotos jump to):
+    # held when it comes before the release of a lock held from the start
+    for i, c in enumerate(flow.calls):
+        if i not in locked and any(c.line < end for end in held.values()):
+            locked[i] = True
     return frozenset(i for i, v in locked.items() if v)
 
 

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from bot.analyze.contract import held_on_entry
+from bot.analyze.entry_locks import entry_held, section_params
 from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
@@ -304,7 +305,22 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
             last + 1,
         )
         spans.setdefault(obj, []).append((c.line, end))
+    # a lock released before any visible take of it was held from the start
+    # (the callers took it, or lines a partial image does not show)
+    for obj, end in entry_held(
+        flow,
+        lambda c: "unlock" not in c.name and _takes_lock(env, c),
+        lambda c: "unlock" in c.name,
+    ).items():
+        spans.setdefault(obj, []).insert(0, (flow.start_line, end))
     return spans
+
+
+def _takes_lock(env: Env, c: Call) -> bool:
+    """`c` takes a lock: the vocabulary's, a trylock, a wrapper by its name."""
+    if lock_family(env, c) not in ("", _RCU):
+        return True
+    return _LOCKISH.search(c.name) is not None and not env.vocab.roles_of(c.name)
 
 
 _POINTER_DECL = re.compile(r"\*\s*([A-Za-z_]\w*)\s*(?=[;,=)\[])")
@@ -390,7 +406,10 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
                 at > post_hi
                 and post_hi <= post_last
                 and not _releases(env, key)
-                and _found_under(pre.flow, key, lo, hi, post.flow)
+                and (
+                    _found_under(pre.flow, key, lo, hi, post.flow)
+                    or (lo == pre.flow.start_line and _hidden_local(pre, key))
+                )
             )
             if not (before or after):
                 continue
@@ -480,6 +499,29 @@ def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
         shared and v in still and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
         for v, shared in found.items()
     )
+
+
+def _hidden_local(side: Side, key: str) -> bool:
+    """In a partial image whose lock section starts in hidden lines, the access
+    `key` uses a pointer that is not a parameter (the hunk header names them)
+    and that the shown lines never assign: it was found in the hidden part of
+    the section, as far as the diff tells."""
+    flow = side.flow
+    if flow is None or side.shown_lines is None:
+        return False
+    params = set(flow.params) - {""} or section_params(side.diff, flow.name)
+    if params is None:
+        return False
+    assigned = {
+        "".join(ev.lhs.split())
+        for n in flow.nodes.values()
+        for ev in n.events
+        if isinstance(ev, Assign)
+    }
+    squashed = "".join(key.split())
+    used = set(re.findall(r"(?<![\w>.])([a-z_]\w*)->", squashed))
+    used |= set(re.findall(r"[(,]([a-z_]\w*)(?=[,)])", squashed))
+    return any(v not in params and v not in assigned for v in used)
 
 
 def _releases(env: Env, key: str) -> bool:
