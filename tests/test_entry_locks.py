@@ -174,3 +174,107 @@ def test_diff_only_a_pointer_found_under_a_hidden_lock_used_after_it(tmp_path: P
     assert _introduced(tmp_path, _reverse(found), "r.patch") == set()
     # the caller's object (a parameter) is the caller's to keep alive
     assert _introduced(tmp_path, diff.replace("OBJ", "item"), "p.patch") == set()
+
+
+GAP_PRE = """
+static struct page *slot_alloc(struct slot_cache *cache)
+{
+	slot->cache = cache;
+	page = slot_page(slot->addr);
+
+
+	spin_unlock_irqrestore(&slot->lock, flags);
+	return page;
+}
+"""
+GAP_POST = """
+static struct page *slot_alloc(struct slot_cache *cache)
+{
+	slot->cache = cache;
+	spin_unlock_irqrestore(&slot->lock, flags);
+	page = slot_page(slot->addr);
+
+	return page;
+}
+"""
+
+
+def test_diff_only_a_hidden_lock_covers_only_the_shown_lines_before_its_unlock() -> None:
+    from bot.analyze.api import load_vocabulary
+    from bot.analyze.flow_source import SourceView
+    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.rules_match import Env, Side
+
+    env = Env(load_vocabulary(Settings().rules_dir), depth=2)
+    view = SourceView({}, None)
+    (a,) = flows_in_text(GAP_PRE, "mm/t.c")
+    (b,) = flows_in_text(GAP_POST, "mm/t.c")
+    pre_lines = frozenset(range(1, 11)) - {6, 7}  # 6 and 7: hidden between two hunks
+    post_lines = frozenset(range(1, 10)) - {7}
+
+    def sides(shown_pre: frozenset[int] | None, shown_post: frozenset[int] | None) -> list[str]:
+        pre = Side(a, view, "mm/t.c", removed_lines=frozenset({8}), shown_lines=shown_pre)
+        post = Side(b, view, "mm/t.c", removed_lines=frozenset({5}), shown_lines=shown_post)
+        return [h.key[2] for h in access_moved_out_of_lock(env, pre, post)]
+
+    # the whole body known: the function was entered with slot->lock held
+    assert sides(None, None) == ["page=slot_page(slot->addr)"]
+    # diff-only: the lines hidden between the access and the unlock may take
+    # the lock, so the section starts at the shown run that ends in the unlock
+    assert sides(pre_lines, post_lines) == []
+
+
+def test_lock_sites_held_on_entry_stop_at_a_blank_line_of_a_partial_image() -> None:
+    from bot.analyze.api import load_vocabulary
+    from bot.analyze.flow_source import lock_sites
+
+    vocab = load_vocabulary(Settings().rules_dir)
+    text = GAP_PRE.replace("page = slot_page", "kfree(slot->old);\n\tpage = slot_page")
+    (flow,) = flows_in_text(text, "mm/t.c")
+    names = [c.name for c in flow.calls]
+    held = {names[i] for i in lock_sites(flow, vocab)}
+    assert {"kfree", "slot_page"} <= held  # a whole body: held from the start
+    partial = {names[i] for i in lock_sites(flow, vocab, tuple(text.split("\n")))}
+    assert "kfree" not in partial and "slot_page" not in partial
+
+
+HELPER_RENAMED_INTO_RELEASE = """\
+diff --git a/mm/bar.c b/mm/bar.c
+--- a/mm/bar.c
++++ b/mm/bar.c
+@@ -20,12 +20,10 @@ static int bar_unit_alloc(struct bar_info *info)
+ \treturn 0;
+ }
+~
+-static void __free_bar_info(struct bar_owner *owner)
++void free_bar_info(struct bar_owner *owner)
+ {
+ \tstruct bar_info *info;
+ \tint nid;
+~
+-\tlockdep_assert_held(&bar_mutex);
+-
+ \tfor_each_node(nid) {
+ \t\tinfo = owner->info[nid];
+@@ -35,13 +33,6 @@ static void __free_bar_info(struct bar_owner *owner)
+ \t}
+ }
+~
+-void free_bar_info(struct bar_owner *owner)
+-{
+-\tmutex_lock(&bar_mutex);
+-\t__free_bar_info(owner);
+-\tmutex_unlock(&bar_mutex);
+-}
+-
+ int alloc_bar_info(struct bar_owner *owner)
+ {
+ \tint nid, ret = 0;
+"""
+
+
+def test_diff_only_a_helper_renamed_into_its_wrapper_loses_no_free(tmp_path: Path) -> None:
+    # `__free_bar_info()` becomes `free_bar_info()` (the locked wrapper goes):
+    # its free is in the lines the hunks hide, not lost
+    diff = _diff(HELPER_RENAMED_INTO_RELEASE)
+    assert ("MMLC001", "free_bar_info") not in _introduced(tmp_path, diff)

@@ -481,8 +481,11 @@ class Reached:
         return self.chain[0][1] if self.chain else self.terminal
 
 
-def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
-    """Indexes (into flow.calls) of calls made with a lock held on every path."""
+def lock_sites(
+    flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None = None
+) -> frozenset[int]:
+    """Indexes (into flow.calls) of calls made with a lock held on every path.
+    `lines`: the text of a partial image, whose blank lines may hide a lock."""
     index = {id(c): i for i, c in enumerate(flow.calls)}
     locked: dict[int, bool] = {}
 
@@ -508,11 +511,17 @@ def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
 
     # a lock the function releases before taking it is held when it starts
     held = entry_held(flow, lambda c: role(c) == "lock", lambda c: role(c) == "unlock")
-    explore(flow, frozenset(held), on_event)
-    # code the shown lines never reach (after a label the hidden gotos jump to):
-    # held when it comes before the release of a lock held from the start
+    explore(flow, frozenset(held) if lines is None else frozenset(), on_event)
+    # code the shown lines never reach (after a label the hidden gotos jump to),
+    # and in a partial image the code right before the unlock (no line between
+    # them that could be a hidden lock): held when it precedes that release
     for i, c in enumerate(flow.calls):
-        if i not in locked and any(c.line < end for end in held.values()):
+        if locked.get(i) and lines is None:
+            continue
+        if any(
+            c.line < end and (lines is None or all(x.strip() for x in lines[c.line : end - 1]))
+            for end in held.values()
+        ):
             locked[i] = True
     return frozenset(i for i, v in locked.items() if v)
 
@@ -520,11 +529,11 @@ def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
 _lock_cache: dict[int, tuple[Flow, frozenset[int]]] = {}
 
 
-def _locked(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
+def _locked(flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None) -> frozenset[int]:
     hit = _lock_cache.get(id(flow))
     if hit is not None and hit[0] is flow:
         return hit[1]
-    sites = lock_sites(flow, vocab)
+    sites = lock_sites(flow, vocab, lines)
     _lock_cache[id(flow)] = (flow, sites)
     return sites
 
@@ -581,7 +590,7 @@ def _reach(
     _held: bool,
 ) -> list[Reached]:
     out: list[Reached] = []
-    locked = _locked(flow, vocab)
+    locked = _locked(flow, vocab, view.lines(flow.file) if view.partial else None)
     gets = frozenset(
         r.family for c in flow.calls for r in vocab.roles_of(c.name) if r.role in ("get", "tryget")
     )

@@ -282,7 +282,9 @@ def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
+def _lock_lines(
+    env: Env, flow: Flow, shown: frozenset[int] | None = None
+) -> dict[str, list[tuple[int, int]]]:
     """Lock object -> every (line taking it, line of the first unlock after) in
     `flow`, in order; vocabulary locks, trylocks and lock wrappers by name
     (`shm_lock_by_ptr()`). A section with no unlock runs to the end."""
@@ -306,13 +308,21 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
         )
         spans.setdefault(obj, []).append((c.line, end))
     # a lock released before any visible take of it was held from the start
-    # (the callers took it, or lines a partial image does not show)
+    # (the callers took it), or, in a partial image (`shown`), from the first
+    # line of the shown run that ends in the unlock: the lines hidden above it
+    # may take the lock anywhere
     for obj, end in entry_held(
         flow,
         lambda c: "unlock" not in c.name and _takes_lock(env, c),
         lambda c: "unlock" in c.name,
     ).items():
-        spans.setdefault(obj, []).insert(0, (flow.start_line, end))
+        start = flow.start_line
+        if shown is not None:
+            start = end
+            while start - 1 in shown and start - 1 > flow.start_line:
+                start -= 1
+            start -= 1  # sections are open intervals: the first shown line is in
+        spans.setdefault(obj, []).insert(0, (start, end))
     return spans
 
 
@@ -380,9 +390,15 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
     change (or be freed) outside the lock."""
     if pre.flow is None or post.flow is None or pre.flow.name != post.flow.name:
         return []
-    pre_locks, post_locks = _lock_lines(env, pre.flow), _lock_lines(env, post.flow)
+    pre_locks = _lock_lines(env, pre.flow, pre.shown_lines)
+    post_locks = _lock_lines(env, post.flow, post.shown_lines)
     if not pre_locks or not post_locks:
         return []
+    # sections held on entry: their first line takes no lock
+    call_lines = {c.line for c in pre.flow.calls}
+    pre_entry = {
+        span for spans in pre_locks.values() for span in spans if span[0] not in call_lines
+    }
     pre_acc, post_acc = _accesses(pre.flow, _body(pre)), _accesses(post.flow, _body(post))
     hits: list[Hit] = []
     post_last = max((c.line for c in post.flow.calls), default=0)
@@ -408,7 +424,7 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
                 and not _releases(env, key)
                 and (
                     _found_under(pre.flow, key, lo, hi, post.flow)
-                    or (lo == pre.flow.start_line and _hidden_local(pre, key))
+                    or ((lo, hi) in pre_entry and _hidden_local(pre, key))
                 )
             )
             if not (before or after):
