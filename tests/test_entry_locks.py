@@ -278,3 +278,36 @@ def test_diff_only_a_helper_renamed_into_its_wrapper_loses_no_free(tmp_path: Pat
     # its free is in the lines the hunks hide, not lost
     diff = _diff(HELPER_RENAMED_INTO_RELEASE)
     assert ("MMLC001", "free_bar_info") not in _introduced(tmp_path, diff)
+
+
+def test_diff_only_nothing_runs_before_taking_a_lock_held_from_hidden_lines() -> None:
+    from bot.analyze.api import load_vocabulary
+    from bot.analyze.flow_source import SourceView
+    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.rules_match import Env, Side
+
+    env = Env(load_vocabulary(Settings().rules_dir), depth=2)
+    view = SourceView({}, None)
+    body = "\tslot->cache = cache;\n{a}\n\n{b}\n\tspin_unlock_irqrestore(&slot->lock, flags);\n"
+    access = "\tpage = slot_page(slot->addr);"
+    head = "\nstatic struct page *slot_alloc(struct slot_cache *cache)\n{\n"
+    tail = "\treturn page;\n}\n"
+    (a,) = flows_in_text(head + body.format(a="", b=access) + tail, "mm/t.c")
+    (b,) = flows_in_text(head + body.format(a=access, b="") + tail, "mm/t.c")
+    # the access moves up across lines the diff does not show; the lock is
+    # taken somewhere above the unlock's run, not where that run starts
+    pre = Side(
+        a,
+        view,
+        "mm/t.c",
+        removed_lines=frozenset({7}),
+        shown_lines=frozenset({2, 3, 4, 7, 8, 9, 10}),
+    )
+    post = Side(
+        b,
+        view,
+        "mm/t.c",
+        removed_lines=frozenset({5}),
+        shown_lines=frozenset({2, 3, 4, 5, 8, 9, 10}),
+    )
+    assert access_moved_out_of_lock(env, pre, post) == []

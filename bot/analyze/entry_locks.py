@@ -16,13 +16,14 @@ names them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from bot.analyze.api import Vocabulary
 from bot.analyze.cfunc import function_name_from_section
 from bot.analyze.flow import Call, Flow, norm_object
 from bot.model import FileDiff
 
-__all__ = ["entry_held", "section_params"]
+__all__ = ["entry_held", "held_before_release", "held_on_entry", "section_params"]
 
 
 def entry_held(
@@ -47,6 +48,39 @@ def entry_held(
                 out[obj] = c.line
         elif is_lock(c):
             taken.add(obj)
+    return out
+
+
+def held_on_entry(flow: Flow, vocab: Vocabulary) -> dict[str, int]:
+    """entry_held() for the vocabulary's `lock`/`unlock` roles."""
+
+    def role(c: Call) -> str:
+        r = vocab.role_of(c.name)
+        return r.role if r is not None and r.kind == "lock" else ""
+
+    return entry_held(flow, lambda c: role(c) == "lock", lambda c: role(c) == "unlock")
+
+
+def held_before_release(
+    flow: Flow,
+    held: Mapping[str, int],
+    visited: Mapping[int, bool],
+    lines: tuple[str, ...] | None,
+) -> list[int]:
+    """Indexes of `flow.calls` that run with a lock of `held` (object -> line of
+    its first release) held, beyond what a walk from the entry saw (`visited`:
+    index -> held on every path it reached): a call the walk never reached
+    (below a label hidden gotos jump to) that precedes the release; in a
+    partial image (`lines`: its text, hidden lines blank) a call before the
+    release with no blank line between them, where a hidden lock could be."""
+    out: list[int] = []
+    for i, c in enumerate(flow.calls):
+        if lines is None and i in visited:
+            continue
+        for end in held.values():
+            if c.line < end and (lines is None or all(x.strip() for x in lines[c.line : end - 1])):
+                out.append(i)
+                break
     return out
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
 from bot.analyze.csource import Texts, lexicon, parse_code
-from bot.analyze.entry_locks import entry_held
+from bot.analyze.entry_locks import held_before_release, held_on_entry
 from bot.analyze.flow import (
     Assume,
     Call,
@@ -505,24 +505,11 @@ def lock_sites(
             return state - {obj}
         return state
 
-    def role(c: Call) -> str:
-        r = vocab.role_of(c.name)
-        return r.role if r is not None and r.kind == "lock" else ""
-
     # a lock the function releases before taking it is held when it starts
-    held = entry_held(flow, lambda c: role(c) == "lock", lambda c: role(c) == "unlock")
+    held = held_on_entry(flow, vocab)
     explore(flow, frozenset(held) if lines is None else frozenset(), on_event)
-    # code the shown lines never reach (after a label the hidden gotos jump to),
-    # and in a partial image the code right before the unlock (no line between
-    # them that could be a hidden lock): held when it precedes that release
-    for i, c in enumerate(flow.calls):
-        if locked.get(i) and lines is None:
-            continue
-        if any(
-            c.line < end and (lines is None or all(x.strip() for x in lines[c.line : end - 1]))
-            for end in held.values()
-        ):
-            locked[i] = True
+    for i in held_before_release(flow, held, locked, lines):
+        locked[i] = True
     return frozenset(i for i, v in locked.items() if v)
 
 

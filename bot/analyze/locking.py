@@ -326,6 +326,12 @@ def _lock_lines(
     return spans
 
 
+def _entry_spans(flow: Flow, spans: dict[str, list[tuple[int, int]]]) -> set[tuple[int, int]]:
+    """The sections of `spans` held on entry (_lock_lines): no call there takes it."""
+    call_lines = {c.line for c in flow.calls}
+    return {span for found in spans.values() for span in found if span[0] not in call_lines}
+
+
 def _takes_lock(env: Env, c: Call) -> bool:
     """`c` takes a lock: the vocabulary's, a trylock, a wrapper by its name."""
     if lock_family(env, c) not in ("", _RCU):
@@ -395,10 +401,8 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not pre_locks or not post_locks:
         return []
     # sections held on entry: their first line takes no lock
-    call_lines = {c.line for c in pre.flow.calls}
-    pre_entry = {
-        span for spans in pre_locks.values() for span in spans if span[0] not in call_lines
-    }
+    pre_entry = _entry_spans(pre.flow, pre_locks)
+    post_entry = _entry_spans(post.flow, post_locks)
     pre_acc, post_acc = _accesses(pre.flow, _body(pre)), _accesses(post.flow, _body(post))
     hits: list[Hit] = []
     post_last = max((c.line for c in post.flow.calls), default=0)
@@ -413,7 +417,9 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             if not lo < line < hi or key not in post_acc:
                 continue
             at = post_acc[key]
-            before = at < post_lo
+            # (a section held on entry is not taken where it starts: nothing
+            # runs "before taking" it)
+            before = at < post_lo and (post_lo, post_hi) not in post_entry
             # after the unlock: only a real unlock, never a release (freeing after
             # dropping the lock is the usual, safe order), and only a use of an
             # object the function found while holding the lock (the lock is what
