@@ -51,6 +51,9 @@ EXPECTED = {
     "slab-obj-exts-cleanup-always": "MMLC002",
     "swapoff-unuse-mm-unstable": "MMLC009",
     "vmemmap-restore-pte-wmb": "MMLC008",
+    "shrinker-info-teardown-race": "MMLC006",
+    "writeback-mark-inode-dirty-uaf": "MMLC008",
+    "z3fold-claimed-clear-under-lock": "MMLC008",
 }
 
 

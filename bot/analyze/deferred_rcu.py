@@ -406,7 +406,8 @@ def free_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
         return []
 
     def key_of(r: Reached) -> tuple[str, str]:
-        return (r.terminal.name, norm_object(_object_arg(r.terminal, r.role) or ""))
+        # by family: `__free_foo()` under the lock, `free_foo()` after it
+        return (r.role.family, norm_object(_object_arg(r.terminal, r.role) or ""))
 
     def final(flow: Flow, view: SourceView) -> list[Reached]:
         return [

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
 from bot.analyze.csource import Texts, code_tree, lexicon
+from bot.analyze.entry_locks import held_before_release, held_on_entry
 from bot.analyze.flow import (
     Assume,
     Call,
@@ -481,8 +482,11 @@ class Reached:
         return self.chain[0][1] if self.chain else self.terminal
 
 
-def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
-    """Indexes (into flow.calls) of calls made with a lock held on every path."""
+def lock_sites(
+    flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None = None
+) -> frozenset[int]:
+    """Indexes (into flow.calls) of calls made with a lock held on every path.
+    `lines`: the text of a partial image, whose blank lines may hide a lock."""
     index = {id(c): i for i, c in enumerate(flow.calls)}
     locked: dict[int, bool] = {}
 
@@ -502,19 +506,22 @@ def lock_sites(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
             return state - {obj}
         return state
 
-    empty: frozenset[str] = frozenset()
-    explore(flow, empty, on_event)
+    # a lock the function releases before taking it is held when it starts
+    held = held_on_entry(flow, vocab)
+    explore(flow, frozenset(held) if lines is None else frozenset(), on_event)
+    for i in held_before_release(flow, held, locked, lines):
+        locked[i] = True
     return frozenset(i for i, v in locked.items() if v)
 
 
 _lock_cache: dict[int, tuple[Flow, frozenset[int]]] = {}
 
 
-def _locked(flow: Flow, vocab: Vocabulary) -> frozenset[int]:
+def _locked(flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None) -> frozenset[int]:
     hit = _lock_cache.get(id(flow))
     if hit is not None and hit[0] is flow:
         return hit[1]
-    sites = lock_sites(flow, vocab)
+    sites = lock_sites(flow, vocab, lines)
     _lock_cache[id(flow)] = (flow, sites)
     return sites
 
@@ -571,7 +578,7 @@ def _reach(
     _held: bool,
 ) -> list[Reached]:
     out: list[Reached] = []
-    locked = _locked(flow, vocab)
+    locked = _locked(flow, vocab, view.lines(flow.file) if view.partial else None)
     gets = frozenset(
         r.family for c in flow.calls for r in vocab.roles_of(c.name) if r.role in ("get", "tryget")
     )

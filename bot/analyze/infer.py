@@ -112,6 +112,8 @@ def split_verb(name: str) -> tuple[str, str] | None:
     predicate (`want_init_on_alloc`, `is_*`, `can_*`) names no lifecycle step."""
     if _PREDICATE.match(name):
         return None
+    # `__free_foo()`: the unlocked or inner variant of `free_foo()`, the same step
+    name = name.lstrip("_")
     m = _VERB_RE.match(name)
     if m is not None:
         if m.group("pre"):
@@ -189,6 +191,14 @@ class Inference:
             if found:
                 return found
         return ()
+
+    def seen_in_part(self, name: str, near: str) -> bool:
+        """The body of `name` comes from a partial image (a diff-only review): the
+        hunks may hide the very lines that release or take something."""
+        for view in self.views:
+            if view.definitions(name, near):
+                return view.partial
+        return False
 
     @recorded
     def summary(self, name: str, near: str, depth: int | None = None) -> Summary:
@@ -441,6 +451,11 @@ def _plausible_by_name(role: ApiRole, name: str, flows: Iterable[Flow]) -> bool:
     return not _result_used(name, flows)
 
 
+def _silent(s: Summary) -> bool:
+    """A summary that saw the function release, take, store and return nothing."""
+    return not (s.releases_maybe or s.gets or s.hands_off or s.returns)
+
+
 def _stub(flow: Flow) -> bool:
     """A body that calls nothing and assigns nothing (`{}`, `{ return 0; }`)."""
     return not flow.calls and not any(
@@ -523,7 +538,7 @@ def extend_vocabulary(
             role = _role_from_summary(summary, name)
             if role is not None:
                 inf.by_body += 1
-            elif not summary.known:
+            elif not summary.known or (_silent(summary) and inf.seen_in_part(name, f.file)):
                 inf.unknown += 1
                 role = inf.by_name(name)
                 if (

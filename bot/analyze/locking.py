@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from bot.analyze.contract import held_on_entry
+from bot.analyze.entry_locks import entry_held, section_params
 from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.infer import declared_names
@@ -281,7 +282,9 @@ def init_after_publish(env: Env, pre: Side, post: Side) -> list[Hit]:
     return hits
 
 
-def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
+def _lock_lines(
+    env: Env, flow: Flow, shown: frozenset[int] | None = None
+) -> dict[str, list[tuple[int, int]]]:
     """Lock object -> every (line taking it, line of the first unlock after) in
     `flow`, in order; vocabulary locks, trylocks and lock wrappers by name
     (`shm_lock_by_ptr()`). A section with no unlock runs to the end."""
@@ -304,7 +307,36 @@ def _lock_lines(env: Env, flow: Flow) -> dict[str, list[tuple[int, int]]]:
             last + 1,
         )
         spans.setdefault(obj, []).append((c.line, end))
+    # a lock released before any visible take of it was held from the start
+    # (the callers took it), or, in a partial image (`shown`), from the first
+    # line of the shown run that ends in the unlock: the lines hidden above it
+    # may take the lock anywhere
+    for obj, end in entry_held(
+        flow,
+        lambda c: "unlock" not in c.name and _takes_lock(env, c),
+        lambda c: "unlock" in c.name,
+    ).items():
+        start = flow.start_line
+        if shown is not None:
+            start = end
+            while start - 1 in shown and start - 1 > flow.start_line:
+                start -= 1
+            start -= 1  # sections are open intervals: the first shown line is in
+        spans.setdefault(obj, []).insert(0, (start, end))
     return spans
+
+
+def _entry_spans(flow: Flow, spans: dict[str, list[tuple[int, int]]]) -> set[tuple[int, int]]:
+    """The sections of `spans` held on entry (_lock_lines): no call there takes it."""
+    call_lines = {c.line for c in flow.calls}
+    return {span for found in spans.values() for span in found if span[0] not in call_lines}
+
+
+def _takes_lock(env: Env, c: Call) -> bool:
+    """`c` takes a lock: the vocabulary's, a trylock, a wrapper by its name."""
+    if lock_family(env, c) not in ("", _RCU):
+        return True
+    return _LOCKISH.search(c.name) is not None and not env.vocab.roles_of(c.name)
 
 
 _POINTER_DECL = re.compile(r"\*\s*([A-Za-z_]\w*)\s*(?=[;,=)\[])")
@@ -364,9 +396,13 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
     change (or be freed) outside the lock."""
     if pre.flow is None or post.flow is None or pre.flow.name != post.flow.name:
         return []
-    pre_locks, post_locks = _lock_lines(env, pre.flow), _lock_lines(env, post.flow)
+    pre_locks = _lock_lines(env, pre.flow, pre.shown_lines)
+    post_locks = _lock_lines(env, post.flow, post.shown_lines)
     if not pre_locks or not post_locks:
         return []
+    # sections held on entry: their first line takes no lock
+    pre_entry = _entry_spans(pre.flow, pre_locks)
+    post_entry = _entry_spans(post.flow, post_locks)
     pre_acc, post_acc = _accesses(pre.flow, _body(pre)), _accesses(post.flow, _body(post))
     hits: list[Hit] = []
     post_last = max((c.line for c in post.flow.calls), default=0)
@@ -381,7 +417,9 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
             if not lo < line < hi or key not in post_acc:
                 continue
             at = post_acc[key]
-            before = at < post_lo
+            # (a section held on entry is not taken where it starts: nothing
+            # runs "before taking" it)
+            before = at < post_lo and (post_lo, post_hi) not in post_entry
             # after the unlock: only a real unlock, never a release (freeing after
             # dropping the lock is the usual, safe order), and only a use of an
             # object the function found while holding the lock (the lock is what
@@ -390,7 +428,10 @@ def access_moved_out_of_lock(env: Env, pre: Side, post: Side) -> list[Hit]:
                 at > post_hi
                 and post_hi <= post_last
                 and not _releases(env, key)
-                and _found_under(pre.flow, key, lo, hi, post.flow)
+                and (
+                    _found_under(pre.flow, key, lo, hi, post.flow)
+                    or ((lo, hi) in pre_entry and _hidden_local(pre, key))
+                )
             )
             if not (before or after):
                 continue
@@ -480,6 +521,29 @@ def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
         shared and v in still and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
         for v, shared in found.items()
     )
+
+
+def _hidden_local(side: Side, key: str) -> bool:
+    """In a partial image whose lock section starts in hidden lines, the access
+    `key` uses a pointer that is not a parameter (the hunk header names them)
+    and that the shown lines never assign: it was found in the hidden part of
+    the section, as far as the diff tells."""
+    flow = side.flow
+    if flow is None or side.shown_lines is None:
+        return False
+    params = set(flow.params) - {""} or section_params(side.diff, flow.name)
+    if params is None:
+        return False
+    assigned = {
+        "".join(ev.lhs.split())
+        for n in flow.nodes.values()
+        for ev in n.events
+        if isinstance(ev, Assign)
+    }
+    squashed = "".join(key.split())
+    used = set(re.findall(r"(?<![\w>.])([a-z_]\w*)->", squashed))
+    used |= set(re.findall(r"[(,]([a-z_]\w*)(?=[,)])", squashed))
+    return any(v not in params and v not in assigned for v in used)
 
 
 def _releases(env: Env, key: str) -> bool:

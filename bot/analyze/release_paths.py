@@ -213,6 +213,8 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if _acquisition_removed(env, pre, post, site):
             continue  # what it destroyed is no longer made here either
+        if _body_moved_in(pre, post, site.name):
+            continue  # the helper became this function (renamed into it, or merged)
         evidence = [f"removed: {site.text} at {_loc(pre.file, site)}"]
         evidence += _chain_evidence(r)
         evidence += _callback_evidence(r, env, pre.view)
@@ -238,6 +240,31 @@ def release_path_loses_destroy(env: Env, pre: Side, post: Side) -> list[Hit]:
             )
         )
     return hits
+
+
+def _body_moved_in(pre: Side, post: Side, name: str) -> bool:
+    """The patch deletes helper `name` (its definition is gone after it) and
+    lines of its body that the patch keeps now sit inside this function's
+    post-image: the helper was renamed into this function or merged with it,
+    so its steps are here, whether a partial image shows them or not."""
+    if pre.diff is None or post.flow is None or post.view.definitions(name, post.file):
+        return False
+    helper = next(iter(pre.view.definitions(name, pre.file)), None)
+    if helper is None or helper.start_line not in pre.removed_lines:
+        return False
+    ends = [c.line for c in helper.calls] + [
+        ev.line for n in helper.nodes.values() for ev in n.events
+    ]
+    post_lines = [c.line for c in post.flow.calls] + [
+        ev.line for n in post.flow.nodes.values() for ev in n.events
+    ]
+    if not ends or not post_lines:
+        return False
+    lo, hi = post.flow.start_line, max(post_lines)
+    return any(
+        (kept := post.post_line(n)) is not None and lo <= kept <= hi
+        for n in range(helper.start_line + 1, max(ends) + 1)
+    )
 
 
 def _reached_phrase(r: Reached) -> str:

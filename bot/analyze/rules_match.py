@@ -511,6 +511,7 @@ MATCHERS: dict[str, Matcher] = {}
 # imported (they import this module, so they are loaded last).
 MATCHER_MODULES = (
     "release_paths",
+    "pins",
     "pathdiff",
     "refs",
     "deferred_rcu",
