@@ -324,7 +324,17 @@ def cached(namespace: str, key: str, compute: Callable[[], T]) -> T:
     return value
 
 
-atexit.register(flush)
+def _at_exit() -> None:
+    """Write what is pending and close the database: the last connection's close
+    checkpoints the write-ahead log into the database file (bot.cli.run ends a
+    review without Python's own teardown, which would close it)."""
+    flush()
+    if _STATE.db is not None:
+        _STATE.db.close()
+        _STATE.db = None
+
+
+atexit.register(_at_exit)
 
 __all__ = [
     "DB_NAME",

@@ -246,6 +246,8 @@ def test_a_review_ends_with_everything_written_and_a_closed_pipe_is_no_error(
     assert whole.returncode == 1, whole.stderr
     assert json.loads(whole.stdout)["findings"]
     assert (cache_dir / "cache.sqlite3").stat().st_size > 0
+    # the database was closed: its write-ahead log is in the file, none is left over
+    assert not (cache_dir / "cache.sqlite3-wal").exists()
     # a reader that stops after a few bytes: no traceback, the review's own exit code
     shell = f"{' '.join(cmd)} | head -c 16"
     cut = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True, check=False)
