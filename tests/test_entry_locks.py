@@ -311,3 +311,22 @@ def test_diff_only_nothing_runs_before_taking_a_lock_held_from_hidden_lines() ->
         shown_lines=frozenset({2, 3, 4, 5, 8, 9, 10}),
     )
     assert access_moved_out_of_lock(env, pre, post) == []
+
+
+def test_a_blank_line_the_diff_shows_does_not_hide_a_lock() -> None:
+    from bot.analyze.api import load_vocabulary
+    from bot.analyze.flow_source import lock_sites
+
+    vocab = load_vocabulary(Settings().rules_dir)
+    text = GAP_PRE.replace("page = slot_page", "kfree(slot->old);\n\tpage = slot_page")
+    (flow,) = flows_in_text(text, "mm/t.c")
+    names = [c.name for c in flow.calls]
+    lines = tuple(text.split("\n"))
+    every = frozenset(range(1, len(lines) + 1))
+    # the blank lines are the code's own (an added empty line, say): the shown
+    # run ending in the unlock goes on above them
+    shown = {names[i] for i in lock_sites(flow, vocab, lines, every)}
+    assert {"kfree", "slot_page"} <= shown
+    # the same lines hidden between two hunks could hold the lock call
+    hidden = every - {i + 1 for i, line in enumerate(lines) if not line.strip()}
+    assert "kfree" not in {names[i] for i in lock_sites(flow, vocab, lines, hidden)}

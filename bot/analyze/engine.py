@@ -284,11 +284,20 @@ def _views(ctx: SeriesAnalysis) -> list[_PatchSides]:
                 renamed = pa.images.image(diff.new_path)
                 if renamed is not None:
                     pre_files[diff.old_path] = renamed.pre
+        # a partial image's lines the diff shows (a blank one is the code's own)
+        pre_shown: dict[str, frozenset[int]] = {}
+        post_shown: dict[str, frozenset[int]] = {}
+        if pa.partial:
+            for diff in pa.images.files:
+                shown_pre, shown_post = shown_lines(diff)
+                for path in {diff.path, diff.old_path or diff.path}:
+                    pre_shown[path] = shown_pre
+                post_shown[diff.path] = shown_post
         out.append(
             _PatchSides(
                 pa,
-                SourceView(pre_files, ctx.tree_root, pa.partial),
-                SourceView(post_files, ctx.tree_root, pa.partial),
+                SourceView(pre_files, ctx.tree_root, pa.partial, shown=pre_shown),
+                SourceView(post_files, ctx.tree_root, pa.partial, shown=post_shown),
             )
         )
         for img in pa.images.images:

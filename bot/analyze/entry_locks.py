@@ -66,22 +66,32 @@ def held_before_release(
     held: Mapping[str, int],
     visited: Mapping[int, bool],
     lines: tuple[str, ...] | None,
+    shown: frozenset[int] | None = None,
 ) -> list[int]:
     """Indexes of `flow.calls` that run with a lock of `held` (object -> line of
     its first release) held, beyond what a walk from the entry saw (`visited`:
     index -> held on every path it reached): a call the walk never reached
     (below a label hidden gotos jump to) that precedes the release; in a
     partial image (`lines`: its text, hidden lines blank) a call before the
-    release with no blank line between them, where a hidden lock could be."""
+    release with no hidden line between them, where a hidden lock could be: a
+    blank line, unless `shown` (the line numbers the diff shows) has it."""
     out: list[int] = []
     for i, c in enumerate(flow.calls):
         if lines is None and i in visited:
             continue
         for end in held.values():
-            if c.line < end and (lines is None or all(x.strip() for x in lines[c.line : end - 1])):
+            if c.line < end and (lines is None or not _hidden(lines, c.line, end - 1, shown)):
                 out.append(i)
                 break
     return out
+
+
+def _hidden(lines: tuple[str, ...], lo: int, hi: int, shown: frozenset[int] | None) -> bool:
+    """Whether a line of lines[lo:hi] (line numbers lo+1..hi) is one the diff hides."""
+    return any(
+        not lines[j].strip() and (shown is None or j + 1 not in shown)
+        for j in range(lo, min(hi, len(lines)))
+    )
 
 
 _PARAM_NAME = re.compile(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*$")

@@ -301,6 +301,8 @@ class SourceView:
     files: Mapping[str, str | None]  # repo path -> text on this side (series-touched files)
     tree_root: str | None
     partial: bool = False
+    # partial images: path -> the line numbers the diff shows (None known: blank = hidden)
+    shown: Mapping[str, frozenset[int]] = field(default_factory=dict)
     _cache: dict[tuple[str, str], tuple[Flow, ...]] = field(default_factory=dict, repr=False)
     _reach: dict[tuple[int, int, bool], tuple[Flow, list[Reached]]] = field(
         default_factory=dict, repr=False
@@ -483,10 +485,14 @@ class Reached:
 
 
 def lock_sites(
-    flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None = None
+    flow: Flow,
+    vocab: Vocabulary,
+    lines: tuple[str, ...] | None = None,
+    shown: frozenset[int] | None = None,
 ) -> frozenset[int]:
     """Indexes (into flow.calls) of calls made with a lock held on every path.
-    `lines`: the text of a partial image, whose blank lines may hide a lock."""
+    `lines`: the text of a partial image, whose blank lines may hide a lock
+    unless `shown` (the line numbers the diff shows) says they are the code's."""
     index = {id(c): i for i, c in enumerate(flow.calls)}
     locked: dict[int, bool] = {}
 
@@ -509,7 +515,7 @@ def lock_sites(
     # a lock the function releases before taking it is held when it starts
     held = held_on_entry(flow, vocab)
     explore(flow, frozenset(held) if lines is None else frozenset(), on_event)
-    for i in held_before_release(flow, held, locked, lines):
+    for i in held_before_release(flow, held, locked, lines, shown):
         locked[i] = True
     return frozenset(i for i, v in locked.items() if v)
 
@@ -517,11 +523,16 @@ def lock_sites(
 _lock_cache: dict[int, tuple[Flow, frozenset[int]]] = {}
 
 
-def _locked(flow: Flow, vocab: Vocabulary, lines: tuple[str, ...] | None) -> frozenset[int]:
+def _locked(
+    flow: Flow,
+    vocab: Vocabulary,
+    lines: tuple[str, ...] | None,
+    shown: frozenset[int] | None = None,
+) -> frozenset[int]:
     hit = _lock_cache.get(id(flow))
     if hit is not None and hit[0] is flow:
         return hit[1]
-    sites = lock_sites(flow, vocab, lines)
+    sites = lock_sites(flow, vocab, lines, shown)
     _lock_cache[id(flow)] = (flow, sites)
     return sites
 
@@ -578,7 +589,11 @@ def _reach(
     _held: bool,
 ) -> list[Reached]:
     out: list[Reached] = []
-    locked = _locked(flow, vocab, view.lines(flow.file) if view.partial else None)
+    locked = (
+        _locked(flow, vocab, view.lines(flow.file), view.shown.get(flow.file))
+        if view.partial
+        else _locked(flow, vocab, None)
+    )
     gets = frozenset(
         r.family for c in flow.calls for r in vocab.roles_of(c.name) if r.role in ("get", "tryget")
     )
