@@ -46,10 +46,8 @@ __all__ = [
     "Span",
     "TextKey",
     "Texts",
-    "blank_conditionals",
     "bounded_put",
     "calls_spelled",
-    "code_bytes",
     "code_text",
     "code_tree",
     "disk_key",
@@ -109,11 +107,6 @@ _DIRECTIVE = re.compile(r"[ \t]*#[ \t]*(ifdef|ifndef|if|elif|else|endif)\b")
 # Comments and literals (their braces are not the code's).
 _NOISE = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.DOTALL)
 _NOT_NL = re.compile(r"[^\n]")
-
-
-def blank_conditionals(text: str) -> str:
-    """`text` with its #if/#elif/#else/#endif lines blanked (see `code_text`)."""
-    return code_text(text).text
 
 
 @dataclass(frozen=True)
@@ -192,12 +185,6 @@ def code_text(text: str) -> CodeText:
             continue  # inside a later arm already kept apart
         outer.append((first, end))
     return CodeText(out, data, tuple((starts[f], starts[e]) for f, e in outer if f < e))
-
-
-def code_bytes(text: str) -> bytes:
-    """The bytes parse_code parses: `text` as UTF-8 with its conditional lines
-    blanked (same length, so a node's byte offsets hold in the raw text too)."""
-    return code_text(text).data
 
 
 @dataclass(frozen=True)

@@ -333,15 +333,6 @@ class SourceView:
             got = self._lines[path] = tuple((self.text(path) or "").splitlines())
         return got
 
-    def flows_in(self, path: str) -> Iterator[Flow]:
-        """Every function of `path` on this side."""
-        text = self.text(path)
-        if not text:
-            return
-        idx = _index(text, path)
-        for name in idx.by_name:
-            yield from idx.flows_named(name)
-
     def flows_mentioning(self, path: str, name: str | frozenset[str]) -> Iterator[Flow]:
         """The functions of `path` whose body spells `name` (or one of the names:
         the only ones that can call it), built without the file's other functions."""

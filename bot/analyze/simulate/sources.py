@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from bot.analyze import cfacts
 from bot.analyze.cfacts import FileFacts, FileInfo
-from bot.analyze.csource import Lexicon, Texts, lexicon
+from bot.analyze.csource import Lexicon, Texts, calls_spelled, lexicon
 from bot.analyze.simulate.budget import Budget
 from bot.safefs import tree_is_file, tree_listing
 
@@ -248,15 +248,12 @@ class SourceSet:
             return out
         # `\bname\s*\(` occurs in a text exactly when the lexicon lists an
         # identifier `name`; any other name is searched for in the text
-        call = None if _IDENTIFIER.fullmatch(name) else re.compile(rf"\b{re.escape(name)}\s*\(")
+        identifier = _IDENTIFIER.fullmatch(name) is not None
         for path in self.candidates():
             text = self.text(path)
             if text is None:
                 continue
-            if call is None:
-                if name not in lexicon(text).called:
-                    continue
-            elif name not in text or not call.search(text):
+            if not (name in lexicon(text).called if identifier else calls_spelled(text, name)):
                 continue
             out.extend(f for f in self._callers_index(path).get(name, ()) if f != name)
         return out
