@@ -14,6 +14,7 @@ and whether a lock was held on every path to it.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -73,20 +74,45 @@ class _FileIndex:
     _mentioning: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
     _nodes: dict[str, list[FunctionNode]] | None = None
     _tree: ts.Tree | None = None  # keeps the nodes alive
+    _blob: tuple[bytes, list[int], list[str]] | None = None  # see _bodies
 
     def names_mentioning(self, words: frozenset[str]) -> tuple[str, ...]:
         """Defined names (file order) whose body text contains one of `words`: a
-        call can only be to a name its body spells out."""
+        call can only be to a name its body spells out. Each word is searched
+        for in all the bodies at once (`_bodies`), not body by body."""
         hit = self._mentioning.get(words)
         if hit is None:
-            needles = [w.encode() for w in words]
-            hit = tuple(
-                name
-                for name, bodies in self.by_name.items()
-                if any(n in body for body in bodies for n in needles)
-            )
+            blob, starts, owners = self._bodies()
+            found: set[int] = set()
+            for word in words if starts else ():
+                needle = word.encode()
+                at = blob.find(needle)
+                while at >= 0:
+                    k = bisect.bisect_right(starts, at) - 1
+                    found.add(k)
+                    # on to the next body: one hit per body is enough
+                    at = blob.find(needle, starts[k + 1]) if k + 1 < len(starts) else -1
+            names = {owners[k] for k in found}
+            hit = tuple(name for name in self.by_name if name in names)
             self._mentioning[words] = hit
         return hit
+
+    def _bodies(self) -> tuple[bytes, list[int], list[str]]:
+        """Every body text joined with NUL bytes (which no word holds, so no
+        match spans two bodies), each body's start in it, and its name."""
+        if self._blob is None:
+            parts: list[bytes] = []
+            starts: list[int] = []
+            owners: list[str] = []
+            at = 0
+            for name, bodies in self.by_name.items():
+                for body in bodies:
+                    starts.append(at)
+                    owners.append(name)
+                    parts.append(body)
+                    at += len(body) + 1
+            self._blob = (b"\0".join(parts), starts, owners)
+        return self._blob
 
     def flows_named(self, name: str) -> tuple[Flow, ...]:
         if name not in self.flows:
