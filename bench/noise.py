@@ -5,6 +5,8 @@ snapshots, 2021-2022; see its README.md) is reviewed with the real `bot review`
 command, diff-only by default:
 
   noise:   bot review <sample>/<id>__<name>.patch --format json -q [--tree DIR]
+           (with --pre-image, on the tree with the patch reversed: the tree the
+           patch was written against; only patches that reverse-apply)
            every introduced finding is listed with the verdict
            findings-judged-2026-12.csv gives it (true / plausible / false), or
            UNJUDGED for a human to read the patch and judge
@@ -16,7 +18,7 @@ per 100 patches (and the 2026-12-06 figure from index.csv), every finding with i
 verdict, a per-rule table and the reversed fixes flagged. The JSON is read the way
 bench/eval.py reads it (its score_document).
 
-    .venv/bin/python bench/noise.py [--sample primary|extended|all] [--tree DIR]
+    .venv/bin/python bench/noise.py [--sample primary|extended|all] [--tree DIR [--pre-image]]
                                     [--jobs N] [--limit N] [--corpus DIR]
                                     [--timeout S] [--json] [--out FILE]
 """
@@ -60,6 +62,7 @@ from eval import (
     schema_problem,
     score_document,
 )
+from preimage import PreImages, reverse_applies
 
 NAME = "noise"
 FOLDER = Path("patches") / "mmotm-noise"
@@ -331,17 +334,30 @@ def review_all(
     variants: Variants,
     judged: Mapping[tuple[str, str, str, str], Judged],
     progress: Callable[[], None],
+    pre: PreImages | None = None,
 ) -> list[Review]:
-    """Review every patch, `jobs` at a time, in order."""
+    """Review every patch, `jobs` at a time, in order; with `pre`, each on the
+    tree with that patch reversed (patches that do not reverse-apply were left
+    out by the caller)."""
     direction = "bug" if kind == "reversed-fix" else "patch"
     variant = "tree" if tree else "diff-only"
 
-    def one(patch: Patch) -> Review:
-        run = Run(patch.id, kind, patch.label, direction, variant, review_command(patch.path, tree))
+    def reviewed(patch: Patch, on: Path | None) -> Review:
+        run = Run(patch.id, kind, patch.label, direction, variant, review_command(patch.path, on))
         review = Review(patch, run)
         doc = execute(review, timeout, env)
         if doc is not None:
             judge(review, doc, variants, judged)
+        return review
+
+    def one(patch: Patch) -> Review:
+        if pre is None:
+            review = reviewed(patch, tree)
+        else:
+            with pre.reversed(patch.path) as slot:
+                review = reviewed(patch, slot)
+                if slot is None:
+                    review.run.error = "no longer reverse-applies"
         progress()
         return review
 
@@ -559,6 +575,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="review on this kernel tree (a 6.1 checkout, e.g. ~/.cache/heldout-linux/"
         "linux-6.1 after scripts/prepare-eval-trees.sh); default: diff-only",
     )
+    parser.add_argument(
+        "--pre-image",
+        action="store_true",
+        help="with --tree: review each patch that reverse-applies to the tree on the tree "
+        "with it reversed (its true pre-image; bench/preimage.py), and only those",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="reviews run at once (default 2)")
     parser.add_argument(
         "--limit", type=int, metavar="N", help="only the first N patches (and reversed fixes)"
@@ -577,6 +599,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--jobs must be at least 1")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if args.pre_image and not args.tree:
+        parser.error("--pre-image needs --tree")
     return args
 
 
@@ -593,11 +617,18 @@ def main(argv: list[str]) -> int:
     index = read_index(root)
     patches = load_patches(root, SAMPLES[args.sample], index, mode)[: args.limit]
     fixes = load_patches(root, (REVERSED,), index, None)[: args.limit]
+    offered = len(patches)
+    if args.pre_image and tree:
+        patches = [p for p in patches if reverse_applies(tree, p.path)]
     judged = load_judged(root)
     variants = Variants()
 
     machine = machine_note()
     where = f"--tree {tree}" if tree else "diff-only (no --tree)"
+    if args.pre_image:
+        where += (
+            f" with each patch reversed (true pre-image: {len(patches)} of {offered} reverse-apply)"
+        )
     header = (
         f"{NAME}: {len(patches)} patch(es) of {args.sample} and {len(fixes)} reversed fix(es) "
         f"in {root}, {where}, {args.jobs} job(s); machine: {machine}"
@@ -633,7 +664,11 @@ def main(argv: list[str]) -> int:
             "progress": progress,
         }
         reversed_fixes = review_all(fixes, kind="reversed-fix", **shared)
-        noise = review_all(patches, kind="noise", **shared)
+        if args.pre_image and tree:
+            with PreImages(tree, args.jobs, Path(cache_dir)) as pre:
+                noise = review_all(patches, kind="noise", pre=pre, **shared)
+        else:
+            noise = review_all(patches, kind="noise", **shared)
     if sys.stderr.isatty() and total:
         print(file=sys.stderr)
     summary = summarise(noise, reversed_fixes, time.perf_counter() - start, cpu_seconds() - cpu)
@@ -643,6 +678,7 @@ def main(argv: list[str]) -> int:
         "corpus_folder": str(root),
         "sample": args.sample,
         "tree": str(tree) if tree else None,
+        "pre_image": bool(args.pre_image),
         "jobs": args.jobs,
         "limit": args.limit,
         "machine": machine,
