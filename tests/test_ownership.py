@@ -806,3 +806,86 @@ int migrate(struct pool *pool, struct page *newpage, struct page *page)
 """,
     )
     assert access_moved_out_of_lock(ENV, pre, post) == []
+
+
+_POOL_C = """struct pool {
+	struct pool_driver *driver;
+	struct list_head list;
+};
+
+static LIST_HEAD(drivers_head);
+static LIST_HEAD(pools_head);
+static DEFINE_SPINLOCK(pools_lock);
+
+void pool_register_driver(struct pool_driver *driver)
+{
+	list_add(&driver->list, &drivers_head);
+}
+
+struct pool *pool_create(struct pool_driver *driver)
+{
+	struct pool *pool = kmalloc(sizeof(*pool), GFP_KERNEL);
+
+	if (!pool)
+		return NULL;
+	pool->driver = driver;
+	spin_lock(&pools_lock);
+	list_add(&pool->list, &pools_head);
+	spin_unlock(&pools_lock);
+	return pool;
+}
+
+void pool_destroy(struct pool *pool)
+{
+	spin_lock(&pools_lock);
+	list_del(&pool->list);
+	spin_unlock(&pools_lock);
+	kfree(pool);
+}
+"""
+
+
+def _pool_patch(tmp_path: Path, *, drop_link: bool) -> Path:
+    """A patch on our small tree: the unlink in pool_destroy() goes, and with
+    `drop_link` the list itself (member, list_add) goes too."""
+    import subprocess
+
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "pool.c").write_text(_POOL_C)
+    after = _POOL_C.replace(
+        "\tspin_lock(&pools_lock);\n\tlist_del(&pool->list);\n\tspin_unlock(&pools_lock);\n", ""
+    )
+    if drop_link:
+        after = after.replace("\tstruct list_head list;\n", "").replace(
+            "\tspin_lock(&pools_lock);\n\tlist_add(&pool->list, &pools_head);\n"
+            "\tspin_unlock(&pools_lock);\n",
+            "",
+        )
+    new = tmp_path / "pool.c"
+    new.write_text(after)
+    diff = subprocess.run(
+        ["diff", "-u", "--label", "a/mm/pool.c", "--label", "b/mm/pool.c",
+         str(tree / "mm" / "pool.c"), str(new)],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    patch = tmp_path / "p.patch"
+    patch.write_text(
+        "From: A U Thor <a@example.org>\nSubject: [PATCH] mm/pool: drop the pools list\n\n"
+        "Nothing walks it.\n---\n" + diff
+    )
+    return patch
+
+
+def test_an_unlink_removed_with_the_link_of_the_same_member_is_quiet(tmp_path: Path) -> None:
+    # another object (the driver) is still linked by a member of the same name
+    patch = _pool_patch(tmp_path, drop_link=True)
+    review = review_inputs([str(patch)], Settings(simulate=False), tree=str(tmp_path / "tree"))
+    assert [f.rule_id for f in review.findings if f.status is Status.INTRODUCED] == []
+
+
+def test_an_unlink_removed_while_the_object_is_still_linked_is_reported(tmp_path: Path) -> None:
+    patch = _pool_patch(tmp_path, drop_link=False)
+    review = review_inputs([str(patch)], Settings(simulate=False), tree=str(tmp_path / "tree"))
+    intro = [(f.rule_id, f.function) for f in review.findings if f.status is Status.INTRODUCED]
+    assert ("MMLC003", "pool_destroy") in intro

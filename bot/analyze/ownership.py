@@ -246,6 +246,32 @@ def _linkage_gone(unlink: Call, pre: Side, post: Side) -> bool:
     return link.search(pre_text) is not None and link.search(post_text) is None
 
 
+# The calls that put an object on a list or tree by one of its members (the
+# counterparts of the vocabulary's `unlink` role, which has no `link` role).
+_LINK_CALL = re.compile(r"(list_add\w*|hlist_add\w*|rb_link_node|list_move\w*|llist_add\w*)")
+
+
+def _link_removed_too(env: Env, unlink: Call) -> bool:
+    """The series also removes the call that linked what `unlink` takes off
+    (`list_add(&x->node, ...)` of the very `&x->node`), in any function, and
+    adds none back: it stops linking the object at all, so there is nothing
+    left to take it off."""
+    if not unlink.args:
+        return False
+    target = norm_object(unlink.args[0])
+    for _fn, c in env.removed:
+        linking = _LINK_CALL.fullmatch(c.name) is not None or any(
+            r.role == "publish" for r in env.vocab.roles_of(c.name)
+        )
+        if not linking or not c.args:
+            continue
+        published = [r for r in env.vocab.roles_of(c.name) if r.role == "publish"]
+        arg = (_object_arg(c, published[0]) if published else None) or c.args[0]
+        if norm_object(arg) == target and not env.series_adds(c.name, member_tail(target)):
+            return True
+    return False
+
+
 def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
     """An object the function frees that it used to take off its list, tree or
     table first, and no longer does: whoever walks that structure next follows a
@@ -268,7 +294,7 @@ def unlink_removed_before_free(env: Env, pre: Side, post: Side) -> list[Hit]:
             unlink = before[obj]
             if pre.removed_lines and unlink.line not in pre.removed_lines:
                 continue
-            if _linkage_gone(unlink, pre, post):
+            if _linkage_gone(unlink, pre, post) or _link_removed_too(env, unlink):
                 continue  # the series stops linking these objects at all
             if env.series_adds(unlink.name, member_tail(unlink.args[0]) if unlink.args else ""):
                 continue
