@@ -21,7 +21,7 @@ from bot.analyze.guards import (
     state_check_removed,
 )
 from bot.analyze.ordering import barrier_removed_before_publish
-from bot.analyze.rules_match import MATCHER_MODULES, Env, Hit, Side
+from bot.analyze.rules_match import MATCHER_MODULES, Env, Hit, Side, member_declarations
 from bot.config import Settings
 
 VOCAB = load_vocabulary(Settings().rules_dir)
@@ -96,6 +96,36 @@ def test_a_release_under_a_flag_the_function_keeps_is_its_own_bookkeeping() -> N
         body, body.replace("\tfree_pool_stats(slab);", "\tif (got)\n\t\tfree_pool_stats(slab);")
     )
     assert release_now_conditional(ENV, pre, post) == []
+
+
+def test_a_release_under_a_member_the_series_adds_is_an_opt_in_mode() -> None:
+    # `if (!pool->keep_on_error)`: the series adds `bool keep_on_error;` to the
+    # struct; every object that never sets it is released as before
+    cond = "!pool->keep_on_error"
+    pre, post = _sides(
+        UNACCOUNT,
+        UNACCOUNT.replace("\tfree_pool_stats(slab);", f"\tif ({cond})\n\t\tfree_pool_stats(slab);"),
+    )
+    assert _variants(release_now_conditional(ENV, pre, post)) == ["release-now-conditional"]
+    members = member_declarations(["\tbool keep_on_error;", "\treturn err;", "\tint x = 1;"])
+    assert members == frozenset({"keep_on_error"})
+    env = Env(VOCAB, depth=2, members_added=members)
+    assert release_now_conditional(env, pre, post) == []
+
+
+def test_member_declarations_reads_declarations_not_statements() -> None:
+    lines = [
+        "\tstruct list_head list;",
+        "\tunsigned long flags : 4;",
+        "\tconst struct pool_ops *ops;",
+        "\tchar name[16]; /* shown in sysfs */",
+        "\tgoto out;",
+        "\tbreak;",
+        "\tfoo(bar);",
+        "\tx = y;",
+        "int global;",  # file scope: not indented, not a member
+    ]
+    assert member_declarations(lines) == frozenset({"list", "flags", "ops", "name"})
 
 
 def test_a_release_on_one_branch_and_a_hand_off_on_the_other_is_not_a_leak() -> None:

@@ -32,7 +32,7 @@ from bot.analyze.changes import (
 from bot.analyze.context import Check, PatchAnalysis, SeriesAnalysis
 from bot.analyze.flow_source import SourceView, flow_of
 from bot.analyze.infer import extend_vocabulary
-from bot.analyze.rules_match import MATCHERS, Env, Hit, Side
+from bot.analyze.rules_match import MATCHERS, Env, Hit, Side, member_declarations
 from bot.config import Settings
 from bot.errors import InputError, UsageError
 from bot.model import (
@@ -41,6 +41,7 @@ from bot.model import (
     FileDiff,
     Finding,
     FunctionChange,
+    LineKind,
     Severity,
     Status,
 )
@@ -327,7 +328,22 @@ def _prepare(ctx: SeriesAnalysis, settings: Settings, vocab: Vocabulary | None =
     data = vocab if vocab is not None else load_vocabulary(settings.rules_dir)
     vocab, inference = extend_vocabulary(data, views, flows, depth)
     added, removed = changed_calls(ch for ps in patches for ch in ps.pa.changes)
-    env = Env(vocab=vocab, depth=depth, added=added, removed=removed, infer=inference)
+    members = member_declarations(
+        hl.text
+        for ps in patches
+        for diff in ps.pa.images.files
+        for h in diff.hunks
+        for hl in h.lines
+        if hl.kind is LineKind.ADDED
+    )
+    env = Env(
+        vocab=vocab,
+        depth=depth,
+        added=added,
+        removed=removed,
+        infer=inference,
+        members_added=members,
+    )
     prepared = _Prepared(env, patches)
     # Only the latest few series: a long-running worker must not grow without bound.
     if len(_PREPARED) > 4:

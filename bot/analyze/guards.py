@@ -47,6 +47,7 @@ _WARNING = re.compile(r"^(?:VM_)?(?:WARN|BUG)_ON(?:_ONCE)?(?:_\w+)?$|^WARN(?:_ON
 # releasing on failure only is how ownership passes on success.
 _OUTCOME = re.compile(r"^!?\s*(?:\(\s*)?(?:ret|err|error|rc|status|res|result)\s*\)?$|IS_ERR")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
+_MEMBER_USE = re.compile(r"(?:->|\.)\s*([A-Za-z_]\w*)")
 _EXIT = re.compile(r"^\s*(?:return\b[^;]*|goto\s+\w+\s*|break\s*);")
 _IF = re.compile(r"^\s*if\s*\((?P<cond>.*)\)\s*(?P<rest>.*)$")
 
@@ -119,6 +120,10 @@ def release_now_conditional(env: Env, pre: Side, post: Side) -> list[Hit]:
             continue
         if set(_IDENT.findall(cond)) & _assigned_locals(post.flow):
             continue  # a flag the function keeps (`got_page`): it tracks the ownership
+        if set(_MEMBER_USE.findall(cond)) & env.members_added:
+            # a mode the series adds (`if (!c->keep_on_error)`): an object that
+            # never sets its new member is released as before
+            continue
         # the condition must be one the patch wrote: a guard line added
         if not any(ln in post.removed_lines for ln in range(call.line - 3, call.line + 1)):
             continue

@@ -141,6 +141,20 @@ def post_line_of(diff: FileDiff, pre_line: int) -> int | None:
     return pre_line + delta
 
 
+# A declaration alone on a line, `type name;` (a struct member, or a local
+# variable, which is never reached through `->`/`.`): its name.
+_MEMBER_DECL = re.compile(
+    r"^\s+(?!(?:return|goto|case|else|do|break|continue)\b)"
+    r"(?:(?:const|volatile|unsigned|signed|struct|union|enum)\s+)*[A-Za-z_]\w*[\s*]+"
+    r"(?P<name>[A-Za-z_]\w*)\s*(?::\s*\w+\s*)?(?:\[[^\]]*\]\s*)?;\s*(?:/\*.*\*/\s*)?$"
+)
+
+
+def member_declarations(lines: Iterable[str]) -> frozenset[str]:
+    """The names `lines` (added lines of a series) declare as `type name;`."""
+    return frozenset(m.group("name") for ln in lines if (m := _MEMBER_DECL.match(ln)))
+
+
 @dataclass
 class Env:
     """What every matcher may consult."""
@@ -153,6 +167,9 @@ class Env:
     removed: Sequence[tuple[str, Call]] = ()
     # Summaries of the series' callees (bot.analyze.infer); None: names only.
     infer: Inference | None = None
+    # Names the series declares on added lines of the shape of a struct member
+    # (`\tbool reserve_on_error;`): members it introduces (member_declarations).
+    members_added: frozenset[str] = frozenset()
     _helper_cache: dict[tuple[int, str], frozenset[int]] = field(default_factory=dict)
     _returns_cache: dict[tuple[int, str], str] = field(default_factory=dict)
     _callback_cache: dict[tuple[int, str], frozenset[str]] = field(default_factory=dict)
