@@ -179,7 +179,7 @@ def test_diff_only_a_pointer_found_under_a_hidden_lock_used_after_it(tmp_path: P
 GAP_PRE = """
 static struct page *slot_alloc(struct slot_cache *cache)
 {
-	slot->cache = cache;
+	slot = cache->cur;
 	page = slot_page(slot->addr);
 
 
@@ -190,7 +190,7 @@ static struct page *slot_alloc(struct slot_cache *cache)
 GAP_POST = """
 static struct page *slot_alloc(struct slot_cache *cache)
 {
-	slot->cache = cache;
+	slot = cache->cur;
 	spin_unlock_irqrestore(&slot->lock, flags);
 	page = slot_page(slot->addr);
 
@@ -217,7 +217,8 @@ def test_diff_only_a_hidden_lock_covers_only_the_shown_lines_before_its_unlock()
         post = Side(b, view, "mm/t.c", removed_lines=frozenset({5}), shown_lines=shown_post)
         return [h.key[2] for h in access_moved_out_of_lock(env, pre, post)]
 
-    # the whole body known: the function was entered with slot->lock held
+    # the whole body known: the function was entered with slot->lock held, and
+    # found `slot` under it
     assert sides(None, None) == ["page=slot_page(slot->addr)"]
     # diff-only: the lines hidden between the access and the unlock may take
     # the lock, so the section starts at the shown run that ends in the unlock

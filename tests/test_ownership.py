@@ -889,3 +889,38 @@ def test_an_unlink_removed_while_the_object_is_still_linked_is_reported(tmp_path
     review = review_inputs([str(patch)], Settings(simulate=False), tree=str(tmp_path / "tree"))
     intro = [(f.rule_id, f.function) for f in review.findings if f.status is Status.INTRODUCED]
     assert ("MMLC003", "pool_destroy") in intro
+
+
+def test_the_local_an_access_assigns_is_not_an_object_it_found_under_the_lock() -> None:
+    # `slab = to_slab(meta->addr)` moved after the unlock: `meta` is the
+    # caller's; that `slab` was assigned under the lock before is no use of it
+    from bot.analyze.locking import access_moved_out_of_lock
+
+    body = """
+void *guarded_alloc(struct meta *meta, struct cache *cache)
+{
+	struct slab *slab;
+
+	spin_lock(&meta->lock);
+	meta->cache = cache;
+	slab = to_slab(meta->addr);
+	spin_unlock(&meta->lock);
+	slab->cache = cache;
+	return slab;
+}
+"""
+    moved = body.replace(
+        "\tslab = to_slab(meta->addr);\n\tspin_unlock(&meta->lock);\n",
+        "\tspin_unlock(&meta->lock);\n\tslab = to_slab(meta->addr);\n",
+    )
+    pre, post = _sides(body, moved)
+    assert access_moved_out_of_lock(ENV, pre, post) == []
+    # an object the function does find under the lock still counts
+    found = body.replace("\tmeta->cache = cache;\n", "\tmeta = cache->cur;\n")
+    pre, post = _sides(found, found.replace(
+        "\tslab = to_slab(meta->addr);\n\tspin_unlock(&meta->lock);\n",
+        "\tspin_unlock(&meta->lock);\n\tslab = to_slab(meta->addr);\n",
+    ))  # fmt: skip
+    assert [h.key[2] for h in access_moved_out_of_lock(ENV, pre, post)] == [
+        "slab=to_slab(meta->addr)"
+    ]

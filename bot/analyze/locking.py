@@ -500,6 +500,9 @@ _TAKES_OUT = re.compile(
 )
 
 
+_PLAIN_LHS = re.compile(r"^[A-Za-z_]\w*=(?!=)")
+
+
 def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
     """The access `key` uses a local pointer that `flow` assigned between `lo`
     and `hi` (while the lock was held), and not from a call that took it out
@@ -517,8 +520,11 @@ def _found_under(flow: Flow, key: str, lo: int, hi: int, after: Flow) -> bool:
             ):
                 taken = any(_TAKES_OUT.search(name) for name in re.findall(r"(\w+)\s*\(", ev.rhs))
                 found[ev.lhs] = found.get(ev.lhs, True) and not taken
+    # what the access reads: not the plain local it assigns (`slab = f(meta->addr)`
+    # reads meta, whatever `slab` held under the lock)
+    read = _PLAIN_LHS.sub("", key, count=1)
     return any(
-        shared and v in still and re.search(rf"(?<![\w>.]){re.escape(v)}\b", key)
+        shared and v in still and re.search(rf"(?<![\w>.]){re.escape(v)}\b", read)
         for v, shared in found.items()
     )
 
