@@ -38,3 +38,22 @@ def test_a_word_split_between_two_bodies_is_not_a_mention() -> None:
     index = _FileIndex("mm/x.c", "k", "", {"a": (b"{ kfr",), "b": (b"ee(p); }",)})
     assert index.names_mentioning(frozenset({"kfree"})) == ()
     assert index.names_mentioning(frozenset({"ee(p"})) == ("b",)
+
+
+def test_a_flow_built_from_a_text_is_keyed_by_its_place_in_that_text() -> None:
+    from bot.analyze import summaries
+    from bot.analyze.flow_build import flow_of_definition, flows_in_text
+
+    text = "static void a(struct x *p)\n{\n\tkfree(p);\n}\n\nvoid b(void)\n{\n\ta(NULL);\n}\n"
+    first = flows_in_text(text, "mm/x.c")
+    again = flows_in_text.__wrapped__(text, "mm/x.c")  # built anew, not the memo's
+    assert [f.origin for f in first] == [f.origin for f in again]
+    assert len({f.origin for f in first}) == 2 and all(f.origin for f in first)
+    # another path, another text, or the same function parsed alone: other keys
+    assert {f.origin for f in flows_in_text(text, "mm/y.c")}.isdisjoint(f.origin for f in first)
+    edited = flows_in_text(text.replace("kfree", "vfree"), "mm/x.c")
+    assert edited[0].origin != first[0].origin
+    alone = flow_of_definition(text[: text.index("\n\nvoid b")], "mm/x.c", 1)
+    assert alone is not None and alone.origin != first[0].origin
+    # the summaries' content key is the origin (no encoding of the graph)
+    assert summaries._flow_digest(first[0]) == first[0].origin

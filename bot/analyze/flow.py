@@ -127,6 +127,10 @@ class Flow:
     entry: int
     exit: int
     calls: tuple[Call, ...]  # every call, in source order
+    # What the graph was built from, as a content key (the text it was parsed
+    # in, with its path, and where in it): two flows of one origin are the same
+    # graph (the code fingerprint keys the disk cache too). "" when not known.
+    origin: str = field(default="", compare=False, repr=False)
 
     def call_names(self) -> list[str]:
         return [c.name for c in self.calls]

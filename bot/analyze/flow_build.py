@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from bot import cache
 from bot.analyze.csource import code_text, code_tree, parse
 from bot.analyze.flow import (
     NO_SPAN,
@@ -623,11 +624,14 @@ def build_flow(
     line0: int,
     syntax: dict[int, Syntax] | None = None,
     arms: tuple[tuple[int, int], ...] = (),
+    *,
+    origin: str = "",
 ) -> Flow:
     """The control-flow graph of `fn`; `line0` is the absolute line of tree row 0.
     `syntax`, when given, is filled with the syntax of each node (see Syntax);
     `arms`, the later #else/#elif arms of the parsed text (csource.Code.arms),
-    whose statements start at an "arm" node."""
+    whose statements start at an "arm" node; `origin`, the content key of the
+    text parsed (Flow.origin gets it with the definition's place in it)."""
     b = _Builder(file, line0, syntax, arms)
     if _MAY_LABEL.search(fn.body.text or b""):  # a walk of every node only then
         for lab in _labels(fn.body):
@@ -648,6 +652,7 @@ def build_flow(
         entry=entry,
         exit=b.exit,
         calls=calls,
+        origin=f"{origin}\0{fn.name}\0{fn.body.start_byte}\0{line0}" if origin else "",
     )
 
 
@@ -666,8 +671,10 @@ def _labels(n: ts.Node) -> Iterator[str]:
 def flows_in_text(text: str, file: str) -> tuple[Flow, ...]:
     """Every function definition in a file's text, as flows (parsed once per text)."""
     code = code_tree(text)
+    origin = cache.text_key(file, text)
     return tuple(
-        build_flow(fn, file, 1, arms=code.arms) for fn in find_definitions(code.tree.root_node)
+        build_flow(fn, file, 1, arms=code.arms, origin=origin)
+        for fn in find_definitions(code.tree.root_node)
     )
 
 
@@ -689,4 +696,4 @@ def _flow_of_definition(text: str, file: str, start_line: int) -> Flow | None:
     fns = list(find_definitions(tree.root_node))
     if not fns:
         return None
-    return build_flow(fns[0], file, start_line, arms=code.arms)
+    return build_flow(fns[0], file, start_line, arms=code.arms, origin=cache.text_key(file, text))

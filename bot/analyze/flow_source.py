@@ -131,7 +131,7 @@ class _FileIndex:
         arms = code_tree(self.text).arms
         for fn in self._nodes.get(name, ()):
             try:
-                flows.append(build_flow(fn, self.path, 1, arms=arms))
+                flows.append(build_flow(fn, self.path, 1, arms=arms, origin=self.key))
             except RecursionError:
                 continue  # too deeply nested to follow: treat as unknown
         return tuple(flows)

@@ -146,6 +146,8 @@ _MAX_FLOWS = 4096
 
 
 def _flow_digest(flow: Flow) -> str | None:
+    if flow.origin:  # built from a known text: its place in that text is the key
+        return flow.origin
     known = _FLOW_DIGESTS.get(id(flow))
     if known is not None and known[0] is flow:
         return known[1]
