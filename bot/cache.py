@@ -6,8 +6,9 @@ What goes in, each keyed by what it is computed from:
   stamp (path, size, mtime) of the rule files;
 * the functions tree-sitter finds in a file's text and the control-flow graph of a
   function's text, keyed by a hash of the text itself;
-* the callee summaries of a tree (bot.analyze.summaries), keyed by the function's
-  flow, the vocabulary and the depth, with the answers they were computed from.
+* the callee summaries of a tree (bot.analyze.summaries), keyed by the function flow's
+  origin (the text it was built from), the vocabulary and the depth, with
+  the answers they were computed from.
 
 A kernel tree changes slowly and a series is reviewed again after each edit, so
 most texts of a review were seen by an earlier one: the parse is the same, and

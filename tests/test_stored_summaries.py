@@ -62,11 +62,13 @@ def _new_process() -> None:
 
 
 def _inference(callee: str, tree: bool = True) -> Inference:
-    """widget_drop() and widget_free() as the series' mm/widget.c, in a review
+    """widget_drop() in the series' mm/widget.c and widget_free() in its
+    mm/widget_core.c (a summary is keyed by the text its flow was built from:
+    the caller's file stays the same when the callee changes), in a review
     with a tree (the tree beside the cache) or diff-only."""
     directory = cache.active()
     root = str(directory.parent / "tree") if tree and directory is not None else None
-    view = SourceView({"mm/widget.c": CALLER + callee}, root)
+    view = SourceView({"mm/widget.c": CALLER, "mm/widget_core.c": callee}, root)
     return Inference(vocab=VOCAB, views=(view,), depth=2)
 
 

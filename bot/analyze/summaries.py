@@ -6,9 +6,11 @@ the answers to the questions the computation asks the inference on the way:
 the summaries of its callees and the roles of bodiless names by convention.
 A kernel tree changes slowly, so the summaries of its functions (in a review
 with a tree; a diff-only review's images are new each time) are computed
-once and stored under a key made of the first three (the flow's and the
-vocabulary's plain-data encodings, hashed, and the depth), with the questions
-asked and their answers beside them.
+once and stored under a key made of the first three (the flow's origin: the
+content key of the text it was built from, with the definition's name and
+place, which determines the graph; the vocabulary's plain-data encoding,
+hashed; and the depth), with the questions asked and their answers beside
+them. A flow of no known origin is keyed by its own encoding, hashed.
 
 A stored summary is used only after the same questions, asked again in the
 same order, get the same answers: a callee whose body changed (or that a
