@@ -160,7 +160,7 @@ class SimulatorCheck:
         if pa.partial:
             notes.append(
                 "images rebuilt from the diff only: "
-                "the simulator saw only the functions the hunks show"
+                "the simulator saw only the functions the hunks show (and not the tree)"
             )
         pre_files = dict(earlier)
         post_files = dict(earlier)
@@ -171,9 +171,11 @@ class SimulatorCheck:
                 pre_files[img.path] = img.pre
             if img.post is not None:
                 post_files[img.path] = img.post
-        # the tree still serves the files this patch does not touch (callers,
-        # ops tables, callbacks) when its own images are rebuilt from the diff
-        tree = ctx.tree_root
+        # a patch that did not apply to the tree was not written against it: its
+        # callers, ops tables and callbacks there are another version's (a file
+        # the patch creates may exist there already), so the simulator reads
+        # only the series, as in a diff-only review
+        tree = None if pa.partial else ctx.tree_root
         pre_src = SourceSet(
             pre_files, tree, budget_of(settings, deadline), tree_texts=self._tree_texts
         )
