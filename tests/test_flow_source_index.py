@@ -4,6 +4,7 @@ searched in all bodies at once, give what a body-by-body search gives."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from bot.analyze.flow_source import _FileIndex
 
@@ -57,3 +58,32 @@ def test_a_flow_built_from_a_text_is_keyed_by_its_place_in_that_text() -> None:
     assert alone is not None and alone.origin != first[0].origin
     # the summaries' content key is the origin (no encoding of the graph)
     assert summaries._flow_digest(first[0]) == first[0].origin
+
+
+def test_a_body_the_hunks_show_in_part_is_read_from_the_tree_when_it_has_one(
+    tmp_path: Path,
+) -> None:
+    from bot.analyze.flow_source import SourceView
+
+    # the tree's zone.c: zone_reset() sets fields; zone_free() frees the handle
+    tree = (
+        "static void zone_reset(struct zone_page *zp)\n{\n\tzp->index = 0;\n\tzp->priv = 0;\n}\n"
+        + "\n" * 20
+        + "static void zone_free(struct zone_pool *pool, unsigned long h)\n{\n"
+        + "\tcache_free_handle(pool, h);\n}\n"
+    )
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "zone.c").write_text(tree)
+    # the partial image: a hunk shows zone_reset()'s head (lines 1-3), another
+    # zone_free()'s body (lines 27-29); the lines between are hidden (blank)
+    lines = tree.split("\n")
+    shown = {1, 2, 3, 27, 28, 29}
+    partial = "\n".join(ln if i + 1 in shown else "" for i, ln in enumerate(lines))
+    view = SourceView({"mm/zone.c": partial}, str(tmp_path), True, {"mm/zone.c": frozenset(shown)})
+    (flow,) = view.definitions("zone_reset", "mm/zone.c")
+    assert "cache_free_handle" not in flow.call_names()  # the tree's body, not run-on
+    assert flow.call_names() == []
+    # without a tree the partial body is all there is
+    alone = SourceView({"mm/zone.c": partial}, None, True, {"mm/zone.c": frozenset(shown)})
+    (flow,) = alone.definitions("zone_reset", "mm/zone.c")
+    assert "cache_free_handle" in flow.call_names()

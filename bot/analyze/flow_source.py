@@ -409,16 +409,36 @@ class SourceView:
                 # a partial image shows only the hunks: the file's other functions
                 # are in the tree's copy, before any other file's namesake
                 texts.append(self._texts.tree_text(path))
-            for text in texts:
+            cut: tuple[Flow, ...] = ()
+            for i, text in enumerate(texts):
                 if not text or not _defines(text, name):
                     continue
                 found = _index(text, path).flows_named(name)
+                if found and i == 0 and len(texts) > 1 and self._cut(path, found):
+                    # a body the hunks show only in part runs on into the next
+                    # hunk's lines: the tree's copy, when it has one, is the body
+                    cut, found = found, ()
+                    continue
                 if found:
                     break
+            found = found or cut
             if found:
                 break
         self._cache[key] = found
         return found
+
+    def _cut(self, path: str, flows: tuple[Flow, ...]) -> bool:
+        """Some definition in `flows` (read from the partial image of `path`)
+        spans lines the diff does not show."""
+        shown = self.shown.get(path)
+        if shown is None:
+            return False
+        for flow in flows:
+            lines = [ev.line for n in flow.nodes.values() for ev in n.events]
+            hi = max(lines, default=flow.start_line)
+            if any(n not in shown for n in range(flow.start_line, hi + 1)):
+                return True
+        return False
 
     def callbacks_of(self, vocab: Vocabulary, near: str) -> dict[str, list[tuple[str, Call]]]:
         """Work/timer/rcu member -> callbacks bound to it by an init call (INIT_WORK
