@@ -519,6 +519,7 @@ MATCHER_MODULES = (
     "errpaths",
     "locking",
     "guards",
+    "hoisted",
     "ordering",
     "tables",
 )
