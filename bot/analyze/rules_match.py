@@ -521,6 +521,7 @@ MATCHER_MODULES = (
     "guards",
     "hoisted",
     "ordering",
+    "retry",
     "tables",
 )
 for _module in MATCHER_MODULES:
