@@ -53,7 +53,7 @@ def _label_above(side: Side, hunk: Hunk, index: int, label: str, line: int) -> b
     return False
 
 
-def _enclosing(side: Side, line: int) -> str | None:
+def enclosing_function(side: Side, line: int) -> str | None:
     """The function around `line` of a whole image (a partial one shows no
     heads to find it by)."""
     text = side.view.text(side.file)
@@ -102,7 +102,9 @@ def reset_removed_before_retry(env: Env, pre: Side, post: Side) -> list[Hit]:
                 continue
             if any(_assigns(t, var) for t in added):
                 continue  # reset elsewhere now (after the label, in a helper's call)
-            name = _enclosing(pre, hl.source_line) or function_name_from_section(hunk.section)
+            name = enclosing_function(pre, hl.source_line) or function_name_from_section(
+                hunk.section
+            )
             where = f"{name}()" if name else f"the code retried at `{label}:`"
             hits.append(
                 Hit(
@@ -135,4 +137,4 @@ MATCHERS["reset-removed-before-retry"] = Matcher(
     reset_removed_before_retry.__doc__ or "",
 )
 
-__all__ = ["reset_removed_before_retry"]
+__all__ = ["enclosing_function", "reset_removed_before_retry"]

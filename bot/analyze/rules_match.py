@@ -522,6 +522,7 @@ MATCHER_MODULES = (
     "hoisted",
     "ordering",
     "retry",
+    "retarget",
     "tables",
 )
 for _module in MATCHER_MODULES:
