@@ -123,6 +123,14 @@ def _name_from_cut_section(text: str) -> str | None:
     return m.group(1)
 
 
+def function_at(text: str, path: str, line: int) -> str | None:
+    """The name of the function of `text` whose definition spans `line`."""
+    for f in parse_functions(text, path):
+        if f.start_line <= line <= f.end_line:
+            return f.name
+    return None
+
+
 def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:
     """Every function definition in `text` (the file `path`), in file order."""
     return _parse_cached(text, path)

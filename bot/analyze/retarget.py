@@ -21,9 +21,8 @@ from __future__ import annotations
 import re
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES
-from bot.analyze.cfunc import function_name_from_section
+from bot.analyze.cfunc import function_at, function_name_from_section
 from bot.analyze.infer import split_verb
-from bot.analyze.retry import enclosing_function
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 from bot.model import Hunk, LineKind
 
@@ -129,7 +128,7 @@ def release_on_retargeted_exit(env: Env, pre: Side, post: Side) -> list[Hit]:
                 if any(_acquires(env, t, objects) for t in added):
                     continue  # the path now holds what it releases
                 call = f"{m.group('name')}({m.group('args').strip()})"
-                name = enclosing_function(pre, line) or function_name_from_section(hunk.section)
+                name = _function(pre, line) or function_name_from_section(hunk.section)
                 hits.append(
                     Hit(
                         key=("release-on-retargeted-exit", m.group("name"), new, old),
@@ -152,6 +151,14 @@ def release_on_retargeted_exit(env: Env, pre: Side, post: Side) -> list[Hit]:
                 )
                 break
     return hits
+
+
+def _function(side: Side, line: int) -> str | None:
+    """The function around `line` of a whole image (a partial one shows no heads)."""
+    text = side.view.text(side.file)
+    if side.view.partial or text is None:
+        return None
+    return function_at(text, side.file, line)
 
 
 def _shown(side: Side) -> frozenset[int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from bot.analyze.cfunc import function_name_from_section, parse_functions
+from bot.analyze.cfunc import function_at, function_name_from_section
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 from bot.model import Hunk, LineKind
 
@@ -59,10 +59,7 @@ def enclosing_function(side: Side, line: int) -> str | None:
     text = side.view.text(side.file)
     if side.view.partial or text is None:
         return None
-    for f in parse_functions(text, side.file):
-        if f.start_line <= line <= f.end_line:
-            return f.name
-    return None
+    return function_at(text, side.file, line)
 
 
 def _assigns(text: str, var: str) -> bool:
@@ -137,4 +134,4 @@ MATCHERS["reset-removed-before-retry"] = Matcher(
     reset_removed_before_retry.__doc__ or "",
 )
 
-__all__ = ["enclosing_function", "reset_removed_before_retry"]
+__all__ = ["reset_removed_before_retry"]
