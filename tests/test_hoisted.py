@@ -186,3 +186,33 @@ static void gizmo_unaccount(struct gizmo_slab *slab)
     )
     pre, post = _sides(own, own.replace("\tif (!bulk)\n\t\tfree_gizmo_exts", "\tfree_gizmo_exts"))
     assert _variants(step_now_unconditional(ENV, pre, post)) == ["release-now-unconditional"]
+
+
+POISON = """
+static int gizmo_poison_free(struct page *p)
+{
+	int res;
+
+	if (gizmo_take_off_free_list(p) > 0) {
+		page_ref_inc(p);
+		res = GIZMO_RECOVERED;
+	} else {
+		res = GIZMO_FAILED;
+	}
+	return res;
+}
+"""
+
+
+def test_a_get_under_a_widened_comparison_is_reported() -> None:
+    from bot.analyze.hoisted import step_guard_widened
+
+    pre, post = _sides(POISON, POISON.replace("(p) > 0)", "(p) >= 0)"))
+    hits = step_guard_widened(ENV, pre, post)
+    assert _variants(hits) == ["get-guard-widened"]
+    assert hits[0].fields["old_condition"] == "`gizmo_take_off_free_list(p) > 0`"
+    # narrowed back: the fix, nothing to say
+    assert step_guard_widened(ENV, post, pre) == []
+    # another operand is another test, not a widening
+    pre, post = _sides(POISON, POISON.replace("(p) > 0)", "(p) >= 1)"))
+    assert step_guard_widened(ENV, pre, post) == []

@@ -205,6 +205,73 @@ def _other_step_removed(env: Env, pre: Side, post: Side, moved: Call, bases: set
     return False
 
 
+_COMPARISON = re.compile(r"^(?P<lhs>.+?)(?P<op>>=|<=|==|>|<)(?P<rhs>[^=<>]+)$")
+# (old operator, new operator) pairs that admit every value the old one did and more
+_WIDER = frozenset({(">", ">="), ("<", "<="), ("==", ">="), ("==", "<=")})
+
+
+def _widened(old: str, new: str) -> bool:
+    """`new` is `old` with its comparison widened to admit one more value
+    (`x > 0` becoming `x >= 0`), the operands unchanged."""
+    a, b = _COMPARISON.match(_squash(old)), _COMPARISON.match(_squash(new))
+    if a is None or b is None:
+        return False
+    same = a.group("lhs") == b.group("lhs") and a.group("rhs") == b.group("rhs")
+    return same and (a.group("op"), b.group("op")) in _WIDER
+
+
+def step_guard_widened(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A get or a release under a comparison the patch widens (`if (f(p) > 0)
+    page_ref_inc(p);` becoming `>= 0`): the step now also runs for the value
+    the old test kept it from, the outcome where there was nothing to take or
+    drop (a helper's `0`: done nothing)."""
+    if pre.flow is None or post.flow is None or not post.removed_lines:
+        return []
+    hits: list[Hit] = []
+    pre_texts = [_squash(c.text) for c in pre.flow.calls]
+    post_texts = [_squash(c.text) for c in post.flow.calls]
+    for call in post.flow.calls:
+        step = _step(env, call) if not call.in_condition and call.args else ""
+        text = _squash(call.text)
+        if not step or pre_texts.count(text) != 1 or post_texts.count(text) != 1:
+            continue
+        before = pre.flow.calls[pre_texts.index(text)]
+        if len(before.guards) != len(call.guards) or not before.guards:
+            continue
+        changed = [
+            (g, h)
+            for g, h in zip(before.guards, call.guards, strict=True)
+            if _squash(g) != _squash(h)
+        ]
+        if len(changed) != 1 or not _widened(*changed[0]):
+            continue
+        old, new = (" ".join(g.split()) for g in changed[0])
+        hits.append(
+            Hit(
+                key=(f"{step}-guard-widened", call.name, _squash(new)),
+                line=call.line,
+                removed_line=before.line,
+                fields={
+                    "function": post.flow.name,
+                    "call": call.text,
+                    "condition": f"`{new}`",
+                    "old_condition": f"`{old}`",
+                },
+                evidence=(
+                    f"before: `{before.text}` at {pre.file}:{before.line} ran only if `{old}`",
+                    f"after: it runs if `{new}` ({post.file}:{call.line}): also for the "
+                    "value the old test excluded",
+                ),
+                variant=f"{step}-guard-widened",
+            )
+        )
+    return hits
+
+
+MATCHERS["step-guard-widened"] = Matcher(
+    "step-guard-widened", "change", step_guard_widened, step_guard_widened.__doc__ or ""
+)
+
 MATCHERS["step-now-unconditional"] = Matcher(
     "step-now-unconditional",
     "change",
@@ -212,4 +279,4 @@ MATCHERS["step-now-unconditional"] = Matcher(
     step_now_unconditional.__doc__ or "",
 )
 
-__all__ = ["step_now_unconditional"]
+__all__ = ["step_guard_widened", "step_now_unconditional"]
