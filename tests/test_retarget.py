@@ -101,3 +101,52 @@ def test_a_reset_removed_before_a_forward_jump_is_not_reported(tmp_path: Path) -
     # no `out:` above the jump: a forward exit, nothing is retried
     text = RETRY.replace("{section}", "retry:").replace("{label}", "out")
     assert _variants(tmp_path, text) == []
+
+
+def test_a_label_of_the_function_above_is_not_a_retry_label(tmp_path: Path) -> None:
+    # a whole image: `out:` belongs to the function before this one
+    tree = tmp_path / "tree" / "mm"
+    tree.mkdir(parents=True)
+    body = [
+        "static int gizmo_a(int x)",
+        "{",
+        "\tif (x)",
+        "\t\tgoto out;",
+        "\tx++;",
+        "out:",
+        "\treturn x;",
+        "}",
+        "",
+        "static int gizmo_b(struct gizmo *g)",
+        "{",
+        "\tint allowed = 0;",
+        "",
+        "\tif (!gizmo_get(g)) {",
+        "\t\tgizmo_undo(g);",
+        "\t\tallowed = 0;",
+        "\t\tgoto out;",
+        "\t}",
+        "\tallowed = 1;",
+        "out:",
+        "\treturn allowed;",
+        "}",
+    ]
+    (tree / "gizmo_lock.c").write_text("\n".join(body) + "\n")
+    patch = tmp_path / "t.patch"
+    patch.write_text(
+        "From: Example Dev <dev@example.org>\n"
+        "Subject: [PATCH] mm/gizmo: drop a reset\n"
+        "\n"
+        "---\n"
+        "diff --git a/mm/gizmo_lock.c b/mm/gizmo_lock.c\n"
+        "--- a/mm/gizmo_lock.c\n"
+        "+++ b/mm/gizmo_lock.c\n"
+        "@@ -14,5 +14,4 @@ static int gizmo_b(struct gizmo *g)\n"
+        " \tif (!gizmo_get(g)) {\n"
+        " \t\tgizmo_undo(g);\n"
+        "-\t\tallowed = 0;\n"
+        " \t\tgoto out;\n"
+        " \t}\n"
+    )
+    review = review_inputs([str(patch)], SETTINGS, tree=str(tmp_path / "tree"))
+    assert not any(f.rule_id == "MMLC009" for f in review.findings)

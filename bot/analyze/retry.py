@@ -47,6 +47,8 @@ def _label_above(side: Side, hunk: Hunk, index: int, label: str, line: int) -> b
         return True
     lines = side.view.lines(side.file) if side.view.text(side.file) is not None else []
     for text in reversed(lines[max(0, line - _REACH) : max(0, line - 1)]):
+        if text.startswith("}"):
+            return False  # the end of the function before: the label is not this one's
         m = _LABEL.match(text)
         if m is not None and m.group("label") == label:
             return True
