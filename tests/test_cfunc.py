@@ -121,6 +121,15 @@ def test_find_function_and_call_graph() -> None:
         ("struct memcg_cache_params {", None),
         ("__memcg_kmem_get_cache(struct kmem_cache *cachep, gfp_t gfp);", None),
         ("", None),
+        # `diff -p` cuts at 40 columns, before the parameter list
+        ("static __always_inline void gizmo_slab_free", "gizmo_slab_free"),
+        ("static unsigned long gizmo_pool_shrink_un", "gizmo_pool_shrink_un"),
+        ("struct gizmo_pool_info * __init gizmo_all", "gizmo_all"),
+        # short heads are not cut: no `(` means no function
+        ("static int gizmo_count", None),
+        ("struct gizmo_pool_info_with_a_long_name {", None),
+        ("#define GIZMO_POOL_SHRINK_BATCH_SIZE_IN_PAGES", None),
+        ("static const unsigned long long unsigned", None),
     ],
 )
 def test_function_name_from_section(section: str, name: str | None) -> None:

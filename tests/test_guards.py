@@ -350,3 +350,50 @@ def test_a_lock_call_the_patch_adds_in_the_file_is_the_same_protection_moved() -
     assert _added_line_takes(ENV, moved, "zone->lock")
     assert not _added_line_takes(ENV, moved, "zone->lru_lock")  # another lock
     assert not _added_line_takes(ENV, Side(None, view, PATH, frozenset({3})), "zone->lock")
+
+
+# ---------------------------------------------------------------- barrier-removed-before-wakeup
+
+WAKER = """
+static void pool_dec_busy(struct gizmo_pool *pool)
+{
+	atomic_long_dec(&pool->busy);
+	/* pairs with the smp_mb() in pool_drain() */
+	smp_mb__after_atomic();
+	if (atomic_long_read(&pool->busy) == 0 && pool->draining)
+		wake_up_all(&pool->drain_wait);
+}
+"""
+
+
+def test_a_barrier_removed_between_a_count_drop_and_its_wakeup_test_is_reported() -> None:
+    from bot.analyze.ordering import barrier_removed_before_wakeup
+
+    pre, post = _sides(WAKER, WAKER.replace("\tsmp_mb__after_atomic();\n", ""))
+    hits = barrier_removed_before_wakeup(ENV, pre, post)
+    assert _variants(hits) == ["barrier-removed-before-wakeup"]
+    assert hits[0].fields["wake"] == "wake_up_all(&pool->drain_wait)"
+    assert barrier_removed_before_wakeup(ENV, post, pre) == []
+
+
+def test_a_barrier_removed_with_no_wakeup_after_it_or_a_new_test_is_not_reported() -> None:
+    from bot.analyze.ordering import barrier_removed_before_wakeup
+
+    # a barrier after a flag set, before a plain check: no waker (redundant ones go so)
+    no_wake = """
+static void gizmo_add(struct gizmo *g)
+{
+	gizmo_set_lru(g);
+	smp_mb__after_atomic();
+	if (gizmo_evictable(g))
+		gizmo_count(g);
+}
+"""
+    pre, post = _sides(no_wake, no_wake.replace("\tsmp_mb__after_atomic();\n", ""))
+    assert barrier_removed_before_wakeup(ENV, pre, post) == []
+    # the test changed with it (a lock now decides): a new scheme
+    locked = WAKER.replace("\tsmp_mb__after_atomic();\n", "").replace(
+        "pool->draining)", "pool_draining_locked(pool))"
+    )
+    pre, post = _sides(WAKER, locked)
+    assert barrier_removed_before_wakeup(ENV, pre, post) == []

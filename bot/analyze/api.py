@@ -52,6 +52,7 @@ ROLES = (
     "read_barrier",
     "publish_entry",
     "liveness_test",
+    "wake",
 )
 
 # libyaml's safe loader when present (the pure-Python one is ~10x slower).

@@ -65,7 +65,9 @@ def function_name_from_section(section: str) -> str | None:
     """The function a hunk header's section text (`static void foo(int x)`) names, or
     None when it is not a function head (a struct, a declaration ending in `;`)."""
     text = section.strip()
-    if not text or "(" not in text or text.endswith(";") or "=" in text.split("(", 1)[0]:
+    if text and "(" not in text:
+        return _name_from_cut_section(text)
+    if not text or text.endswith(";") or "=" in text.split("(", 1)[0]:
         return None
     head = text.split("(", 1)[0]
     m = IDENT_BEFORE.search(head)
@@ -75,6 +77,58 @@ def function_name_from_section(section: str) -> str | None:
     if name in NOT_CALLS or head.lstrip().startswith("#"):
         return None
     return normalise_name(name, text[text.index("(") :])
+
+
+# `diff -p` (quilt, akpm's -mm patches) cuts the section at 40 columns: a long
+# head loses its parameter list (`static __always_inline void do_slab_free`).
+CUT_SECTION = 39
+_CUT_HEAD = re.compile(r"(?:[A-Za-z_]\w*[\s*]+)+\**([A-Za-z_]\w*)")
+_TYPE_WORDS = frozenset(
+    {
+        "void",
+        "int",
+        "long",
+        "char",
+        "bool",
+        "short",
+        "unsigned",
+        "signed",
+        "const",
+        "struct",
+        "union",
+        "enum",
+        "static",
+        "inline",
+        "extern",
+        "__init",
+        "__always_inline",
+        "noinline",
+    }
+)
+
+
+def _name_from_cut_section(text: str) -> str | None:
+    """The function a section cut before its `(` names: a head of storage and
+    type words ending in an identifier, as long as `diff -p` cuts at. The name
+    may itself be cut (a prefix of the real one); a partial image knows the
+    function by it, as its hunks show no more."""
+    if len(text) < CUT_SECTION or text.lstrip().startswith("#"):
+        return None
+    m = _CUT_HEAD.fullmatch(text)
+    if m is None or m.group(1) in NOT_CALLS or m.group(1) in _TYPE_WORDS:
+        return None
+    first = text.split(maxsplit=1)[0]
+    if first in ("struct", "union", "enum", "typedef") and len(text.split()) < 3:
+        return None
+    return m.group(1)
+
+
+def function_at(text: str, path: str, line: int) -> str | None:
+    """The name of the function of `text` whose definition spans `line`."""
+    for f in parse_functions(text, path):
+        if f.start_line <= line <= f.end_line:
+            return f.name
+    return None
 
 
 def parse_functions(text: str, path: str) -> tuple[CFunction, ...]:

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, norm_object
+from bot.analyze.infer import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _ERRNO = re.compile(r"-E[A-Z][A-Z0-9_]*")
@@ -160,7 +161,35 @@ def _set_in_branch(post: Side, var: str, code: str, after: int | None) -> bool:
 
 _UNDO = re.compile(
     r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
+    r"|_free_hook$"
 )
+# What runs at a free to take back what the allocation set up (an accounting
+# tag, a memcg charge, a sanitizer's state): `*_free_hook()`.
+_FREE_HOOK = re.compile(r"_free_hook$")
+_FREE_VERBS = frozenset({"free", "put", "release", "destroy"})
+_PREDICATE_WORD = re.compile(r"(?:^|_)(?:want|is|can|should|need|may|has)_")
+
+
+def _free_after_hook(env: Env, post: Flow, hook: Call) -> Call | None:
+    """For a release hook (`*_free_hook()`): the call of `post` that still frees
+    what the hook was given (a free, put or destroy by the vocabulary or by its
+    name, sharing an object argument with the hook), else None."""
+    if not _FREE_HOOK.search(hook.name):
+        return None
+    objs = {base_name(a) for a in hook.args} - {""}
+    for c in post.calls:
+        if c.name == hook.name or _FREE_HOOK.search(c.name) or c.in_condition:
+            continue
+        if _PREDICATE_WORD.search(c.name):
+            continue  # `slab_want_init_on_free()` asks, it frees nothing
+        roles = {r.role for r in env.vocab.roles_of(c.name)}
+        sv = split_verb(c.name)
+        frees = bool(roles & {"free", "put", "destroy"}) or (
+            not roles and sv is not None and sv[0] in _FREE_VERBS
+        )
+        if frees and objs & {base_name(a) for a in c.args}:
+            return c
+    return None
 
 
 # Restoring interrupt, preemption or lock state is not taking back an object's.
@@ -216,11 +245,33 @@ def undo_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
         before = sum(1 for d in pre.flow.calls if d.name == c.name)
         if after[c.name] >= before or env.series_adds(c.name, besides=pre.flow.name):
             continue
-        if not c.guards:
-            continue  # only what an error branch ran
+        free = None if c.guards else _free_after_hook(env, post.flow, c)
+        if not c.guards and free is None:
+            continue  # only what an error branch ran, or a hook before a free kept
         if _setup_removed(pre.flow, post.flow, c) or _setup_removed_elsewhere(env, pre, c):
             continue  # what it undid is no longer done either
         seen.add(c.name)
+        if free is not None:
+            hits.append(
+                Hit(
+                    key=("free-hook-dropped", c.name),
+                    line=free.line,
+                    removed_line=c.line,
+                    fields={
+                        "function": post.flow.name,
+                        "undo": c.text,
+                        "undo_name": c.name,
+                        "free": free.text,
+                    },
+                    evidence=(
+                        f"removed: {c.text} at {pre.file}:{c.line}",
+                        f"kept: {free.text} at {post.file}:{free.line} frees what it was "
+                        "given, and the series adds the hook nowhere else",
+                    ),
+                    variant="free-hook-dropped",
+                )
+            )
+            continue
         hits.append(
             Hit(
                 key=("undo-dropped", c.name),

@@ -80,6 +80,7 @@ class Summary:
     release_kind: str = ""  # "put" (a reference) or "free" (the object)
     release_family: str = ""
     gets: frozenset[int] = frozenset()  # params it takes a reference on (every path)
+    gets_maybe: frozenset[int] = frozenset()  # params it takes a reference on (some path)
     hands_off: frozenset[int] = frozenset()  # params it stores where others find them
     returns: str = ""  # "new" (allocated), "ref" (referenced), "" (nothing owned)
     returns_family: str = ""
@@ -296,6 +297,7 @@ class Inference:
         gets_always = (
             frozenset.intersection(*(e[1] for e in exits)) if exits and complete else frozenset()
         )
+        gets_maybe = frozenset().union(*(e[1] for e in exits)) if exits else frozenset()
 
         for call in flow.calls:
             for ri, kind, fam in released_by(call):
@@ -373,6 +375,7 @@ class Inference:
             release_kind=release_kind,
             release_family=release_family,
             gets=gets_always,
+            gets_maybe=gets_maybe,
             hands_off=frozenset(hands),
             returns=returns,
             returns_family=returns_family,

@@ -494,9 +494,10 @@ def _lock_lookup(key: str, post_locks: dict[str, list[tuple[int, int]]]) -> bool
 
 
 # A call that takes what it returns out of the shared structure (a queue, list,
-# free list, tree): the caller owns the object once the lock is dropped.
+# free list, tree; `rmqueue` a free area's list), or an allocator that makes it:
+# the caller owns the object once the lock is dropped.
 _TAKES_OUT = re.compile(
-    r"(?:^|_)(?:dequeue|pop|take|isolate|remove|del|detach|steal|unlink)(?:_|$)"
+    r"(?:^|_)(?:dequeue|rmqueue|pop|take|isolate|remove|del|detach|steal|unlink|alloc)(?:_|$)"
 )
 
 

@@ -6,8 +6,17 @@ entry installed with `set_pte_at()`, role `publish_entry`, which orders nothing
 itself) is removed while the publication stays: another CPU that walks to what
 the entry maps may read it before the stores that filled it are visible.
 
-A barrier removed from between any two accesses is not reported: measured on
-the -mm noise sample, deliberate removals of redundant barriers (with the
+`barrier-removed-before-wakeup` (MMLC008): a barrier between an update (an
+atomic operation, a store) and the test that decides whether to wake a waiter
+(role `wake`: `if (!atomic_read(&n) && pool->destroying) wake_up_all(&wq)`) is
+removed while the update, the test and the wake-up stay. The barrier paired
+with one on the waiter's side (set a flag, barrier, wait for the count): without
+it the waker may read the flag before its update is visible and skip the
+wake-up while the waiter reads the old count, and a teardown waiting for the
+count to drain sleeps forever or, with a timeout, frees what the waker uses.
+
+A barrier removed from between any other two accesses is not reported: measured
+on the -mm noise sample, deliberate removals of redundant barriers (with the
 reason in the changelog) outnumbered the harmful one three to one.
 
 Registered into bot.analyze.rules_match.MATCHERS when imported.
@@ -15,7 +24,9 @@ Registered into bot.analyze.rules_match.MATCHERS when imported.
 
 from __future__ import annotations
 
-from bot.analyze.flow import Call, Flow
+import re
+
+from bot.analyze.flow import Assign, Call, Flow
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 
@@ -77,9 +88,94 @@ def barrier_removed_before_publish(env: Env, pre: Side, post: Side) -> list[Hit]
     return hits
 
 
+_UPDATE = re.compile(r"(?:^|_)(?:atomic\w*|inc|dec|add|sub|set_bit|clear_bit|change_bit)(?:_|$)")
+
+
+def _updates(flow: Flow, lo: int, hi: int) -> bool:
+    """`flow` changes shared state on a line in [lo, hi): an atomic operation or a
+    bit operation on it, or a store through a pointer."""
+    for n in flow.nodes.values():
+        for ev in n.events:
+            if not lo <= ev.line < hi:
+                continue
+            if isinstance(ev, Call) and _UPDATE.search(ev.name) and not ev.in_condition:
+                return True
+            if isinstance(ev, Assign) and ("->" in ev.lhs or "." in ev.lhs):
+                return True
+    return False
+
+
+def barrier_removed_before_wakeup(env: Env, pre: Side, post: Side) -> list[Hit]:
+    """A barrier between an update and the test deciding a wake-up (role
+    `wake`) is removed; the update, the test and the wake-up stay: the waker
+    and its waiter no longer see each other's stores in order (a lost wake-up,
+    or a teardown that frees while the waker still runs)."""
+    if pre.flow is None or post.flow is None or not pre.removed_lines:
+        return []
+    barriers = env.vocab.names_with_role("write_barrier") | env.vocab.names_with_role(
+        "read_barrier"
+    )
+    wakes = env.vocab.names_with_role("wake")
+    post_bar = _ordered_calls(post.flow, barriers)
+    post_wake = {"".join(c.text.split()): c for c in _ordered_calls(post.flow, wakes)}
+    hits: list[Hit] = []
+    for bar in _ordered_calls(pre.flow, barriers):
+        if bar.line not in pre.removed_lines:
+            continue
+        # the wake-up the barrier precedes, in the same block, under a test of its own
+        depth = len(bar.guards)
+        wake = next(
+            (
+                w
+                for w in _ordered_calls(pre.flow, wakes)
+                if w.line > bar.line and len(w.guards) > depth and w.guards[:depth] == bar.guards
+            ),
+            None,
+        )
+        if wake is None or not _updates(pre.flow, pre.flow.start_line, bar.line):
+            continue
+        after = post_wake.get("".join(wake.text.split()))
+        if after is None or not after.guards:
+            continue  # the wake-up went, or no longer depends on a test
+        if "".join(after.guards[-1].split()) != "".join(wake.guards[-1].split()):
+            continue  # the test changed: a new scheme, not a barrier dropped
+        if any(b.line < after.line for b in post_bar):
+            continue  # a barrier still orders the test
+        if not _updates(post.flow, post.flow.start_line, after.line):
+            continue
+        hits.append(
+            Hit(
+                key=("barrier-removed-before-wakeup", bar.name, wake.name),
+                line=after.line,
+                removed_line=bar.line,
+                fields={
+                    "function": post.flow.name,
+                    "barrier": bar.text,
+                    "wake": after.text,
+                    "condition": " ".join(after.guards[-1].split()),
+                },
+                evidence=(
+                    f"before: `{bar.text}` at {pre.file}:{bar.line} ordered the update "
+                    f"before the test of `{' '.join(wake.guards[-1].split())}`",
+                    f"after: `{after.text}` at {post.file}:{after.line} is decided by that "
+                    "test with no barrier after the update",
+                ),
+                variant="barrier-removed-before-wakeup",
+            )
+        )
+        break
+    return hits
+
+
 MATCHERS.update(
     (m.name, m)
     for m in (
+        Matcher(
+            "barrier-removed-before-wakeup",
+            "change",
+            barrier_removed_before_wakeup,
+            barrier_removed_before_wakeup.__doc__ or "",
+        ),
         Matcher(
             "barrier-removed-before-publish",
             "change",
@@ -89,4 +185,4 @@ MATCHERS.update(
     )
 )
 
-__all__ = ["barrier_removed_before_publish"]
+__all__ = ["barrier_removed_before_publish", "barrier_removed_before_wakeup"]

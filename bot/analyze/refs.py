@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
+from bot.analyze.callee_moves import reference_moved_out_of_callee
 from bot.analyze.flow import (
     Assign,
     Assume,
@@ -262,8 +263,14 @@ def path_reference_leak(env: Env, side: Side, other: Side) -> list[Hit]:
         return held, pending, links
 
     start: State = (frozenset(), frozenset(), frozenset())
-    del other
-    return hits.walk(start, on_event, on_assume=on_assume, on_exit=on_exit)
+    return [
+        h
+        for h in hits.walk(start, on_event, on_assume=on_assume, on_exit=on_exit)
+        if h.key[0] != "leak"
+        or not reference_moved_out_of_callee(
+            env, side, other, h.fields["object"], int(h.fields["get_line"])
+        )
+    ]
 
 
 def _manages_refs(vocab: Vocabulary, rhs: str) -> bool:

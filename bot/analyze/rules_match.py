@@ -536,7 +536,10 @@ MATCHER_MODULES = (
     "errpaths",
     "locking",
     "guards",
+    "hoisted",
     "ordering",
+    "retry",
+    "retarget",
     "tables",
 )
 for _module in MATCHER_MODULES:
