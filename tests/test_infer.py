@@ -286,3 +286,38 @@ def test_a_predicate_name_is_no_lifecycle_step() -> None:
     assert split_verb("is_free_buddy_page") is None
     assert split_verb("can_put_page") is None
     assert split_verb("page_alloc") == ("alloc", "page")
+
+
+def test_a_reference_a_helper_takes_is_taken_by_its_callers_too() -> None:
+    # gadget_isolate() takes a page reference only when the page was on a
+    # list; gadget_grab() gets it on every path; their wrappers say the same
+    extra = """
+static int gadget_isolate(struct page *page)
+{
+	if (!TestClearPageLRU(page))
+		return -EBUSY;
+	get_page(page);
+	return 0;
+}
+
+static void gadget_grab(struct page *page)
+{
+	get_page(page);
+}
+
+int gadget_isolate_wrapped(struct page *page)
+{
+	return gadget_isolate((struct page *)page);
+}
+
+void gadget_grab_wrapped(struct page *page)
+{
+	gadget_grab(page);
+}
+"""
+    env, _ = _env(extra)
+    assert env.infer is not None
+    isolate = env.infer.summary("gadget_isolate_wrapped", "mm/widget.c")
+    assert isolate.gets == frozenset() and isolate.gets_maybe == frozenset({0})
+    grab = env.infer.summary("gadget_grab_wrapped", "mm/widget.c")
+    assert grab.gets == frozenset({0}) and grab.gets_maybe == frozenset({0})

@@ -262,9 +262,21 @@ class Inference:
                             out.append((i, s.release_kind, s.release_family))
             return out
 
+        def callee_gets(ev: Call, *, maybe: bool) -> set[int]:
+            """Params a helper `ev` calls takes a reference on (always, or on
+            some path with `maybe`), through the helper's own summary."""
+            s = self._callee(ev, flow, depth)
+            out: set[int] = set()
+            for j in s.gets | s.gets_maybe if maybe else s.gets:
+                if j < len(ev.args) and _whole(ev.args[j]):
+                    i = param_of(ev.args[j])
+                    if i is not None:
+                        out.add(i)
+            return out
+
         def got_on(ev: Call) -> set[int]:
             """Params `ev` takes a reference on unconditionally (not a tryget
-            whose result a branch tests)."""
+            whose result a branch tests), itself or through a helper's body."""
             out: set[int] = set()
             if ev.in_condition:
                 return out
@@ -274,6 +286,8 @@ class Inference:
                     pg = param_of(arg)
                     if pg is not None:
                         out.add(pg)
+            if not out:
+                out = callee_gets(ev, maybe=False)
             return out
 
         # one walk: which params are released, and which referenced, on each
@@ -298,6 +312,9 @@ class Inference:
             frozenset.intersection(*(e[1] for e in exits)) if exits and complete else frozenset()
         )
         gets_maybe = frozenset().union(*(e[1] for e in exits)) if exits else frozenset()
+        # a helper that takes a reference on some of its paths (an isolation
+        # that gets the page only when it was on a list) takes one maybe here too
+        gets_maybe |= frozenset().union(*(callee_gets(c, maybe=True) for c in flow.calls))
 
         for call in flow.calls:
             for ri, kind, fam in released_by(call):

@@ -333,11 +333,13 @@ def lock_family(env: Env, call: Call) -> str:
 
 def _acquires(env: Env, side: Side, call: Call) -> bool:
     """`call` takes a reference or makes an object (by the vocabulary, or by the
-    body of a helper this view defines)."""
+    body of a helper this view defines, on some path of it: an isolation that
+    takes the page only when it is on a list is what its putback pairs with)."""
     for role in env.vocab.roles_of(call.name):
         if role.role in GET_ROLES or role.role in ("create", "iter", "lookup"):
             return True
-    if env.infer is not None and env.infer.summary(call.name, side.file).gets:
+    summary = env.infer.summary(call.name, side.file) if env.infer is not None else None
+    if summary is not None and (summary.gets or summary.gets_maybe):
         return True
     return bool(env.helper_returns_ref(call, side.view, side.file))
 
