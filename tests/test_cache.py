@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot import cache
-from bot.analyze import api, cfunc, csource, engine, flow_source
+from bot.analyze import api, cfunc, csource, engine, flow_index, flow_source
 from bot.errors import InputError
 
 from .conftest import ROOT
@@ -224,13 +224,13 @@ def test_tree_file_definitions_and_flows_come_back_without_a_parse(
     first = view.definitions("obj_put", "mm/obj.c")
     assert [f.name for f in first] == ["obj_put"]
     _forget_process()
-    flow_source._index.cache_clear()
+    flow_index.file_index.cache_clear()
     csource.forget_trees()
 
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr(flow_source, "code_tree", no_parse)
+    monkeypatch.setattr(flow_index, "code_tree", no_parse)
     again = flow_source.SourceView({"mm/obj.c": text}, None).definitions("obj_put", "mm/obj.c")
     assert again == first
     # a flow no earlier review built needs the parse

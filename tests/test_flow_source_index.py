@@ -1,4 +1,4 @@
-"""flow_source._FileIndex.names_mentioning: the names whose bodies spell a word,
+"""flow_index.FileIndex.names_mentioning: the names whose bodies spell a word,
 searched in all bodies at once, give what a body-by-body search gives."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from bot.analyze.flow_source import _FileIndex
+from bot.analyze.flow_index import FileIndex as _FileIndex
 
 
 def _by_body(index: _FileIndex, words: frozenset[str]) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ and whether a lock was held on every path to it.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,9 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot import cache
 from bot.analyze.api import ApiRole, Vocabulary
-from bot.analyze.csource import Texts, code_tree, lexicon
+from bot.analyze.csource import Texts, lexicon
 from bot.analyze.entry_locks import held_before_release, held_on_entry
 from bot.analyze.flow import (
     Assume,
@@ -34,17 +32,13 @@ from bot.analyze.flow import (
     explore,
     norm_object,
 )
-from bot.analyze.flow_build import (
-    FunctionNode,
-    build_flow,
-    find_definitions,
-    flow_of_definition,
-)
+from bot.analyze.flow_build import flow_of_definition
+from bot.analyze.flow_index import defines, file_index
 from bot.model import CFunction
 from bot.safefs import tree_listing
 
 if TYPE_CHECKING:
-    import tree_sitter as ts
+    pass
 
 # Bytes of a tree directory scanned for a definition before giving up (keeps a
 # review ~1 s even on a directory with hundreds of files).
@@ -56,107 +50,6 @@ _MAX_DIR_BYTES = 8 * 1024 * 1024
 MAX_REACH_WORK = 200_000
 
 _COMMENT_LINE = re.compile(r"^\s*(\*|/\*|\*/|//)")
-
-
-@dataclass
-class _FileIndex:
-    """A file's definitions by name; flows are built only for names asked for.
-
-    What a file defines (names and body texts) and the flows built for it go
-    through bot.cache, keyed by the file's text: a tree file seen by an earlier
-    review is not parsed again unless a flow not built then is asked for."""
-
-    path: str
-    key: str  # bot.cache.text_key(path, text)
-    text: str
-    by_name: dict[str, tuple[bytes, ...]]  # name -> body texts, in file order
-    flows: dict[str, tuple[Flow, ...]] = field(default_factory=dict)
-    _mentioning: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
-    _nodes: dict[str, list[FunctionNode]] | None = None
-    _tree: ts.Tree | None = None  # keeps the nodes alive
-    _blob: tuple[bytes, list[int], list[str]] | None = None  # see _bodies
-
-    def names_mentioning(self, words: frozenset[str]) -> tuple[str, ...]:
-        """Defined names (file order) whose body text contains one of `words`: a
-        call can only be to a name its body spells out. Each word is searched
-        for in all the bodies at once (`_bodies`), not body by body."""
-        hit = self._mentioning.get(words)
-        if hit is None:
-            blob, starts, owners = self._bodies()
-            found: set[int] = set()
-            for word in words if starts else ():
-                needle = word.encode()
-                at = blob.find(needle)
-                while at >= 0:
-                    k = bisect.bisect_right(starts, at) - 1
-                    found.add(k)
-                    # on to the next body: one hit per body is enough
-                    at = blob.find(needle, starts[k + 1]) if k + 1 < len(starts) else -1
-            names = {owners[k] for k in found}
-            hit = tuple(name for name in self.by_name if name in names)
-            self._mentioning[words] = hit
-        return hit
-
-    def _bodies(self) -> tuple[bytes, list[int], list[str]]:
-        """Every body text joined with NUL bytes (which no word holds, so no
-        match spans two bodies), each body's start in it, and its name."""
-        if self._blob is None:
-            parts: list[bytes] = []
-            starts: list[int] = []
-            owners: list[str] = []
-            at = 0
-            for name, bodies in self.by_name.items():
-                for body in bodies:
-                    starts.append(at)
-                    owners.append(name)
-                    parts.append(body)
-                    at += len(body) + 1
-            self._blob = (b"\0".join(parts), starts, owners)
-        return self._blob
-
-    def flows_named(self, name: str) -> tuple[Flow, ...]:
-        if name not in self.flows:
-            if name not in self.by_name:
-                self.flows[name] = ()
-            else:
-                self.flows[name] = cache.cached(
-                    "flows-named", f"{self.key}\0{name}", lambda: self._build(name)
-                )
-        return self.flows[name]
-
-    def _build(self, name: str) -> tuple[Flow, ...]:
-        if self._nodes is None:
-            self._tree, self._nodes = _definitions(self.text)
-        flows: list[Flow] = []
-        arms = code_tree(self.text).arms
-        for fn in self._nodes.get(name, ()):
-            try:
-                flows.append(build_flow(fn, self.path, 1, arms=arms, origin=self.key))
-            except RecursionError:
-                continue  # too deeply nested to follow: treat as unknown
-        return tuple(flows)
-
-
-def _definitions(text: str) -> tuple[ts.Tree, dict[str, list[FunctionNode]]]:
-    # tree-sitter alone (no lexical rescan): this runs on whole tree files, and a
-    # definition tree-sitter cannot see is one we do not follow calls into.
-    tree = code_tree(text).tree
-    nodes: dict[str, list[FunctionNode]] = {}
-    for fn in find_definitions(tree.root_node):
-        nodes.setdefault(fn.name, []).append(fn)
-    return tree, nodes
-
-
-@lru_cache(maxsize=256)
-def _index(text: str, path: str) -> _FileIndex:
-    key = cache.text_key(path, text)
-    hit = cache.get("definitions", key)
-    if hit is not None and isinstance(hit[0], dict):
-        return _FileIndex(path, key, text, hit[0])
-    tree, nodes = _definitions(text)
-    bodies = {name: tuple(fn.body.text or b"" for fn in fns) for name, fns in nodes.items()}
-    cache.put("definitions", key, bodies)
-    return _FileIndex(path, key, text, bodies, _nodes=nodes, _tree=tree)
 
 
 @lru_cache(maxsize=4096)
@@ -313,13 +206,6 @@ def _includes(text: str) -> tuple[str, ...]:
     return lexicon(text).include_paths()
 
 
-def _defines(text: str, name: str) -> bool:
-    """Cheap test before parsing: `name(` on a line that could start a definition
-    (a superset, read once per text, so asking for a name the file does not
-    define costs a set lookup)."""
-    return name in lexicon(text).heads
-
-
 @dataclass
 class SourceView:
     """The source on one side of one patch (see module docstring)."""
@@ -365,7 +251,7 @@ class SourceView:
         text = self.text(path)
         if not text:
             return
-        idx = _index(text, path)
+        idx = file_index(text, path)
         for fn in idx.names_mentioning(name if isinstance(name, frozenset) else frozenset({name})):
             yield from idx.flows_named(fn)
 
@@ -411,9 +297,9 @@ class SourceView:
                 texts.append(self._texts.tree_text(path))
             cut: tuple[Flow, ...] = ()
             for i, text in enumerate(texts):
-                if not text or not _defines(text, name):
+                if not text or not defines(text, name):
                     continue
-                found = _index(text, path).flows_named(name)
+                found = file_index(text, path).flows_named(name)
                 if found and i == 0 and len(texts) > 1 and self._cut(path, found):
                     # a body the hunks show only in part runs on into the next
                     # hunk's lines: the tree's copy, when it has one, is the body
@@ -466,7 +352,7 @@ class SourceView:
             text = self.text(path)
             if not text or not lexicon(text).called & inits:
                 continue  # no init call spelled anywhere in it: nothing to parse
-            idx = _index(text, path)
+            idx = file_index(text, path)
             flows = [f for name in idx.names_mentioning(inits) for f in idx.flows_named(name)]
             for flow in flows:
                 for call in flow.calls:
