@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from bot.analyze.csource import code_tree
@@ -31,6 +33,8 @@ __all__ = [
     "Found",
     "calls_in",
     "clip",
+    "declared_names",
+    "file_scope_names",
     "mask",
     "normalise_name",
     "scan_functions",
@@ -430,3 +434,38 @@ def clip(f: Found, closers: list[int], line_starts: list[int]) -> Found:
         end = closers[k]
         return Found(f.name, f.start, end, f.body_offset, line_starts[end] + 1)
     return f
+
+
+# A declaration line: type words (and stars), then declarators up to `;` or `=`.
+_DECL = re.compile(
+    r"^[ \t]*(?:(?:const|static|volatile|unsigned|signed|long|short|struct|union|enum|"
+    r"__\w+)\s+)*[A-Za-z_]\w*(?:\s+|\s*\*+\s*)(?:const\s+)?\**\s*([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*"
+    r"(?P<rest>[=;,][^\n]*)$"
+)
+_MORE = re.compile(r",\s*\**\s*([A-Za-z_]\w*)")
+_NOT_TYPES = frozenset({"return", "goto", "else", "case", "do", "sizeof", "typeof"})
+
+
+def declared_names(lines: Iterable[str]) -> frozenset[str]:
+    """Names declared by the declaration lines among `lines` (`struct page *a, *b;`)."""
+    out: set[str] = set()
+    for line in lines:
+        m = _DECL.match(line)
+        if m is None or line.split()[0] in _NOT_TYPES:
+            continue
+        out.add(m.group(1))
+        rest = m.group("rest")
+        if rest.startswith(",") or ("," in rest and "(" not in rest):
+            out.update(_MORE.findall(rest))
+    return frozenset(out)
+
+
+# A line at column 0 that starts with a letter and ends a statement: a file-scope
+# declaration (one regex pass: a partial image is mostly blank lines).
+_SCOPE_LINE = re.compile(r"^[A-Za-z][^\n]*;[ \t\r\f\v]*$", re.MULTILINE)
+
+
+@lru_cache(maxsize=256)
+def file_scope_names(text: str) -> frozenset[str]:
+    """Names declared at column 0 (globals and statics of a file); once per text."""
+    return declared_names(_SCOPE_LINE.findall(text))

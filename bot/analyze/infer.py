@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 from bot.analyze.api import (
     GET_ROLES,
@@ -624,49 +623,12 @@ def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
     return None
 
 
-# A declaration line: type words (and stars), then declarators up to `;` or `=`.
-_DECL = re.compile(
-    r"^[ \t]*(?:(?:const|static|volatile|unsigned|signed|long|short|struct|union|enum|"
-    r"__\w+)\s+)*[A-Za-z_]\w*(?:\s+|\s*\*+\s*)(?:const\s+)?\**\s*([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*"
-    r"(?P<rest>[=;,][^\n]*)$"
-)
-_MORE = re.compile(r",\s*\**\s*([A-Za-z_]\w*)")
-_NOT_TYPES = frozenset({"return", "goto", "else", "case", "do", "sizeof", "typeof"})
-
-
-def declared_names(lines: Iterable[str]) -> frozenset[str]:
-    """Names declared by the declaration lines among `lines` (`struct page *a, *b;`)."""
-    out: set[str] = set()
-    for line in lines:
-        m = _DECL.match(line)
-        if m is None or line.split()[0] in _NOT_TYPES:
-            continue
-        out.add(m.group(1))
-        rest = m.group("rest")
-        if rest.startswith(",") or ("," in rest and "(" not in rest):
-            out.update(_MORE.findall(rest))
-    return frozenset(out)
-
-
-# A line at column 0 that starts with a letter and ends a statement: a file-scope
-# declaration (one regex pass: a partial image is mostly blank lines).
-_SCOPE_LINE = re.compile(r"^[A-Za-z][^\n]*;[ \t\r\f\v]*$", re.MULTILINE)
-
-
-@lru_cache(maxsize=256)
-def file_scope_names(text: str) -> frozenset[str]:
-    """Names declared at column 0 (globals and statics of a file); once per text."""
-    return declared_names(_SCOPE_LINE.findall(text))
-
-
 __all__ = [
     "MAX_NAMES",
     "STORING_CALL",
     "Inference",
     "Summary",
-    "declared_names",
     "extend_vocabulary",
-    "file_scope_names",
     "merge",
     "split_verb",
 ]

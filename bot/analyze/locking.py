@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 from bot.analyze.contract import held_on_entry
+from bot.analyze.cscan import declared_names
 from bot.analyze.entry_locks import entry_held, section_params
 from bot.analyze.flow import Assign, Call, Flow, norm_object
 from bot.analyze.flow_source import member_tail
-from bot.analyze.infer import declared_names
 from bot.analyze.rules_match import (
     _TRYLOCK,
     MATCHERS,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES, ApiRole, Vocabulary
+from bot.analyze.cscan import declared_names, file_scope_names
 from bot.analyze.csource import calls_spelled, lexicon
 from bot.analyze.flow import (
     Assign,
@@ -42,7 +43,7 @@ from bot.analyze.flow_source import (
     member_tail,
     reach,
 )
-from bot.analyze.infer import Inference, declared_names, file_scope_names
+from bot.analyze.infer import Inference
 from bot.model import FileDiff
 
 # A function is a release path by name when one of these words is in it.
