@@ -5,35 +5,15 @@ and matcher."""
 
 from __future__ import annotations
 
-import difflib
-
 from bot.analyze.api import load_vocabulary
-from bot.analyze.flow import flows_in_text
-from bot.analyze.flow_source import SourceView
 from bot.analyze.hoisted import step_now_unconditional
-from bot.analyze.rules_match import Env, Hit, Side
+from bot.analyze.rules_match import Env, Hit
 from bot.config import Settings
+from tests.fixtures.sides import diff_sides as _sides
 
 VOCAB = load_vocabulary(Settings().rules_dir)
 ENV = Env(VOCAB, depth=2)
 PATH = "mm/t.c"
-
-
-def _sides(pre: str, post: str) -> tuple[Side, Side]:
-    removed: set[int] = set()
-    added: set[int] = set()
-    matcher = difflib.SequenceMatcher(a=pre.splitlines(), b=post.splitlines(), autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag in ("delete", "replace"):
-            removed.update(range(i1 + 1, i2 + 1))
-        if tag in ("insert", "replace"):
-            added.update(range(j1 + 1, j2 + 1))
-    (a,) = flows_in_text(pre, PATH)
-    (b,) = flows_in_text(post, PATH)
-    return (
-        Side(a, SourceView({PATH: pre}, None), PATH, frozenset(removed)),
-        Side(b, SourceView({PATH: post}, None), PATH, frozenset(added)),
-    )
 
 
 def _variants(hits: list[Hit]) -> list[str]:
