@@ -242,6 +242,16 @@ class Inference:
         def param_of(expr: str) -> int | None:
             return index.get(base_name(expr))
 
+        # each call's callee summary, asked once: the walk below visits a
+        # call's event on every path through it
+        callees: dict[int, Summary] = {}
+
+        def callee(ev: Call) -> Summary:
+            s = callees.get(id(ev))
+            if s is None:
+                s = callees[id(ev)] = self._callee(ev, flow, depth)
+            return s
+
         def released_by(ev: Call) -> list[tuple[int, str, str]]:
             out: list[tuple[int, str, str]] = []
             for role in self.vocab.roles_of(ev.name):
@@ -253,7 +263,7 @@ class Inference:
                     kind = "put" if role.role in PUT_ROLES else "free"
                     out.append((i, kind, role.family))
             if not out:
-                s = self._callee(ev, flow, depth)
+                s = callee(ev)
                 for j in s.releases_always:
                     if j < len(ev.args) and _whole(ev.args[j]):
                         i = param_of(ev.args[j])
@@ -264,7 +274,7 @@ class Inference:
         def callee_gets(ev: Call, *, maybe: bool) -> set[int]:
             """Params a helper `ev` calls takes a reference on (always, or on
             some path with `maybe`), through the helper's own summary."""
-            s = self._callee(ev, flow, depth)
+            s = callee(ev)
             out: set[int] = set()
             for j in s.gets | s.gets_maybe if maybe else s.gets:
                 if j < len(ev.args) and _whole(ev.args[j]):

@@ -224,6 +224,9 @@ def _still_owned(env: Env, post: Side, obj: str, after: int) -> bool:
 
 
 _UNLINK_ROLES = frozenset({"unlink", "unpublish"})
+# The calls that put an object on a list or tree by one of its members (the
+# counterparts of the vocabulary's `unlink` role, which has no `link` role).
+_LINK_CALL = re.compile(r"list_add\w*|hlist_add\w*|rb_link_node|list_move\w*")
 
 
 def _unlinked(env: Env, flow: Flow) -> dict[str, Call]:
@@ -239,16 +242,9 @@ def _linkage_gone(unlink: Call, pre: Side, post: Side) -> bool:
     member = member_tail(norm_object(unlink.args[0]))
     if not member:
         return False
-    link = re.compile(
-        rf"\b(list_add\w*|hlist_add\w*|rb_link_node|list_move\w*)\s*\(\s*&[^,]*->{re.escape(member)}\b"
-    )
+    link = re.compile(rf"\b(?:{_LINK_CALL.pattern})\s*\(\s*&[^,]*->{re.escape(member)}\b")
     pre_text, post_text = pre.view.text(pre.file) or "", post.view.text(post.file) or ""
     return link.search(pre_text) is not None and link.search(post_text) is None
-
-
-# The calls that put an object on a list or tree by one of its members (the
-# counterparts of the vocabulary's `unlink` role, which has no `link` role).
-_LINK_CALL = re.compile(r"(list_add\w*|hlist_add\w*|rb_link_node|list_move\w*|llist_add\w*)")
 
 
 def _link_removed_too(env: Env, unlink: Call) -> bool:
@@ -260,12 +256,9 @@ def _link_removed_too(env: Env, unlink: Call) -> bool:
         return False
     target = norm_object(unlink.args[0])
     for _fn, c in env.removed:
-        linking = _LINK_CALL.fullmatch(c.name) is not None or any(
-            r.role == "publish" for r in env.vocab.roles_of(c.name)
-        )
-        if not linking or not c.args:
-            continue
         published = [r for r in env.vocab.roles_of(c.name) if r.role == "publish"]
+        if not c.args or (not published and _LINK_CALL.fullmatch(c.name) is None):
+            continue
         arg = (_object_arg(c, published[0]) if published else None) or c.args[0]
         if norm_object(arg) == target and not env.series_adds(c.name, member_tail(target)):
             return True
