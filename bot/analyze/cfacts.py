@@ -342,6 +342,25 @@ def definition(path: str, text: str, name: str, *, whole: bool) -> tuple[FileInf
     return (info, node)
 
 
+# What a config-off stub returns: nothing, a number, NULL/true/false, an errno.
+_STUB_RETURN = re.compile(rb"return\s*(?:-?\s*(?:\d\w*|NULL|true|false|[A-Z][A-Z0-9_]*))?\s*;")
+
+
+def is_stub(node: Node) -> bool:
+    """Whether a function definition's body does nothing: `{}` or a lone
+    `return 0;` / `return NULL;` / `return -ENOSYS;`, the shape of the
+    `#else` variant a header gives for a feature configured off."""
+    body = node.child_by_field_name("body")
+    if body is None:
+        return False
+    stmts = [c for c in body.named_children if c.type != "comment"]
+    if not stmts:
+        return True
+    if len(stmts) > 1 or stmts[0].type != "return_statement":
+        return False
+    return _STUB_RETURN.fullmatch(stmts[0].text or b"") is not None
+
+
 # Headers that, by kernel convention, only define types (`backing-dev-defs.h`,
 # `mm_types.h`): an included header's own includes of these are read too, so
 # struct layouts one include away are known.

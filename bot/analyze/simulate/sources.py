@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.analyze import cfacts
-from bot.analyze.cfacts import FileFacts, FileInfo
+from bot.analyze.cfacts import FileFacts, FileInfo, is_stub
 from bot.analyze.csource import Lexicon, Texts, calls_spelled, lexicon
 from bot.analyze.simulate.budget import Budget
 from bot.safefs import tree_is_file, tree_listing
@@ -172,13 +172,32 @@ class SourceSet:
             return self._defs[name]
         found: tuple[FileInfo, Node] | None = None
         path = self._def_paths.get(name) if self.defines(name) else None
-        text = self.text(path) if path is not None else None
-        if path is not None and text is not None:
-            self.tick()
-            whole = path in self._parsed or cfacts.is_parsed(path, text)
-            found = cfacts.definition(path, text, name, whole=whole)
+        if path is not None:
+            found = self._definition_in(path, name)
+        if found is not None and is_stub(found[1]):
+            # `static inline void foo(...) {}` under `#else` in a header, the real
+            # body in a .c file: a config-off stub is not what the kernel runs
+            # when the feature is built, so the next file defining it is read
+            for other in self._listing("defines", lambda lex: lex.defines).get(name, ()):
+                if other == path:
+                    continue
+                facts = self.facts(other)
+                if facts is None or name not in facts.defined:
+                    continue
+                alt = self._definition_in(other, name)
+                if alt is not None and not is_stub(alt[1]):
+                    found = alt
+                    break
         self._defs[name] = found
         return found
+
+    def _definition_in(self, path: str, name: str) -> tuple[FileInfo, Node] | None:
+        text = self.text(path)
+        if text is None:
+            return None
+        self.tick()
+        whole = path in self._parsed or cfacts.is_parsed(path, text)
+        return cfacts.definition(path, text, name, whole=whole)
 
     def struct_fields(self, struct: str) -> dict[str, str] | None:
         """Field name -> struct type of the fields of `struct` that are structs."""
