@@ -210,7 +210,12 @@ class Inference:
         d = self.depth if depth is None else depth
         # an empty body is a config stub (`static inline void f(...) {}` under
         # #ifndef CONFIG_X), not what the function does when it is built
-        flows = tuple(f for f in self.definitions(name, near) if not _stub(f))
+        # (a view holding only the stub gives way to the next that has a body)
+        flows: tuple[Flow, ...] = ()
+        for view in self.views:
+            flows = tuple(f for f in view.definitions(name, near) if not _stub(f))
+            if flows:
+                break
         if not flows:
             self._memo[name] = _UNKNOWN
             return _UNKNOWN
