@@ -202,7 +202,7 @@ static struct page *slot_alloc(struct slot_cache *cache)
 def test_diff_only_a_hidden_lock_covers_only_the_shown_lines_before_its_unlock() -> None:
     from bot.analyze.api import load_vocabulary
     from bot.analyze.flow_source import SourceView
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
     from bot.analyze.rules_match import Env, Side
 
     env = Env(load_vocabulary(Settings().rules_dir), depth=2)
@@ -284,7 +284,7 @@ def test_diff_only_a_helper_renamed_into_its_wrapper_loses_no_free(tmp_path: Pat
 def test_diff_only_nothing_runs_before_taking_a_lock_held_from_hidden_lines() -> None:
     from bot.analyze.api import load_vocabulary
     from bot.analyze.flow_source import SourceView
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
     from bot.analyze.rules_match import Env, Side
 
     env = Env(load_vocabulary(Settings().rules_dir), depth=2)

@@ -363,7 +363,7 @@ int block_new(struct xarray *xa, unsigned long idx, struct block *b)
 
 
 def test_a_check_moved_before_the_lock_is_reported() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -419,7 +419,7 @@ int charge(struct memcg *memcg, unsigned int nr, unsigned long flags)
 
 
 def test_filling_a_local_before_the_lock_is_not_an_access_moved_out_of_it() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -451,7 +451,7 @@ ssize_t demote(struct hstate *h, int nid)
 
 
 def test_a_use_moved_after_the_unlock_is_reported_and_calls_without_arguments_are_fine() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -488,7 +488,7 @@ void mark_dirty(struct inode *inode)
 
 
 def test_checking_what_the_function_took_off_a_free_list_after_the_unlock_is_fine() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre_text = """
 struct blk *pool_take(struct pool *pool, int order)
@@ -730,7 +730,7 @@ error:
 
 
 def test_finding_a_new_lock_before_taking_it_is_no_access_moved_out() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -792,7 +792,7 @@ int copy_one(struct pool *p, struct item *it)
 
 
 def test_checking_what_was_taken_off_the_free_list_after_the_unlock_is_no_race() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -828,7 +828,7 @@ struct page *take(struct zone *zone, int order)
 
 
 def test_a_parameter_no_longer_reassigned_under_the_lock_is_the_callers_after_it() -> None:
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     pre, post = _sides(
         """
@@ -944,7 +944,7 @@ def test_an_unlink_removed_while_the_object_is_still_linked_is_reported(tmp_path
 def test_the_local_an_access_assigns_is_not_an_object_it_found_under_the_lock() -> None:
     # `slab = to_slab(meta->addr)` moved after the unlock: `meta` is the
     # caller's; that `slab` was assigned under the lock before is no use of it
-    from bot.analyze.locking import access_moved_out_of_lock
+    from bot.analyze.lock_sections import access_moved_out_of_lock
 
     body = """
 void *guarded_alloc(struct meta *meta, struct cache *cache)

@@ -17,13 +17,40 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from bot.analyze.api import Vocabulary
 from bot.analyze.cfunc import function_name_from_section
 from bot.analyze.flow import Call, Flow, norm_object
 from bot.model import FileDiff
 
-__all__ = ["entry_held", "held_before_release", "held_on_entry", "section_params"]
+if TYPE_CHECKING:
+    from bot.analyze.rules_match import Side
+
+# Calls that take a lock by their name (wrappers the vocabulary does not list).
+LOCKISH = re.compile(r"(^|_)(lock|write_lock|read_lock|down_read|down_write|trylock)(_|$)")
+
+
+def side_body(side: Side) -> str:
+    """The text of a side's function, from its first line to its last call."""
+    flow = side.flow
+    if flow is None:
+        return ""
+    lines = side.view.lines(side.file)
+    if not lines:
+        return ""
+    last = max((c.line for c in flow.calls), default=flow.start_line)
+    return "\n".join(lines[max(flow.start_line - 1, 0) : last + 1])
+
+
+__all__ = [
+    "LOCKISH",
+    "entry_held",
+    "held_before_release",
+    "held_on_entry",
+    "section_params",
+    "side_body",
+]
 
 
 def entry_held(

@@ -538,6 +538,7 @@ MATCHER_MODULES = (
     "ownership",
     "errpaths",
     "locking",
+    "lock_sections",
     "guards",
     "hoisted",
     "ordering",

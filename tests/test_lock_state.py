@@ -1,0 +1,60 @@
+"""A lock's protection of state: a state bit or counter of the locked object
+(or of the object its lock was derived from) changed after the unlock instead
+of before it. Small kernel-style code written for these tests."""
+
+from __future__ import annotations
+
+from bot.analyze.api import load_vocabulary
+from bot.analyze.flow_build import flows_in_text
+from bot.analyze.flow_source import SourceView
+from bot.analyze.lock_sections import access_moved_out_of_lock
+from bot.analyze.rules_match import Env, Side
+from bot.config import Settings
+
+ENV = Env(load_vocabulary(Settings().rules_dir), depth=2)
+VIEW = SourceView({}, None)
+
+
+def _sides(pre: str, post: str) -> tuple[Side, Side]:
+    (a,) = flows_in_text(pre, "mm/t.c")
+    (b,) = flows_in_text(post, "mm/t.c")
+    return Side(a, VIEW, "mm/t.c"), Side(b, VIEW, "mm/t.c")
+
+
+_CLAIM = """
+int shrink_one(struct pool *pool, struct page *page)
+{
+	struct hdr *hdr = page_address(page);
+
+	if (test_bit(PAGE_IDLE, &page->private)) {
+		clear_bit(PAGE_CLAIMED, &page->private);
+		return 0;
+	}
+	hdr_lock(hdr);
+	if (list_empty(&hdr->buddy))
+		add_to_list(pool, hdr);
+	{order}
+	return 0;
+}
+"""
+
+
+def test_a_state_bit_of_the_locked_object_changed_after_unlock_is_reported() -> None:
+    """The bit other holders test under the lock, now cleared after dropping it;
+    another occurrence of the same text elsewhere in the function does not hide it."""
+    under = "clear_bit(PAGE_CLAIMED, &page->private);\n\thdr_unlock(hdr);"
+    after = "hdr_unlock(hdr);\n\tclear_bit(PAGE_CLAIMED, &page->private);"
+    pre, post = _sides(_CLAIM.replace("{order}", under), _CLAIM.replace("{order}", after))
+    hits = access_moved_out_of_lock(ENV, pre, post)
+    assert [h.key for h in hits] == [
+        ("access-moved-out-of-lock", "hdr", "clear_bit(PAGE_CLAIMED,&page->private)")
+    ]
+    assert access_moved_out_of_lock(ENV, post, pre) == []
+
+
+def test_a_wakeup_or_a_state_change_of_an_unrelated_object_after_unlock_is_quiet() -> None:
+    for moved in ("wake_up_all(&pool->wait);", "set_bit(POOL_DIRTY, &pool->flags);"):
+        under = f"{moved}\n\thdr_unlock(hdr);"
+        after = f"hdr_unlock(hdr);\n\t{moved}"
+        pre, post = _sides(_CLAIM.replace("{order}", under), _CLAIM.replace("{order}", after))
+        assert access_moved_out_of_lock(ENV, pre, post) == [], moved
