@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
+from bot.analyze.dying import flag_tests, found_through, is_dying_flag
 from bot.analyze.flow import Assign, Call, Flow, base_name
 from bot.analyze.infer import STORING_CALL, split_verb
 from bot.analyze.rules_match import (
@@ -297,6 +298,21 @@ def state_check_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     # the check it removes: a rewrite, not a removal
     new_exits = {_squash(e) for _, _, e in _changed_exits(post)}
     for line, cond, exit_stmt in _changed_exits(pre):
+        if not _inside(pre.flow, line):
+            continue  # another function's exit in the same file
+        dying = [
+            (flag, obj)
+            for flag, obj in flag_tests(cond)
+            if not _tests(post.flow, flag)
+            and is_dying_flag(env.vocab, pre.view, [pre.file, *pre.view.files], flag)
+        ]
+        if dying:
+            # however the exit is rewritten, the mark that the object is going
+            # away is no longer tested
+            hit = _liveness_hit(pre, post, line=line, cond=cond, exit_stmt=exit_stmt, tested=dying)
+            if hit is not None:
+                hits.append(hit)
+                continue
         if _squash(exit_stmt) in new_exits:
             continue
         lock = _held_at(env, pre.flow, line)
@@ -352,35 +368,54 @@ def state_check_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
                 )
             )
             continue
-        for name in _IDENT.findall(cond):
-            if name not in live:
-                continue
-            m = re.search(rf"\b{re.escape(name)}\s*\(\s*(?:&\s*)?([A-Za-z_]\w*)", cond)
-            obj = m.group(1) if m else ""
-            if not obj or not _still_used(post.flow, obj):
-                continue
-            hits.append(
-                Hit(
-                    key=("liveness-check-removed", name, obj),
-                    line=None,
-                    removed_line=line,
-                    fields={
-                        "function": post.flow.name,
-                        "condition": cond,
-                        "exit": exit_stmt,
-                        "object": obj,
-                    },
-                    evidence=(
-                        f"before: `if ({cond}) {exit_stmt}` at {pre.file}:{line} kept "
-                        f"{pre.flow.name}() off {obj} in that state",
-                        f"after: {post.flow.name}() tests nothing of the kind and still "
-                        f"works on {obj}",
-                    ),
-                    variant="liveness-check-removed",
-                )
-            )
-            break
+        tested = [
+            (name, m.group(1) if m else "")
+            for name in _IDENT.findall(cond)
+            if name in live
+            for m in [re.search(rf"\b{re.escape(name)}\s*\(\s*(?:&\s*)?([A-Za-z_]\w*)", cond)]
+        ]
+        hit = _liveness_hit(pre, post, line=line, cond=cond, exit_stmt=exit_stmt, tested=tested)
+        if hit is not None:
+            hits.append(hit)
     return hits
+
+
+def _inside(flow: Flow, line: int) -> bool:
+    """`line` lies within `flow`'s body (as far as its events reach)."""
+    last = max(
+        [c.line for c in flow.calls] + [ev.line for n in flow.nodes.values() for ev in n.events],
+        default=flow.start_line,
+    )
+    return flow.start_line <= line <= last + 1
+
+
+def _liveness_hit(
+    pre: Side, post: Side, *, line: int, cond: str, exit_stmt: str, tested: list[tuple[str, str]]
+) -> Hit | None:
+    """The liveness check `cond` removed, for the first (test, object) whose
+    object (or the object it was found through) the function still uses."""
+    assert pre.flow is not None and post.flow is not None
+    for name, obj in tested:
+        if not obj or not any(_still_used(post.flow, o) for o in found_through(pre.flow, obj)):
+            continue
+        return Hit(
+            key=("liveness-check-removed", name, obj),
+            line=None,
+            removed_line=line,
+            fields={
+                "function": post.flow.name,
+                "condition": cond,
+                "exit": exit_stmt,
+                "object": obj,
+            },
+            evidence=(
+                f"before: `if ({cond}) {exit_stmt}` at {pre.file}:{line} kept "
+                f"{pre.flow.name}() off {obj} in that state",
+                f"after: {post.flow.name}() tests nothing of the kind and still works on {obj}",
+            ),
+            variant="liveness-check-removed",
+        )
+    return None
 
 
 _RESET = re.compile(r"^(?:0|NULL|false|0UL|0L|-1)$")
