@@ -544,6 +544,7 @@ MATCHER_MODULES = (
     "ordering",
     "retry",
     "retarget",
+    "free_target",
     "tables",
 )
 for _module in MATCHER_MODULES:
