@@ -5,17 +5,13 @@ written for these tests."""
 
 from __future__ import annotations
 
-import difflib
-
 from bot.analyze.api import load_vocabulary
-from bot.analyze.flow import flows_in_text
-from bot.analyze.flow_source import SourceView
 from bot.analyze.guards import state_check_removed
 from bot.analyze.rules_match import Env, Side
 from bot.config import Settings
+from tests.fixtures.sides import diff_sides
 
 ENV = Env(load_vocabulary(Settings().rules_dir), depth=2)
-PATH = "mm/t.c"
 
 LOOKUP_PRE = """
 static struct hdr *hdr_find(unsigned long handle)
@@ -67,20 +63,7 @@ static int hdr_move(struct page *newpage, struct page *page)
 
 
 def _sides(pre_text: str, post_text: str) -> tuple[Side, Side]:
-    removed: set[int] = set()
-    added: set[int] = set()
-    sm = difflib.SequenceMatcher(a=pre_text.splitlines(), b=post_text.splitlines(), autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag in ("delete", "replace"):
-            removed.update(range(i1 + 1, i2 + 1))
-        if tag in ("insert", "replace"):
-            added.update(range(j1 + 1, j2 + 1))
-    a = next(f for f in flows_in_text(pre_text, PATH) if f.name == "hdr_find")
-    b = next(f for f in flows_in_text(post_text, PATH) if f.name == "hdr_find")
-    return (
-        Side(a, SourceView({PATH: pre_text}, None), PATH, frozenset(removed)),
-        Side(b, SourceView({PATH: post_text}, None), PATH, frozenset(added)),
-    )
+    return diff_sides(pre_text, post_text, name="hdr_find")
 
 
 def _review(move_pre: str, move_post: str) -> list[tuple[str, ...]]:

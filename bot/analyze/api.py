@@ -53,6 +53,7 @@ ROLES = (
     "publish_entry",
     "liveness_test",
     "wake",
+    "count_read",
 )
 
 # libyaml's safe loader when present (the pure-Python one is ~10x slower).

@@ -545,6 +545,7 @@ MATCHER_MODULES = (
     "retry",
     "retarget",
     "free_target",
+    "saturation",
     "tables",
 )
 for _module in MATCHER_MODULES:
