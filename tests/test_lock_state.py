@@ -58,3 +58,46 @@ def test_a_wakeup_or_a_state_change_of_an_unrelated_object_after_unlock_is_quiet
         after = f"hdr_unlock(hdr);\n\t{moved}"
         pre, post = _sides(_CLAIM.replace("{order}", under), _CLAIM.replace("{order}", after))
         assert access_moved_out_of_lock(ENV, pre, post) == [], moved
+
+
+_WALK = """
+static void walk_pages(struct zone_set *set)
+{
+	struct page *page;
+
+	{take}
+	page = first_page(set);
+	while (page) {
+		{page_lock}
+		page = next_page(page);
+	}
+	{drop}
+}
+"""
+
+
+def _walk(take: str, page_lock: str, drop: str) -> str:
+    return _WALK.replace("{take}", take).replace("{page_lock}", page_lock).replace("{drop}", drop)
+
+
+def test_a_lock_wrapper_removed_is_protection_removed() -> None:
+    from bot.analyze.locking import protection_removed
+
+    pre, post = _sides(
+        _walk("set_read_lock(set);", "trylock_page(page);", "set_read_unlock(set);"),
+        _walk("", "lock_page(page);", ""),
+    )
+    assert [h.key for h in protection_removed(ENV, pre, post)] == [("protection-removed", "set")]
+
+
+def test_the_same_object_locked_another_way_is_a_new_scheme() -> None:
+    from bot.analyze.locking import protection_removed
+
+    pre, post = _sides(
+        _walk("spin_lock(&set->lock);", "", "spin_unlock(&set->lock);"),
+        _walk("set_lock(set);", "", "set_unlock(set);"),
+    )
+    assert protection_removed(ENV, pre, post) == []
+    # initialising a lock takes none
+    pre, post = _sides(_walk("set_lock_init(set);", "", ""), _walk("", "", ""))
+    assert protection_removed(ENV, pre, post) == []

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from bot.analyze.contract import held_on_entry
 from bot.analyze.entry_locks import LOCKISH as _LOCKISH
 from bot.analyze.entry_locks import side_body as _body
-from bot.analyze.flow import Assign, Flow, norm_object
+from bot.analyze.flow import Assign, Call, Flow, base_name, norm_object
 from bot.analyze.flow_source import member_tail
 from bot.analyze.rules_match import (
     _TRYLOCK,
@@ -59,7 +59,7 @@ def _taken(env: Env, flow: Flow, body: str) -> Counter[tuple[str, str]]:
         return alias.get(o, o)
 
     for c in flow.calls:
-        fam = lock_family(env, c)
+        fam = _lock_kind(env, c)
         if fam == _RCU:
             out[(_RCU, _RCU)] += 1
         elif fam and c.args:
@@ -81,8 +81,14 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
     if not before:
         return []
     after = _taken(env, post.flow, _body(post))
-    if any(_LOCKISH.search(c.name) for c in post.flow.calls if not env.vocab.roles_of(c.name)):
-        return []  # takes a lock through a wrapper (`migrate_write_lock()`): a new scheme
+    # the same object still locked, by whatever lock or wrapper
+    # (`spin_lock(&x->lock)` -> `x_lock(x)`, `trylock_page(p)` -> `lock_page(p)`):
+    # a new scheme on it, not protection dropped
+    bases_after = {base_name(lock) for _, lock in after}
+    bases_before = {base_name(lock) for _, lock in before}
+    wrappers = {c.name for c in post.flow.calls if not lock_family(env, c)}
+    if any(fam in wrappers and base_name(lock) not in bases_before for fam, lock in after):
+        return []  # a lock wrapper on an object it did not lock before: a new scheme
     fams_after = {fam for fam, _ in after}
     # a lock replaced by another of its kind (here or elsewhere in the series),
     # or by an RCU read section, is a change of scheme, not a removal; an RCU
@@ -93,6 +99,7 @@ def protection_removed(env: Env, pre: Side, post: Side) -> list[Hit]:
         for (fam, lock) in before
         if after[(fam, lock)] == 0
         and fam not in kinds_after
+        and (lock == _RCU or base_name(lock) not in bases_after)
         and not (lock != _RCU and _RCU in kinds_after)
         and not (lock == _RCU and kinds_after & _SPINNING)
     ]
@@ -187,7 +194,28 @@ def _definition_removed(name: str, pre_text: str, post_text: str) -> bool:
 def _kinds_added(env: Env) -> set[str]:
     """Lock families the series takes in code it adds anywhere: a series that
     also adds locking changes the scheme rather than dropping protection."""
-    return {fam for _, call in env.added if (fam := lock_family(env, call))}
+    return {fam for _, call in env.added if (fam := _lock_kind(env, call))}
+
+
+# Names that mention a lock without taking one (`spin_lock_init`,
+# `lockdep_assert_held`, `zone_is_locked`...).
+_NOT_TAKING = re.compile(
+    r"(?:^|_)(?:init|held|assert|is|owner|class|key|name|ptr|depth|stat|contended|"
+    r"needbreak|irqs?_disabled)(?:_|$)"
+)
+
+
+def _lock_kind(env: Env, call: Call) -> str:
+    """What lock `call` takes: lock_family() (the vocabulary's, a trylock, RCU),
+    else a lock wrapper by its name (`migrate_read_lock(zspage)`, `lock_page(p)`),
+    which is its own kind; "" when it takes none."""
+    fam = lock_family(env, call)
+    if fam or not call.args or env.vocab.roles_of(call.name):
+        return fam
+    name = call.name
+    if "unlock" in name or not _LOCKISH.search(name) or _NOT_TAKING.search(name):
+        return ""
+    return name
 
 
 def _line_of(env: Env, flow: Flow, lock: str, lines: Sequence[str]) -> int | None:
@@ -211,7 +239,7 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     for fn, call in env.added:
         if fn == besides or not call.args:
             continue
-        locking = lock_family(env, call) not in ("", _RCU)
+        locking = _lock_kind(env, call) not in ("", _RCU)
         if locking and (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
             return True
     return False
