@@ -546,6 +546,7 @@ MATCHER_MODULES = (
     "retarget",
     "free_target",
     "saturation",
+    "flag_paths",
     "tables",
 )
 for _module in MATCHER_MODULES:
