@@ -18,6 +18,7 @@ import re
 from collections import Counter
 
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, norm_object
+from bot.analyze.infer import UNDO_CALL as _UNDO
 from bot.analyze.infer import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
@@ -159,10 +160,6 @@ def _set_in_branch(post: Side, var: str, code: str, after: int | None) -> bool:
     )
 
 
-_UNDO = re.compile(
-    r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
-    r"|_free_hook$"
-)
 # What runs at a free to take back what the allocation set up (an accounting
 # tag, a memcg charge, a sanitizer's state): `*_free_hook()`.
 _FREE_HOOK = re.compile(r"_free_hook$")

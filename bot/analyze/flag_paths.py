@@ -21,9 +21,8 @@ from __future__ import annotations
 import re
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
-from bot.analyze.errpaths import _UNDO
 from bot.analyze.flow import Assign, Call, Flow
-from bot.analyze.infer import split_verb
+from bot.analyze.infer import UNDO_CALL, split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _SET = frozenset({"true", "1"})
@@ -36,7 +35,7 @@ def _cleanup(env: Env, call: Call) -> bool:
     verb = split_verb(call.name)
     if verb is not None and verb[0] in ("put", "free", "destroy", "release"):
         return True
-    return _UNDO.search(call.name) is not None
+    return UNDO_CALL.search(call.name) is not None
 
 
 def _sets(flow: Flow, flag: str) -> list[int]:

@@ -55,6 +55,12 @@ _VERB_RE = re.compile(
     r"|(?P<s2>\w+?)_(?P<post>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r"))$"
 )
 _WORD = re.compile(r"[A-Za-z_]\w*")
+# Calls that take back what a set-up did (a reservation, a charge, an
+# allocation hook): undo, restore, cancel... (shared with the matchers).
+UNDO_CALL = re.compile(
+    r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
+    r"|_free_hook$"
+)
 # Calls that may store a pointer they are given (shared with the matchers).
 STORING_CALL = re.compile(
     r"(add|insert|install|store|assign|set|push|enqueue|publish|attach|hash|link|list_|xa_|"
@@ -641,6 +647,7 @@ def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
 __all__ = [
     "MAX_NAMES",
     "STORING_CALL",
+    "UNDO_CALL",
     "Inference",
     "Summary",
     "extend_vocabulary",
