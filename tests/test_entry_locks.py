@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.analyze.diff import parse_diff
 from bot.analyze.entry_locks import entry_held, section_params
 from bot.analyze.flow_build import flows_in_text
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.config import Settings
 from bot.model import Status
 from bot.pipeline import review_inputs

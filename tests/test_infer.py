@@ -9,7 +9,8 @@ from __future__ import annotations
 from bot.analyze.api import load_vocabulary
 from bot.analyze.flow_build import flows_in_text
 from bot.analyze.flow_source import SourceView
-from bot.analyze.infer import extend_vocabulary, split_verb
+from bot.analyze.infer import extend_vocabulary
+from bot.analyze.naming import split_verb
 from bot.analyze.refs import double_put, path_reference_leak, use_after_release
 from bot.analyze.rules_match import Env, Side
 from bot.config import Settings

@@ -18,8 +18,8 @@ import re
 from collections import Counter
 
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, norm_object
-from bot.analyze.infer import UNDO_CALL as _UNDO
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import UNDO_CALL as _UNDO
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _ERRNO = re.compile(r"-E[A-Z][A-Z0-9_]*")

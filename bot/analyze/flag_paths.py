@@ -22,7 +22,7 @@ import re
 
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow
-from bot.analyze.infer import UNDO_CALL, split_verb
+from bot.analyze.naming import UNDO_CALL, split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 
 _SET = frozenset({"true", "1"})

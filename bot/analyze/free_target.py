@@ -22,7 +22,7 @@ import re
 from bot.analyze.api import RELEASE_ROLES
 from bot.analyze.entry_locks import section_params
 from bot.analyze.flow import Assign, Call, Flow, norm_object
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, _loc
 
 _IDENT = re.compile(r"[A-Za-z_]\w*")

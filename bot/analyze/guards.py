@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.dying import flag_tests, found_through, is_dying_flag
 from bot.analyze.flow import Assign, Call, Flow, base_name
-from bot.analyze.infer import STORING_CALL, split_verb
+from bot.analyze.naming import STORING_CALL, split_verb
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,

@@ -33,7 +33,7 @@ from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.callee_moves import same_step_name
 from bot.analyze.flow import Call, Flow, base_name
 from bot.analyze.flow_source import HIDDEN_BLOCK
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import _LOGGING, MATCHERS, Env, Hit, Matcher, Side
 
 _GET_ROLES = frozenset({"get"})

@@ -38,40 +38,24 @@ from bot.analyze.api import (
 from bot.analyze.csource import lexicon
 from bot.analyze.flow import Assign, Call, Event, Flow, Return, base_name, explore
 from bot.analyze.flow_source import SourceView
+from bot.analyze.naming import (
+    ACQUIRE_VERBS,
+    GET_VERBS,
+    LOGGING,
+    PUT_VERBS,
+    REG_VERBS,
+    STATE_STEM,
+    STORING_CALL,
+    WORD,
+    counterparts,
+    split_verb,
+)
 from bot.analyze.summaries import recorded, summarise
 
 # Bound on names summarised per series and on (node, state) visits per body:
 # summaries are cheap, but a hostile series may call thousands of names.
 MAX_NAMES = 4000
 _MAX_VISITS = 4000
-
-# Naming conventions of lifecycle APIs (verb at either end of the name).
-_ACQUIRE_VERBS = ("alloc", "new", "create", "dup", "clone", "zalloc")
-_GET_VERBS = ("get", "tryget", "grab", "hold")
-_RELEASE_VERBS = ("free", "destroy", "put", "release", "unref", "delete")
-_PUT_VERBS = frozenset({"put", "unref", "release"})
-_VERB_RE = re.compile(
-    r"^(?:(?P<pre>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r")_(?P<s1>\w+)"
-    r"|(?P<s2>\w+?)_(?P<post>" + "|".join(_ACQUIRE_VERBS + _GET_VERBS + _RELEASE_VERBS) + r"))$"
-)
-_WORD = re.compile(r"[A-Za-z_]\w*")
-# Calls that take back what a set-up did (a reservation, a charge, an
-# allocation hook): undo, restore, cancel... (shared with the matchers).
-UNDO_CALL = re.compile(
-    r"(^|_)(undo|restore|rollback|revert|unreserve|uncharge|unaccount|cancel)(_|$)|_on_error$"
-    r"|_free_hook$"
-)
-# Calls that may store a pointer they are given (shared with the matchers).
-STORING_CALL = re.compile(
-    r"(add|insert|install|store|assign|set|push|enqueue|publish|attach|hash|link|list_|xa_|"
-    r"idr_|rb_|hlist_|rcu_assign|WRITE_ONCE|swap|replace|move|register)",
-    re.IGNORECASE,
-)
-# Logging, tracing and debug checks never keep the pointer they print.
-_LOGGING = re.compile(
-    r"(printk|pr_\w+|dev_(err|warn|info|dbg|notice)\w*|WARN\w*|BUG\w*|VM_BUG\w*|trace_\w+|"
-    r"seq_printf|no_printk|netdev_\w+|pr_cont|IS_ERR\w*|PTR_ERR|ERR_PTR|unlikely|likely)$"
-)
 
 
 @dataclass(frozen=True)
@@ -92,74 +76,6 @@ class Summary:
 
 
 _UNKNOWN = Summary(name="", known=False)
-
-
-# Registrations: `register_foo`/`unregister_foo`, `foo_register`/`foo_unregister`,
-# and `bar_create_foo`/`bar_remove_foo` (the verb inside the name).
-_REG_VERBS = {"register": "unregister", "create": "remove"}
-_REG_RE = re.compile(
-    r"^(?:(?P<v1>register|unregister)_(?P<s1>\w+)|(?P<s2>\w+?)_(?P<v2>register|unregister)"
-    r"|(?P<a>[a-z]\w*?)_(?P<v3>create|remove)_(?P<b>\w+))$"
-)
-
-
-# Pairs that save and restore execution state (preemption, interrupts, locks,
-# user memory), not an object's lifetime.
-_STATE_STEM = re.compile(r"(^|_)(cpu|irq|preempt|lock|user|rcu)(_|$)")
-
-
-# Names that ask a question about a step rather than take it.
-_PREDICATE = re.compile(r"^_*(?:is|has|have|can|should|want|need|may|must|will|did|does)_")
-
-
-def split_verb(name: str) -> tuple[str, str] | None:
-    """(verb, stem) of a lifecycle-style name: `foo_put` -> ("put", "foo");
-    registrations: `sysfs_remove_group` -> ("remove", "sysfs_*_group"). A
-    predicate (`want_init_on_alloc`, `is_*`, `can_*`) names no lifecycle step."""
-    if _PREDICATE.match(name):
-        return None
-    # `__free_foo()`: the unlocked or inner variant of `free_foo()`, the same step
-    name = name.lstrip("_")
-    m = _VERB_RE.match(name)
-    if m is not None:
-        if m.group("pre"):
-            return m.group("pre"), m.group("s1")
-        return m.group("post"), m.group("s2")
-    r = _REG_RE.match(name)
-    if r is None:
-        return None
-    if r.group("v1"):
-        return r.group("v1"), r.group("s1")
-    if r.group("v2"):
-        return r.group("v2"), r.group("s2")
-    return r.group("v3"), f"{r.group('a')}_*_{r.group('b')}"
-
-
-def _counterparts(verb: str, stem: str) -> Iterable[str]:
-    """Names that would pair with `verb`+`stem`: a get pairs with a put (never a
-    free: `get_foo()` beside `free_foo()` is a getter), a constructor with a free,
-    destroy or put."""
-    if "_*_" in stem:  # an infix registration pair
-        a, b = stem.split("_*_")
-        other = _REG_VERBS.get(verb) or next(k for k, v in _REG_VERBS.items() if v == verb)
-        yield f"{a}_{other}_{b}"
-        return
-    if verb in _REG_VERBS or verb in _REG_VERBS.values():
-        other = _REG_VERBS.get(verb) or next(k for k, v in _REG_VERBS.items() if v == verb)
-        yield f"{stem}_{other}"
-        yield f"{other}_{stem}"
-        return
-    if verb in _GET_VERBS:
-        others: tuple[str, ...] = tuple(_PUT_VERBS)
-    elif verb in _ACQUIRE_VERBS:
-        others = _RELEASE_VERBS
-    elif verb in _PUT_VERBS:
-        others = _ACQUIRE_VERBS + _GET_VERBS
-    else:
-        others = _ACQUIRE_VERBS
-    for o in sorted(others):
-        yield f"{stem}_{o}"
-        yield f"{o}_{stem}"
 
 
 @dataclass
@@ -343,14 +259,14 @@ class Inference:
                     release_kind, release_family = kind, fam
             if self.vocab.roles_of(call.name):
                 continue
-            storing = STORING_CALL.search(call.name) and not _LOGGING.search(call.name)
+            storing = STORING_CALL.search(call.name) and not LOGGING.search(call.name)
             for a_i, a in enumerate(call.args):
                 pi = param_of(a)
                 if pi is None:
                     if storing:
                         # `pagevec_add(pvec, mlock_new(page))`: what is stored is
                         # made from the parameter, and goes with its reference
-                        hands.update(index[w] for w in _WORD.findall(a) if w in index)
+                        hands.update(index[w] for w in WORD.findall(a) if w in index)
                     continue
                 if storing:
                     hands.add(pi)
@@ -452,10 +368,10 @@ class Inference:
         if sv is None:
             return None
         verb, stem = sv
-        if len(stem) < 3 or _STATE_STEM.search(stem):
+        if len(stem) < 3 or STATE_STEM.search(stem):
             return None  # get_cpu_var/put_cpu_var pin preemption, not an object
         if verb not in ("put", "unref") and not any(
-            c in self.visible for c in _counterparts(verb, stem)
+            c in self.visible for c in counterparts(verb, stem)
         ):
             # `put_*`/`*_put` drops a reference by the kernel's own convention, seen
             # or not; other verbs are believed only beside their counterpart
@@ -463,14 +379,14 @@ class Inference:
         fam = f"inferred:{stem.replace('_*_', '_')}"
         if verb in ("unregister", "remove"):
             return ApiRole(fam, "free", "destroy", 0, None)
-        if (verb in ("register", "create") and verb not in _ACQUIRE_VERBS) or "_*_" in stem:
+        if (verb in ("register", "create") and verb not in ACQUIRE_VERBS) or "_*_" in stem:
             return None  # a registration on its arguments: its undo is what counts
-        if verb in _ACQUIRE_VERBS:
+        if verb in ACQUIRE_VERBS:
             return ApiRole(fam, "free", "create", None, None, returns_object=True)
-        if verb in _GET_VERBS:
+        if verb in GET_VERBS:
             role = "tryget" if verb == "tryget" else "get"
             return ApiRole(fam, "refcount", role, 0, None)
-        kind = "put" if verb in _PUT_VERBS else "free"
+        kind = "put" if verb in PUT_VERBS else "free"
         return ApiRole(fam, "refcount" if kind == "put" else "free", kind, 0, None)
 
 
@@ -482,7 +398,7 @@ def _plausible_by_name(role: ApiRole, name: str, flows: Iterable[Flow]) -> bool:
     if role.returns_object or role.object_arg is None:
         return True
     sv = split_verb(name)
-    if sv is not None and (sv[0] in _REG_VERBS or sv[0] in _REG_VERBS.values()):
+    if sv is not None and (sv[0] in REG_VERBS or sv[0] in REG_VERBS.values()):
         return True
     for f in flows:
         for c in f.calls:
@@ -646,8 +562,6 @@ def _role_from_summary(s: Summary, name: str) -> ApiRole | None:
 
 __all__ = [
     "MAX_NAMES",
-    "STORING_CALL",
-    "UNDO_CALL",
     "Inference",
     "Summary",
     "extend_vocabulary",

@@ -21,7 +21,7 @@ from collections import Counter
 from bot.analyze.api import PUT_ROLES, RELEASE_ROLES
 from bot.analyze.flow import Assign, Call, Flow, Return, base_name, mentions, norm_object
 from bot.analyze.flow_source import member_tail
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import (
     _LOGGING,
     MATCHERS,

@@ -22,7 +22,7 @@ import re
 
 from bot.analyze.api import GET_ROLES, PUT_ROLES, RELEASE_ROLES
 from bot.analyze.cfunc import function_at, function_name_from_section
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side
 from bot.model import Hunk, LineKind
 

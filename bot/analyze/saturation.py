@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from bot.analyze.flow import Call, Flow, base_name
-from bot.analyze.infer import split_verb
+from bot.analyze.naming import split_verb
 from bot.analyze.rules_match import MATCHERS, Env, Hit, Matcher, Side, _loc
 
 _RELATION = re.compile(r"(?<![<>=!])(?:<=?|>=?)(?![<>=])")
