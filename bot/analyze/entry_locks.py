@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bot.analyze.rules_match import Side
 
 # Calls that take a lock by their name (wrappers the vocabulary does not list).
-LOCKISH = re.compile(r"(^|_)(lock|write_lock|read_lock|down_read|down_write|trylock)(_|$)")
+LOCKISH = re.compile(r"(^|_)(lock|relock|write_lock|read_lock|down_read|down_write|trylock)(_|$)")
 
 
 def side_body(side: Side) -> str:

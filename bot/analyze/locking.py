@@ -224,7 +224,7 @@ def _line_of(env: Env, flow: Flow, lock: str, lines: Sequence[str]) -> int | Non
         if lock == _RCU:
             if any(r.role == "rcu_read_lock" for r in env.vocab.roles_of(c.name)):
                 return c.line
-        elif c.args and norm_object(c.args[0]) == lock:
+        elif c.args and norm_object(c.args[0]) == lock and _lock_kind(env, c) not in ("", _RCU):
             return c.line
     last = max((c.line for c in flow.calls), default=flow.start_line)
     for n in range(max(flow.start_line - 1, 0), min(last, len(lines))):
@@ -239,8 +239,15 @@ def _series_takes(env: Env, lock: str, besides: str) -> bool:
     for fn, call in env.added:
         if fn == besides or not call.args:
             continue
-        locking = _lock_kind(env, call) not in ("", _RCU)
-        if locking and (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
+        if _lock_kind(env, call) in ("", _RCU):
+            continue
+        if (member_tail(norm_object(call.args[0])) or call.args[0]) == tail:
+            return True
+        # a plain object locked through something derived from it elsewhere
+        # (`lock_page_memcg(page)` gone, `folio_lruvec_relock_irq(page_folio(page))` added)
+        if re.fullmatch(r"[A-Za-z_]\w*", lock) and lock in re.findall(
+            r"[A-Za-z_]\w*", call.args[0]
+        ):
             return True
     return False
 
