@@ -101,3 +101,39 @@ def test_the_same_object_locked_another_way_is_a_new_scheme() -> None:
     # initialising a lock takes none
     pre, post = _sides(_walk("set_lock_init(set);", "", ""), _walk("", "", ""))
     assert protection_removed(ENV, pre, post) == []
+
+
+def test_a_wrapper_section_removed_with_its_work_is_quiet() -> None:
+    """The lock's line is its lock call, not the first call that names the
+    object: the section (lock, work, unlock) went whole."""
+    from bot.analyze.locking import protection_removed
+
+    body = """
+static void copy_one(struct page *old_page, bool locked)
+{
+	copy_data(old_page);
+	flush_copy(old_page);
+{section}	finish_copy(old_page);
+}
+"""
+    section = (
+        "\tif (locked) {\n\t\tlock_page(old_page);\n\t\tdrop_mlock(old_page);\n"
+        "\t\tunlock_page(old_page);\n\t}\n"
+    )
+    pre, post = _sides(body.replace("{section}", section), body.replace("{section}", ""))
+    assert protection_removed(ENV, pre, post) == []
+
+
+def test_a_lock_moved_to_a_helper_on_a_derived_object_is_quiet() -> None:
+    from bot.analyze.flow import Call
+    from bot.analyze.locking import protection_removed
+
+    body = "\nvoid drop_one(struct page *page)\n{{\n{take}\tpage_clear(page);\n{drop}}}\n"
+    pre, post = _sides(
+        body.format(take="\tpage_memcg_lock(page);\n", drop="\tpage_memcg_unlock(page);\n"),
+        body.format(take="", drop=""),
+    )
+    assert [h.key for h in protection_removed(ENV, pre, post)] == [("protection-removed", "page")]
+    relock = Call(name="lruvec_relock_irq", args=("page_folio(page)", "lruvec"), line=9, text="")
+    moved = Env(ENV.vocab, depth=2, added=(("__drop_batch", relock),))
+    assert protection_removed(moved, pre, post) == []
