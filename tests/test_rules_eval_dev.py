@@ -54,6 +54,9 @@ EXPECTED = {
     "shrinker-info-teardown-race": "MMLC006",
     "writeback-mark-inode-dirty-uaf": "MMLC008",
     "z3fold-claimed-clear-under-lock": "MMLC008",
+    "kasan-free-pxd-double-free": "MMLC003",
+    "anon-name-refcount-saturation": "MMLC002",
+    "zsmalloc-lock-zspage-migrate-race": "MMLC008",
 }
 
 
