@@ -5,8 +5,6 @@ kernel-style code written for these tests."""
 
 from __future__ import annotations
 
-import difflib
-
 from bot.analyze.api import load_vocabulary
 from bot.analyze.flow import flows_in_text
 from bot.analyze.flow_source import SourceView
@@ -14,6 +12,7 @@ from bot.analyze.infer import extend_vocabulary
 from bot.analyze.refs import path_reference_leak
 from bot.analyze.rules_match import Env, Side
 from bot.config import Settings
+from tests.fixtures.sides import changed_lines
 
 VOCAB = load_vocabulary(Settings().rules_dir)
 PATH = "mm/t.c"
@@ -57,22 +56,10 @@ static bool gizmo_mark_poison(struct page *page, bool free)
 """
 
 
-def _changed(a: str, b: str) -> tuple[frozenset[int], frozenset[int]]:
-    removed: set[int] = set()
-    added: set[int] = set()
-    matcher = difflib.SequenceMatcher(a=a.splitlines(), b=b.splitlines(), autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag in ("delete", "replace"):
-            removed.update(range(i1 + 1, i2 + 1))
-        if tag in ("insert", "replace"):
-            added.update(range(j1 + 1, j2 + 1))
-    return frozenset(removed), frozenset(added)
-
-
 def _leaks(pre_text: str, post_text: str, callee: str = "") -> list[str]:
     """path-reference-leak keys on the post-image of the caller."""
     pre_text, post_text = pre_text + callee, post_text + callee
-    removed, added = _changed(pre_text, post_text)
+    removed, added = changed_lines(pre_text, post_text)
     views = SourceView({PATH: pre_text}, None), SourceView({PATH: post_text}, None)
     pre_flow = next(f for f in flows_in_text(pre_text, PATH) if f.name == "gizmo_poison")
     post_flow = next(f for f in flows_in_text(post_text, PATH) if f.name == "gizmo_poison")

@@ -58,6 +58,25 @@ def _limited_get(env: Env, helper: Flow, param: str) -> tuple[Call, str] | None:
     return None
 
 
+def _dropped_helper(
+    env: Env, pre: Side, get: Call, obj: str, still: set[str]
+) -> tuple[Call, Call, str] | None:
+    """The call the patch removed that passed `obj` to a helper taking its
+    reference under a count limit: (that call, the helper's get, the limit)."""
+    for c in pre.flow.calls if pre.flow is not None else ():
+        if c.line not in pre.removed_lines or c.name in still or c.name == get.name:
+            continue
+        idx = next((i for i, a in enumerate(c.args) if base_name(a) == obj), None)
+        if idx is None:
+            continue
+        for helper in pre.view.definitions(c.name, pre.file):
+            if idx < len(helper.params) and helper.params[idx]:
+                found = _limited_get(env, helper, helper.params[idx])
+                if found is not None:
+                    return c, found[0], found[1]
+    return None
+
+
 def get_limit_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
     """A reference the function now takes itself, without the count limit the
     helper it stopped calling took it under."""
@@ -73,43 +92,30 @@ def get_limit_dropped(env: Env, pre: Side, post: Side) -> list[Hit]:
         if any(_limit(env, cond) for cond in g.guards):
             continue
         obj = base_name(g.args[0])
-        for c in pre.flow.calls:
-            if c.line not in pre.removed_lines or c.name in still or c.name == g.name:
-                continue
-            idx = next((i for i, a in enumerate(c.args) if base_name(a) == obj), None)
-            if idx is None:
-                continue
-            for helper in pre.view.definitions(c.name, pre.file):
-                if idx >= len(helper.params) or not helper.params[idx]:
-                    continue
-                found = _limited_get(env, helper, helper.params[idx])
-                if found is None:
-                    continue
-                inner, guard = found
-                hits.append(
-                    Hit(
-                        key=("get-limit-dropped", g.name, obj),
-                        line=g.line,
-                        removed_line=c.line,
-                        fields={
-                            "function": post.flow.name,
-                            "object": obj,
-                            "call": g.text,
-                            "helper": c.name,
-                            "condition": guard,
-                        },
-                        evidence=(
-                            f"before: `{c.text}` at {_loc(pre.file, c)}; {c.name}() took "
-                            f"the reference with `{inner.text}` only while `{guard}`",
-                            f"after: `{g.text}` at {_loc(post.file, g)}, with no such test",
-                        ),
-                        variant="get-limit-dropped",
-                    )
-                )
-                break
-            else:
-                continue
-            break
+        dropped = _dropped_helper(env, pre, g, obj, still)
+        if dropped is None:
+            continue
+        c, inner, guard = dropped
+        hits.append(
+            Hit(
+                key=("get-limit-dropped", g.name, obj),
+                line=g.line,
+                removed_line=c.line,
+                fields={
+                    "function": post.flow.name,
+                    "object": obj,
+                    "call": g.text,
+                    "helper": c.name,
+                    "condition": guard,
+                },
+                evidence=(
+                    f"before: `{c.text}` at {_loc(pre.file, c)}; {c.name}() took "
+                    f"the reference with `{inner.text}` only while `{guard}`",
+                    f"after: `{g.text}` at {_loc(post.file, g)}, with no such test",
+                ),
+                variant="get-limit-dropped",
+            )
+        )
     return hits
 
 
